@@ -1,0 +1,262 @@
+//! The crate's one error type, [`CellError`], and the small enums its variants carry.
+//!
+//! Every type here is `Copy` and allocation-free, so the same errors exist with and without
+//! `alloc`, and returning one never touches a heap.
+
+use crate::{AgentId, AgentState, DigestPrefix};
+use core::fmt;
+
+/// Everything that can go wrong in `mielin-cells`.
+///
+/// Each message says what was expected and what was found. New variants may be added in minor
+/// releases, so match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CellError {
+    /// The bytes are shorter than the 8-byte WebAssembly header (magic and version).
+    #[error("not a WebAssembly module: expected at least 8 bytes (magic and version), found {found}")]
+    WasmTooShort {
+        /// How many bytes there were.
+        found: usize,
+    },
+    /// The bytes do not start with the WebAssembly magic `\0asm`.
+    #[error("not a WebAssembly module: expected magic [00, 61, 73, 6d], found {found:02x?}")]
+    NotWasm {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+    /// The module has the WebAssembly magic but a version other than 1 (for example a component).
+    #[error("unsupported WebAssembly version: expected 1, found {found:#010x}")]
+    UnsupportedWasmVersion {
+        /// The little-endian version word that was found.
+        found: u32,
+    },
+    /// A lifecycle move that the state machine does not allow; nothing was changed.
+    #[error("invalid state transition: {from} cannot move to {to}")]
+    InvalidState {
+        /// The agent's state.
+        from: AgentState,
+        /// The state that was asked for.
+        to: AgentState,
+    },
+    /// A SHA-256 digest did not match the bytes it covers.
+    #[error("integrity check failed for the {what}: expected SHA-256 {expected}…, computed {found}…")]
+    IntegrityMismatch {
+        /// Which digest failed.
+        what: Digested,
+        /// The digest that was recorded (first 8 bytes).
+        expected: DigestPrefix,
+        /// The digest computed over the bytes (first 8 bytes).
+        found: DigestPrefix,
+    },
+    /// A migration request that the manager refused; nothing was changed.
+    #[error("migration of agent {agent} failed: {reason}")]
+    MigrationFailed {
+        /// The agent concerned.
+        agent: AgentId,
+        /// Why.
+        reason: MigrationFailure,
+    },
+    /// Running the agent's code failed.
+    #[error("execution failed: {reason}")]
+    ExecutionFailed {
+        /// What went wrong.
+        reason: &'static str,
+    },
+    /// The output buffer is too small for the serialized snapshot; nothing useful was written.
+    #[error("serialization failed: the snapshot needs {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// Bytes the snapshot needs ([`MigrationSnapshot::size_bytes`](crate::migration::MigrationSnapshot::size_bytes)).
+        needed: usize,
+        /// Bytes the buffer has.
+        available: usize,
+    },
+    /// The encoder failed for a reason other than buffer size.
+    #[error("serialization failed: {reason}")]
+    SerializationFailed {
+        /// What went wrong.
+        reason: &'static str,
+    },
+    /// Bytes that are not a valid snapshot in the version-1 wire format.
+    #[error("deserialization failed: {0}")]
+    DeserializationFailed(DecodeError),
+    /// A fixed-capacity container is full.
+    #[error("capacity exceeded: {what} hold at most {capacity}, {requested} requested")]
+    CapacityExceeded {
+        /// Which container.
+        what: Capacity,
+        /// Its capacity.
+        capacity: usize,
+        /// How many entries were asked for.
+        requested: usize,
+    },
+}
+
+impl From<DecodeError> for CellError {
+    fn from(e: DecodeError) -> Self {
+        CellError::DeserializationFailed(e)
+    }
+}
+
+/// Which digest an [`CellError::IntegrityMismatch`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Digested {
+    /// The SHA-256 trailer over a serialized snapshot.
+    SnapshotTrailer,
+    /// An agent's DNA: the SHA-256 of its WebAssembly binary.
+    Dna,
+}
+
+impl fmt::Display for Digested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Digested::SnapshotTrailer => "snapshot trailer",
+            Digested::Dna => "agent DNA",
+        })
+    }
+}
+
+/// Why the [`MigrationManager`](crate::migration::MigrationManager) refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MigrationFailure {
+    /// The agent already has a pending migration.
+    AlreadyPending,
+    /// The agent has no pending migration on this manager.
+    NotPending,
+    /// The target node is the node the manager runs on.
+    TargetIsSource,
+    /// The agent is pending but was moved out of `Migrating` by hand.
+    NotMigrating {
+        /// The state the agent is in.
+        found: AgentState,
+    },
+}
+
+impl fmt::Display for MigrationFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrationFailure::AlreadyPending => f.write_str("a migration is already pending"),
+            MigrationFailure::NotPending => f.write_str("no migration is pending for it"),
+            MigrationFailure::TargetIsSource => {
+                f.write_str("the target node is this node (the source)")
+            }
+            MigrationFailure::NotMigrating { found } => {
+                write!(f, "expected it in state Migrating, found {found}")
+            }
+        }
+    }
+}
+
+/// Which fixed-capacity container a [`CellError::CapacityExceeded`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Capacity {
+    /// An agent's mutable globals ([`MAX_GLOBALS`](crate::MAX_GLOBALS)).
+    Globals,
+    /// A policy's preferred architectures ([`MAX_ARCHITECTURES`](crate::MAX_ARCHITECTURES)).
+    Architectures,
+    /// A migration manager's pending migrations (its `N`).
+    PendingMigrations,
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Capacity::Globals => "agent globals",
+            Capacity::Architectures => "preferred architectures",
+            Capacity::PendingMigrations => "pending migrations",
+        })
+    }
+}
+
+/// Why bytes were rejected as a snapshot; the checks run in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer bytes than a header and trailer need.
+    #[error("too short: expected at least {needed} bytes, found {found}")]
+    TooShort {
+        /// The minimum length of any snapshot.
+        needed: usize,
+        /// The length given.
+        found: usize,
+    },
+    /// The first four bytes are not the snapshot magic.
+    #[error("bad magic: expected {expected:02x?}, found {found:02x?}")]
+    BadMagic {
+        /// The magic of this format.
+        expected: [u8; 4],
+        /// What the bytes start with.
+        found: [u8; 4],
+    },
+    /// A format version this build does not read.
+    #[error("unsupported format version: expected {expected}, found {found}")]
+    UnsupportedVersion {
+        /// The version this build reads.
+        expected: u16,
+        /// The version in the header.
+        found: u16,
+    },
+    /// Flag bits that version 1 reserves are set.
+    #[error("unsupported flags: expected 0x0000, found {found:#06x}")]
+    UnsupportedFlags {
+        /// The flags word in the header.
+        found: u16,
+    },
+    /// The body ends in the middle of a field.
+    #[error("body ends early: a field runs past the end of the body")]
+    UnexpectedEnd,
+    /// A variable-length integer is malformed or too large for its field.
+    #[error("body has a malformed varint")]
+    BadVarint,
+    /// An option or enum tag is out of range.
+    #[error("body has an out-of-range option or enum tag")]
+    BadTag,
+    /// The body is otherwise malformed (for example more globals than fit).
+    #[error("body is malformed (a value out of range or a list over capacity)")]
+    Malformed,
+    /// Bytes remain between the end of the body and the trailer.
+    #[error("expected the body to end at the trailer, found {count} extra bytes")]
+    TrailingBytes {
+        /// How many extra bytes.
+        count: usize,
+    },
+    /// The body decodes but is not in canonical form (e.g. an over-long varint), so it would not
+    /// re-encode to the same bytes.
+    #[error("body is not canonically encoded: expected {expected} bytes, found {found}")]
+    NonCanonical {
+        /// The length of the canonical encoding of what was decoded.
+        expected: usize,
+        /// The length of the body given.
+        found: usize,
+    },
+    /// An architecture tag this build does not know.
+    #[error("unknown architecture tag {tag}")]
+    UnknownArchitecture {
+        /// The tag.
+        tag: u8,
+    },
+    /// More preferred architectures than a policy holds.
+    #[error("expected at most {capacity} preferred architectures, found {found}")]
+    TooManyArchitectures {
+        /// [`MAX_ARCHITECTURES`](crate::MAX_ARCHITECTURES).
+        capacity: usize,
+        /// How many the body lists.
+        found: usize,
+    },
+}
+
+impl DecodeError {
+    pub(crate) fn from_postcard(e: postcard::Error) -> Self {
+        match e {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::UnexpectedEnd,
+            postcard::Error::DeserializeBadVarint => DecodeError::BadVarint,
+            postcard::Error::DeserializeBadOption
+            | postcard::Error::DeserializeBadEnum
+            | postcard::Error::DeserializeBadBool => DecodeError::BadTag,
+            _ => DecodeError::Malformed,
+        }
+    }
+}
