@@ -177,9 +177,7 @@ mod tests {
         );
         assert_eq!(
             Dna::new(&b"\x7fELF\x02\x01\x01\0"[..]).unwrap_err(),
-            CellError::NotWasm {
-                found: *b"\x7fELF"
-            }
+            CellError::NotWasm { found: *b"\x7fELF" }
         );
         // A component-model binary: same magic, version word 0x0001000d.
         assert_eq!(

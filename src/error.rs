@@ -14,7 +14,9 @@ use core::fmt;
 #[non_exhaustive]
 pub enum CellError {
     /// The bytes are shorter than the 8-byte WebAssembly header (magic and version).
-    #[error("not a WebAssembly module: expected at least 8 bytes (magic and version), found {found}")]
+    #[error(
+        "not a WebAssembly module: expected at least 8 bytes (magic and version), found {found}"
+    )]
     WasmTooShort {
         /// How many bytes there were.
         found: usize,
@@ -40,7 +42,9 @@ pub enum CellError {
         to: AgentState,
     },
     /// A SHA-256 digest did not match the bytes it covers.
-    #[error("integrity check failed for the {what}: expected SHA-256 {expected}…, computed {found}…")]
+    #[error(
+        "integrity check failed for the {what}: expected SHA-256 {expected}…, computed {found}…"
+    )]
     IntegrityMismatch {
         /// Which digest failed.
         what: Digested,
@@ -64,7 +68,9 @@ pub enum CellError {
         reason: &'static str,
     },
     /// The output buffer is too small for the serialized snapshot; nothing useful was written.
-    #[error("serialization failed: the snapshot needs {needed} bytes, the buffer holds {available}")]
+    #[error(
+        "serialization failed: the snapshot needs {needed} bytes, the buffer holds {available}"
+    )]
     BufferTooSmall {
         /// Bytes the snapshot needs ([`MigrationSnapshot::size_bytes`](crate::migration::MigrationSnapshot::size_bytes)).
         needed: usize,

@@ -108,10 +108,16 @@ impl fmt::Display for PolicyViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PolicyViolation::BatteryTooLow { required, found } => {
-                write!(f, "battery too low: expected at least {required}%, found {found}%")
+                write!(
+                    f,
+                    "battery too low: expected at least {required}%, found {found}%"
+                )
             }
             PolicyViolation::LatencyTooHigh { max, found } => {
-                write!(f, "latency too high: expected at most {max} ms, found {found} ms")
+                write!(
+                    f,
+                    "latency too high: expected at most {max} ms, found {found} ms"
+                )
             }
         }
     }
@@ -153,11 +159,13 @@ impl Policy {
         max_latency_ms: u32,
         preferred_architectures: &[Arch],
     ) -> Result<Self, CellError> {
-        let preferred_architectures = heapless::Vec::from_slice(preferred_architectures)
-            .map_err(|_| CellError::CapacityExceeded {
-                what: Capacity::Architectures,
-                capacity: MAX_ARCHITECTURES,
-                requested: preferred_architectures.len(),
+        let preferred_architectures =
+            heapless::Vec::from_slice(preferred_architectures).map_err(|_| {
+                CellError::CapacityExceeded {
+                    what: Capacity::Architectures,
+                    capacity: MAX_ARCHITECTURES,
+                    requested: preferred_architectures.len(),
+                }
             })?;
         Ok(Policy {
             min_battery_percent,

@@ -206,12 +206,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<MigrationSnapshot<&[u8]>, CellError
         needed: HEADER_LEN + TRAILER_LEN,
         found: bytes.len(),
     };
-    let (signed, trailer) = bytes
-        .split_last_chunk::<TRAILER_LEN>()
-        .ok_or(too_short)?;
-    let (head, body) = signed
-        .split_first_chunk::<HEADER_LEN>()
-        .ok_or(too_short)?;
+    let (signed, trailer) = bytes.split_last_chunk::<TRAILER_LEN>().ok_or(too_short)?;
+    let (head, body) = signed.split_first_chunk::<HEADER_LEN>().ok_or(too_short)?;
     let [m0, m1, m2, m3, v0, v1, f0, f1] = head;
     let magic = [*m0, *m1, *m2, *m3];
     if magic != MAGIC {

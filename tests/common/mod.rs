@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use mielin_cells::{Agent, AgentId, AgentState, Arch, Dna, GlobalValue, NodeId, Policy};
+
+/// A real 41-byte module exporting `add(i32, i32) -> i32`.
+pub const ADD_WASM: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+    0x01, 0x07, 0x01, 0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7f, // type: (i32, i32) -> i32
+    0x03, 0x02, 0x01, 0x00, // function 0 has type 0
+    0x07, 0x07, 0x01, 0x03, b'a', b'd', b'd', 0x00, 0x00, // export "add" = func 0
+    0x0a, 0x09, 0x01, 0x07, 0x00, 0x20, 0x00, 0x20, 0x01, 0x6a,
+    0x0b, // local.get 0/1, i32.add
+];
+
+/// A valid module of exactly `len` bytes (at least 16): the header and one custom section named
+/// "pad" whose payload is a deterministic byte pattern.
+pub fn wasm_of_len(len: usize) -> Vec<u8> {
+    assert!(len >= 16);
+    let mut out = b"\0asm\x01\0\0\0".to_vec();
+    out.push(0); // custom section
+                 // The section size is a 5-byte padded LEB128 so the total length is exact.
+    let size = len - out.len() - 5;
+    let mut s = size as u32;
+    for i in 0..5 {
+        let mut byte = (s & 0x7f) as u8;
+        s >>= 7;
+        if i < 4 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+    }
+    out.extend_from_slice(&[3, b'p', b'a', b'd']);
+    let mut x: u32 = 0x1234_5678;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push(x as u8);
+    }
+    out
+}
+
+pub const SOURCE: NodeId = NodeId::from_bytes([0x5a; 16]);
+pub const TARGET: NodeId = NodeId::from_bytes([0xa5; 16]);
+
+/// The agent the golden vectors and the README flow use: every field set to something that
+/// would show if it were dropped.
+pub fn sample_agent() -> Agent<Vec<u8>> {
+    let dna = Dna::new(ADD_WASM.to_vec()).unwrap();
+    let id = AgentId::derive(dna.hash(), 1);
+    let mut agent = Agent::with_id(id, dna);
+    agent.set_state(AgentState::Running).unwrap();
+    agent.set_policy(Policy::new(25, 150, &[Arch::Aarch64, Arch::Arm]).unwrap());
+    agent.set_wasm_state((0u8..64).collect());
+    agent
+        .set_globals(&[
+            GlobalValue::I32(65_536),
+            GlobalValue::I64(-1),
+            GlobalValue::F32(0x7fc0_0001), // a NaN with a payload
+            GlobalValue::from_f64(-0.0),
+        ])
+        .unwrap();
+    agent
+}

@@ -1,0 +1,126 @@
+//! Property tests: snapshot round trips for arbitrary agents, and the lifecycle under arbitrary
+//! move sequences.
+#![cfg(feature = "std")]
+
+use mielin_cells::migration::MigrationSnapshot;
+use mielin_cells::{
+    Agent, AgentId, AgentState, Arch, CellError, Dna, GlobalValue, NodeId, Policy,
+    MAX_ARCHITECTURES, MAX_GLOBALS,
+};
+use proptest::prelude::*;
+
+fn global() -> impl Strategy<Value = GlobalValue> {
+    prop_oneof![
+        any::<i32>().prop_map(GlobalValue::I32),
+        any::<i64>().prop_map(GlobalValue::I64),
+        any::<u32>().prop_map(GlobalValue::F32),
+        any::<u64>().prop_map(GlobalValue::F64),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        any::<u8>(),
+        any::<u32>(),
+        prop::collection::vec(0u8..7, 0..=MAX_ARCHITECTURES),
+    )
+        .prop_map(|(battery, latency, tags)| {
+            let archs: Vec<Arch> = tags.into_iter().filter_map(Arch::from_tag).collect();
+            Policy::new(battery, latency, &archs).unwrap()
+        })
+}
+
+prop_compose! {
+    fn agent()(
+        id in any::<[u8; 16]>(),
+        body in prop::collection::vec(any::<u8>(), 0..2048),
+        memory in prop::collection::vec(any::<u8>(), 0..4096),
+        globals in prop::collection::vec(global(), 0..=MAX_GLOBALS),
+        policy in policy(),
+        state in prop::sample::select(vec![AgentState::Running, AgentState::Suspended, AgentState::Migrating]),
+    ) -> Agent<Vec<u8>> {
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend_from_slice(&body);
+        let mut agent = Agent::with_id(AgentId::from_bytes(id), Dna::new(wasm).unwrap());
+        agent.set_state(AgentState::Running).unwrap();
+        if state != AgentState::Running {
+            agent.set_state(state).unwrap();
+        }
+        agent.set_wasm_state(memory);
+        agent.set_globals(&globals).unwrap();
+        agent.set_policy(policy);
+        agent
+    }
+}
+
+proptest! {
+    #[test]
+    fn serialize_deserialize_restore_is_identity(
+        agent in agent(),
+        source in proptest::option::of(any::<[u8; 16]>()),
+        t in any::<u64>(),
+    ) {
+        let snap = MigrationSnapshot::capture_at(&agent, source.map(NodeId::from_bytes), t);
+        let bytes = snap.serialize().unwrap();
+        prop_assert_eq!(bytes.len(), snap.size_bytes());
+
+        let owned = MigrationSnapshot::deserialize(&bytes).unwrap();
+        prop_assert_eq!(&owned, &snap);
+        let view = MigrationSnapshot::view(&bytes).unwrap();
+        prop_assert_eq!(&view, &snap);
+        // Re-encoding what was decoded gives the same bytes.
+        prop_assert_eq!(&view.serialize().unwrap(), &bytes);
+
+        let mut restored = owned.restore().unwrap();
+        prop_assert_eq!(restored.id(), agent.id());
+        prop_assert_eq!(restored.dna().hash(), agent.dna().hash());
+        prop_assert_eq!(restored.dna().binary(), agent.dna().binary());
+        prop_assert_eq!(restored.wasm_state(), agent.wasm_state());
+        prop_assert_eq!(restored.globals(), agent.globals());
+        prop_assert_eq!(restored.policy(), agent.policy());
+        prop_assert_eq!(restored.state(), AgentState::Migrating);
+        restored.set_state(AgentState::Running).unwrap();
+    }
+
+    #[test]
+    fn any_single_bit_flip_is_rejected(
+        agent in agent(),
+        t in any::<u64>(),
+        bit in any::<prop::sample::Index>(),
+    ) {
+        let bytes = MigrationSnapshot::capture_at(&agent, None, t).serialize().unwrap();
+        let bit = bit.index(bytes.len() * 8);
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(MigrationSnapshot::view(&flipped).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = MigrationSnapshot::view(&bytes);
+        let _ = Dna::new(&bytes[..]);
+    }
+
+    #[test]
+    fn random_move_sequences_stay_legal(moves in prop::collection::vec(0usize..5, 0..64)) {
+        let mut agent = Agent::with_id(
+            AgentId::from_bytes([1; 16]),
+            Dna::new(&b"\0asm\x01\0\0\0"[..]).unwrap(),
+        );
+        for m in moves {
+            let before = agent.state();
+            let next = AgentState::ALL[m];
+            match agent.set_state(next) {
+                Ok(()) => {
+                    prop_assert!(before.can_transition_to(next));
+                    prop_assert_eq!(agent.state(), next);
+                }
+                Err(e) => {
+                    prop_assert!(!before.can_transition_to(next));
+                    prop_assert_eq!(e, CellError::InvalidState { from: before, to: next });
+                    prop_assert_eq!(agent.state(), before);
+                }
+            }
+        }
+    }
+}
