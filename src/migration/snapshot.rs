@@ -9,7 +9,7 @@ use crate::{Agent, AgentId, AgentState, CellError, Dna, GlobalValue, NodeId, Pol
 ///
 /// `B` is the byte storage, as for [`Agent`]. A snapshot decoded with
 /// [`MigrationSnapshot::view`] borrows its binary and memory from the received bytes
-/// ([`SnapshotView`]); one from [`MigrationSnapshot::deserialize`] owns copies.
+/// ([`SnapshotView`]); one from `MigrationSnapshot::deserialize` (with `alloc`) owns copies.
 ///
 /// Every snapshot holds a verified [`Dna`]: one captured from an agent has the agent's, and one
 /// decoded from bytes has passed every check in `docs/wire-format.md`, the DNA hash included.
@@ -57,7 +57,7 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
     ///
     /// It returns a `Result` because later format features (DNA sent by reference) can fail
     /// here; a snapshot from [`capture_at`](Self::capture_at), [`view`](MigrationSnapshot::view)
-    /// or [`deserialize`](MigrationSnapshot::deserialize) restores without error.
+    /// or `deserialize` (with `alloc`) restores without error.
     pub fn restore(&self) -> Result<Agent<B>, CellError> {
         self.clone().into_agent()
     }

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Prints the README's benchmark tables from criterion's results in target/criterion.
+
+Run `cargo bench --bench core` first. Each row is a median; each ratio divides by a baseline
+measured in the same run (raw sha2 or memcpy over the same bytes).
+"""
+import json
+import pathlib
+import sys
+
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+res = {}
+for bench in root.glob("**/new/benchmark.json"):
+    meta = json.loads(bench.read_text())
+    est = json.loads((bench.parent / "estimates.json").read_text())
+    res[meta["full_id"]] = (est["median"]["point_estimate"], meta.get("throughput") or {})
+
+
+def t(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.3g} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.3g} µs"
+    return f"{ns:.3g} ns"
+
+
+def thr(key):
+    ns, tp = res[key]
+    b = tp.get("Bytes")
+    if not b:
+        return ""
+    gib = b / ns * 1e9 / 2**30
+    return f"{gib:.2f} GiB/s" if gib >= 1 else f"{gib * 1024:.0f} MiB/s"
+
+
+def row(key, base=None, base2=None):
+    ns = res[key][0]
+    cells = [key.split("/", 1)[1], t(ns), thr(key)]
+    for b in (base, base2):
+        if b is not None:
+            cells.append(f"{ns / res[b][0]:.2f}x")
+    return "| " + " | ".join(cells) + " |"
+
+
+print("DNA hashing (`Dna::new` = header check + SHA-256) beside raw `sha2::Sha256::digest`:\n")
+print("| bench | median | throughput | ÷ raw sha2 | per KiB |")
+print("|---|---|---|---|---|")
+for size, kib in (("1KiB", 1), ("64KiB", 64), ("1MiB", 1024)):
+    for f in ("Dna::new", "raw_sha2"):
+        k = f"dna_hash/{f}/{size}"
+        ns = res[k][0]
+        print(row(k, f"dna_hash/raw_sha2/{size}")[:-1] + f"| {ns / kib:.0f} ns |")
+
+print("\nSerialization (header + postcard body + SHA-256 trailer) beside `memcpy` of the same bytes,")
+print("and `memcpy` followed by raw sha2 (the floor for any format with a digest trailer):\n")
+print("| bench (binary+memory) | median | throughput | ÷ memcpy | ÷ memcpy+sha2 |")
+print("|---|---|---|---|---|")
+for shape in ("1KiB+0", "64KiB+64KiB", "1MiB+1MiB"):
+    for f in ("serialize_into", "serialize_vec", "memcpy", "memcpy+sha2"):
+        print(row(f"serialize/{f}/{shape}", f"serialize/memcpy/{shape}", f"serialize/memcpy+sha2/{shape}"))
+
+print("\nDecoding with every check (trailer digest over all bytes, DNA hash over the binary),")
+print("zero-copy and owned, beside `memcpy` and raw sha2 of the same bytes:\n")
+print("| bench (binary+memory) | median | throughput | ÷ memcpy | ÷ raw sha2 |")
+print("|---|---|---|---|---|")
+for shape in ("1KiB+0", "64KiB+64KiB", "1MiB+1MiB"):
+    for f in ("view_zero_copy", "deserialize_owned", "memcpy", "raw_sha2"):
+        print(row(f"deserialize/{f}/{shape}", f"deserialize/memcpy/{shape}", f"deserialize/raw_sha2/{shape}"))
+
+print("\nAgents (capture and restore of an owned 1 MiB binary + 1 MiB memory copy both):\n")
+print("| bench | median | throughput | ÷ memcpy 2 MiB |")
+print("|---|---|---|---|")
+for k in ("agent/Agent::new/1KiB", "agent/capture/1MiB+1MiB", "agent/restore/1MiB+1MiB", "agent/memcpy/2MiB"):
+    print(row(k, None if k.endswith("1KiB") else "agent/memcpy/2MiB"))
