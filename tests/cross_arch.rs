@@ -1,0 +1,68 @@
+//! The cross-architecture vector: the snapshot of `tests/vectors/case.rs` must serialize to the
+//! bytes in `tests/vectors/v1-cross.bin` on every architecture (x86_64 and aarch64 here, the
+//! Cortex-M firmware in `examples/firmware-cortex-m`), and those bytes must restore to the same
+//! agent everywhere.
+//!
+//! `MIELIN_CROSS_VECTOR=path` checks another file (CI uses it to show a corrupted copy fails);
+//! `MIELIN_WRITE_VECTORS=1` rewrites the vector, only for a deliberate format change.
+#![cfg(feature = "std")]
+
+#[path = "vectors/case.rs"]
+mod case;
+
+use mielin_cells::migration::{MigrationManager, MigrationSnapshot};
+use mielin_cells::AgentState;
+use std::path::PathBuf;
+
+fn vector() -> Vec<u8> {
+    let path = std::env::var_os("MIELIN_CROSS_VECTOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1-cross.bin")
+        });
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn memory() -> Vec<u8> {
+    let mut m = vec![0u8; case::MEMORY_LEN];
+    case::fill_memory(&mut m);
+    m
+}
+
+#[test]
+fn this_architecture_writes_the_vector_bytes() {
+    let memory = memory();
+    let mut agent = case::agent(&case::WASM[..], &memory[..]).unwrap();
+    let mut manager = MigrationManager::<4>::new(case::SOURCE);
+    let snapshot = case::migrate(&mut agent, &mut manager).unwrap().unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = snapshot.serialize_into(&mut buf).unwrap();
+    if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1-cross.bin");
+        std::fs::write(path, &buf[..n]).unwrap();
+    }
+    assert!(
+        buf[..n] == vector()[..],
+        "serialized bytes differ from the vector"
+    );
+}
+
+#[test]
+fn the_vector_restores_to_the_same_agent() {
+    let bytes = vector();
+    let memory = memory();
+    let mut agent = case::agent(case::WASM.to_vec(), memory).unwrap();
+    agent.set_state(AgentState::Migrating).unwrap();
+
+    let view = MigrationSnapshot::view(&bytes).unwrap();
+    assert_eq!(view.source_node(), Some(case::SOURCE));
+    assert_eq!(view.timestamp(), case::TIMESTAMP);
+    assert_eq!(view.restore().unwrap(), agent);
+    assert_eq!(
+        MigrationSnapshot::deserialize(&bytes)
+            .unwrap()
+            .restore()
+            .unwrap(),
+        agent
+    );
+}
