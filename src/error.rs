@@ -238,6 +238,17 @@ pub enum DecodeError {
         /// The length of the body given.
         found: usize,
     },
+    /// A field is larger than the receiver's [`DecodeLimits`](crate::migration::DecodeLimits)
+    /// allow; nothing was allocated for it.
+    #[error("{field} too large: the limit is {limit} bytes, found {found}")]
+    TooLarge {
+        /// Which field.
+        field: LimitedField,
+        /// The receiver's limit.
+        limit: usize,
+        /// The field's length in the input.
+        found: usize,
+    },
     /// An architecture tag this build does not know.
     #[error("unknown architecture tag {tag}")]
     UnknownArchitecture {
@@ -252,6 +263,25 @@ pub enum DecodeError {
         /// How many the body lists.
         found: usize,
     },
+}
+
+/// A snapshot field that [`DecodeLimits`](crate::migration::DecodeLimits) bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LimitedField {
+    /// The agent's WebAssembly binary.
+    WasmBinary,
+    /// The agent's linear memory.
+    WasmState,
+}
+
+impl fmt::Display for LimitedField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitedField::WasmBinary => "WebAssembly binary",
+            LimitedField::WasmState => "linear memory",
+        })
+    }
 }
 
 impl DecodeError {

@@ -1,5 +1,5 @@
 //! The migration manager: every call's success and refusal paths.
-#![cfg(feature = "std")]
+#![cfg(feature = "alloc")]
 
 mod common;
 

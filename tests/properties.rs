@@ -1,6 +1,6 @@
 //! Property tests: snapshot round trips for arbitrary agents, and the lifecycle under arbitrary
 //! move sequences.
-#![cfg(feature = "std")]
+#![cfg(feature = "alloc")]
 
 use mielin_cells::migration::MigrationSnapshot;
 use mielin_cells::{
@@ -54,6 +54,9 @@ prop_compose! {
 }
 
 proptest! {
+    // Miri runs every test about a thousand times slower: a few cases still check for UB.
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 256 }))]
+
     #[test]
     fn serialize_deserialize_restore_is_identity(
         agent in agent(),

@@ -1,14 +1,14 @@
 //! Snapshot round trips and the decoder's rejections, on a small real snapshot.
-#![cfg(feature = "std")]
+#![cfg(feature = "alloc")]
 
 mod common;
 
 use common::{sample_agent, SOURCE};
 use mielin_cells::migration::{
-    MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
+    DecodeLimits, MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
 };
 use mielin_cells::{
-    sha256, AgentState, CellError, DecodeError, DigestPrefix, Digested, GlobalValue,
+    sha256, AgentState, CellError, DecodeError, DigestPrefix, Digested, GlobalValue, LimitedField,
 };
 
 const T: u64 = 1_790_000_000;
@@ -246,6 +246,64 @@ fn huge_length_prefix_is_an_error_not_an_allocation() {
 }
 
 #[test]
+fn limits_refuse_large_fields() {
+    let bytes = sample_bytes();
+    let exact = DecodeLimits {
+        max_wasm_binary: common::ADD_WASM.len(),
+        max_wasm_state: 64,
+    };
+    assert!(MigrationSnapshot::view_with_limits(&bytes, &exact).is_ok());
+    assert!(MigrationSnapshot::deserialize_with_limits(&bytes, &exact).is_ok());
+
+    let small_binary = DecodeLimits {
+        max_wasm_binary: 40,
+        ..exact
+    };
+    assert_eq!(
+        MigrationSnapshot::deserialize_with_limits(&bytes, &small_binary).unwrap_err(),
+        DecodeError::TooLarge {
+            field: LimitedField::WasmBinary,
+            limit: 40,
+            found: 41
+        }
+        .into()
+    );
+    let small_state = DecodeLimits {
+        max_wasm_state: 63,
+        ..exact
+    };
+    assert_eq!(
+        MigrationSnapshot::view_with_limits(&bytes, &small_state).unwrap_err(),
+        DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit: 63,
+            found: 64
+        }
+        .into()
+    );
+    assert_eq!(DecodeLimits::default(), DecodeLimits::UNLIMITED);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "exhaustive: thousands of SHA-256 runs")]
+fn every_single_byte_insertion_is_rejected() {
+    let good = sample_bytes();
+    for at in 0..=good.len() {
+        for value in 0..=u8::MAX {
+            let mut b = Vec::with_capacity(good.len() + 1);
+            b.extend_from_slice(&good[..at]);
+            b.push(value);
+            b.extend_from_slice(&good[at..]);
+            assert!(
+                MigrationSnapshot::view(&b).is_err(),
+                "inserting {value:#04x} at {at} accepted"
+            );
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "exhaustive: thousands of SHA-256 runs")]
 fn every_single_bit_flip_is_rejected() {
     let good = sample_bytes();
     for bit in 0..good.len() * 8 {
@@ -260,6 +318,7 @@ fn every_single_bit_flip_is_rejected() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "exhaustive: thousands of SHA-256 runs")]
 fn every_truncation_and_every_appended_byte_is_rejected() {
     let good = sample_bytes();
     for len in 0..good.len() {

@@ -11,4 +11,4 @@ mod wire;
 
 pub use manager::{MigrationManager, PendingMigration};
 pub use snapshot::{MigrationSnapshot, SnapshotView};
-pub use wire::{FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN};
+pub use wire::{DecodeLimits, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN};

@@ -1,6 +1,6 @@
 //! [`MigrationSnapshot`]: everything needed to bring an agent back to life on another node.
 
-use super::wire;
+use super::wire::{self, DecodeLimits};
 use crate::globals::Globals;
 use crate::{Agent, AgentId, AgentState, CellError, Dna, GlobalValue, NodeId, Policy};
 
@@ -179,7 +179,13 @@ impl<'a> MigrationSnapshot<&'a [u8]> {
     /// Verification reads every byte through SHA-256 (the trailer), and the binary a second time
     /// (the DNA hash).
     pub fn view(bytes: &'a [u8]) -> Result<Self, CellError> {
-        wire::decode(bytes)
+        wire::decode(bytes, &DecodeLimits::UNLIMITED)
+    }
+
+    /// [`view`](MigrationSnapshot::view), refusing a binary or memory larger than `limits`
+    /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
+    pub fn view_with_limits(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Self, CellError> {
+        wire::decode(bytes, limits)
     }
 }
 
@@ -190,7 +196,15 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
     /// `bytes.len()` bytes in all.
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize(bytes: &[u8]) -> Result<Self, CellError> {
-        Ok(MigrationSnapshot::view(bytes)?.to_owned_snapshot())
+        Self::deserialize_with_limits(bytes, &DecodeLimits::UNLIMITED)
+    }
+
+    /// [`deserialize`](MigrationSnapshot::deserialize), refusing a binary or memory larger than
+    /// `limits` before allocating anything
+    /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn deserialize_with_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<Self, CellError> {
+        Ok(MigrationSnapshot::view_with_limits(bytes, limits)?.to_owned_snapshot())
     }
 }
 

@@ -8,7 +8,7 @@ use super::MigrationSnapshot;
 use crate::globals::Globals;
 use crate::{
     sha256, AgentId, Arch, CellError, DecodeError, DigestPrefix, Digested, Dna, GlobalValue,
-    NodeId, Policy, MAX_ARCHITECTURES,
+    LimitedField, NodeId, Policy, MAX_ARCHITECTURES,
 };
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,6 +21,43 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 8;
 /// The SHA-256 trailer.
 pub const TRAILER_LEN: usize = 32;
+
+/// What a receiver accepts: the largest binary and linear memory a decoded snapshot may carry.
+///
+/// Checked as soon as the body is parsed, before the DNA is hashed and before anything is
+/// allocated. The default accepts any size the input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecodeLimits {
+    /// The largest WebAssembly binary accepted, in bytes.
+    pub max_wasm_binary: usize,
+    /// The largest linear memory accepted, in bytes.
+    pub max_wasm_state: usize,
+}
+
+impl DecodeLimits {
+    /// No limit beyond the input's own length.
+    pub const UNLIMITED: DecodeLimits = DecodeLimits {
+        max_wasm_binary: usize::MAX,
+        max_wasm_state: usize::MAX,
+    };
+}
+
+fn within(field: LimitedField, limit: usize, bytes: &[u8]) -> Result<(), DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            field,
+            limit,
+            found: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits::UNLIMITED
+    }
+}
 
 /// The body, field by field in wire order. Byte fields borrow; decoding it allocates nothing.
 #[derive(Serialize, Deserialize)]
@@ -201,7 +238,10 @@ pub(super) fn encode_into<B: AsRef<[u8]>>(
     Ok(needed)
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<MigrationSnapshot<&[u8]>, CellError> {
+pub(super) fn decode<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
     let too_short = DecodeError::TooShort {
         needed: HEADER_LEN + TRAILER_LEN,
         found: bytes.len(),
@@ -242,6 +282,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<MigrationSnapshot<&[u8]>, CellError
         }
         .into());
     }
+    within(
+        LimitedField::WasmBinary,
+        limits.max_wasm_binary,
+        b.wasm_binary,
+    )?;
+    within(LimitedField::WasmState, limits.max_wasm_state, b.wasm_state)?;
     let policy = decode_policy(&b)?;
     Ok(MigrationSnapshot {
         agent_id: AgentId::from_bytes(b.agent_id),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Seeds each fuzz target's corpus from the golden vectors in tests/vectors/.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/dna
+for v in ../tests/vectors/*.bin; do
+  name=$(basename "$v" .bin)
+  cp "$v" "corpus/snapshot_bytes/$name"
+  # The body: without the 8-byte header and the 32-byte trailer.
+  len=$(($(wc -c <"$v") - 40))
+  tail -c +9 "$v" | head -c "$len" >"corpus/snapshot_body/$name"
+done
+printf '\0asm\1\0\0\0' >corpus/dna/empty-module
+printf '\0asm\x0d\0\1\0' >corpus/dna/component

@@ -1,0 +1,155 @@
+//! Allocation bounds on untrusted bytes, measured with a counting global allocator.
+//!
+//! The bound (documented in the README's "Robustness" section): `MigrationSnapshot::view`
+//! allocates nothing, on any input; `MigrationSnapshot::deserialize` allocates nothing on input
+//! it rejects, and on input it accepts at most the binary's and the memory's lengths, which
+//! together are less than the input's length.
+#![cfg(feature = "std")]
+
+mod common;
+
+use mielin_cells::migration::{MigrationSnapshot, HEADER_LEN, TRAILER_LEN};
+use mielin_cells::{sha256, GlobalValue, MAX_GLOBALS};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Counts the bytes allocated by the thread that switched counting on (the test harness's
+/// other threads allocate too, and must not be counted).
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counters are
+// thread-local `Cell`s with const initializers, so touching them never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATED.with(|a| a.set(a.get() + layout.size()));
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATED.with(|a| a.set(a.get() + new_size));
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes allocated by this thread while `f` runs.
+fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    ALLOCATED.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    let out = f();
+    COUNTING.with(|c| c.set(false));
+    (out, ALLOCATED.with(Cell::get))
+}
+
+fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = bytes.len() - TRAILER_LEN;
+    let digest = sha256(&bytes[..n]);
+    bytes[n..].copy_from_slice(&digest);
+    bytes
+}
+
+/// Checks the bound on one input and returns whether it decoded.
+fn check_bound(input: &[u8]) -> bool {
+    let (view, by_view) = allocated_by(|| MigrationSnapshot::view(input).is_ok());
+    assert_eq!(by_view, 0, "view allocated {by_view} bytes");
+    let (owned, by_owned) = allocated_by(|| MigrationSnapshot::deserialize(input));
+    match owned {
+        Ok(s) => {
+            assert!(view);
+            let payload = s.wasm_binary().len() + s.wasm_state().len();
+            assert!(
+                by_owned <= payload,
+                "{by_owned} bytes for a {payload}-byte payload"
+            );
+            assert!(by_owned < input.len());
+            true
+        }
+        Err(_) => {
+            assert!(!view);
+            assert_eq!(by_owned, 0, "a rejected input cost {by_owned} bytes");
+            false
+        }
+    }
+}
+
+#[test]
+fn decoding_allocates_within_the_bound() {
+    // The counter itself works.
+    let (_, n) = allocated_by(|| vec![0u8; 1000]);
+    assert!(n >= 1000);
+
+    // Golden vectors and a large snapshot decode within the bound.
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    for name in ["v1-minimal.bin", "v1-full.bin", "v1-cross.bin"] {
+        assert!(check_bound(&std::fs::read(vectors.join(name)).unwrap()));
+    }
+    let mut agent = common::sample_agent();
+    agent.set_wasm_state(vec![3u8; 1 << 20]);
+    agent
+        .set_globals(&[GlobalValue::F64(u64::MAX); MAX_GLOBALS])
+        .unwrap();
+    let big = MigrationSnapshot::capture_at(&agent, None, 0)
+        .serialize()
+        .unwrap();
+    assert!(check_bound(&big));
+
+    // Hostile length prefixes, resealed so they reach the body parser: binary and memory lengths
+    // of up to 2^63 in a snapshot of a few hundred bytes.
+    let good = MigrationSnapshot::capture_at(&common::sample_agent(), None, 0)
+        .serialize()
+        .unwrap();
+    let binary_len_at = HEADER_LEN + 16 + 32;
+    let state_len_at = binary_len_at + 1 + common::ADD_WASM.len();
+    for at in [binary_len_at, state_len_at] {
+        for prefix in [
+            &[0xff, 0xff, 0xff, 0xff, 0x0f][..],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+        ] {
+            let mut b = good[..at].to_vec();
+            b.extend_from_slice(prefix);
+            b.extend_from_slice(&good[at + 1..]);
+            assert!(!check_bound(&reseal(b)));
+        }
+    }
+
+    // A globals count of 2^32 - 1 followed by tiny fields: rejected at the 33rd global.
+    let globals_at = state_len_at + 1 + 64;
+    let mut b = good[..globals_at].to_vec();
+    b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    b.extend(std::iter::repeat_n([0u8, 0u8], 10_000).flatten());
+    b.extend_from_slice(&[0; TRAILER_LEN]);
+    assert!(!check_bound(&reseal(b)));
+
+    // Random bodies behind a valid header and trailer, from a fixed seed.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut decoded = 0;
+    for round in 0..2000 {
+        let len = round % 300;
+        let mut b = good[..HEADER_LEN].to_vec();
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.push(x as u8);
+        }
+        b.extend_from_slice(&[0; TRAILER_LEN]);
+        decoded += usize::from(check_bound(&reseal(b)));
+    }
+    assert_eq!(decoded, 0, "random bodies should not decode");
+}
