@@ -72,3 +72,12 @@ print("| bench | median | throughput | ÷ memcpy 2 MiB |")
 print("|---|---|---|---|")
 for k in ("agent/Agent::new/1KiB", "agent/capture/1MiB+1MiB", "agent/restore/1MiB+1MiB", "agent/memcpy/2MiB"):
     print(row(k, None if k.endswith("1KiB") else "agent/memcpy/2MiB"))
+
+if any(k.startswith("live_migration/") for k in res):
+    print("\nLive migration of a wasmi agent (`cargo bench --bench live --features wasmi`); throughput")
+    print("is memory bytes per second; the module is a few hundred bytes:\n")
+    print("| bench | median | throughput | ÷ memcpy |")
+    print("|---|---|---|---|")
+    for pages in ("1_pages", "16_pages", "64_pages"):
+        for f in ("capture+serialize", "deserialize+restore+resume", "full_cycle", "memcpy"):
+            print(row(f"live_migration/{f}/{pages}", f"live_migration/memcpy/{pages}"))

@@ -30,6 +30,13 @@ impl Agent<alloc::vec::Vec<u8>> {
     }
 }
 
+#[cfg(feature = "wasmi")]
+impl Agent<alloc::vec::Vec<u8>> {
+    pub(crate) fn wasm_state_vec_mut(&mut self) -> &mut alloc::vec::Vec<u8> {
+        &mut self.wasm_state
+    }
+}
+
 impl<B: AsRef<[u8]> + Default> Agent<B> {
     /// A new agent with the given id, in state `Created`, with the default (permissive) policy
     /// and empty memory and globals. Works everywhere; see [`AgentId::derive`] for devices

@@ -17,6 +17,9 @@ mod hash;
 mod id;
 pub mod migration;
 mod policy;
+#[cfg(feature = "wasmi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
+pub mod runtime;
 mod state;
 #[cfg(feature = "std")]
 mod time;
