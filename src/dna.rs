@@ -155,6 +155,40 @@ impl<B: AsRef<[u8]>> fmt::Debug for Dna<B> {
     }
 }
 
+/// Test storage: the bytes change after the reads `Dna::new` makes (the header check and the
+/// hash), as corrupted flash or RAM would, so the stored hash no longer matches.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Decaying<B> {
+    reads: core::cell::Cell<u32>,
+    before: B,
+    after: B,
+}
+
+#[cfg(test)]
+impl<B> Decaying<B> {
+    pub(crate) fn new(before: B, after: B) -> Self {
+        Decaying {
+            reads: core::cell::Cell::new(0),
+            before,
+            after,
+        }
+    }
+}
+
+#[cfg(test)]
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Decaying<B> {
+    fn as_ref(&self) -> &[u8] {
+        let n = self.reads.get();
+        self.reads.set(n + 1);
+        if n < 2 {
+            self.before.as_ref()
+        } else {
+            self.after.as_ref()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,37 +220,12 @@ mod tests {
         );
     }
 
-    /// Storage whose bytes change after the first read, as corrupted flash would.
-    struct Decaying {
-        reads: core::cell::Cell<u32>,
-        before: [u8; 9],
-        after: [u8; 9],
-    }
-
-    impl AsRef<[u8]> for Decaying {
-        fn as_ref(&self) -> &[u8] {
-            let n = self.reads.get();
-            self.reads.set(n + 1);
-            // Dna::new reads twice (header check, hash); later reads see the flipped bit.
-            if n < 2 {
-                &self.before
-            } else {
-                &self.after
-            }
-        }
-    }
-
     #[test]
     fn verify_detects_changed_bytes() {
         let before = *b"\0asm\x01\0\0\0\x00";
         let mut after = before;
         after[8] ^= 0x01;
-        let dna = Dna::new(Decaying {
-            reads: core::cell::Cell::new(0),
-            before,
-            after,
-        })
-        .unwrap();
+        let dna = Dna::new(Decaying::new(before, after)).unwrap();
         assert_eq!(dna.hash(), &sha256(&before));
         assert_eq!(
             dna.verify().unwrap_err(),

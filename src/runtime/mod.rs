@@ -321,29 +321,8 @@ fn to_val(v: GlobalValue) -> Val {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dna::Decaying;
     use crate::{AgentId, Digested, Dna};
-    use core::cell::Cell;
-
-    /// Storage that returns other bytes after the reads `Dna::new` makes: a binary that no
-    /// longer matches its DNA hash, as corrupted storage would.
-    #[derive(Default)]
-    struct Decaying {
-        reads: Cell<u32>,
-        before: Vec<u8>,
-        after: Vec<u8>,
-    }
-
-    impl AsRef<[u8]> for Decaying {
-        fn as_ref(&self) -> &[u8] {
-            let n = self.reads.get();
-            self.reads.set(n + 1);
-            if n < 2 {
-                &self.before
-            } else {
-                &self.after
-            }
-        }
-    }
 
     #[test]
     fn dna_mismatch_is_refused_before_instantiation() {
@@ -352,12 +331,7 @@ mod tests {
         // would be a validation error, not the integrity error below.
         let mut bad = good.clone();
         bad.push(0xff);
-        let dna = Dna::new(Decaying {
-            reads: Cell::new(0),
-            before: good,
-            after: bad,
-        })
-        .unwrap();
+        let dna = Dna::new(Decaying::new(good, bad)).unwrap();
         let mut agent = Agent::with_id(AgentId::from_bytes([1; 16]), dna);
         agent.set_state(AgentState::Running).unwrap();
         agent.set_state(AgentState::Suspended).unwrap();
