@@ -42,6 +42,12 @@ impl DecodeLimits {
     };
 }
 
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits::UNLIMITED
+    }
+}
+
 fn within(field: LimitedField, limit: usize, bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge {
@@ -51,12 +57,6 @@ fn within(field: LimitedField, limit: usize, bytes: &[u8]) -> Result<(), DecodeE
         });
     }
     Ok(())
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        DecodeLimits::UNLIMITED
-    }
 }
 
 /// The body, field by field in wire order. Byte fields borrow; decoding it allocates nothing.
