@@ -149,10 +149,7 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
     #[cfg(feature = "alloc")]
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn serialize(&self) -> Result<alloc::vec::Vec<u8>, CellError> {
-        let mut out = alloc::vec![0u8; self.size_bytes()];
-        let written = self.serialize_into(&mut out)?;
-        out.truncate(written);
-        Ok(out)
+        wire::encode_vec(self)
     }
 
     /// A copy that owns its binary and memory (the DNA is not rehashed).

@@ -221,10 +221,28 @@ pub(super) fn encode_into<B: AsRef<[u8]>>(
     let out = buf
         .get_mut(..needed)
         .ok_or(CellError::BufferTooSmall { needed, available })?;
-    let (signed, trailer) = out.split_at_mut(needed - TRAILER_LEN);
+    write(&body, out)?;
+    Ok(needed)
+}
+
+/// Encodes into a `Vec` of exactly the right length, building the body once.
+#[cfg(feature = "alloc")]
+pub(super) fn encode_vec<B: AsRef<[u8]>>(
+    snap: &MigrationSnapshot<B>,
+) -> Result<alloc::vec::Vec<u8>, CellError> {
+    let mut tags = [0u8; MAX_ARCHITECTURES];
+    let body = Body::of(snap, &mut tags);
+    let mut out = alloc::vec![0u8; HEADER_LEN + body.len() + TRAILER_LEN];
+    write(&body, &mut out)?;
+    Ok(out)
+}
+
+/// Writes header, body and trailer into `out`, which is exactly the encoded length.
+fn write(body: &Body<'_>, out: &mut [u8]) -> Result<(), CellError> {
+    let (signed, trailer) = out.split_at_mut(out.len() - TRAILER_LEN);
     let (head, body_out) = signed.split_at_mut(HEADER_LEN);
     head.copy_from_slice(&header());
-    let written = postcard::to_slice(&body, body_out)
+    let written = postcard::to_slice(body, body_out)
         .map_err(|_| CellError::SerializationFailed {
             reason: "postcard could not encode the body",
         })?
@@ -235,7 +253,7 @@ pub(super) fn encode_into<B: AsRef<[u8]>>(
         });
     }
     trailer.copy_from_slice(&sha256(signed));
-    Ok(needed)
+    Ok(())
 }
 
 pub(super) fn decode<'a>(
