@@ -1,5 +1,6 @@
 //! Live migration of a wasmi agent with 1, 16 and 64 pages of linear memory: capture +
-//! serialize + deserialize + restore + resume, beside `memcpy` of the same memory.
+//! serialize + deserialize + restore (`into_agent`, no copy) + resume, beside `memcpy` of the
+//! same memory.
 //!
 //! `cargo bench --bench live --features wasmi`
 
@@ -64,9 +65,9 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let agent = MigrationSnapshot::deserialize(black_box(&wire))
                         .unwrap()
-                        .restore()
+                        .into_agent()
                         .unwrap();
-                    rt.resume(&agent, (), |_| Ok(())).unwrap()
+                    rt.resume(agent, (), |_| Ok(())).unwrap()
                 })
             },
         );
@@ -78,9 +79,9 @@ fn bench(c: &mut Criterion) {
                     .unwrap();
                 let agent = MigrationSnapshot::deserialize(&wire)
                     .unwrap()
-                    .restore()
+                    .into_agent()
                     .unwrap();
-                rt.resume(&agent, (), |_| Ok(())).unwrap()
+                rt.resume(agent, (), |_| Ok(())).unwrap()
             })
         });
         let src = vec![1u8; bytes];

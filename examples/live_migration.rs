@@ -63,7 +63,7 @@ fn main() -> Result<(), CellError> {
 
     // Node B: verify, restore, resume, M more steps.
     let restored = MigrationSnapshot::deserialize(&bytes)?.restore()?;
-    let mut moved = rt.resume(&restored, (), |_| Ok(()))?;
+    let mut moved = rt.resume(restored, (), |_| Ok(()))?;
     manager.complete_migration(&mut agent)?; // node B has it; node A's copy ends
     run(&mut moved, N..N + M)?;
     let (moved_total, moved_digest) = (read(&mut moved, "total")?, read(&mut moved, "digest")?);

@@ -135,6 +135,19 @@ impl<B: AsRef<[u8]>> Agent<B> {
         Ok(())
     }
 
+    /// The same agent in other storage; `convert` must keep the bytes (the DNA is not rehashed).
+    #[cfg(feature = "wasmi")]
+    pub(crate) fn convert<C>(self, convert: impl Fn(B) -> C) -> Agent<C> {
+        Agent {
+            id: self.id,
+            state: self.state,
+            dna: self.dna.convert(&convert),
+            policy: self.policy,
+            wasm_state: convert(self.wasm_state),
+            globals: self.globals,
+        }
+    }
+
     pub(crate) fn globals_list(&self) -> &Globals {
         &self.globals
     }

@@ -65,7 +65,7 @@ fn migrate(rt: &Runtime, live: LiveAgent<()>) -> LiveAgent<()> {
         .restore()
         .unwrap();
     assert_eq!(restored.state(), AgentState::Migrating);
-    rt.resume(&restored, (), |_| Ok(())).unwrap()
+    rt.resume(restored, (), |_| Ok(())).unwrap()
 }
 
 proptest! {
@@ -291,14 +291,14 @@ fn snapshot_from_another_module_is_refused() {
     wrong.set_globals(&[GlobalValue::I32(0)]).unwrap();
     // An agent that is already Running elsewhere is not resumed.
     assert_eq!(
-        rt.resume(&wrong, (), |_| Ok(())).err().unwrap(),
+        rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap(),
         CellError::InvalidState {
             from: AgentState::Running,
             to: AgentState::Running
         }
     );
     wrong.set_state(AgentState::Suspended).unwrap();
-    let err = rt.resume(&wrong, (), |_| Ok(())).err().unwrap();
+    let err = rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
         CellError::ExecutionFailed {
@@ -312,7 +312,7 @@ fn snapshot_from_another_module_is_refused() {
             GlobalValue::I32(0),
         ])
         .unwrap();
-    let err = rt.resume(&wrong, (), |_| Ok(())).err().unwrap();
+    let err = rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
         CellError::ExecutionFailed {
@@ -320,7 +320,7 @@ fn snapshot_from_another_module_is_refused() {
         }
     );
     wrong.set_wasm_state(vec![0; 100]);
-    let err = rt.resume(&wrong, (), |_| Ok(())).err().unwrap();
+    let err = rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
         CellError::ExecutionFailed {

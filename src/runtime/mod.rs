@@ -89,23 +89,19 @@ impl Runtime {
     /// hash before anything is compiled, instantiates the same DNA, grows memory to the captured
     /// size, writes memory and globals back, and leaves it `Running`. The start function is not
     /// run again.
-    pub fn resume<B: AsRef<[u8]>, T>(
+    ///
+    /// Takes the agent by value: `Vec<u8>` storage moves into the [`LiveAgent`] without a copy
+    /// (borrowed storage is copied once); the memory is then written into the instance.
+    pub fn resume<B: AsRef<[u8]> + Into<Vec<u8>>, T>(
         &self,
-        agent: &Agent<B>,
+        agent: Agent<B>,
         host: T,
         link: impl FnOnce(&mut Linker<T>) -> Result<(), wasmi::Error>,
     ) -> Result<LiveAgent<T>, CellError> {
         agent.dna().verify()?;
-        let mut owned = Agent::from_parts(
-            agent.id(),
-            agent.state(),
-            agent.dna().to_owned_dna(),
-            agent.policy().clone(),
-            agent.wasm_state().to_vec(),
-            globals::collect(agent.globals())?,
-        );
-        owned.set_state(AgentState::Running)?;
-        let (mut live, _) = self.instantiate(owned, host, link)?;
+        let mut agent = agent.convert(Into::into);
+        agent.set_state(AgentState::Running)?;
+        let (mut live, _) = self.instantiate(agent, host, link)?;
         live.write_back()?;
         Ok(live)
     }
@@ -336,7 +332,7 @@ mod tests {
         agent.set_state(AgentState::Running).unwrap();
         agent.set_state(AgentState::Suspended).unwrap();
         let err = Runtime::new(1000)
-            .resume(&agent, (), |_| Ok(()))
+            .resume(agent, (), |_| Ok(()))
             .err()
             .unwrap();
         assert!(
