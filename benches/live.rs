@@ -50,8 +50,8 @@ fn bench(c: &mut Criterion) {
 
         g.bench_function(BenchmarkId::new("capture+serialize", &label), |b| {
             b.iter(|| {
-                let agent = source.capture().unwrap();
-                MigrationSnapshot::capture_at(agent, None, 0)
+                let agent = source.capture().unwrap().as_borrowed();
+                MigrationSnapshot::capture_at(&agent, None, 0)
                     .serialize()
                     .unwrap()
             })
@@ -73,8 +73,8 @@ fn bench(c: &mut Criterion) {
         );
         g.bench_function(BenchmarkId::new("full_cycle", &label), |b| {
             b.iter(|| {
-                let agent = source.capture().unwrap();
-                let wire = MigrationSnapshot::capture_at(agent, None, 0)
+                let agent = source.capture().unwrap().as_borrowed();
+                let wire = MigrationSnapshot::capture_at(&agent, None, 0)
                     .serialize()
                     .unwrap();
                 let agent = MigrationSnapshot::deserialize(&wire)

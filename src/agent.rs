@@ -148,6 +148,19 @@ impl<B: AsRef<[u8]>> Agent<B> {
         }
     }
 
+    /// A copy of this agent that borrows its binary and memory instead of owning them: capturing
+    /// a snapshot from it copies no bytes.
+    pub fn as_borrowed(&self) -> Agent<&[u8]> {
+        Agent {
+            id: self.id,
+            state: self.state,
+            dna: self.dna.as_borrowed(),
+            policy: self.policy.clone(),
+            wasm_state: self.wasm_state.as_ref(),
+            globals: self.globals.clone(),
+        }
+    }
+
     pub(crate) fn globals_list(&self) -> &Globals {
         &self.globals
     }
@@ -221,6 +234,16 @@ mod tests {
             assert!(a.set_state(s).is_err());
             assert_eq!(a.state(), AgentState::Terminated);
         }
+    }
+
+    #[test]
+    fn borrowed_copy_is_equal_and_shares_the_bytes() {
+        let mut a = agent();
+        a.set_wasm_state(&b"memory"[..]);
+        let b = a.as_borrowed();
+        assert_eq!(b, a);
+        assert_eq!(b.wasm_state().as_ptr(), a.wasm_state().as_ptr());
+        assert_eq!(b.dna().binary().as_ptr(), a.dna().binary().as_ptr());
     }
 
     #[test]
