@@ -87,6 +87,7 @@ impl<B: AsRef<[u8]>> Dna<B> {
     }
 
     /// The same DNA in other storage; `convert` must keep the bytes (the hash is not recomputed).
+    #[cfg(feature = "wasmi")]
     pub(crate) fn convert<C>(self, convert: impl FnOnce(B) -> C) -> Dna<C> {
         Dna {
             binary: convert(self.binary),

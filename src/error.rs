@@ -86,6 +86,16 @@ pub enum CellError {
     /// Bytes that are not a valid snapshot in the version-1 wire format.
     #[error("deserialization failed: {0}")]
     DeserializationFailed(DecodeError),
+    /// A snapshot names its DNA by hash (DNA by reference) and this node does not hold a binary
+    /// with that hash: send the snapshot again with the binary.
+    #[error("DNA not found: no binary with SHA-256 {hash}… is held here")]
+    DnaNotFound {
+        /// The DNA hash the snapshot names (first 8 bytes).
+        hash: DigestPrefix,
+    },
+    /// A signed-snapshot check failed (feature `signatures`).
+    #[error("signature rejected: {0}")]
+    SignatureRejected(SignatureError),
     /// A fixed-capacity container is full.
     #[error("capacity exceeded: {what} hold at most {capacity}, {requested} requested")]
     CapacityExceeded {
@@ -165,6 +175,10 @@ pub enum Capacity {
     Architectures,
     /// A migration manager's pending migrations (its `N`).
     PendingMigrations,
+    /// A fixed-capacity DNA store.
+    DnaStore,
+    /// A trust list's keys or its per-agent sequence numbers.
+    TrustList,
 }
 
 impl fmt::Display for Capacity {
@@ -173,6 +187,8 @@ impl fmt::Display for Capacity {
             Capacity::Globals => "agent globals",
             Capacity::Architectures => "preferred architectures",
             Capacity::PendingMigrations => "pending migrations",
+            Capacity::DnaStore => "DNA store entries",
+            Capacity::TrustList => "trust list entries",
         })
     }
 }
@@ -249,6 +265,31 @@ pub enum DecodeError {
         /// The field's length in the input.
         found: usize,
     },
+    /// A memory chunk is malformed, or not written the way the encoder writes it (a zero chunk
+    /// stored as data, an LZ4 chunk no smaller than the chunk, an unchanged chunk in a delta,
+    /// chunks out of order).
+    #[error("state chunk is malformed")]
+    BadChunk,
+    /// An LZ4 chunk, in a build without the `lz4` feature.
+    #[error("state chunk is LZ4-compressed, and this build has no `lz4` feature")]
+    Lz4Disabled,
+    /// A delta names another base memory than the one given.
+    #[error("delta applies to base memory with SHA-256 {expected}…, the base given has {found}…")]
+    WrongDeltaBase {
+        /// The base the delta names (first 8 bytes of its SHA-256).
+        expected: DigestPrefix,
+        /// The base given (first 8 bytes of its SHA-256).
+        found: DigestPrefix,
+    },
+    /// A delta was decoded without a base memory to apply it to.
+    #[error("the snapshot is a delta: decode it with the base memory it applies to")]
+    DeltaWithoutBase,
+    /// A by-reference snapshot also carries a binary.
+    #[error("DNA by reference, but the snapshot also carries a binary")]
+    BinaryWithReference,
+    /// Chunked or delta state needs an allocator to decode: use `deserialize_with`.
+    #[error("the state is chunked or a delta: the zero-copy view cannot decode it")]
+    StateNeedsAlloc,
     /// An architecture tag this build does not know.
     #[error("unknown architecture tag {tag}")]
     UnknownArchitecture {
@@ -263,6 +304,47 @@ pub enum DecodeError {
         /// How many the body lists.
         found: usize,
     },
+}
+
+/// Why a signed-snapshot check failed; each case has its own variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The receiver requires signatures and the snapshot is unsigned.
+    Missing,
+    /// The signer's key is not on the receiver's trust list.
+    UnknownKey {
+        /// The key id in the snapshot.
+        key_id: [u8; 8],
+    },
+    /// The signature does not verify with the named key.
+    Invalid,
+    /// The sequence number is not above the last one accepted for this agent: a replay or a
+    /// rollback to an older state.
+    Stale {
+        /// The last sequence number accepted for the agent.
+        last: u64,
+        /// The snapshot's sequence number.
+        found: u64,
+    },
+}
+
+impl fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignatureError::Missing => {
+                f.write_str("expected a signed snapshot, found an unsigned one")
+            }
+            SignatureError::UnknownKey { key_id } => {
+                write!(f, "key {key_id:02x?} is not trusted")
+            }
+            SignatureError::Invalid => f.write_str("the signature does not verify"),
+            SignatureError::Stale { last, found } => write!(
+                f,
+                "expected a sequence number above {last}, found {found} (replay or rollback)"
+            ),
+        }
+    }
 }
 
 /// A snapshot field that [`DecodeLimits`](crate::migration::DecodeLimits) bounds.

@@ -26,7 +26,9 @@ mod time;
 
 pub use agent::Agent;
 pub use dna::{Dna, WASM_MAGIC, WASM_VERSION};
-pub use error::{Capacity, CellError, DecodeError, Digested, LimitedField, MigrationFailure};
+pub use error::{
+    Capacity, CellError, DecodeError, Digested, LimitedField, MigrationFailure, SignatureError,
+};
 pub use globals::{GlobalValue, MAX_GLOBALS};
 pub use hash::{sha256, DigestPrefix};
 pub use id::{AgentId, NodeId};

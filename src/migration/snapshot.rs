@@ -1,6 +1,7 @@
 //! [`MigrationSnapshot`]: everything needed to bring an agent back to life on another node.
 
-use super::wire::{self, DecodeLimits};
+use super::wire::{self, DecodeLimits, SnapshotSigner};
+use super::DnaStore;
 use crate::globals::Globals;
 use crate::{Agent, AgentId, AgentState, CellError, Dna, GlobalValue, NodeId, Policy};
 
@@ -27,6 +28,47 @@ pub struct MigrationSnapshot<B> {
 /// A snapshot that borrows its binary and memory from the bytes it was decoded from: decoding
 /// one allocates nothing and copies neither.
 pub type SnapshotView<'a> = MigrationSnapshot<&'a [u8]>;
+
+/// How [`MigrationSnapshot::serialize_with`] encodes: each option sets one wire flag.
+#[derive(Clone, Copy, Default)]
+pub struct EncodeOptions<'a> {
+    /// Send the DNA hash instead of the binary (`FLAG_DNA_BY_REFERENCE`); the receiver needs
+    /// the binary in its [`DnaStore`].
+    pub dna_by_reference: bool,
+    /// How to write the memory.
+    pub state: StateEncoding<'a>,
+    /// Sign with this signer and sequence number (`FLAG_SIGNED`). The sequence number must grow
+    /// with every snapshot of the agent: receivers reject one that does not.
+    pub signer: Option<(&'a dyn SnapshotSigner, u64)>,
+}
+
+/// How the memory goes on the wire.
+#[derive(Clone, Copy, Default, Debug)]
+pub enum StateEncoding<'a> {
+    /// As it is (version 1 without flags).
+    #[default]
+    Raw,
+    /// In 4 KiB chunks: zero chunks skipped, the rest LZ4-compressed (feature `lz4`) or raw
+    /// (`FLAG_STATE_CHUNKED`).
+    Chunked,
+    /// Only the 4 KiB chunks that differ from `base`, a memory the receiver holds
+    /// (`FLAG_STATE_DELTA`); the delta names the base by its SHA-256.
+    Delta {
+        /// The memory the receiver already has.
+        base: &'a [u8],
+    },
+}
+
+/// What a receiver brings to decoding.
+#[derive(Clone, Copy, Default)]
+pub struct DecodeOptions<'a> {
+    /// The largest binary and memory accepted.
+    pub limits: DecodeLimits,
+    /// Where to find DNA that a snapshot names by reference.
+    pub dna_store: Option<&'a dyn DnaStore>,
+    /// The memory a delta applies to (the state of the agent's previous snapshot).
+    pub base_state: Option<&'a [u8]>,
+}
 
 impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
     /// Captures `agent` as it is now, stamped `unix_secs`, taken on `source_node`.
@@ -152,6 +194,18 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         wire::encode_vec(self)
     }
 
+    /// Serializes with the wire flags `opts` asks for: DNA by reference, chunked or delta
+    /// memory, a signature. `EncodeOptions::default()` gives the same bytes as
+    /// [`serialize`](Self::serialize).
+    #[cfg(feature = "alloc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn serialize_with(
+        &self,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<alloc::vec::Vec<u8>, CellError> {
+        wire::encode_with(self, opts)
+    }
+
     /// A copy that owns its binary and memory (the DNA is not rehashed).
     #[cfg(feature = "alloc")]
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
@@ -176,24 +230,35 @@ impl<'a> MigrationSnapshot<&'a [u8]> {
     /// Verification reads every byte through SHA-256 (the trailer), and the binary a second time
     /// (the DNA hash).
     pub fn view(bytes: &'a [u8]) -> Result<Self, CellError> {
-        wire::decode(bytes, &DecodeLimits::UNLIMITED)
+        wire::decode(bytes, &DecodeLimits::UNLIMITED, None)
+    }
+
+    /// [`view`](MigrationSnapshot::view) with a receiver's options: limits, and a
+    /// [`DnaStore`] for snapshots that name their DNA by reference (the view then borrows the
+    /// store's binary). Chunked and delta memory need an allocator
+    /// (`DecodeError::StateNeedsAlloc`): decode those with `deserialize_with`. A signature is
+    /// not checked here: see `TrustList` (feature `signatures`).
+    pub fn view_with(bytes: &'a [u8], opts: &DecodeOptions<'a>) -> Result<Self, CellError> {
+        wire::decode(bytes, &opts.limits, opts.dna_store)
     }
 
     /// [`view`](MigrationSnapshot::view), refusing a binary or memory larger than `limits`
     /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
     pub fn view_with_limits(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Self, CellError> {
-        wire::decode(bytes, limits)
+        wire::decode(bytes, limits, None)
     }
 }
 
 #[cfg(feature = "alloc")]
 impl MigrationSnapshot<alloc::vec::Vec<u8>> {
     /// Decodes and verifies `bytes` like [`view`](MigrationSnapshot::view), then copies the
-    /// binary and memory out. Allocates only after every check passed, and at most
+    /// binary and memory out; chunked memory is decoded too (see
+    /// [`deserialize_with`](Self::deserialize_with) for deltas and DNA by reference). For a
+    /// snapshot without flags it allocates only after every check passed, and at most
     /// `bytes.len()` bytes in all.
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize(bytes: &[u8]) -> Result<Self, CellError> {
-        Self::deserialize_with_limits(bytes, &DecodeLimits::UNLIMITED)
+        Self::deserialize_with(bytes, &DecodeOptions::default())
     }
 
     /// [`deserialize`](MigrationSnapshot::deserialize), refusing a binary or memory larger than
@@ -201,7 +266,30 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
     /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize_with_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<Self, CellError> {
-        Ok(MigrationSnapshot::view_with_limits(bytes, limits)?.to_owned_snapshot())
+        let opts = DecodeOptions {
+            limits: *limits,
+            ..DecodeOptions::default()
+        };
+        Self::deserialize_with(bytes, &opts)
+    }
+
+    /// Decodes any version-1 snapshot, whatever its flags: DNA by reference (from
+    /// `opts.dna_store`), chunked memory, a delta (against `opts.base_state`, which must be the
+    /// base the delta names, or nothing is applied). A signature is not checked here: see
+    /// `TrustList` (feature `signatures`).
+    ///
+    /// Allocation: the binary, and the memory's decoded length, which is checked against
+    /// `opts.limits` before anything is allocated and can be at most 4096 times the encoded
+    /// memory (plus the base's length, for a delta). Raw memory is copied only after every check
+    /// passed; chunked or delta memory is decoded into its buffer chunk by chunk, so a bad chunk
+    /// is found after that buffer was allocated (and is then freed).
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn deserialize_with(bytes: &[u8], opts: &DecodeOptions<'_>) -> Result<Self, CellError> {
+        let parsed = wire::parse(bytes, &opts.limits)?;
+        let dna = parsed.dna(opts.dna_store)?;
+        let state = parsed.owned_state(&opts.limits, opts.base_state)?;
+        let dna = dna.to_owned_dna();
+        Ok(parsed.into_snapshot(dna, state))
     }
 }
 

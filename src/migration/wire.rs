@@ -4,7 +4,9 @@
 //! magic "MCSN" | version u16 LE | flags u16 LE | postcard body | SHA-256 of all before it
 //! ```
 
-use super::MigrationSnapshot;
+#[cfg(feature = "alloc")]
+use super::chunks;
+use super::{DnaStore, MigrationSnapshot};
 use crate::globals::Globals;
 use crate::{
     sha256, AgentId, Arch, CellError, DecodeError, DigestPrefix, Digested, Dna, GlobalValue,
@@ -21,6 +23,20 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 8;
 /// The SHA-256 trailer.
 pub const TRAILER_LEN: usize = 32;
+
+/// Flag: the snapshot names its DNA by hash; `wasm_binary` is empty and the receiver looks the
+/// binary up in a [`DnaStore`].
+pub const FLAG_DNA_BY_REFERENCE: u16 = 0x0001;
+/// Flag: `wasm_state` is chunked: zero chunks skipped, the rest LZ4-compressed or raw.
+pub const FLAG_STATE_CHUNKED: u16 = 0x0002;
+/// Flag: `wasm_state` is a delta against a base memory the receiver holds.
+pub const FLAG_STATE_DELTA: u16 = 0x0004;
+/// Flag: a signature block (key id, sequence number, Ed25519 signature) follows the body.
+pub const FLAG_SIGNED: u16 = 0x0008;
+const KNOWN_FLAGS: u16 =
+    FLAG_DNA_BY_REFERENCE | FLAG_STATE_CHUNKED | FLAG_STATE_DELTA | FLAG_SIGNED;
+/// Key id (8), sequence number (8, little-endian), signature (64).
+pub const SIGNATURE_BLOCK_LEN: usize = 80;
 
 /// What a receiver accepts: the largest binary and linear memory a decoded snapshot may carry.
 ///
@@ -199,10 +215,11 @@ impl<'de> Visitor<'de> for GlobalsVisitor {
     }
 }
 
-fn header() -> [u8; HEADER_LEN] {
+fn header(flags: u16) -> [u8; HEADER_LEN] {
     let [m0, m1, m2, m3] = MAGIC;
     let [v0, v1] = FORMAT_VERSION.to_le_bytes();
-    [m0, m1, m2, m3, v0, v1, 0, 0]
+    let [f0, f1] = flags.to_le_bytes();
+    [m0, m1, m2, m3, v0, v1, f0, f1]
 }
 
 pub(super) fn encoded_len<B: AsRef<[u8]>>(snap: &MigrationSnapshot<B>) -> usize {
@@ -221,7 +238,7 @@ pub(super) fn encode_into<B: AsRef<[u8]>>(
     let out = buf
         .get_mut(..needed)
         .ok_or(CellError::BufferTooSmall { needed, available })?;
-    write(&body, out)?;
+    write(&body, 0, None, out)?;
     Ok(needed)
 }
 
@@ -233,15 +250,68 @@ pub(super) fn encode_vec<B: AsRef<[u8]>>(
     let mut tags = [0u8; MAX_ARCHITECTURES];
     let body = Body::of(snap, &mut tags);
     let mut out = alloc::vec![0u8; HEADER_LEN + body.len() + TRAILER_LEN];
-    write(&body, &mut out)?;
+    write(&body, 0, None, &mut out)?;
     Ok(out)
 }
 
-/// Writes header, body and trailer into `out`, which is exactly the encoded length.
-fn write(body: &Body<'_>, out: &mut [u8]) -> Result<(), CellError> {
-    let (signed, trailer) = out.split_at_mut(out.len() - TRAILER_LEN);
-    let (head, body_out) = signed.split_at_mut(HEADER_LEN);
-    head.copy_from_slice(&header());
+/// Encodes with the options' flags: DNA by reference, chunked or delta state, a signature.
+#[cfg(feature = "alloc")]
+pub(super) fn encode_with<B: AsRef<[u8]>>(
+    snap: &MigrationSnapshot<B>,
+    opts: &super::EncodeOptions<'_>,
+) -> Result<alloc::vec::Vec<u8>, CellError> {
+    let mut tags = [0u8; MAX_ARCHITECTURES];
+    let mut body = Body::of(snap, &mut tags);
+    let mut flags = 0;
+    if opts.dna_by_reference {
+        flags |= FLAG_DNA_BY_REFERENCE;
+        body.wasm_binary = &[];
+    }
+    let blob = match opts.state {
+        super::StateEncoding::Raw => None,
+        super::StateEncoding::Chunked => {
+            flags |= FLAG_STATE_CHUNKED;
+            Some(chunks::encode_chunked(snap.wasm_state.as_ref()))
+        }
+        super::StateEncoding::Delta { base } => {
+            flags |= FLAG_STATE_DELTA;
+            Some(chunks::encode_delta(base, snap.wasm_state.as_ref()))
+        }
+    };
+    if let Some(blob) = &blob {
+        body.wasm_state = blob;
+    }
+    let signature = opts.signer;
+    let sig_len = match signature {
+        Some(_) => {
+            flags |= FLAG_SIGNED;
+            SIGNATURE_BLOCK_LEN
+        }
+        None => 0,
+    };
+    let mut out = alloc::vec![0u8; HEADER_LEN + body.len() + sig_len + TRAILER_LEN];
+    write(&body, flags, signature, &mut out)?;
+    Ok(out)
+}
+
+/// Writes header, body, the signature block if a signer is given, and the trailer into `out`,
+/// which is exactly the encoded length.
+fn write(
+    body: &Body<'_>,
+    flags: u16,
+    signer: Option<(&dyn SnapshotSigner, u64)>,
+    out: &mut [u8],
+) -> Result<(), CellError> {
+    let (covered, trailer) = out.split_at_mut(out.len() - TRAILER_LEN);
+    let sig_len = if signer.is_some() {
+        SIGNATURE_BLOCK_LEN
+    } else {
+        0
+    };
+    let body_end = covered.len() - sig_len;
+    let (head, rest) = covered.split_at_mut(HEADER_LEN);
+    let body_out = &mut rest[..body_end - HEADER_LEN];
+    head.copy_from_slice(&header(flags));
     let written = postcard::to_slice(body, body_out)
         .map_err(|_| CellError::SerializationFailed {
             reason: "postcard could not encode the body",
@@ -252,20 +322,62 @@ fn write(body: &Body<'_>, out: &mut [u8]) -> Result<(), CellError> {
             reason: "encoded body length differs from the computed length",
         });
     }
-    trailer.copy_from_slice(&sha256(signed));
+    if let Some((signer, sequence)) = signer {
+        let block = &mut covered[body_end..];
+        block[..8].copy_from_slice(&signer.key_id());
+        block[8..16].copy_from_slice(&sequence.to_le_bytes());
+        let digest = sha256(&covered[..body_end + 16]);
+        covered[body_end + 16..].copy_from_slice(&signer.sign(&digest));
+    }
+    trailer.copy_from_slice(&sha256(covered));
     Ok(())
 }
 
-pub(super) fn decode<'a>(
-    bytes: &'a [u8],
-    limits: &DecodeLimits,
-) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
+/// Signs snapshots: Ed25519 with the `signatures` feature, or any scheme with 64-byte signatures.
+pub trait SnapshotSigner {
+    /// Names the key: the receiver finds the verifying key by it.
+    fn key_id(&self) -> [u8; 8];
+    /// Signs the 32-byte digest of everything before the signature.
+    fn sign(&self, digest: &[u8; 32]) -> [u8; 64];
+}
+
+/// A signature block as read from a snapshot.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
+pub(crate) struct SignatureBlock {
+    pub key_id: [u8; 8],
+    pub sequence: u64,
+    pub signature: [u8; 64],
+    /// SHA-256 of everything the signature covers.
+    pub digest: [u8; 32],
+}
+
+/// A snapshot whose header, trailer and body have been checked, before its DNA is resolved and
+/// its state decoded.
+#[cfg_attr(not(feature = "signatures"), allow(dead_code))]
+pub(crate) struct Parsed<'a> {
+    pub flags: u16,
+    pub agent_id: AgentId,
+    pub dna_hash: [u8; 32],
+    pub binary: &'a [u8],
+    /// Raw memory, or the chunked or delta blob, by the flags.
+    pub state: &'a [u8],
+    pub globals: Globals,
+    pub policy: Policy,
+    pub timestamp: u64,
+    pub source_node: Option<NodeId>,
+    pub signature: Option<SignatureBlock>,
+}
+
+/// Checks length, magic, version, flags, trailer, the signature block's place, body, canonical
+/// form, limits and policy.
+pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Parsed<'a>, CellError> {
     let too_short = DecodeError::TooShort {
         needed: HEADER_LEN + TRAILER_LEN,
         found: bytes.len(),
     };
-    let (signed, trailer) = bytes.split_last_chunk::<TRAILER_LEN>().ok_or(too_short)?;
-    let (head, body) = signed.split_first_chunk::<HEADER_LEN>().ok_or(too_short)?;
+    let (covered, trailer) = bytes.split_last_chunk::<TRAILER_LEN>().ok_or(too_short)?;
+    let (head, rest) = covered.split_first_chunk::<HEADER_LEN>().ok_or(too_short)?;
     let [m0, m1, m2, m3, v0, v1, f0, f1] = head;
     let magic = [*m0, *m1, *m2, *m3];
     if magic != MAGIC {
@@ -284,14 +396,40 @@ pub(super) fn decode<'a>(
         .into());
     }
     let flags = u16::from_le_bytes([*f0, *f1]);
-    if flags != 0 {
+    let both_states = FLAG_STATE_CHUNKED | FLAG_STATE_DELTA;
+    if flags & !KNOWN_FLAGS != 0 || flags & both_states == both_states {
         return Err(DecodeError::UnsupportedFlags { found: flags }.into());
     }
-    check_trailer(signed, trailer)?;
+    check_trailer(covered, trailer)?;
 
-    let (b, rest) = postcard::take_from_bytes::<Body>(body).map_err(DecodeError::from_postcard)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes { count: rest.len() }.into());
+    let (body, signature) = if flags & FLAG_SIGNED != 0 {
+        let (body, block) = rest
+            .split_last_chunk::<SIGNATURE_BLOCK_LEN>()
+            .ok_or(DecodeError::UnexpectedEnd)?;
+        let (key_id, block) = block
+            .split_first_chunk::<8>()
+            .ok_or(DecodeError::UnexpectedEnd)?;
+        let (sequence, signature) = block
+            .split_first_chunk::<8>()
+            .ok_or(DecodeError::UnexpectedEnd)?;
+        let signature: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| DecodeError::UnexpectedEnd)?;
+        let signed_len = covered.len() - 64;
+        let block = SignatureBlock {
+            key_id: *key_id,
+            sequence: u64::from_le_bytes(*sequence),
+            signature,
+            digest: sha256(&covered[..signed_len]),
+        };
+        (body, Some(block))
+    } else {
+        (rest, None)
+    };
+
+    let (b, left) = postcard::take_from_bytes::<Body>(body).map_err(DecodeError::from_postcard)?;
+    if !left.is_empty() {
+        return Err(DecodeError::TrailingBytes { count: left.len() }.into());
     }
     if b.len() != body.len() {
         return Err(DecodeError::NonCanonical {
@@ -305,17 +443,87 @@ pub(super) fn decode<'a>(
         limits.max_wasm_binary,
         b.wasm_binary,
     )?;
-    within(LimitedField::WasmState, limits.max_wasm_state, b.wasm_state)?;
+    if flags & (FLAG_STATE_CHUNKED | FLAG_STATE_DELTA) == 0 {
+        within(LimitedField::WasmState, limits.max_wasm_state, b.wasm_state)?;
+    }
+    if flags & FLAG_DNA_BY_REFERENCE != 0 && !b.wasm_binary.is_empty() {
+        return Err(DecodeError::BinaryWithReference.into());
+    }
     let policy = decode_policy(&b)?;
-    Ok(MigrationSnapshot {
+    Ok(Parsed {
+        flags,
         agent_id: AgentId::from_bytes(b.agent_id),
-        dna: Dna::with_expected_hash(b.wasm_binary, &b.dna_hash)?,
-        wasm_state: b.wasm_state,
+        dna_hash: b.dna_hash,
+        binary: b.wasm_binary,
+        state: b.wasm_state,
         globals: b.globals.0,
         policy,
         timestamp: b.timestamp,
         source_node: b.source_node.map(NodeId::from_bytes),
+        signature,
     })
+}
+
+impl<'a> Parsed<'a> {
+    /// The DNA: the carried binary, or the store's for a by-reference snapshot; either way its
+    /// SHA-256 must be the hash the snapshot names.
+    pub fn dna(&self, store: Option<&'a dyn DnaStore>) -> Result<Dna<&'a [u8]>, CellError> {
+        let binary = if self.flags & FLAG_DNA_BY_REFERENCE != 0 {
+            store
+                .and_then(|s| s.get(&self.dna_hash))
+                .ok_or(CellError::DnaNotFound {
+                    hash: DigestPrefix::of(&self.dna_hash),
+                })?
+        } else {
+            self.binary
+        };
+        Dna::with_expected_hash(binary, &self.dna_hash)
+    }
+
+    /// The snapshot with `dna` and `state` as resolved and decoded.
+    pub fn into_snapshot<B>(self, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
+        MigrationSnapshot {
+            agent_id: self.agent_id,
+            dna,
+            wasm_state: state,
+            globals: self.globals,
+            policy: self.policy,
+            timestamp: self.timestamp,
+            source_node: self.source_node,
+        }
+    }
+
+    /// The memory, decoding chunked or delta state (which allocates, within `limits`).
+    #[cfg(feature = "alloc")]
+    pub fn owned_state(
+        &self,
+        limits: &DecodeLimits,
+        base: Option<&[u8]>,
+    ) -> Result<alloc::vec::Vec<u8>, CellError> {
+        Ok(if self.flags & FLAG_STATE_CHUNKED != 0 {
+            chunks::decode_chunked(self.state, limits.max_wasm_state)?
+        } else if self.flags & FLAG_STATE_DELTA != 0 {
+            let base = base.ok_or(DecodeError::DeltaWithoutBase)?;
+            chunks::decode_delta(self.state, base, limits.max_wasm_state)?
+        } else {
+            self.state.to_vec()
+        })
+    }
+}
+
+/// The zero-copy decode: raw state only.
+pub(super) fn decode<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+    store: Option<&'a dyn DnaStore>,
+) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
+    let parsed = parse(bytes, limits)?;
+    if parsed.flags & (FLAG_STATE_CHUNKED | FLAG_STATE_DELTA) != 0 {
+        return Err(DecodeError::StateNeedsAlloc.into());
+    }
+    let dna = parsed.dna(store)?;
+    let state = parsed.state;
+    Ok(parsed.into_snapshot(dna, state))
 }
 
 fn check_trailer(signed: &[u8], trailer: &[u8; TRAILER_LEN]) -> Result<(), CellError> {

@@ -1,0 +1,266 @@
+//! The chunked encodings of linear memory (wire flags `STATE_CHUNKED` and `STATE_DELTA`).
+//!
+//! Memory is cut into 4 KiB chunks (a WebAssembly page is 16 of them: finer chunks find more
+//! zeros and smaller deltas). Each chunk is written as
+//!
+//! ```text
+//! 00                       all zeros
+//! 01 <bytes>               raw: the chunk's bytes (4096, or fewer for the last chunk)
+//! 02 <varint n> <n bytes>  an LZ4 block (lz4_flex) that decompresses to exactly the chunk
+//! ```
+//!
+//! A chunked state is `<varint memory length>` followed by every chunk in order. A delta is
+//! `<32-byte SHA-256 of the base memory> <varint memory length> <varint count>` followed by
+//! `count` pairs `<varint chunk index> <chunk>`, indices strictly increasing; chunks not listed
+//! are the base's (zeros past its end). Every chunk past the end of the base must be listed, so
+//! the decoded length is bounded by the input.
+
+use crate::{sha256, DecodeError, DigestPrefix, LimitedField};
+use alloc::vec::Vec;
+
+/// Bytes in a chunk.
+pub const CHUNK_SIZE: usize = 4096;
+
+const ZERO: u8 = 0;
+const RAW: u8 = 1;
+const LZ4: u8 = 2;
+
+/// Writes a postcard-style varint.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A cursor over untrusted bytes; every read checks the length first.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.0.len() {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A canonical LEB128 varint that fits `usize`.
+    fn varint(&mut self) -> Result<usize, DecodeError> {
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let b = self.byte()?;
+            if i == 9 && b > 1 {
+                return Err(DecodeError::BadVarint);
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if b == 0 && i > 0 {
+                    return Err(DecodeError::BadVarint); // over-long
+                }
+                return usize::try_from(value).map_err(|_| DecodeError::BadVarint);
+            }
+        }
+        Err(DecodeError::BadVarint)
+    }
+}
+
+/// Encodes one chunk.
+fn put_chunk(out: &mut Vec<u8>, chunk: &[u8]) {
+    if chunk.iter().all(|&b| b == 0) {
+        out.push(ZERO);
+        return;
+    }
+    #[cfg(feature = "lz4")]
+    {
+        let mut packed = [0u8; CHUNK_SIZE + CHUNK_SIZE / 255 + 16];
+        if let Ok(n) = lz4_flex::block::compress_into(chunk, &mut packed) {
+            if n < chunk.len() {
+                out.push(LZ4);
+                put_varint(out, n as u64);
+                out.extend_from_slice(&packed[..n]);
+                return;
+            }
+        }
+    }
+    out.push(RAW);
+    out.extend_from_slice(chunk);
+}
+
+/// Decodes one chunk into `out` (exactly the chunk's length, zeroed).
+fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<(), DecodeError> {
+    match r.byte()? {
+        ZERO => Ok(()),
+        RAW => {
+            out.copy_from_slice(r.take(out.len())?);
+            nonzero(out)
+        }
+        LZ4 => {
+            let n = r.varint()?;
+            if n >= out.len() {
+                return Err(DecodeError::BadChunk); // the encoder stores such chunks raw
+            }
+            let packed = r.take(n)?;
+            lz4_into(packed, out)?;
+            nonzero(out)
+        }
+        _ => Err(DecodeError::BadChunk),
+    }
+}
+
+#[cfg(feature = "lz4")]
+fn lz4_into(packed: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    match lz4_flex::block::decompress_into(packed, out) {
+        Ok(n) if n == out.len() => Ok(()),
+        _ => Err(DecodeError::BadChunk),
+    }
+}
+
+#[cfg(not(feature = "lz4"))]
+fn lz4_into(_: &[u8], _: &mut [u8]) -> Result<(), DecodeError> {
+    Err(DecodeError::Lz4Disabled)
+}
+
+/// A chunk written as raw or LZ4 must not be all zeros: the encoder writes those as `00`.
+fn nonzero(chunk: &[u8]) -> Result<(), DecodeError> {
+    if chunk.iter().all(|&b| b == 0) {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok(())
+}
+
+fn check_limit(len: usize, limit: usize) -> Result<(), DecodeError> {
+    if len > limit {
+        return Err(DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit,
+            found: len,
+        });
+    }
+    Ok(())
+}
+
+/// Encodes `memory` chunk by chunk.
+pub(crate) fn encode_chunked(memory: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_varint(&mut out, memory.len() as u64);
+    for chunk in memory.chunks(CHUNK_SIZE) {
+        put_chunk(&mut out, chunk);
+    }
+    out
+}
+
+/// Decodes a chunked state. Allocates the memory only after checking its length against
+/// `limit` and against the input: every chunk takes at least one byte, so the output is at most
+/// 4096 times the blob.
+pub(crate) fn decode_chunked(blob: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut r = Reader(blob);
+    let len = r.varint()?;
+    check_limit(len, limit)?;
+    if len.div_ceil(CHUNK_SIZE) > r.0.len() {
+        return Err(DecodeError::UnexpectedEnd);
+    }
+    let mut memory = alloc::vec![0u8; len];
+    for chunk in memory.chunks_mut(CHUNK_SIZE) {
+        get_chunk(&mut r, chunk)?;
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok(memory)
+}
+
+/// The chunks of `memory` that differ from `base` (zeros past the base's end), and every chunk
+/// past the base's end.
+pub(crate) fn encode_delta(base: &[u8], memory: &[u8]) -> Vec<u8> {
+    let base_chunks = base.len().div_ceil(CHUNK_SIZE);
+    let mut entries = Vec::new();
+    let mut count = 0u64;
+    for (i, chunk) in memory.chunks(CHUNK_SIZE).enumerate() {
+        if i < base_chunks && base_chunk_equals(base, i, chunk) {
+            continue;
+        }
+        put_varint(&mut entries, i as u64);
+        put_chunk(&mut entries, chunk);
+        count += 1;
+    }
+    let mut out = Vec::with_capacity(32 + 20 + entries.len());
+    out.extend_from_slice(&sha256(base));
+    put_varint(&mut out, memory.len() as u64);
+    put_varint(&mut out, count);
+    out.extend_from_slice(&entries);
+    out
+}
+
+/// Whether chunk `i` of `memory` equals chunk `i` of `base` read with zeros past its end.
+fn base_chunk_equals(base: &[u8], i: usize, chunk: &[u8]) -> bool {
+    let start = i * CHUNK_SIZE;
+    let have = base.get(start..).unwrap_or(&[]);
+    let common = have.len().min(chunk.len());
+    have[..common] == chunk[..common] && chunk[common..].iter().all(|&b| b == 0)
+}
+
+/// Applies a delta to `base`. The base must be the memory the delta names (its SHA-256), or
+/// nothing is done.
+pub(crate) fn decode_delta(blob: &[u8], base: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut r = Reader(blob);
+    let named: [u8; 32] = r
+        .take(32)?
+        .try_into()
+        .map_err(|_| DecodeError::UnexpectedEnd)?;
+    let actual = sha256(base);
+    if named != actual {
+        return Err(DecodeError::WrongDeltaBase {
+            expected: DigestPrefix::of(&named),
+            found: DigestPrefix::of(&actual),
+        });
+    }
+    let len = r.varint()?;
+    let count = r.varint()?;
+    check_limit(len, limit)?;
+    let chunks = len.div_ceil(CHUNK_SIZE);
+    let base_chunks = base.len().div_ceil(CHUNK_SIZE);
+    // Chunks past the base must be listed, and each listed chunk takes at least two bytes.
+    if count > r.0.len() / 2 || chunks > base_chunks.saturating_add(count) {
+        return Err(DecodeError::UnexpectedEnd);
+    }
+    let mut memory = alloc::vec![0u8; len];
+    let keep = base.len().min(len);
+    memory[..keep].copy_from_slice(&base[..keep]);
+    let mut next = 0usize;
+    for _ in 0..count {
+        let i = r.varint()?;
+        if i < next || i >= chunks {
+            return Err(DecodeError::BadChunk);
+        }
+        // Chunks between the previous listed one and this one, past the base, were not listed.
+        if i > next && i > base_chunks {
+            return Err(DecodeError::BadChunk);
+        }
+        let start = i * CHUNK_SIZE;
+        let end = (start + CHUNK_SIZE).min(len);
+        let mut fresh = [0u8; CHUNK_SIZE];
+        let fresh = &mut fresh[..end - start];
+        get_chunk(&mut r, fresh)?;
+        // The encoder lists only chunks that changed (and every chunk past the base).
+        if i < base_chunks && base_chunk_equals(base, i, fresh) {
+            return Err(DecodeError::BadChunk);
+        }
+        memory[start..end].copy_from_slice(fresh);
+        next = i + 1;
+    }
+    // Chunks after the last listed one must all lie within the base.
+    if next < chunks && chunks > base_chunks {
+        return Err(DecodeError::BadChunk);
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok(memory)
+}
