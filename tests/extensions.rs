@@ -311,6 +311,19 @@ fn lz4_chunks_need_the_feature() {
 
 #[cfg(feature = "lz4")]
 #[test]
+fn compressible_chunks_are_compressed() {
+    let text: Vec<u8> = (0..16 * CHUNK_SIZE)
+        .map(|i| b"heap object "[i % 12])
+        .collect();
+    let s = snap(&agent_with(text));
+    let bytes = chunked(&s);
+    // 64 KiB of repetitive text: LZ4 takes each 4 KiB chunk to a few dozen bytes.
+    assert!(bytes.len() < 2 * 1024, "{} bytes", bytes.len());
+    assert_eq!(MigrationSnapshot::deserialize(&bytes).unwrap(), s);
+}
+
+#[cfg(feature = "lz4")]
+#[test]
 fn lz4_chunk_must_be_smaller_and_decompress_exactly() {
     // An LZ4 chunk "no smaller" than its 1-byte chunk.
     assert_eq!(

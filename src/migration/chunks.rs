@@ -71,26 +71,38 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes one chunk.
-fn put_chunk(out: &mut Vec<u8>, chunk: &[u8]) {
-    if chunk.iter().all(|&b| b == 0) {
-        out.push(ZERO);
-        return;
-    }
+/// Scratch space for compressing one chunk, allocated once per encoding.
+struct Packer {
     #[cfg(feature = "lz4")]
-    {
-        let mut packed = [0u8; CHUNK_SIZE + CHUNK_SIZE / 255 + 16];
-        if let Ok(n) = lz4_flex::block::compress_into(chunk, &mut packed) {
+    scratch: Vec<u8>,
+}
+
+impl Packer {
+    fn new() -> Self {
+        Packer {
+            #[cfg(feature = "lz4")]
+            scratch: alloc::vec![0u8; lz4_flex::block::get_maximum_output_size(CHUNK_SIZE)],
+        }
+    }
+
+    /// Encodes one chunk: zeros as a tag, else LZ4 if that is smaller, else raw.
+    fn put_chunk(&mut self, out: &mut Vec<u8>, chunk: &[u8]) {
+        if chunk.iter().all(|&b| b == 0) {
+            out.push(ZERO);
+            return;
+        }
+        #[cfg(feature = "lz4")]
+        if let Ok(n) = lz4_flex::block::compress_into(chunk, &mut self.scratch) {
             if n < chunk.len() {
                 out.push(LZ4);
                 put_varint(out, n as u64);
-                out.extend_from_slice(&packed[..n]);
+                out.extend_from_slice(&self.scratch[..n]);
                 return;
             }
         }
+        out.push(RAW);
+        out.extend_from_slice(chunk);
     }
-    out.push(RAW);
-    out.extend_from_slice(chunk);
 }
 
 /// Decodes one chunk into `out` (exactly the chunk's length, zeroed).
@@ -149,9 +161,10 @@ fn check_limit(len: usize, limit: usize) -> Result<(), DecodeError> {
 /// Encodes `memory` chunk by chunk.
 pub(crate) fn encode_chunked(memory: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut packer = Packer::new();
     put_varint(&mut out, memory.len() as u64);
     for chunk in memory.chunks(CHUNK_SIZE) {
-        put_chunk(&mut out, chunk);
+        packer.put_chunk(&mut out, chunk);
     }
     out
 }
@@ -181,13 +194,14 @@ pub(crate) fn decode_chunked(blob: &[u8], limit: usize) -> Result<Vec<u8>, Decod
 pub(crate) fn encode_delta(base: &[u8], memory: &[u8]) -> Vec<u8> {
     let base_chunks = base.len().div_ceil(CHUNK_SIZE);
     let mut entries = Vec::new();
+    let mut packer = Packer::new();
     let mut count = 0u64;
     for (i, chunk) in memory.chunks(CHUNK_SIZE).enumerate() {
         if i < base_chunks && base_chunk_equals(base, i, chunk) {
             continue;
         }
         put_varint(&mut entries, i as u64);
-        put_chunk(&mut entries, chunk);
+        packer.put_chunk(&mut entries, chunk);
         count += 1;
     }
     let mut out = Vec::with_capacity(32 + 20 + entries.len());
