@@ -81,3 +81,24 @@ if any(k.startswith("live_migration/") for k in res):
     for pages in ("1_pages", "16_pages", "64_pages"):
         for f in ("capture+serialize", "deserialize+restore+resume", "full_cycle", "memcpy"):
             print(row(f"live_migration/{f}/{pages}", f"live_migration/memcpy/{pages}"))
+
+if any(k.startswith("encodings/") for k in res):
+    print("\nWire encodings of the reference agent (`cargo bench --bench flags --features lz4`);")
+    print("throughput counts the agent's 2 MiB (binary + memory) for every encoding:\n")
+    print("| bench | median | throughput | ÷ memcpy 2 MiB | ÷ raw sha2 2 MiB |")
+    print("|---|---|---|---|---|")
+    for name in ("full", "by_ref", "by_ref+chunked", "by_ref+delta_1pct"):
+        for f in ("encode", "decode"):
+            print(row(f"encodings/{f}/{name}", "encodings/memcpy/2MiB", "encodings/raw_sha2/2MiB"))
+    for k in ("encodings/memcpy/2MiB", "encodings/raw_sha2/2MiB"):
+        print(row(k, "encodings/memcpy/2MiB", "encodings/raw_sha2/2MiB"))
+
+if any(k.startswith("chunked_images/") for k in res):
+    print("\nChunked memory (sparse + LZ4) on three 1 MiB images, whole snapshot encode/decode:\n")
+    print("| bench | median | throughput | ÷ memcpy 1 MiB | ÷ raw sha2 1 MiB |")
+    print("|---|---|---|---|---|")
+    for name in ("mostly_zero", "heap", "random"):
+        for f in ("encode", "decode"):
+            print(row(f"chunked_images/{f}/{name}", "chunked_images/memcpy/1MiB", "chunked_images/raw_sha2/1MiB"))
+    for k in ("chunked_images/memcpy/1MiB", "chunked_images/raw_sha2/1MiB"):
+        print(row(k, "chunked_images/memcpy/1MiB", "chunked_images/raw_sha2/1MiB"))
