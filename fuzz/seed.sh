@@ -2,13 +2,15 @@
 # Seeds each fuzz target's corpus from the golden vectors in tests/vectors/.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/dna
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna
 for v in ../tests/vectors/*.bin; do
   name=$(basename "$v" .bin)
   cp "$v" "corpus/snapshot_bytes/$name"
   # The body: without the 8-byte header and the 32-byte trailer.
   len=$(($(wc -c <"$v") - 40))
   tail -c +9 "$v" | head -c "$len" >"corpus/snapshot_body/$name"
+  # The flags word, then everything between the header and the trailer.
+  tail -c +7 "$v" | head -c "$((len + 2))" >"corpus/snapshot_flags/$name"
 done
 printf '\0asm\1\0\0\0' >corpus/dna/empty-module
 printf '\0asm\x0d\0\1\0' >corpus/dna/component
