@@ -34,7 +34,7 @@ fn heap_chunk(rng: &mut XorShift, out: &mut [u8]) {
         let r = rng.next();
         match r % 4 {
             0 | 1 => {
-                let ptr = 0x0001_0000 + (r >> 8) % (MIB as u32) & !7;
+                let ptr = (0x0001_0000 + (r >> 8) % (MIB as u32)) & !7;
                 out[i..i + 4].copy_from_slice(&ptr.to_le_bytes());
                 i += 4;
             }
