@@ -8,7 +8,9 @@
 
 mod common;
 
-use mielin_cells::migration::{MigrationSnapshot, HEADER_LEN, TRAILER_LEN};
+use mielin_cells::migration::{
+    EncodeOptions, MigrationSnapshot, StateEncoding, HEADER_LEN, TRAILER_LEN,
+};
 use mielin_cells::{sha256, GlobalValue, MAX_GLOBALS};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -135,6 +137,45 @@ fn decoding_allocates_within_the_bound() {
     b.extend(std::iter::repeat_n([0u8, 0u8], 10_000).flatten());
     b.extend_from_slice(&[0; TRAILER_LEN]);
     assert!(!check_bound(&reseal(b)));
+
+    // Chunked memory: a 1 MiB memory, mostly zero, decodes allocating the memory and the
+    // binary; a 2^40-byte length claimed in a few bytes is refused before allocating.
+    let mut agent = common::sample_agent();
+    let mut memory = vec![0u8; 1 << 20];
+    memory[5000..6000].fill(0xab);
+    agent.set_wasm_state(memory);
+    let chunked = MigrationSnapshot::capture_at(&agent, None, 0)
+        .serialize_with(&EncodeOptions {
+            state: StateEncoding::Chunked,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(chunked.len() < 8000, "{} bytes", chunked.len());
+    let (decoded, n) = allocated_by(|| MigrationSnapshot::deserialize(&chunked));
+    let decoded = decoded.unwrap();
+    let payload = decoded.wasm_binary().len() + decoded.wasm_state().len();
+    assert!(n <= payload, "{n} bytes for a {payload}-byte payload");
+    // Replace the state field (a varint length, then the blob) with a 7-byte blob that claims
+    // 2^40 bytes of memory.
+    let state_at = binary_len_at + 1 + common::ADD_WASM.len();
+    let (mut old_len, mut i) = (0usize, state_at);
+    loop {
+        let byte = chunked[i];
+        old_len |= usize::from(byte & 0x7f) << (7 * (i - state_at));
+        i += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut b = chunked[..state_at].to_vec();
+    b.extend_from_slice(&[7, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0]);
+    b.extend_from_slice(&chunked[i + old_len..]);
+    let (result, n) = allocated_by(|| MigrationSnapshot::deserialize(&reseal(b)));
+    assert_eq!(
+        result.unwrap_err(),
+        mielin_cells::DecodeError::UnexpectedEnd.into()
+    );
+    assert_eq!(n, 0, "a refused chunked length cost {n} bytes");
 
     // Random bodies behind a valid header and trailer, from a fixed seed.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;

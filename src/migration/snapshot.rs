@@ -29,7 +29,8 @@ pub struct MigrationSnapshot<B> {
 /// one allocates nothing and copies neither.
 pub type SnapshotView<'a> = MigrationSnapshot<&'a [u8]>;
 
-/// How [`MigrationSnapshot::serialize_with`] encodes: each option sets one wire flag.
+/// How `MigrationSnapshot::serialize_with` (with `alloc`) encodes: each option sets one wire
+/// flag.
 #[derive(Clone, Copy, Default)]
 pub struct EncodeOptions<'a> {
     /// Send the DNA hash instead of the binary (`FLAG_DNA_BY_REFERENCE`); the receiver needs
