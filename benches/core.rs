@@ -4,12 +4,14 @@
 //!
 //! `cargo bench --bench core`; the README's table comes from this.
 
+#[path = "support/config.rs"]
+mod config;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mielin_cells::migration::MigrationSnapshot;
 use mielin_cells::{Agent, AgentId, AgentState, Dna, GlobalValue, NodeId};
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
-use std::time::Duration;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -146,10 +148,7 @@ fn lifecycle(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = config::config();
     targets = dna_hash, serialize, deserialize, lifecycle
 }
 criterion_main!(benches);

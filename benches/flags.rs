@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench flags --features lz4`
 
+#[path = "support/config.rs"]
+mod config;
 #[path = "support/images.rs"]
 mod images;
 
@@ -15,7 +17,6 @@ use mielin_cells::migration::{
 use mielin_cells::{Agent, AgentId, Dna};
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
-use std::time::Duration;
 
 fn encodings(c: &mut Criterion) {
     let dna = Dna::new(module(MIB)).unwrap();
@@ -119,10 +120,7 @@ fn images(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = config::config();
     targets = encodings, images
 }
 criterion_main!(benches);

@@ -4,12 +4,14 @@
 //!
 //! `cargo bench --bench live --features wasmi`
 
+#[path = "support/config.rs"]
+mod config;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mielin_cells::migration::MigrationSnapshot;
 use mielin_cells::runtime::{LiveAgent, Runtime, Val, PAGE_SIZE};
 use mielin_cells::{Agent, AgentId, Dna};
 use std::hint::black_box;
-use std::time::Duration;
 
 /// A module with `pages` pages of memory, a stack-pointer global, and a `fill` export that
 /// writes a pattern over all of memory, so the captured bytes are not zeros.
@@ -95,10 +97,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = config::config();
     targets = bench
 }
 criterion_main!(benches);

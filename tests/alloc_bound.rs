@@ -11,7 +11,7 @@ mod common;
 use mielin_cells::migration::{
     EncodeOptions, MigrationSnapshot, StateEncoding, HEADER_LEN, TRAILER_LEN,
 };
-use mielin_cells::{sha256, GlobalValue, MAX_GLOBALS};
+use mielin_cells::{GlobalValue, MAX_GLOBALS};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -58,10 +58,8 @@ fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, ALLOCATED.with(Cell::get))
 }
 
-fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
-    let n = bytes.len() - TRAILER_LEN;
-    let digest = sha256(&bytes[..n]);
-    bytes[n..].copy_from_slice(&digest);
+fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    common::reseal(&mut bytes);
     bytes
 }
 
@@ -126,7 +124,7 @@ fn decoding_allocates_within_the_bound() {
             let mut b = good[..at].to_vec();
             b.extend_from_slice(prefix);
             b.extend_from_slice(&good[at + 1..]);
-            assert!(!check_bound(&reseal(b)));
+            assert!(!check_bound(&resealed(b)));
         }
     }
 
@@ -136,7 +134,7 @@ fn decoding_allocates_within_the_bound() {
     b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     b.extend(std::iter::repeat_n([0u8, 0u8], 10_000).flatten());
     b.extend_from_slice(&[0; TRAILER_LEN]);
-    assert!(!check_bound(&reseal(b)));
+    assert!(!check_bound(&resealed(b)));
 
     // Chunked memory: a 1 MiB memory, mostly zero, decodes allocating the memory and the
     // binary; a 2^40-byte length claimed in a few bytes is refused before allocating.
@@ -170,7 +168,7 @@ fn decoding_allocates_within_the_bound() {
     let mut b = chunked[..state_at].to_vec();
     b.extend_from_slice(&[7, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0]);
     b.extend_from_slice(&chunked[i + old_len..]);
-    let (result, n) = allocated_by(|| MigrationSnapshot::deserialize(&reseal(b)));
+    let (result, n) = allocated_by(|| MigrationSnapshot::deserialize(&resealed(b)));
     assert_eq!(
         result.unwrap_err(),
         mielin_cells::DecodeError::UnexpectedEnd.into()
@@ -190,7 +188,7 @@ fn decoding_allocates_within_the_bound() {
             b.push(x as u8);
         }
         b.extend_from_slice(&[0; TRAILER_LEN]);
-        decoded += usize::from(check_bound(&reseal(b)));
+        decoded += usize::from(check_bound(&resealed(b)));
     }
     assert_eq!(decoded, 0, "random bodies should not decode");
 }

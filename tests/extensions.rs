@@ -4,20 +4,23 @@
 
 mod common;
 
-use common::{sample_agent, SOURCE};
+use common::{reseal, sample_agent, SOURCE};
 use mielin_cells::migration::{
     DecodeOptions, DnaMap, DnaSlots, DnaStore, EncodeOptions, MigrationSnapshot, StateEncoding,
-    CHUNK_SIZE, FLAG_DNA_BY_REFERENCE, HEADER_LEN, TRAILER_LEN,
+    CHUNK_SIZE, FLAG_DNA_BY_REFERENCE, HEADER_LEN,
 };
 use mielin_cells::{
     sha256, Agent, AgentId, CellError, DecodeError, DigestPrefix, Digested, Dna, LimitedField,
 };
 use proptest::prelude::*;
 
-fn reseal(bytes: &mut [u8]) {
-    let n = bytes.len() - TRAILER_LEN;
-    let digest = sha256(&bytes[..n]);
-    bytes[n..].copy_from_slice(&digest);
+/// The snapshot with its DNA sent by reference.
+fn by_ref(s: &MigrationSnapshot<Vec<u8>>) -> Vec<u8> {
+    s.serialize_with(&EncodeOptions {
+        dna_by_reference: true,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 /// Memory of `chunks` 4 KiB chunks: zero, text-like, and pseudo-random ones in turn.
@@ -62,12 +65,7 @@ fn by_reference_is_smaller_by_the_binary_and_restores_from_the_store() {
     agent.set_wasm_state(memory(4, 1));
     let s = snap(&agent);
     let full = s.serialize().unwrap();
-    let by_ref = s
-        .serialize_with(&EncodeOptions {
-            dna_by_reference: true,
-            ..Default::default()
-        })
-        .unwrap();
+    let by_ref = by_ref(&s);
     assert!(
         full.len() - by_ref.len() >= 1 << 20,
         "{} vs {}",
@@ -96,12 +94,7 @@ fn by_reference_is_smaller_by_the_binary_and_restores_from_the_store() {
 #[test]
 fn missing_dna_names_the_hash() {
     let s = snap(&sample_agent());
-    let by_ref = s
-        .serialize_with(&EncodeOptions {
-            dna_by_reference: true,
-            ..Default::default()
-        })
-        .unwrap();
+    let by_ref = by_ref(&s);
     let expected = CellError::DnaNotFound {
         hash: DigestPrefix::of(s.dna_hash()),
     };
@@ -132,12 +125,7 @@ fn a_store_with_wrong_bytes_is_an_integrity_error() {
         }
     }
     let s = snap(&sample_agent());
-    let by_ref = s
-        .serialize_with(&EncodeOptions {
-            dna_by_reference: true,
-            ..Default::default()
-        })
-        .unwrap();
+    let by_ref = by_ref(&s);
     let liar = Liar(b"\0asm\x01\0\0\0".to_vec());
     let opts = DecodeOptions {
         dna_store: Some(&liar),

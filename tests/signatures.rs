@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{sample_agent, SOURCE};
+use common::{reseal, sample_agent, SOURCE};
 use mielin_cells::migration::{
     key_id, DecodeOptions, Ed25519Signer, EncodeOptions, MigrationSnapshot, StateEncoding,
     TrustList, SIGNATURE_BLOCK_LEN, TRAILER_LEN,
 };
-use mielin_cells::{sha256, CellError, SignatureError};
+use mielin_cells::{CellError, SignatureError};
 
 fn signer(seed: u8) -> Ed25519Signer {
     Ed25519Signer::from_secret(&[seed; 32])
@@ -90,9 +90,7 @@ fn unsigned_unknown_and_forged_are_each_refused() {
     let mut forged = signed(&alice, 1);
     let sig_at = forged.len() - TRAILER_LEN - 64;
     forged[sig_at] ^= 1;
-    let n = forged.len() - TRAILER_LEN;
-    let digest = sha256(&forged[..n]);
-    forged[n..].copy_from_slice(&digest);
+    reseal(&mut forged);
     assert_eq!(
         open(&mut strict, &forged).unwrap_err(),
         rejected(SignatureError::Invalid)
@@ -102,9 +100,7 @@ fn unsigned_unknown_and_forged_are_each_refused() {
     let mut relabeled = signed(&mallory, 1);
     let block = relabeled.len() - TRAILER_LEN - SIGNATURE_BLOCK_LEN;
     relabeled[block..block + 8].copy_from_slice(&key_id(&alice.verifying_key()));
-    let n = relabeled.len() - TRAILER_LEN;
-    let digest = sha256(&relabeled[..n]);
-    relabeled[n..].copy_from_slice(&digest);
+    reseal(&mut relabeled);
     assert_eq!(
         open(&mut strict, &relabeled).unwrap_err(),
         rejected(SignatureError::Invalid)
@@ -122,9 +118,7 @@ fn signature_covers_the_sequence_number() {
     let mut bumped = signed(&alice, 1);
     let seq_at = bumped.len() - TRAILER_LEN - 64 - 8;
     bumped[seq_at..seq_at + 8].copy_from_slice(&9u64.to_le_bytes());
-    let n = bumped.len() - TRAILER_LEN;
-    let digest = sha256(&bumped[..n]);
-    bumped[n..].copy_from_slice(&digest);
+    reseal(&mut bumped);
     assert_eq!(
         open(&mut trust, &bumped).unwrap_err(),
         rejected(SignatureError::Invalid)

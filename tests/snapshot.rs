@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{sample_agent, SOURCE};
+use common::{reseal, sample_agent, SOURCE};
 use mielin_cells::migration::{
     DecodeLimits, MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
 };
@@ -17,13 +17,6 @@ fn sample_bytes() -> Vec<u8> {
     MigrationSnapshot::capture_at(&sample_agent(), Some(SOURCE), T)
         .serialize()
         .unwrap()
-}
-
-/// Recomputes the trailer so that a change to the body reaches the body checks.
-fn reseal(bytes: &mut [u8]) {
-    let n = bytes.len() - TRAILER_LEN;
-    let digest = sha256(&bytes[..n]);
-    bytes[n..].copy_from_slice(&digest);
 }
 
 #[test]
