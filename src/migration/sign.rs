@@ -4,7 +4,7 @@
 
 use super::wire::{self, Parsed, SnapshotSigner};
 use super::{DecodeOptions, MigrationSnapshot};
-use crate::{sha256, AgentId, Capacity, CellError, DecodeError, SignatureError};
+use crate::{sha256, AgentId, Capacity, CellError, SignatureError};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 /// A key's id on the wire: the first 8 bytes of the SHA-256 of its 32-byte public key.
@@ -94,14 +94,8 @@ impl<const K: usize, const A: usize> TrustList<K, A> {
     ) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
         let parsed = wire::parse(bytes, &opts.limits)?;
         let sequence = self.check(&parsed)?;
-        if parsed.flags & (wire::FLAG_STATE_CHUNKED | wire::FLAG_STATE_DELTA) != 0 {
-            return Err(DecodeError::StateNeedsAlloc.into());
-        }
-        let dna = parsed.dna(opts.dna_store)?;
-        let state = parsed.state;
-        let agent = parsed.agent_id;
-        let snapshot = parsed.into_snapshot(dna, state);
-        self.record(agent, sequence);
+        let snapshot = parsed.into_view(opts.dna_store)?;
+        self.record(snapshot.agent_id(), sequence);
         Ok(snapshot)
     }
 
@@ -114,11 +108,8 @@ impl<const K: usize, const A: usize> TrustList<K, A> {
     ) -> Result<MigrationSnapshot<alloc::vec::Vec<u8>>, CellError> {
         let parsed = wire::parse(bytes, &opts.limits)?;
         let sequence = self.check(&parsed)?;
-        let dna = parsed.dna(opts.dna_store)?.to_owned_dna();
-        let state = parsed.owned_state(&opts.limits, opts.base_state)?;
-        let agent = parsed.agent_id;
-        let snapshot = parsed.into_snapshot(dna, state);
-        self.record(agent, sequence);
+        let snapshot = parsed.into_owned(opts)?;
+        self.record(snapshot.agent_id(), sequence);
         Ok(snapshot)
     }
 
@@ -138,7 +129,10 @@ impl<const K: usize, const A: usize> TrustList<K, A> {
             });
         };
         let signature = Signature::from_bytes(&block.signature);
-        if key.verify_strict(&block.digest, &signature).is_err() {
+        if key
+            .verify_strict(&sha256(block.signed), &signature)
+            .is_err()
+        {
             return reject(SignatureError::Invalid);
         }
         match self.last_sequence(parsed.agent_id) {

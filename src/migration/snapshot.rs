@@ -231,7 +231,7 @@ impl<'a> MigrationSnapshot<&'a [u8]> {
     /// Verification reads every byte through SHA-256 (the trailer), and the binary a second time
     /// (the DNA hash).
     pub fn view(bytes: &'a [u8]) -> Result<Self, CellError> {
-        wire::decode(bytes, &DecodeLimits::UNLIMITED, None)
+        wire::parse(bytes, &DecodeLimits::UNLIMITED)?.into_view(None)
     }
 
     /// [`view`](MigrationSnapshot::view) with a receiver's options: limits, and a
@@ -240,13 +240,13 @@ impl<'a> MigrationSnapshot<&'a [u8]> {
     /// (`DecodeError::StateNeedsAlloc`): decode those with `deserialize_with`. A signature is
     /// not checked here: see `TrustList` (feature `signatures`).
     pub fn view_with(bytes: &'a [u8], opts: &DecodeOptions<'a>) -> Result<Self, CellError> {
-        wire::decode(bytes, &opts.limits, opts.dna_store)
+        wire::parse(bytes, &opts.limits)?.into_view(opts.dna_store)
     }
 
     /// [`view`](MigrationSnapshot::view), refusing a binary or memory larger than `limits`
     /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
     pub fn view_with_limits(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Self, CellError> {
-        wire::decode(bytes, limits, None)
+        wire::parse(bytes, limits)?.into_view(None)
     }
 }
 
@@ -286,11 +286,7 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
     /// is found after that buffer was allocated (and is then freed).
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize_with(bytes: &[u8], opts: &DecodeOptions<'_>) -> Result<Self, CellError> {
-        let parsed = wire::parse(bytes, &opts.limits)?;
-        let dna = parsed.dna(opts.dna_store)?;
-        let state = parsed.owned_state(&opts.limits, opts.base_state)?;
-        let dna = dna.to_owned_dna();
-        Ok(parsed.into_snapshot(dna, state))
+        wire::parse(bytes, &opts.limits)?.into_owned(opts)
     }
 }
 

@@ -5,7 +5,7 @@
 //! ```
 
 #[cfg(feature = "alloc")]
-use super::chunks;
+use super::{chunks, DecodeOptions};
 use super::{DnaStore, MigrationSnapshot};
 use crate::globals::Globals;
 use crate::{
@@ -35,6 +35,8 @@ pub const FLAG_STATE_DELTA: u16 = 0x0004;
 pub const FLAG_SIGNED: u16 = 0x0008;
 const KNOWN_FLAGS: u16 =
     FLAG_DNA_BY_REFERENCE | FLAG_STATE_CHUNKED | FLAG_STATE_DELTA | FLAG_SIGNED;
+/// The flags that mean `wasm_state` is encoded memory rather than raw memory.
+const STATE_FLAGS: u16 = FLAG_STATE_CHUNKED | FLAG_STATE_DELTA;
 /// Key id (8), sequence number (8, little-endian), signature (64).
 pub const SIGNATURE_BLOCK_LEN: usize = 80;
 
@@ -344,12 +346,12 @@ pub trait SnapshotSigner {
 /// A signature block as read from a snapshot.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(feature = "signatures"), allow(dead_code))]
-pub(crate) struct SignatureBlock {
+pub(crate) struct SignatureBlock<'a> {
     pub key_id: [u8; 8],
     pub sequence: u64,
     pub signature: [u8; 64],
-    /// SHA-256 of everything the signature covers.
-    pub digest: [u8; 32],
+    /// Everything the signature covers; hashed only by a receiver that checks signatures.
+    pub signed: &'a [u8],
 }
 
 /// A snapshot whose header, trailer and body have been checked, before its DNA is resolved and
@@ -366,7 +368,7 @@ pub(crate) struct Parsed<'a> {
     pub policy: Policy,
     pub timestamp: u64,
     pub source_node: Option<NodeId>,
-    pub signature: Option<SignatureBlock>,
+    pub signature: Option<SignatureBlock<'a>>,
 }
 
 /// Checks length, magic, version, flags, trailer, the signature block's place, body, canonical
@@ -396,8 +398,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Parsed
         .into());
     }
     let flags = u16::from_le_bytes([*f0, *f1]);
-    let both_states = FLAG_STATE_CHUNKED | FLAG_STATE_DELTA;
-    if flags & !KNOWN_FLAGS != 0 || flags & both_states == both_states {
+    if flags & !KNOWN_FLAGS != 0 || flags & STATE_FLAGS == STATE_FLAGS {
         return Err(DecodeError::UnsupportedFlags { found: flags }.into());
     }
     check_trailer(covered, trailer)?;
@@ -420,7 +421,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Parsed
             key_id: *key_id,
             sequence: u64::from_le_bytes(*sequence),
             signature,
-            digest: sha256(&covered[..signed_len]),
+            signed: &covered[..signed_len],
         };
         (body, Some(block))
     } else {
@@ -443,7 +444,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Parsed
         limits.max_wasm_binary,
         b.wasm_binary,
     )?;
-    if flags & (FLAG_STATE_CHUNKED | FLAG_STATE_DELTA) == 0 {
+    if flags & STATE_FLAGS == 0 {
         within(LimitedField::WasmState, limits.max_wasm_state, b.wasm_state)?;
     }
     if flags & FLAG_DNA_BY_REFERENCE != 0 && !b.wasm_binary.is_empty() {
@@ -481,7 +482,7 @@ impl<'a> Parsed<'a> {
     }
 
     /// The snapshot with `dna` and `state` as resolved and decoded.
-    pub fn into_snapshot<B>(self, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
+    fn into_snapshot<B>(self, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
         MigrationSnapshot {
             agent_id: self.agent_id,
             dna,
@@ -493,9 +494,37 @@ impl<'a> Parsed<'a> {
         }
     }
 
+    /// The zero-copy snapshot: raw memory only (`StateNeedsAlloc` otherwise), DNA from the
+    /// input or `store`.
+    pub fn into_view(
+        self,
+        store: Option<&'a dyn DnaStore>,
+    ) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
+        if self.flags & STATE_FLAGS != 0 {
+            return Err(DecodeError::StateNeedsAlloc.into());
+        }
+        let dna = self.dna(store)?;
+        let state = self.state;
+        Ok(self.into_snapshot(dna, state))
+    }
+
+    /// The owned snapshot: any flags. The DNA is verified first, the memory decoded next
+    /// (chunked and delta memory allocate here, within the limits), and the binary copied last,
+    /// so a snapshot refused for its memory never copied its binary.
+    #[cfg(feature = "alloc")]
+    pub fn into_owned(
+        self,
+        opts: &DecodeOptions<'_>,
+    ) -> Result<MigrationSnapshot<alloc::vec::Vec<u8>>, CellError> {
+        let dna = self.dna(opts.dna_store)?;
+        let state = self.owned_state(&opts.limits, opts.base_state)?;
+        let dna = dna.to_owned_dna();
+        Ok(self.into_snapshot(dna, state))
+    }
+
     /// The memory, decoding chunked or delta state (which allocates, within `limits`).
     #[cfg(feature = "alloc")]
-    pub fn owned_state(
+    fn owned_state(
         &self,
         limits: &DecodeLimits,
         base: Option<&[u8]>,
@@ -509,21 +538,6 @@ impl<'a> Parsed<'a> {
             self.state.to_vec()
         })
     }
-}
-
-/// The zero-copy decode: raw state only.
-pub(super) fn decode<'a>(
-    bytes: &'a [u8],
-    limits: &DecodeLimits,
-    store: Option<&'a dyn DnaStore>,
-) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
-    let parsed = parse(bytes, limits)?;
-    if parsed.flags & (FLAG_STATE_CHUNKED | FLAG_STATE_DELTA) != 0 {
-        return Err(DecodeError::StateNeedsAlloc.into());
-    }
-    let dna = parsed.dna(store)?;
-    let state = parsed.state;
-    Ok(parsed.into_snapshot(dna, state))
 }
 
 fn check_trailer(signed: &[u8], trailer: &[u8; TRAILER_LEN]) -> Result<(), CellError> {
