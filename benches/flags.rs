@@ -51,7 +51,7 @@ fn encodings(c: &mut Criterion) {
             EncodeOptions {
                 dna_by_reference: true,
                 state: StateEncoding::Chunked,
-                signer: None,
+                ..Default::default()
             },
         ),
         (
@@ -59,7 +59,7 @@ fn encodings(c: &mut Criterion) {
             EncodeOptions {
                 dna_by_reference: true,
                 state: StateEncoding::Delta { base: &base },
-                signer: None,
+                ..Default::default()
             },
         ),
     ];

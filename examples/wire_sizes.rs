@@ -64,7 +64,7 @@ fn main() {
             .serialize_with(&EncodeOptions {
                 dna_by_reference: by_ref,
                 state,
-                signer: None,
+                ..Default::default()
             })
             .unwrap();
         let opts = DecodeOptions {
@@ -99,7 +99,7 @@ fn size(s: &MigrationSnapshot<Vec<u8>>, by_ref: bool, state: StateEncoding<'_>) 
     s.serialize_with(&EncodeOptions {
         dna_by_reference: by_ref,
         state,
-        signer: None,
+        ..Default::default()
     })
     .unwrap()
     .len()

@@ -96,6 +96,9 @@ pub enum CellError {
     /// A signed-snapshot check failed (feature `signatures`).
     #[error("signature rejected: {0}")]
     SignatureRejected(SignatureError),
+    /// A journal could not make a record durable (an I/O error); nothing was accepted.
+    #[error("the journal could not record durably")]
+    JournalFailed,
     /// A fixed-capacity container is full.
     #[error("capacity exceeded: {what} hold at most {capacity}, {requested} requested")]
     CapacityExceeded {
@@ -122,6 +125,8 @@ pub enum Digested {
     SnapshotTrailer,
     /// An agent's DNA: the SHA-256 of its WebAssembly binary.
     Dna,
+    /// The linear memory, against the memory root of a version-2 snapshot.
+    Memory,
 }
 
 impl fmt::Display for Digested {
@@ -129,6 +134,7 @@ impl fmt::Display for Digested {
         f.write_str(match self {
             Digested::SnapshotTrailer => "snapshot trailer",
             Digested::Dna => "agent DNA",
+            Digested::Memory => "linear memory (version-2 memory root)",
         })
     }
 }
@@ -179,6 +185,8 @@ pub enum Capacity {
     DnaStore,
     /// A trust list's keys or its per-agent sequence numbers.
     TrustList,
+    /// Agents an epoch journal remembers.
+    EpochJournal,
 }
 
 impl fmt::Display for Capacity {
@@ -189,6 +197,7 @@ impl fmt::Display for Capacity {
             Capacity::PendingMigrations => "pending migrations",
             Capacity::DnaStore => "DNA store entries",
             Capacity::TrustList => "trust list entries",
+            Capacity::EpochJournal => "epoch journal entries",
         })
     }
 }
@@ -270,6 +279,15 @@ pub enum DecodeError {
     /// chunks out of order).
     #[error("state chunk is malformed")]
     BadChunk,
+    /// Version 2 without a target node: version 2 is written for routed snapshots only.
+    #[error("a version-2 snapshot must name its target node")]
+    MissingTarget,
+    /// Version 2: raw memory whose length is not the declared memory length.
+    #[error("raw memory's length differs from the declared memory length")]
+    StateLengthMismatch,
+    /// The base digests given describe a memory of another length than the base.
+    #[error("the base digests given do not describe the base memory")]
+    BaseDigestsMismatch,
     /// An LZ4 chunk, in a build without the `lz4` feature.
     #[error("state chunk is LZ4-compressed, and this build has no `lz4` feature")]
     Lz4Disabled,
@@ -310,7 +328,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SignatureError {
-    /// The receiver requires signatures and the snapshot is unsigned.
+    /// The snapshot is unsigned, and trust lists take signed snapshots only.
     Missing,
     /// The signer's key is not on the receiver's trust list.
     UnknownKey {
@@ -319,13 +337,55 @@ pub enum SignatureError {
     },
     /// The signature does not verify with the named key.
     Invalid,
-    /// The sequence number is not above the last one accepted for this agent: a replay or a
+    /// The epoch is not above the last one accepted or sent for this agent: a replay or a
     /// rollback to an older state.
     Stale {
-        /// The last sequence number accepted for the agent.
+        /// The last epoch accepted or sent for the agent.
         last: u64,
-        /// The snapshot's sequence number.
+        /// The snapshot's epoch.
         found: u64,
+    },
+    /// A version-1 signed snapshot: its signed bytes name no target node and no epoch, so it
+    /// could be replayed to any node; trust lists accept version 2 only.
+    Unbound,
+    /// The snapshot is addressed to another node (a replay of a hand-off to someone else).
+    WrongTarget {
+        /// The node it names.
+        target: crate::NodeId,
+    },
+    /// The key is trusted for another node than the `source_node` the snapshot claims.
+    WrongSource {
+        /// The source it claims (`None`: none).
+        claimed: Option<crate::NodeId>,
+    },
+    /// The signature's scalar `s` is not below the group order: a malleated signature.
+    Malleable,
+    /// The capture time lies further in the future than the allowed clock skew.
+    FromTheFuture {
+        /// The snapshot's timestamp.
+        timestamp: u64,
+        /// The receiver's clock.
+        now: u64,
+    },
+    /// The snapshot is older than the receiver's maximum age.
+    TooOld {
+        /// Its age in seconds.
+        age: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// The epoch is above [`MAX_EPOCH`](crate::migration::MAX_EPOCH).
+    EpochOutOfRange {
+        /// The epoch found.
+        found: u64,
+    },
+    /// `trust()`: the key is a weak (small-order) point, which verifies forged signatures.
+    WeakKey,
+    /// `trust()`: another trusted key has the same 8-byte key id, or the key is already
+    /// trusted for another node.
+    KeyIdCollision {
+        /// The id both keys share.
+        key_id: [u8; 8],
     },
 }
 
@@ -341,7 +401,35 @@ impl fmt::Display for SignatureError {
             SignatureError::Invalid => f.write_str("the signature does not verify"),
             SignatureError::Stale { last, found } => write!(
                 f,
-                "expected a sequence number above {last}, found {found} (replay or rollback)"
+                "expected an epoch above {last}, found {found} (replay or rollback)"
+            ),
+            SignatureError::Unbound => f.write_str(
+                "a version-1 signature binds no target or epoch: only version 2 is accepted",
+            ),
+            SignatureError::WrongTarget { target } => {
+                write!(f, "the snapshot is addressed to node {target}, not this one")
+            }
+            SignatureError::WrongSource { claimed } => match claimed {
+                Some(n) => write!(f, "the key is not trusted for node {n}, which it claims"),
+                None => f.write_str("the snapshot names no source node for its key"),
+            },
+            SignatureError::Malleable => {
+                f.write_str("the signature's s is not below the group order (malleated)")
+            }
+            SignatureError::FromTheFuture { timestamp, now } => write!(
+                f,
+                "captured at {timestamp}, beyond the allowed clock skew from now ({now})"
+            ),
+            SignatureError::TooOld { age, max } => {
+                write!(f, "the snapshot is {age} s old, the limit is {max} s")
+            }
+            SignatureError::EpochOutOfRange { found } => {
+                write!(f, "epoch {found} is above the largest allowed")
+            }
+            SignatureError::WeakKey => f.write_str("the key is a weak (small-order) point"),
+            SignatureError::KeyIdCollision { key_id } => write!(
+                f,
+                "key id {key_id:02x?} is already trusted for another key or node"
             ),
         }
     }
@@ -355,6 +443,8 @@ pub enum LimitedField {
     WasmBinary,
     /// The agent's linear memory.
     WasmState,
+    /// The whole snapshot: longer than any snapshot within the other limits can be.
+    Snapshot,
 }
 
 impl fmt::Display for LimitedField {
@@ -362,6 +452,7 @@ impl fmt::Display for LimitedField {
         f.write_str(match self {
             LimitedField::WasmBinary => "WebAssembly binary",
             LimitedField::WasmState => "linear memory",
+            LimitedField::Snapshot => "snapshot",
         })
     }
 }

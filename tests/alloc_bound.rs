@@ -168,7 +168,25 @@ fn decoding_allocates_within_the_bound() {
     let mut b = chunked[..state_at].to_vec();
     b.extend_from_slice(&[7, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0]);
     b.extend_from_slice(&chunked[i + old_len..]);
-    let (result, n) = allocated_by(|| MigrationSnapshot::deserialize(&resealed(b)));
+    let b = resealed(b);
+    // The default limits (64 MiB of memory) refuse the claim before anything else.
+    let (result, n) = allocated_by(|| MigrationSnapshot::deserialize(&b));
+    assert_eq!(
+        result.unwrap_err(),
+        mielin_cells::DecodeError::TooLarge {
+            field: mielin_cells::LimitedField::WasmState,
+            limit: 64 << 20,
+            found: 1 << 40,
+        }
+        .into()
+    );
+    assert_eq!(n, 0, "a refused chunked length cost {n} bytes");
+    // Without limits, the input cannot hold 2^40 bytes of chunks: refused, still unallocated.
+    let unlimited = mielin_cells::migration::DecodeOptions {
+        limits: mielin_cells::migration::DecodeLimits::UNLIMITED,
+        ..Default::default()
+    };
+    let (result, n) = allocated_by(|| MigrationSnapshot::deserialize_with(&b, &unlimited));
     assert_eq!(
         result.unwrap_err(),
         mielin_cells::DecodeError::UnexpectedEnd.into()

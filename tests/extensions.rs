@@ -262,10 +262,25 @@ fn malformed_chunks_are_rejected() {
 
 #[test]
 fn chunked_length_is_bounded_before_allocating() {
-    // 2^40 bytes declared in a few bytes: rejected without allocating.
+    // 2^40 bytes declared in a few bytes: refused by the default limit (64 MiB) and, without
+    // limits, because the input cannot hold that many chunks; allocating nothing either way
+    // (tests/alloc_bound.rs counts).
     let huge = with_state_blob(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0]);
     assert_eq!(
         MigrationSnapshot::deserialize(&huge).unwrap_err(),
+        DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit: 64 << 20,
+            found: 1 << 40
+        }
+        .into()
+    );
+    let unlimited = DecodeOptions {
+        limits: mielin_cells::migration::DecodeLimits::UNLIMITED,
+        ..Default::default()
+    };
+    assert_eq!(
+        MigrationSnapshot::deserialize_with(&huge, &unlimited).unwrap_err(),
         DecodeError::UnexpectedEnd.into()
     );
     let s = snap(&agent_with(memory(4, 3)));

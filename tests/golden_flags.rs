@@ -1,5 +1,6 @@
-//! Golden vectors for every combination of the version-1 wire flags, checked byte for byte:
-//! `tests/vectors/v1-flags-XXXX.bin`, where XXXX is the flags word in hex.
+//! Golden vectors for every combination of the wire flags in versions 1 and 2, checked byte for
+//! byte: `tests/vectors/vN-flags-XXXX.bin`, where N is the version and XXXX the flags word in
+//! hex. Version 2's are addressed to `TARGET` at epoch 1.
 //!
 //! Regenerate only for a deliberate format change: `MIELIN_WRITE_VECTORS=1 cargo test
 //! --all-features --test golden_flags`. (LZ4 output is that of lz4_flex 0.14; Ed25519
@@ -8,10 +9,10 @@
 
 mod common;
 
-use common::{sample_agent, SOURCE};
+use common::{sample_agent, SOURCE, TARGET};
 use mielin_cells::migration::{
-    DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, MigrationSnapshot, StateEncoding,
-    TrustList, CHUNK_SIZE,
+    verify_v1, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochTable, MigrationSnapshot,
+    Route, StateEncoding, TrustList, CHUNK_SIZE,
 };
 use std::path::PathBuf;
 
@@ -55,46 +56,70 @@ fn every_flag_combination() {
     };
 
     let mut sizes = Vec::new();
-    for by_ref in [false, true] {
-        for state in [
-            StateEncoding::Raw,
-            StateEncoding::Chunked,
-            StateEncoding::Delta { base: &base },
-        ] {
-            for signed in [false, true] {
-                let encode = EncodeOptions {
-                    dna_by_reference: by_ref,
-                    state,
-                    signer: signed.then_some((&signer as _, 1)),
-                };
-                let bytes = snapshot.serialize_with(&encode).unwrap();
-                let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
-                let name = format!("v1-flags-{flags:04x}.bin");
-                let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/vectors")
-                    .join(&name);
-                if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
-                    std::fs::write(&path, &bytes).unwrap();
-                }
-                let golden = std::fs::read(&path).unwrap();
-                assert!(golden == bytes, "{name} differs from the golden vector");
+    for version in [1u16, 2] {
+        let snapshot = match version {
+            1 => snapshot.clone(),
+            _ => snapshot.clone().with_route(Route {
+                target: TARGET,
+                epoch: 1,
+            }),
+        };
+        for by_ref in [false, true] {
+            for state in [
+                StateEncoding::Raw,
+                StateEncoding::Chunked,
+                StateEncoding::Delta { base: &base },
+            ] {
+                for signed in [false, true] {
+                    let encode = EncodeOptions {
+                        dna_by_reference: by_ref,
+                        state,
+                        signer: signed.then_some((&signer as _, 1)),
+                        ..Default::default()
+                    };
+                    let bytes = snapshot.serialize_with(&encode).unwrap();
+                    assert_eq!(bytes[4..6], version.to_le_bytes());
+                    let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
+                    let name = format!("v{version}-flags-{flags:04x}.bin");
+                    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/vectors")
+                        .join(&name);
+                    if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
+                        std::fs::write(&path, &bytes).unwrap();
+                    }
+                    let golden = std::fs::read(&path).unwrap();
+                    assert!(golden == bytes, "{name} differs from the golden vector");
 
-                let decoded = if signed {
-                    let mut trust = TrustList::<1, 1>::new(true);
-                    trust.trust(signer.verifying_key()).unwrap();
-                    trust.deserialize(&golden, &opts).unwrap()
-                } else {
-                    MigrationSnapshot::deserialize_with(&golden, &opts).unwrap()
-                };
-                assert_eq!(decoded, snapshot, "{name}");
-                sizes.push((flags, bytes.len()));
+                    let decoded = match (signed, version) {
+                        (true, 1) => {
+                            // Trust lists take version 2 only; the version-1 signature still
+                            // verifies over its bare digest.
+                            assert_eq!(verify_v1(&golden, &signer.verifying_key()).unwrap(), 1);
+                            MigrationSnapshot::deserialize_with(&golden, &opts).unwrap()
+                        }
+                        (true, _) => {
+                            let mut trust = TrustList::<1, _>::new(TARGET, EpochTable::<1>::new());
+                            trust.trust(SOURCE, signer.verifying_key()).unwrap();
+                            trust.deserialize(&golden, &opts, 1_790_000_000).unwrap()
+                        }
+                        _ => MigrationSnapshot::deserialize_with(&golden, &opts).unwrap(),
+                    };
+                    assert_eq!(decoded, snapshot, "{name}");
+                    sizes.push((version, flags, bytes.len()));
+                }
             }
         }
     }
     sizes.sort();
-    let flags: Vec<u16> = sizes.iter().map(|(f, _)| *f).collect();
-    assert_eq!(
-        flags,
-        [0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x8, 0x9, 0xa, 0xb, 0xc, 0xd]
-    );
+    for version in [1, 2] {
+        let flags: Vec<u16> = sizes
+            .iter()
+            .filter(|(v, _, _)| *v == version)
+            .map(|(_, f, _)| *f)
+            .collect();
+        assert_eq!(
+            flags,
+            [0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x8, 0x9, 0xa, 0xb, 0xc, 0xd]
+        );
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{reseal, sample_agent, SOURCE};
 use mielin_cells::migration::{
-    DecodeLimits, MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
+    DecodeLimits, DecodeOptions, MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
 };
 use mielin_cells::{
     sha256, AgentState, CellError, DecodeError, DigestPrefix, Digested, GlobalValue, LimitedField,
@@ -123,13 +123,14 @@ fn each_check_has_its_own_error_in_order() {
         .into()
     );
 
+    // Versions 1 and 2 are read; the error names the newest.
     let mut b = good.clone();
-    b[4] = 2;
+    b[4] = 3;
     assert_eq!(
         decode_err(&b),
         DecodeError::UnsupportedVersion {
-            expected: 1,
-            found: 2
+            expected: 2,
+            found: 3
         }
         .into()
     );
@@ -245,15 +246,19 @@ fn limits_refuse_large_fields() {
         max_wasm_binary: common::ADD_WASM.len(),
         max_wasm_state: 64,
     };
-    assert!(MigrationSnapshot::view_with_limits(&bytes, &exact).is_ok());
-    assert!(MigrationSnapshot::deserialize_with_limits(&bytes, &exact).is_ok());
+    let with = |limits: DecodeLimits| DecodeOptions {
+        limits,
+        ..DecodeOptions::default()
+    };
+    assert!(MigrationSnapshot::view_with(&bytes, &with(exact)).is_ok());
+    assert!(MigrationSnapshot::deserialize_with(&bytes, &with(exact)).is_ok());
 
     let small_binary = DecodeLimits {
         max_wasm_binary: 40,
         ..exact
     };
     assert_eq!(
-        MigrationSnapshot::deserialize_with_limits(&bytes, &small_binary).unwrap_err(),
+        MigrationSnapshot::deserialize_with(&bytes, &with(small_binary)).unwrap_err(),
         DecodeError::TooLarge {
             field: LimitedField::WasmBinary,
             limit: 40,
@@ -266,7 +271,7 @@ fn limits_refuse_large_fields() {
         ..exact
     };
     assert_eq!(
-        MigrationSnapshot::view_with_limits(&bytes, &small_state).unwrap_err(),
+        MigrationSnapshot::view_with(&bytes, &with(small_state)).unwrap_err(),
         DecodeError::TooLarge {
             field: LimitedField::WasmState,
             limit: 63,
@@ -274,7 +279,10 @@ fn limits_refuse_large_fields() {
         }
         .into()
     );
-    assert_eq!(DecodeLimits::default(), DecodeLimits::UNLIMITED);
+    // The default is finite: 16 MiB of binary, 64 MiB of memory.
+    assert_eq!(DecodeLimits::default(), DecodeLimits::DEFAULT);
+    assert_eq!(DecodeLimits::DEFAULT.max_wasm_binary, 16 << 20);
+    assert_eq!(DecodeLimits::DEFAULT.max_wasm_state, 64 << 20);
 }
 
 #[test]
@@ -336,7 +344,7 @@ fn error_messages_say_expected_and_found() {
     b[4] = 9;
     assert_eq!(
         decode_err(&b).to_string(),
-        "deserialization failed: unsupported format version: expected 1, found 9"
+        "deserialization failed: unsupported format version: expected 2, found 9"
     );
     let mut b = sample_bytes();
     b[HEADER_LEN] ^= 1;

@@ -40,7 +40,7 @@ fn source_to_bytes_to_target() {
     // Target node: only the bytes arrive.
     let received = MigrationSnapshot::deserialize(&wire).unwrap();
     assert_eq!(received.source_node(), Some(SOURCE));
-    assert!(received.age_seconds() < 60);
+    assert!(received.age_seconds().is_some_and(|age| age < 60));
     let mut restored = received.restore().unwrap();
     assert_eq!(restored.id(), agent.id());
     assert_eq!(restored.dna(), agent.dna());

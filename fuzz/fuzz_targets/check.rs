@@ -1,6 +1,8 @@
 //! What every snapshot fuzz target asserts about one input.
 
-use mielin_cells::migration::{DecodeLimits, EncodeOptions, MigrationSnapshot, StateEncoding};
+use mielin_cells::migration::{
+    DecodeLimits, DecodeOptions, EncodeOptions, MigrationSnapshot, StateEncoding,
+};
 use mielin_cells::{CellError, DecodeError};
 
 const NEEDS_ALLOC: CellError = CellError::DeserializationFailed(DecodeError::StateNeedsAlloc);
@@ -33,7 +35,11 @@ pub fn snapshot(data: &[u8]) {
                 max_wasm_binary: view.wasm_binary().len().saturating_sub(1),
                 max_wasm_state: usize::MAX,
             };
-            assert!(MigrationSnapshot::view_with_limits(data, &tight).is_err());
+            let opts = DecodeOptions {
+                limits: tight,
+                ..Default::default()
+            };
+            assert!(MigrationSnapshot::view_with(data, &opts).is_err());
         }
         (Err(e), Ok(owned)) => {
             assert_eq!(

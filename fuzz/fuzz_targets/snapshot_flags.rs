@@ -5,10 +5,10 @@
 #![no_main]
 
 use mielin_cells::migration::{
-    DecodeOptions, DnaMap, EncodeOptions, MigrationSnapshot, StateEncoding, TrustList,
+    DecodeOptions, DnaMap, EncodeOptions, EpochTable, MigrationSnapshot, StateEncoding, TrustList,
     FLAG_DNA_BY_REFERENCE, FLAG_STATE_CHUNKED, FLAG_STATE_DELTA, FORMAT_VERSION, MAGIC,
 };
-use mielin_cells::Dna;
+use mielin_cells::{Dna, NodeId};
 
 libfuzzer_sys::fuzz_target!(|input: &[u8]| {
     let Some((flags, rest)) = input.split_first_chunk::<2>() else {
@@ -30,8 +30,8 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
         base_state: Some(&base),
         ..Default::default()
     };
-    let mut trust = TrustList::<1, 1>::new(false);
-    let _ = trust.deserialize(&data, &opts);
+    let mut trust = TrustList::<1, _>::new(NodeId::from_bytes([1; 16]), EpochTable::<1>::new());
+    let _ = trust.deserialize(&data, &opts, 0);
     let _ = MigrationSnapshot::view_with(&data, &opts);
     let Ok(snapshot) = MigrationSnapshot::deserialize_with(&data, &opts) else {
         return;
@@ -48,7 +48,7 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
         .serialize_with(&EncodeOptions {
             dna_by_reference: flags & FLAG_DNA_BY_REFERENCE != 0,
             state,
-            signer: None,
+            ..Default::default()
         })
         .unwrap();
     let decoded = MigrationSnapshot::deserialize_with(&again, &opts).unwrap();

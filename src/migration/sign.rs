@@ -1,11 +1,21 @@
-//! Signed snapshots (feature `signatures`): Ed25519 over the snapshot digest, a key id, and a
-//! per-agent sequence number that receivers require to grow. The threat model is in
+//! Signed snapshots (feature `signatures`): Ed25519 over a context-separated digest that binds
+//! the snapshot to its source, its target node and the agent's epoch. The threat model is in
 //! `docs/security.md`.
 
-use super::wire::{self, Parsed, SnapshotSigner};
+use super::journal::EpochJournal;
+use super::snapshot::into_view;
+use super::wire::{self, frame::signing_message, Parsed, Signed, SnapshotSigner};
 use super::{DecodeOptions, MigrationSnapshot};
-use crate::{sha256, AgentId, Capacity, CellError, SignatureError};
+use crate::{sha256, AgentId, Capacity, CellError, NodeId, SignatureError};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+
+/// The largest epoch a trust list accepts, 2^48 - 1: an agent that moved once a microsecond
+/// would need nine years to reach it. The bound keeps a single snapshot from claiming
+/// `u64::MAX` and so leaving no epoch above it for any later hand-off.
+pub const MAX_EPOCH: u64 = (1 << 48) - 1;
+
+/// Clock skew a trust list allows by default between a snapshot's timestamp and its own clock.
+pub const DEFAULT_MAX_SKEW_SECS: u64 = 300;
 
 /// A key's id on the wire: the first 8 bytes of the SHA-256 of its 32-byte public key.
 pub fn key_id(key: &VerifyingKey) -> [u8; 8] {
@@ -41,127 +51,268 @@ impl SnapshotSigner for Ed25519Signer {
         self.id
     }
 
-    fn sign(&self, digest: &[u8; 32]) -> [u8; 64] {
-        self.key.sign(digest).to_bytes()
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
     }
 }
 
-/// What a receiver trusts: the keys allowed to send it agents, whether unsigned snapshots are
-/// refused, and the last sequence number accepted for each agent (at most `K` keys and `A`
-/// agents; no allocation).
-///
-/// Decoding through a trust list checks, in order, before the DNA is resolved or memory
-/// decoded: a signature is present if required ([`SignatureError::Missing`]), its key is trusted
-/// ([`SignatureError::UnknownKey`]), it verifies ([`SignatureError::Invalid`]), and its sequence
-/// number is above the last one accepted for the agent ([`SignatureError::Stale`]). The
-/// sequence number is recorded only when the whole snapshot decoded.
+/// A trusted key and the one node it speaks for.
 #[derive(Debug, Clone)]
-pub struct TrustList<const K: usize, const A: usize> {
-    keys: heapless::Vec<([u8; 8], VerifyingKey), K>,
-    last: heapless::Vec<(AgentId, u64), A>,
-    require_signatures: bool,
+struct Trusted {
+    id: [u8; 8],
+    key: VerifyingKey,
+    node: NodeId,
 }
 
-impl<const K: usize, const A: usize> TrustList<K, A> {
-    /// An empty list; with `require_signatures`, unsigned snapshots are refused.
-    pub fn new(require_signatures: bool) -> Self {
+/// What a receiver trusts: its own node id, the keys allowed to send it agents (each bound to
+/// the node it signs for, at most `K`), and an [`EpochJournal`] of the highest epoch per agent
+/// it has accepted or sent.
+///
+/// Every snapshot must be signed, in wire format version 2. Decoding through a trust list
+/// checks, in order, after the frame and trailer and before the DNA is resolved or memory
+/// decoded (each refusal its own [`SignatureError`]):
+///
+/// 1. a signature is present (`Missing`) and binds a route, i.e. version 2 (`Unbound`);
+/// 2. its key is trusted (`UnknownKey`), its `s` is below the group order (`Malleable`), and it
+///    verifies with `verify_strict` over [`SIGNATURE_CONTEXT`](super::SIGNATURE_CONTEXT) and
+///    the digest (`Invalid`);
+/// 3. the snapshot's `source_node` is the node the key is trusted for (`WrongSource`);
+/// 4. it is addressed to this node (`WrongTarget`);
+/// 5. its timestamp is at most the allowed skew ahead of `now` (`FromTheFuture`) and, if a
+///    maximum age is set, not older (`TooOld`);
+/// 6. its epoch is at most [`MAX_EPOCH`] (`EpochOutOfRange`) and above every epoch the journal
+///    holds for the agent, received or sent (`Stale`), and the journal has room for it.
+///
+/// The epoch is recorded only once the whole snapshot decoded. Unsigned snapshots have no place
+/// here: a receiver that takes them decodes without a trust list, knowing that nothing then
+/// proves where they came from (see `docs/security.md` for why lenient lists were removed).
+#[derive(Debug)]
+pub struct TrustList<const K: usize, J: EpochJournal> {
+    node: NodeId,
+    keys: heapless::Vec<Trusted, K>,
+    journal: J,
+    max_skew_secs: u64,
+    max_age_secs: Option<u64>,
+}
+
+impl<const K: usize, J: EpochJournal> TrustList<K, J> {
+    /// An empty list for the node `node`, remembering epochs in `journal`.
+    pub fn new(node: NodeId, journal: J) -> Self {
         TrustList {
+            node,
             keys: heapless::Vec::new(),
-            last: heapless::Vec::new(),
-            require_signatures,
+            journal,
+            max_skew_secs: DEFAULT_MAX_SKEW_SECS,
+            max_age_secs: None,
         }
     }
 
-    /// Trusts `key` to send agents.
-    pub fn trust(&mut self, key: VerifyingKey) -> Result<(), CellError> {
+    /// The node this list receives for.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Trusts `key` to send agents from `node`. Refused: a weak (small-order) key
+    /// ([`SignatureError::WeakKey`]), a key whose id another trusted key already has or that is
+    /// already trusted for another node ([`SignatureError::KeyIdCollision`]), or a full list.
+    /// Trusting the same key for the same node again changes nothing.
+    pub fn trust(&mut self, node: NodeId, key: VerifyingKey) -> Result<(), CellError> {
+        if key.is_weak() {
+            return Err(CellError::SignatureRejected(SignatureError::WeakKey));
+        }
         let id = key_id(&key);
-        if self.keys.iter().any(|(k, _)| *k == id) {
+        if let Some(t) = self.keys.iter().find(|t| t.id == id) {
+            if t.key == key && t.node == node {
+                return Ok(());
+            }
+            return Err(CellError::SignatureRejected(
+                SignatureError::KeyIdCollision { key_id: id },
+            ));
+        }
+        self.keys
+            .push(Trusted { id, key, node })
+            .map_err(|_| CellError::CapacityExceeded {
+                what: Capacity::TrustList,
+                capacity: K,
+                requested: K + 1,
+            })
+    }
+
+    /// Allows timestamps up to `secs` ahead of the receiver's clock (default
+    /// [`DEFAULT_MAX_SKEW_SECS`]).
+    pub fn set_max_skew(&mut self, secs: u64) {
+        self.max_skew_secs = secs;
+    }
+
+    /// Refuses snapshots older than `secs` (`None`, the default: no maximum age).
+    pub fn set_max_age(&mut self, secs: Option<u64>) {
+        self.max_age_secs = secs;
+    }
+
+    /// The highest epoch accepted or sent for `agent`.
+    pub fn last_epoch(&self, agent: AgentId) -> Option<u64> {
+        self.journal.last_epoch(agent)
+    }
+
+    /// Records that this node sent `agent` away at `epoch`: from now on it refuses every
+    /// snapshot of the agent at that epoch or below, so a replay of an earlier hand-off to this
+    /// node cannot bring back a copy of an agent that has moved on. An epoch at or below the
+    /// recorded one changes nothing.
+    pub fn record_sent(&mut self, agent: AgentId, epoch: u64) -> Result<(), CellError> {
+        if self.journal.last_epoch(agent).is_some_and(|last| epoch <= last) {
             return Ok(());
         }
-        self.keys.push((id, key)).map_err(|_| full(K))
+        self.journal.record_epoch(agent, epoch)
     }
 
-    /// The last sequence number accepted for `agent`.
-    pub fn last_sequence(&self, agent: AgentId) -> Option<u64> {
-        self.last.iter().find(|(a, _)| *a == agent).map(|(_, s)| *s)
+    /// The journal.
+    pub fn journal(&self) -> &J {
+        &self.journal
     }
 
-    /// [`MigrationSnapshot::view_with`] behind the checks above.
+    /// [`MigrationSnapshot::view_with`] behind the checks above, at time `now_unix_secs`.
     pub fn view<'a>(
         &mut self,
         bytes: &'a [u8],
         opts: &DecodeOptions<'a>,
+        now_unix_secs: u64,
     ) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
         let parsed = wire::parse(bytes, &opts.limits)?;
-        let sequence = self.check(&parsed)?;
-        let snapshot = parsed.into_view(opts.dna_store)?;
-        self.record(snapshot.agent_id(), sequence);
+        let epoch = self.check(&parsed, now_unix_secs)?;
+        let snapshot = into_view(parsed, opts.dna_store)?;
+        self.journal.record_epoch(snapshot.agent_id(), epoch)?;
         Ok(snapshot)
     }
 
-    /// [`MigrationSnapshot::deserialize_with`] behind the checks above.
+    /// [`MigrationSnapshot::deserialize_with`] behind the checks above, at time
+    /// `now_unix_secs`.
     #[cfg(feature = "alloc")]
     pub fn deserialize(
         &mut self,
         bytes: &[u8],
         opts: &DecodeOptions<'_>,
+        now_unix_secs: u64,
     ) -> Result<MigrationSnapshot<alloc::vec::Vec<u8>>, CellError> {
         let parsed = wire::parse(bytes, &opts.limits)?;
-        let sequence = self.check(&parsed)?;
-        let snapshot = parsed.into_owned(opts)?;
-        self.record(snapshot.agent_id(), sequence);
+        let epoch = self.check(&parsed, now_unix_secs)?;
+        let (snapshot, _) = super::snapshot::into_owned(parsed, opts)?;
+        self.journal.record_epoch(snapshot.agent_id(), epoch)?;
         Ok(snapshot)
     }
 
-    /// The signature checks; the sequence number to record, if signed.
-    fn check(&self, parsed: &Parsed<'_>) -> Result<Option<u64>, CellError> {
+    /// The checks; the epoch to record.
+    fn check(&self, parsed: &Parsed<'_>, now: u64) -> Result<u64, CellError> {
         let reject = |e| Err(CellError::SignatureRejected(e));
         let Some(block) = parsed.signature else {
-            return if self.require_signatures {
-                reject(SignatureError::Missing)
-            } else {
-                Ok(None)
-            };
+            return reject(SignatureError::Missing);
         };
-        let Some((_, key)) = self.keys.iter().find(|(id, _)| *id == block.key_id) else {
+        let (Signed::V2 { digest }, Some(route)) = (block.signed, parsed.route) else {
+            return reject(SignatureError::Unbound);
+        };
+        let Some(trusted) = self.keys.iter().find(|t| t.id == block.key_id) else {
             return reject(SignatureError::UnknownKey {
                 key_id: block.key_id,
             });
         };
+        if !s_is_canonical(&block.signature) {
+            return reject(SignatureError::Malleable);
+        }
         let signature = Signature::from_bytes(&block.signature);
-        if key
-            .verify_strict(&sha256(block.signed), &signature)
+        if trusted
+            .key
+            .verify_strict(&signing_message(&digest), &signature)
             .is_err()
         {
             return reject(SignatureError::Invalid);
         }
-        match self.last_sequence(parsed.agent_id) {
-            Some(last) if block.sequence <= last => reject(SignatureError::Stale {
-                last,
-                found: block.sequence,
-            }),
-            // A new agent needs a free slot, or its sequence number could not be remembered.
-            None if self.last.is_full() => Err(full(A)),
-            _ => Ok(Some(block.sequence)),
+        if parsed.source_node != Some(trusted.node) {
+            return reject(SignatureError::WrongSource {
+                claimed: parsed.source_node,
+            });
         }
-    }
-
-    fn record(&mut self, agent: AgentId, sequence: Option<u64>) {
-        let Some(sequence) = sequence else { return };
-        match self.last.iter_mut().find(|(a, _)| *a == agent) {
-            Some(entry) => entry.1 = sequence,
-            // Cannot fail: `check` made sure there is room.
-            None => {
-                let _ = self.last.push((agent, sequence));
+        if route.target != self.node {
+            return reject(SignatureError::WrongTarget {
+                target: route.target,
+            });
+        }
+        if parsed.timestamp > now.saturating_add(self.max_skew_secs) {
+            return reject(SignatureError::FromTheFuture {
+                timestamp: parsed.timestamp,
+                now,
+            });
+        }
+        if let Some(max) = self.max_age_secs {
+            let age = now.saturating_sub(parsed.timestamp);
+            if age > max {
+                return reject(SignatureError::TooOld { age, max });
             }
+        }
+        if route.epoch > MAX_EPOCH {
+            return reject(SignatureError::EpochOutOfRange { found: route.epoch });
+        }
+        match self.journal.last_epoch(parsed.agent_id) {
+            Some(last) if route.epoch <= last => reject(SignatureError::Stale {
+                last,
+                found: route.epoch,
+            }),
+            // Only a snapshot that passed every check above can take a slot, so an attacker
+            // without a trusted key cannot fill the journal.
+            Some(_) => Ok(route.epoch),
+            None => self.journal.check_room(parsed.agent_id).map(|()| route.epoch),
         }
     }
 }
 
-fn full(capacity: usize) -> CellError {
-    CellError::CapacityExceeded {
-        what: Capacity::TrustList,
-        capacity,
-        requested: capacity + 1,
+/// The group order L of Ed25519, little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Whether the signature's `s` (its last 32 bytes, little-endian) is below L, checked here
+/// whatever features ed25519-dalek was built with (`legacy_compatibility` accepts s >= L).
+fn s_is_canonical(signature: &[u8; 64]) -> bool {
+    let s = &signature[32..];
+    for i in (0..32).rev() {
+        if s[i] != GROUP_ORDER[i] {
+            return s[i] < GROUP_ORDER[i];
+        }
+    }
+    false // s == L
+}
+
+/// Checks a version-1 signature block (bare SHA-256 digest, no context), for tools that read
+/// the version-1 vectors; trust lists refuse version 1.
+#[doc(hidden)]
+pub fn verify_v1(bytes: &[u8], key: &VerifyingKey) -> Result<u64, CellError> {
+    let parsed = wire::parse(bytes, &wire::DecodeLimits::UNLIMITED)?;
+    let Some(block) = parsed.signature else {
+        return Err(CellError::SignatureRejected(SignatureError::Missing));
+    };
+    let Signed::V1 { prefix, sequence } = block.signed else {
+        return Err(CellError::SignatureRejected(SignatureError::Unbound));
+    };
+    if !s_is_canonical(&block.signature) {
+        return Err(CellError::SignatureRejected(SignatureError::Malleable));
+    }
+    key.verify_strict(&sha256(prefix), &Signature::from_bytes(&block.signature))
+        .map_err(|_| CellError::SignatureRejected(SignatureError::Invalid))?;
+    Ok(sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_order_bound() {
+        let mut sig = [0u8; 64];
+        sig[32..].copy_from_slice(&GROUP_ORDER);
+        assert!(!s_is_canonical(&sig), "s = L");
+        sig[32] -= 1;
+        assert!(s_is_canonical(&sig), "s = L - 1");
+        sig[63] = 0xff;
+        assert!(!s_is_canonical(&sig), "s > L");
+        assert!(s_is_canonical(&[0u8; 64]), "s = 0");
     }
 }

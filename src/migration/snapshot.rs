@@ -1,9 +1,16 @@
 //! [`MigrationSnapshot`]: everything needed to bring an agent back to life on another node.
 
-use super::wire::{self, DecodeLimits, SnapshotSigner};
+use super::wire::{self, frame, v1, DecodeLimits, Fields, Parsed, Route, SnapshotSigner};
+#[cfg(feature = "alloc")]
+use super::wire::{FLAG_STATE_CHUNKED, FLAG_STATE_DELTA};
+use super::wire::{FLAG_DNA_BY_REFERENCE, STATE_FLAGS};
+#[cfg(feature = "alloc")]
+use super::wire::{chunks, memory::MemoryDigests};
 use super::DnaStore;
 use crate::globals::Globals;
-use crate::{Agent, AgentId, AgentState, CellError, Dna, GlobalValue, NodeId, Policy};
+use crate::{
+    Agent, AgentId, AgentState, CellError, DecodeError, Digested, Dna, GlobalValue, NodeId, Policy,
+};
 
 /// An agent captured for migration: id, DNA (binary and SHA-256), linear memory, mutable
 /// globals, policy, capture time (Unix seconds) and the node it was captured on.
@@ -23,6 +30,7 @@ pub struct MigrationSnapshot<B> {
     pub(super) policy: Policy,
     pub(super) timestamp: u64,
     pub(super) source_node: Option<NodeId>,
+    pub(super) route: Option<Route>,
 }
 
 /// A snapshot that borrows its binary and memory from the bytes it was decoded from: decoding
@@ -39,8 +47,14 @@ pub struct EncodeOptions<'a> {
     /// How to write the memory.
     pub state: StateEncoding<'a>,
     /// Sign with this signer and sequence number (`FLAG_SIGNED`). The sequence number must grow
-    /// with every snapshot of the agent: receivers reject one that does not.
+    /// with every snapshot of the agent: receivers reject one that does not. In version 2 (a
+    /// snapshot with a [`Route`]) the sequence number is the route's epoch, and this number must
+    /// equal it.
     pub signer: Option<(&'a dyn SnapshotSigner, u64)>,
+    /// Version 2 only: the digests of the delta's base, kept from when it was sent, so that only
+    /// the chunks that changed are hashed.
+    #[cfg(feature = "alloc")]
+    pub base_digests: Option<&'a MemoryDigests>,
 }
 
 /// How the memory goes on the wire.
@@ -69,6 +83,12 @@ pub struct DecodeOptions<'a> {
     pub dna_store: Option<&'a dyn DnaStore>,
     /// The memory a delta applies to (the state of the agent's previous snapshot).
     pub base_state: Option<&'a [u8]>,
+    /// Version 2 only: the digests of `base_state` (from
+    /// [`deserialize_with_digests`](MigrationSnapshot::deserialize_with_digests) or
+    /// [`MemoryDigests::of`]), so that applying a delta hashes only the chunks it carries. They
+    /// must describe `base_state`: they are the receiver's own record, not checked again.
+    #[cfg(feature = "alloc")]
+    pub base_digests: Option<&'a MemoryDigests>,
 }
 
 impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
@@ -85,6 +105,7 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
             policy: agent.policy().clone(),
             timestamp: unix_secs,
             source_node,
+            route: None,
         }
     }
 
@@ -107,6 +128,19 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
 }
 
 impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
+    /// This snapshot addressed to `route.target` at `route.epoch`: it then serializes as wire
+    /// format version 2, whose signed bytes bind the target and epoch, so that a signed snapshot
+    /// cannot be replayed to another node or after a newer hand-off.
+    pub fn with_route(mut self, route: Route) -> Self {
+        self.route = Some(route);
+        self
+    }
+
+    /// The node and epoch this snapshot is addressed to (version 2), if any.
+    pub fn route(&self) -> Option<Route> {
+        self.route
+    }
+
     /// [`restore`](Self::restore) without copying the storage.
     pub fn into_agent(self) -> Result<Agent<B>, CellError> {
         Ok(Agent::from_parts(
@@ -164,35 +198,73 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         self.source_node
     }
 
-    /// Seconds from capture to `now_unix_secs`; 0 if `now` is before the capture (clock skew
-    /// between nodes).
-    pub fn age_seconds_at(&self, now_unix_secs: u64) -> u64 {
-        now_unix_secs.saturating_sub(self.timestamp)
+    /// Seconds from capture to `now_unix_secs`, or `None` if the capture lies in the future
+    /// (clock skew, or a forged timestamp): a future timestamp never reads as a fresh snapshot.
+    pub fn age_seconds_at(&self, now_unix_secs: u64) -> Option<u64> {
+        now_unix_secs.checked_sub(self.timestamp)
     }
 
     /// [`age_seconds_at`](Self::age_seconds_at) with the system clock.
     #[cfg(feature = "std")]
     #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-    pub fn age_seconds(&self) -> u64 {
+    pub fn age_seconds(&self) -> Option<u64> {
         self.age_seconds_at(crate::unix_now())
     }
 
-    /// The exact length of the serialized snapshot in bytes, computed without serializing.
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            agent_id: self.agent_id,
+            dna_hash: self.dna.hash(),
+            globals: &self.globals,
+            policy: &self.policy,
+            timestamp: self.timestamp,
+            source_node: self.source_node,
+            route: self.route,
+        }
+    }
+
+    /// The exact length of the serialized snapshot in bytes, computed without serializing:
+    /// version 2 with a [`route`](Self::route), else version 1.
     pub fn size_bytes(&self) -> usize {
-        wire::encoded_len(self)
+        let (f, binary, state) = (self.fields(), self.dna.binary(), self.wasm_state());
+        match self.route {
+            Some(_) => frame::encoded_len(&f, binary, state, false),
+            None => v1::encoded_len(&f, binary, state, false),
+        }
     }
 
     /// Serializes into `buf` and returns how many bytes were written (the first
     /// [`size_bytes`](Self::size_bytes)). A short buffer is [`CellError::BufferTooSmall`].
     pub fn serialize_into(&self, buf: &mut [u8]) -> Result<usize, CellError> {
-        wire::encode_into(self, buf)
+        self.serialize_into_with(&EncodeOptions::default(), buf)
     }
 
-    /// Serializes into a new `Vec` of exactly [`size_bytes`](Self::size_bytes) bytes.
+    /// [`serialize_into`](Self::serialize_into) with options: DNA by reference and a signature
+    /// work without an allocator; chunked and delta memory need `serialize_with` (with `alloc`).
+    pub fn serialize_into_with(
+        &self,
+        opts: &EncodeOptions<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, CellError> {
+        if !matches!(opts.state, StateEncoding::Raw) {
+            return Err(CellError::SerializationFailed {
+                reason: "chunked and delta memory are encoded with serialize_with (alloc)",
+            });
+        }
+        let state = self.wasm_state();
+        self.encode(opts, 0, state, state.len() as u64, None, |needed| {
+            let available = buf.len();
+            buf.get_mut(..needed)
+                .ok_or(CellError::BufferTooSmall { needed, available })
+        })
+    }
+
+    /// Serializes into a new `Vec` of exactly [`size_bytes`](Self::size_bytes) bytes: version 2
+    /// if the snapshot has a [`route`](Self::route), else version 1.
     #[cfg(feature = "alloc")]
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn serialize(&self) -> Result<alloc::vec::Vec<u8>, CellError> {
-        wire::encode_vec(self)
+        self.serialize_with(&EncodeOptions::default())
     }
 
     /// Serializes with the wire flags `opts` asks for: DNA by reference, chunked or delta
@@ -204,7 +276,79 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         &self,
         opts: &EncodeOptions<'_>,
     ) -> Result<alloc::vec::Vec<u8>, CellError> {
-        wire::encode_with(self, opts)
+        let memory = self.wasm_state();
+        let v2 = self.route.is_some();
+        let mut digests = None;
+        let (flags, blob) = match opts.state {
+            StateEncoding::Raw => (0, None),
+            StateEncoding::Chunked if v2 => {
+                (FLAG_STATE_CHUNKED, Some(chunks::encode_chunked_v2(memory)))
+            }
+            StateEncoding::Chunked => (FLAG_STATE_CHUNKED, Some(chunks::encode_chunked(memory))),
+            StateEncoding::Delta { base } if v2 => {
+                let (blob, d) = chunks::encode_delta_v2(base, opts.base_digests, memory)?;
+                digests = Some(d.root());
+                (FLAG_STATE_DELTA, Some(blob))
+            }
+            StateEncoding::Delta { base } => {
+                (FLAG_STATE_DELTA, Some(chunks::encode_delta(base, memory)))
+            }
+        };
+        let state = blob.as_deref().unwrap_or(memory);
+        let mut out = alloc::vec::Vec::new();
+        self.encode(opts, flags, state, memory.len() as u64, digests, |needed| {
+            out.resize(needed, 0);
+            Ok(&mut out[..])
+        })?;
+        Ok(out)
+    }
+
+    /// Picks the version, checks the signer's number, and writes into the buffer `out` gives
+    /// for the exact length.
+    fn encode<'b>(
+        &self,
+        opts: &EncodeOptions<'_>,
+        mut flags: u16,
+        state: &[u8],
+        memory_len: u64,
+        root: Option<[u8; 32]>,
+        out: impl FnOnce(usize) -> Result<&'b mut [u8], CellError>,
+    ) -> Result<usize, CellError> {
+        let f = self.fields();
+        let binary = if opts.dna_by_reference {
+            flags |= FLAG_DNA_BY_REFERENCE;
+            &[][..]
+        } else {
+            self.dna.binary()
+        };
+        let signed = opts.signer.is_some();
+        match self.route {
+            Some(route) => {
+                if let Some((_, n)) = opts.signer {
+                    if n != route.epoch {
+                        return Err(CellError::SerializationFailed {
+                            reason: "in wire version 2 the sequence number is the route's epoch",
+                        });
+                    }
+                }
+                let needed = frame::encoded_len(&f, binary, state, signed);
+                let memory = frame::MemoryCommitment {
+                    len: memory_len,
+                    root: root.unwrap_or_else(|| wire::memory::memory_root(self.wasm_state())),
+                };
+                let signer = opts.signer.map(|(s, _)| s);
+                frame::write(&f, flags, binary, state, &memory, signer, out(needed)?)?;
+                Ok(needed)
+            }
+            None => {
+                let needed = v1::encoded_len(&f, binary, state, signed);
+                if signed {
+                    flags |= super::wire::FLAG_SIGNED;
+                }
+                v1::write(&f, flags, binary, state, opts.signer, out(needed)?)?;
+                Ok(needed)
+            }
+        }
     }
 
     /// A copy that owns its binary and memory (the DNA is not rehashed).
@@ -219,75 +363,151 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             policy: self.policy.clone(),
             timestamp: self.timestamp,
             source_node: self.source_node,
+            route: self.route,
         }
     }
 }
 
 impl<'a> MigrationSnapshot<&'a [u8]> {
+    /// [`view_with`](MigrationSnapshot::view_with) with the default options.
+    pub fn view(bytes: &'a [u8]) -> Result<Self, CellError> {
+        Self::view_with(bytes, &DecodeOptions::default())
+    }
+
     /// Decodes and verifies `bytes` without allocating or copying the binary or memory.
     ///
-    /// Runs every check of the wire format in order (length, magic, version, flags, trailer
-    /// digest, body, canonical form, DNA hash); any failure is a distinct [`CellError`].
-    /// Verification reads every byte through SHA-256 (the trailer), and the binary a second time
-    /// (the DNA hash).
-    pub fn view(bytes: &'a [u8]) -> Result<Self, CellError> {
-        wire::parse(bytes, &DecodeLimits::UNLIMITED)?.into_view(None)
-    }
-
-    /// [`view`](MigrationSnapshot::view) with a receiver's options: limits, and a
-    /// [`DnaStore`] for snapshots that name their DNA by reference (the view then borrows the
-    /// store's binary). Chunked and delta memory need an allocator
-    /// (`DecodeError::StateNeedsAlloc`): decode those with `deserialize_with`. A signature is
-    /// not checked here: see `TrustList` (feature `signatures`).
+    /// Runs every check of the wire format in order (length, magic, version, flags, declared
+    /// sizes against `opts.limits`, trailer, fields, canonical form, DNA hash, and in version 2
+    /// the memory root); any failure is a distinct [`CellError`]. A snapshot that names its DNA
+    /// by reference borrows the binary from `opts.dna_store`. Chunked and delta memory need an
+    /// allocator (`DecodeError::StateNeedsAlloc`): decode those with `deserialize_with`. A
+    /// signature is not checked here: see `TrustList` (feature `signatures`).
     pub fn view_with(bytes: &'a [u8], opts: &DecodeOptions<'a>) -> Result<Self, CellError> {
-        wire::parse(bytes, &opts.limits)?.into_view(opts.dna_store)
-    }
-
-    /// [`view`](MigrationSnapshot::view), refusing a binary or memory larger than `limits`
-    /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
-    pub fn view_with_limits(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Self, CellError> {
-        wire::parse(bytes, limits)?.into_view(None)
+        into_view(wire::parse(bytes, &opts.limits)?, opts.dna_store)
     }
 }
 
 #[cfg(feature = "alloc")]
 impl MigrationSnapshot<alloc::vec::Vec<u8>> {
-    /// Decodes and verifies `bytes` like [`view`](MigrationSnapshot::view), then copies the
-    /// binary and memory out; chunked memory is decoded too (see
-    /// [`deserialize_with`](Self::deserialize_with) for deltas and DNA by reference). For a
-    /// snapshot without flags it allocates only after every check passed, and at most
-    /// `bytes.len()` bytes in all.
+    /// [`deserialize_with`](Self::deserialize_with) with the default options (finite
+    /// [`DecodeLimits::DEFAULT`]).
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize(bytes: &[u8]) -> Result<Self, CellError> {
         Self::deserialize_with(bytes, &DecodeOptions::default())
     }
 
-    /// [`deserialize`](MigrationSnapshot::deserialize), refusing a binary or memory larger than
-    /// `limits` before allocating anything
-    /// ([`DecodeError::TooLarge`](crate::DecodeError::TooLarge)).
-    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
-    pub fn deserialize_with_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<Self, CellError> {
-        let opts = DecodeOptions {
-            limits: *limits,
-            ..DecodeOptions::default()
-        };
-        Self::deserialize_with(bytes, &opts)
-    }
-
-    /// Decodes any version-1 snapshot, whatever its flags: DNA by reference (from
+    /// Decodes any version-1 or version-2 snapshot, whatever its flags: DNA by reference (from
     /// `opts.dna_store`), chunked memory, a delta (against `opts.base_state`, which must be the
     /// base the delta names, or nothing is applied). A signature is not checked here: see
     /// `TrustList` (feature `signatures`).
     ///
     /// Allocation: the binary, and the memory's decoded length, which is checked against
-    /// `opts.limits` before anything is allocated and can be at most 4096 times the encoded
-    /// memory (plus the base's length, for a delta). Raw memory is copied only after every check
-    /// passed; chunked or delta memory is decoded into its buffer chunk by chunk, so a bad chunk
-    /// is found after that buffer was allocated (and is then freed).
+    /// `opts.limits` before anything is hashed or allocated; allocation is fallible, so a claim
+    /// the allocator cannot meet is `DecodeError::TooLarge`, not an abort. Raw memory is copied
+    /// only after every check passed.
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize_with(bytes: &[u8], opts: &DecodeOptions<'_>) -> Result<Self, CellError> {
-        wire::parse(bytes, &opts.limits)?.into_owned(opts)
+        into_owned(wire::parse(bytes, &opts.limits)?, opts).map(|(s, _)| s)
     }
+
+    /// [`deserialize_with`](Self::deserialize_with), also returning the digests of the decoded
+    /// memory, which the receiver keeps to apply the next delta cheaply (version 2 computes them
+    /// while checking the memory root; version 1 hashes the memory once more for them).
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn deserialize_with_digests(
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+    ) -> Result<(Self, MemoryDigests), CellError> {
+        let (s, d) = into_owned(wire::parse(bytes, &opts.limits)?, opts)?;
+        let d = d.unwrap_or_else(|| MemoryDigests::of(s.wasm_state()));
+        Ok((s, d))
+    }
+}
+
+/// The DNA: the carried binary, or the store's for a by-reference snapshot; either way its
+/// SHA-256 must be the hash the snapshot names (one pass over the binary).
+pub(super) fn resolve_dna<'a>(
+    p: &Parsed<'a>,
+    store: Option<&'a dyn DnaStore>,
+) -> Result<Dna<&'a [u8]>, CellError> {
+    let binary = if p.flags & FLAG_DNA_BY_REFERENCE != 0 {
+        store
+            .and_then(|s| s.get(&p.dna_hash))
+            .ok_or(CellError::DnaNotFound {
+                hash: crate::DigestPrefix::of(&p.dna_hash),
+            })?
+    } else {
+        p.binary
+    };
+    Dna::with_expected_hash(binary, &p.dna_hash)
+}
+
+fn assemble<B>(p: Parsed<'_>, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
+    MigrationSnapshot {
+        agent_id: p.agent_id,
+        dna,
+        wasm_state: state,
+        globals: p.globals,
+        policy: p.policy,
+        timestamp: p.timestamp,
+        source_node: p.source_node,
+        route: p.route,
+    }
+}
+
+/// The zero-copy snapshot: raw memory only (`StateNeedsAlloc` otherwise), DNA from the input or
+/// `store`; in version 2 the memory's root is checked, allocating nothing.
+pub(super) fn into_view<'a>(
+    p: Parsed<'a>,
+    store: Option<&'a dyn DnaStore>,
+) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
+    if p.flags & STATE_FLAGS != 0 {
+        return Err(DecodeError::StateNeedsAlloc.into());
+    }
+    let dna = resolve_dna(&p, store)?;
+    if let Some((_, root)) = p.memory {
+        let found = wire::memory::memory_root(p.state);
+        wire::check_digest(Digested::Memory, &root, &found)?;
+    }
+    let state = p.state;
+    Ok(assemble(p, dna, state))
+}
+
+/// The owned snapshot: any flags. The DNA is verified first, the memory decoded next (chunked
+/// and delta memory allocate here, within the limits), and the binary copied last, so a
+/// snapshot refused for its memory never copied its binary. Version 2 also gives the memory's
+/// digests.
+#[cfg(feature = "alloc")]
+pub(super) fn into_owned(
+    p: Parsed<'_>,
+    opts: &DecodeOptions<'_>,
+) -> Result<(MigrationSnapshot<alloc::vec::Vec<u8>>, Option<MemoryDigests>), CellError> {
+    let dna = resolve_dna(&p, opts.dna_store)?;
+    let limit = opts.limits.max_wasm_state;
+    let (state, digests) = match p.memory {
+        None if p.flags & FLAG_STATE_CHUNKED != 0 => (chunks::decode_chunked(p.state, limit)?, None),
+        None if p.flags & FLAG_STATE_DELTA != 0 => {
+            let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
+            (chunks::decode_delta(p.state, base, limit)?, None)
+        }
+        None => (p.state.to_vec(), None),
+        Some((len, root)) => {
+            // Checked against the limit by the frame, so it fits usize.
+            let len = len as usize;
+            let (memory, d) = if p.flags & FLAG_STATE_CHUNKED != 0 {
+                chunks::decode_chunked_v2(p.state, len, limit)?
+            } else if p.flags & FLAG_STATE_DELTA != 0 {
+                let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
+                chunks::decode_delta_v2(p.state, base, opts.base_digests, len, limit)?
+            } else {
+                (p.state.to_vec(), MemoryDigests::of(p.state))
+            };
+            wire::check_digest(Digested::Memory, &root, &d.root())?;
+            (memory, Some(d))
+        }
+    };
+    let dna = dna.to_owned_dna();
+    Ok((assemble(p, dna, state), digests))
 }
 
 /// Snapshots are equal when every field is, whatever their storage.
@@ -300,6 +520,7 @@ impl<B: AsRef<[u8]>, C: AsRef<[u8]>> PartialEq<MigrationSnapshot<C>> for Migrati
             && self.policy == other.policy
             && self.timestamp == other.timestamp
             && self.source_node == other.source_node
+            && self.route == other.route
     }
 }
 
@@ -316,6 +537,7 @@ impl<B: AsRef<[u8]>> core::fmt::Debug for MigrationSnapshot<B> {
             .field("policy", &self.policy)
             .field("timestamp", &self.timestamp)
             .field("source_node", &self.source_node)
+            .field("route", &self.route)
             .finish()
     }
 }

@@ -15,11 +15,9 @@
 //! are the base's (zeros past its end). Every chunk past the end of the base must be listed, so
 //! the decoded length is bounded by the input.
 
+use super::memory::{chunk_digest, MemoryDigests, CHUNK_SIZE};
 use crate::{sha256, DecodeError, DigestPrefix, LimitedField};
 use alloc::vec::Vec;
-
-/// Bytes in a chunk.
-pub const CHUNK_SIZE: usize = 4096;
 
 const ZERO: u8 = 0;
 const RAW: u8 = 1;
@@ -106,12 +104,13 @@ impl Packer {
 }
 
 /// Decodes one chunk into `out` (exactly the chunk's length, zeroed).
-fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<(), DecodeError> {
+/// Returns whether the chunk was written as zeros.
+fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<bool, DecodeError> {
     match r.byte()? {
-        ZERO => Ok(()),
+        ZERO => Ok(true),
         RAW => {
             out.copy_from_slice(r.take(out.len())?);
-            nonzero(out)
+            nonzero(out).map(|()| false)
         }
         LZ4 => {
             let n = r.varint()?;
@@ -120,7 +119,7 @@ fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<(), DecodeError> {
             }
             let packed = r.take(n)?;
             lz4_into(packed, out)?;
-            nonzero(out)
+            nonzero(out).map(|()| false)
         }
         _ => Err(DecodeError::BadChunk),
     }
@@ -137,6 +136,20 @@ fn lz4_into(packed: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
 #[cfg(not(feature = "lz4"))]
 fn lz4_into(_: &[u8], _: &mut [u8]) -> Result<(), DecodeError> {
     Err(DecodeError::Lz4Disabled)
+}
+
+/// `len` zero bytes, or `TooLarge` if the allocator cannot give them: a length from the input
+/// never aborts the process, whatever the limits.
+pub(crate) fn zeroed(len: usize, limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit,
+            found: len,
+        })?;
+    v.resize(len, 0);
+    Ok(v)
 }
 
 /// A chunk written as raw or LZ4 must not be all zeros: the encoder writes those as `00`.
@@ -161,12 +174,16 @@ fn check_limit(len: usize, limit: usize) -> Result<(), DecodeError> {
 /// Encodes `memory` chunk by chunk.
 pub(crate) fn encode_chunked(memory: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut packer = Packer::new();
     put_varint(&mut out, memory.len() as u64);
-    for chunk in memory.chunks(CHUNK_SIZE) {
-        packer.put_chunk(&mut out, chunk);
-    }
+    put_chunks(&mut out, memory);
     out
+}
+
+fn put_chunks(out: &mut Vec<u8>, memory: &[u8]) {
+    let mut packer = Packer::new();
+    for chunk in memory.chunks(CHUNK_SIZE) {
+        packer.put_chunk(out, chunk);
+    }
 }
 
 /// Decodes a chunked state. Allocates the memory only after checking its length against
@@ -179,7 +196,7 @@ pub(crate) fn decode_chunked(blob: &[u8], limit: usize) -> Result<Vec<u8>, Decod
     if len.div_ceil(CHUNK_SIZE) > r.0.len() {
         return Err(DecodeError::UnexpectedEnd);
     }
-    let mut memory = alloc::vec![0u8; len];
+    let mut memory = zeroed(len, limit)?;
     for chunk in memory.chunks_mut(CHUNK_SIZE) {
         get_chunk(&mut r, chunk)?;
     }
@@ -244,7 +261,7 @@ pub(crate) fn decode_delta(blob: &[u8], base: &[u8], limit: usize) -> Result<Vec
     if count > r.0.len() / 2 || chunks > base_chunks.saturating_add(count) {
         return Err(DecodeError::UnexpectedEnd);
     }
-    let mut memory = alloc::vec![0u8; len];
+    let mut memory = zeroed(len, limit)?;
     let keep = base.len().min(len);
     memory[..keep].copy_from_slice(&base[..keep]);
     let mut next = 0usize;
@@ -277,4 +294,197 @@ pub(crate) fn decode_delta(blob: &[u8], base: &[u8], limit: usize) -> Result<Vec
         return Err(DecodeError::BadChunk);
     }
     Ok(memory)
+}
+
+// Version 2: the memory's length is in the envelope, and the memory is committed to by its root
+// (`memory`), so decoding hashes each decoded chunk once and a delta against a base whose
+// digests are kept hashes only the chunks it carries.
+
+/// Version 2's chunked state: every chunk in order, nothing before them.
+pub(crate) fn encode_chunked_v2(memory: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_chunks(&mut out, memory);
+    out
+}
+
+/// Decodes version 2's chunked state of `len` bytes (already checked against the limit) and
+/// hashes each chunk once.
+pub(crate) fn decode_chunked_v2(
+    blob: &[u8],
+    len: usize,
+    limit: usize,
+) -> Result<(Vec<u8>, MemoryDigests), DecodeError> {
+    let mut r = Reader(blob);
+    if len.div_ceil(CHUNK_SIZE) > r.0.len() {
+        return Err(DecodeError::UnexpectedEnd);
+    }
+    let mut memory = zeroed(len, limit)?;
+    let mut digests = digest_vec(len, limit)?;
+    let zero = ZeroDigest::new();
+    for chunk in memory.chunks_mut(CHUNK_SIZE) {
+        let was_zero = get_chunk(&mut r, chunk)?;
+        digests.push(if was_zero {
+            zero.of(chunk.len())
+        } else {
+            chunk_digest(chunk)
+        });
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok((memory, MemoryDigests::from_parts(len, digests)))
+}
+
+fn digest_vec(len: usize, limit: usize) -> Result<Vec<[u8; 32]>, DecodeError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len.div_ceil(CHUNK_SIZE))
+        .map_err(|_| DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit,
+            found: len,
+        })?;
+    Ok(v)
+}
+
+/// The digest of a full zero chunk, computed once per decode.
+struct ZeroDigest([u8; 32]);
+
+impl ZeroDigest {
+    fn new() -> Self {
+        ZeroDigest(chunk_digest(&[0u8; CHUNK_SIZE]))
+    }
+
+    fn of(&self, len: usize) -> [u8; 32] {
+        if len == CHUNK_SIZE {
+            self.0
+        } else {
+            chunk_digest(&[0u8; CHUNK_SIZE][..len])
+        }
+    }
+}
+
+/// Chunk `i` of `memory` (of `len` bytes) read from `base` with zeros past its end.
+fn base_chunk_len(len: usize, i: usize) -> usize {
+    (len - i * CHUNK_SIZE).min(CHUNK_SIZE)
+}
+
+/// The digests of `base`: the ones given (they must describe `base`), or computed.
+fn base_digests(base: &[u8], given: Option<&MemoryDigests>) -> Result<MemoryDigests, DecodeError> {
+    match given {
+        Some(d) if d.memory_len() == base.len() => Ok(d.clone()),
+        Some(_) => Err(DecodeError::BaseDigestsMismatch),
+        None => Ok(MemoryDigests::of(base)),
+    }
+}
+
+/// Version 2's delta: `<32-byte root of the base> <varint count>` then `count` entries
+/// `<varint chunk index> <chunk>`, indices strictly increasing. Lists exactly the chunks of
+/// `memory` that differ from the base read with zeros past its end. Hashes only those chunks
+/// when `known` holds the base's digests; returns the new memory's digests.
+pub(crate) fn encode_delta_v2(
+    base: &[u8],
+    known: Option<&MemoryDigests>,
+    memory: &[u8],
+) -> Result<(Vec<u8>, MemoryDigests), DecodeError> {
+    let base_d = base_digests(base, known)?;
+    let base_chunks = base.len().div_ceil(CHUNK_SIZE);
+    let mut entries = Vec::new();
+    let mut digests = Vec::with_capacity(memory.len().div_ceil(CHUNK_SIZE));
+    let mut packer = Packer::new();
+    let zero = ZeroDigest::new();
+    let mut count = 0u64;
+    for (i, chunk) in memory.chunks(CHUNK_SIZE).enumerate() {
+        if base_chunk_equals(base, i, chunk) {
+            let same_len = i < base_chunks && base_chunk_len(base.len(), i) == chunk.len();
+            digests.push(if same_len {
+                base_d.chunks()[i]
+            } else if i >= base_chunks {
+                zero.of(chunk.len())
+            } else {
+                chunk_digest(chunk)
+            });
+            continue;
+        }
+        put_varint(&mut entries, i as u64);
+        packer.put_chunk(&mut entries, chunk);
+        digests.push(chunk_digest(chunk));
+        count += 1;
+    }
+    let mut out = Vec::with_capacity(32 + 10 + entries.len());
+    out.extend_from_slice(&base_d.root());
+    put_varint(&mut out, count);
+    out.extend_from_slice(&entries);
+    Ok((out, MemoryDigests::from_parts(memory.len(), digests)))
+}
+
+/// Applies a version-2 delta to `base`, giving `len` bytes (already checked against the limit).
+/// The base must be the one the delta names by its root, or nothing is done. With the base's
+/// digests known, only the chunks the delta carries are hashed.
+pub(crate) fn decode_delta_v2(
+    blob: &[u8],
+    base: &[u8],
+    known: Option<&MemoryDigests>,
+    len: usize,
+    limit: usize,
+) -> Result<(Vec<u8>, MemoryDigests), DecodeError> {
+    let mut r = Reader(blob);
+    let named: [u8; 32] = r
+        .take(32)?
+        .try_into()
+        .map_err(|_| DecodeError::UnexpectedEnd)?;
+    let base_d = base_digests(base, known)?;
+    let actual = base_d.root();
+    if named != actual {
+        return Err(DecodeError::WrongDeltaBase {
+            expected: DigestPrefix::of(&named),
+            found: DigestPrefix::of(&actual),
+        });
+    }
+    let count = r.varint()?;
+    let chunks = len.div_ceil(CHUNK_SIZE);
+    // Each listed chunk takes at least two bytes.
+    if count > r.0.len() / 2 || count > chunks {
+        return Err(DecodeError::UnexpectedEnd);
+    }
+    let mut memory = zeroed(len, limit)?;
+    let keep = base.len().min(len);
+    memory[..keep].copy_from_slice(&base[..keep]);
+    let base_chunks = base.len().div_ceil(CHUNK_SIZE);
+    let zero = ZeroDigest::new();
+    // Unlisted chunks: the base's digest where the chunk is the base's whole chunk, else hashed
+    // (a base chunk cut short or extended, or zeros past the base).
+    let mut digests = digest_vec(len, limit)?;
+    for i in 0..chunks {
+        let clen = base_chunk_len(len, i);
+        digests.push(if i < base_chunks && base_chunk_len(base.len(), i) == clen {
+            base_d.chunks()[i]
+        } else if i * CHUNK_SIZE >= base.len() {
+            zero.of(clen)
+        } else {
+            chunk_digest(&memory[i * CHUNK_SIZE..i * CHUNK_SIZE + clen])
+        });
+    }
+    let mut next = 0usize;
+    for _ in 0..count {
+        let i = r.varint()?;
+        if i < next || i >= chunks {
+            return Err(DecodeError::BadChunk);
+        }
+        let start = i * CHUNK_SIZE;
+        let end = (start + CHUNK_SIZE).min(len);
+        let mut fresh = [0u8; CHUNK_SIZE];
+        let fresh = &mut fresh[..end - start];
+        get_chunk(&mut r, fresh)?;
+        // Only chunks that changed are listed.
+        if base_chunk_equals(base, i, fresh) {
+            return Err(DecodeError::BadChunk);
+        }
+        memory[start..end].copy_from_slice(fresh);
+        digests[i] = chunk_digest(fresh);
+        next = i + 1;
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok((memory, MemoryDigests::from_parts(len, digests)))
 }
