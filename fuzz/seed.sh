@@ -2,9 +2,17 @@
 # Seeds each fuzz target's corpus from the golden vectors in tests/vectors/.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2
 for v in ../tests/vectors/*.bin; do
   name=$(basename "$v" .bin)
+  case "$name" in
+  v2-*)
+    # Mode 3 (no size claim), then the frame as it is.
+    { printf '\3'; cat "$v"; } >"corpus/frame_v2/$name"
+    cp "$v" "corpus/snapshot_bytes/$name"
+    continue
+    ;;
+  esac
   cp "$v" "corpus/snapshot_bytes/$name"
   # The body: without the 8-byte header and the 32-byte trailer.
   len=$(($(wc -c <"$v") - 40))

@@ -407,7 +407,10 @@ impl fmt::Display for SignatureError {
                 "a version-1 signature binds no target or epoch: only version 2 is accepted",
             ),
             SignatureError::WrongTarget { target } => {
-                write!(f, "the snapshot is addressed to node {target}, not this one")
+                write!(
+                    f,
+                    "the snapshot is addressed to node {target}, not this one"
+                )
             }
             SignatureError::WrongSource { claimed } => match claimed {
                 Some(n) => write!(f, "the key is not trusted for node {n}, which it claims"),

@@ -5,7 +5,8 @@ mod common;
 
 use common::{reseal, sample_agent, SOURCE};
 use mielin_cells::migration::{
-    DecodeLimits, DecodeOptions, MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
+    DecodeLimits, DecodeOptions, MigrationSnapshot, SnapshotView, FORMAT_VERSION, HEADER_LEN,
+    MAGIC, TRAILER_LEN,
 };
 use mielin_cells::{
     sha256, AgentState, CellError, DecodeError, DigestPrefix, Digested, GlobalValue, LimitedField,

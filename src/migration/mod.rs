@@ -14,14 +14,12 @@ mod snapshot;
 mod store;
 mod wire;
 
-pub use manager::{MigrationManager, PendingMigration};
-#[cfg(feature = "signatures")]
-pub use sign::{
-    key_id, verify_v1, Ed25519Signer, TrustList, DEFAULT_MAX_SKEW_SECS, MAX_EPOCH,
-};
 #[cfg(feature = "std")]
 pub use journal::FileEpochJournal;
 pub use journal::{EpochJournal, EpochTable};
+pub use manager::{MigrationManager, PendingMigration};
+#[cfg(feature = "signatures")]
+pub use sign::{key_id, verify_v1, Ed25519Signer, TrustList, DEFAULT_MAX_SKEW_SECS, MAX_EPOCH};
 pub use snapshot::{DecodeOptions, EncodeOptions, MigrationSnapshot, SnapshotView, StateEncoding};
 #[cfg(feature = "alloc")]
 pub use store::DnaMap;
@@ -31,6 +29,6 @@ pub use wire::memory::MemoryDigests;
 pub use wire::memory::CHUNK_SIZE;
 pub use wire::{
     DecodeLimits, Frame, Route, SnapshotSigner, ENVELOPE_LEN, FLAG_DNA_BY_REFERENCE, FLAG_SIGNED,
-    FLAG_STATE_CHUNKED, FLAG_STATE_DELTA, FORMAT_VERSION, FORMAT_VERSION_2, HEADER_LEN, MAGIC, SIGNATURE_BLOCK_LEN,
-    SIGNATURE_CONTEXT, TRAILER_LEN, V2_SIGNATURE_BLOCK_LEN,
+    FLAG_STATE_CHUNKED, FLAG_STATE_DELTA, FORMAT_VERSION, FORMAT_VERSION_2, HEADER_LEN, MAGIC,
+    SIGNATURE_BLOCK_LEN, SIGNATURE_CONTEXT, TRAILER_LEN, V2_SIGNATURE_BLOCK_LEN,
 };

@@ -159,7 +159,11 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
     /// node cannot bring back a copy of an agent that has moved on. An epoch at or below the
     /// recorded one changes nothing.
     pub fn record_sent(&mut self, agent: AgentId, epoch: u64) -> Result<(), CellError> {
-        if self.journal.last_epoch(agent).is_some_and(|last| epoch <= last) {
+        if self
+            .journal
+            .last_epoch(agent)
+            .is_some_and(|last| epoch <= last)
+        {
             return Ok(());
         }
         self.journal.record_epoch(agent, epoch)
@@ -258,7 +262,10 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
             // Only a snapshot that passed every check above can take a slot, so an attacker
             // without a trusted key cannot fill the journal.
             Some(_) => Ok(route.epoch),
-            None => self.journal.check_room(parsed.agent_id).map(|()| route.epoch),
+            None => self
+                .journal
+                .check_room(parsed.agent_id)
+                .map(|()| route.epoch),
         }
     }
 }

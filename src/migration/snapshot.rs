@@ -2,10 +2,10 @@
 
 use super::wire::{self, frame, v1, DecodeLimits, Fields, Parsed, Route, SnapshotSigner};
 #[cfg(feature = "alloc")]
-use super::wire::{FLAG_STATE_CHUNKED, FLAG_STATE_DELTA};
+use super::wire::{chunks, memory::MemoryDigests};
 use super::wire::{FLAG_DNA_BY_REFERENCE, STATE_FLAGS};
 #[cfg(feature = "alloc")]
-use super::wire::{chunks, memory::MemoryDigests};
+use super::wire::{FLAG_STATE_CHUNKED, FLAG_STATE_DELTA};
 use super::DnaStore;
 use crate::globals::Globals;
 use crate::{
@@ -481,11 +481,19 @@ pub(super) fn into_view<'a>(
 pub(super) fn into_owned(
     p: Parsed<'_>,
     opts: &DecodeOptions<'_>,
-) -> Result<(MigrationSnapshot<alloc::vec::Vec<u8>>, Option<MemoryDigests>), CellError> {
+) -> Result<
+    (
+        MigrationSnapshot<alloc::vec::Vec<u8>>,
+        Option<MemoryDigests>,
+    ),
+    CellError,
+> {
     let dna = resolve_dna(&p, opts.dna_store)?;
     let limit = opts.limits.max_wasm_state;
     let (state, digests) = match p.memory {
-        None if p.flags & FLAG_STATE_CHUNKED != 0 => (chunks::decode_chunked(p.state, limit)?, None),
+        None if p.flags & FLAG_STATE_CHUNKED != 0 => {
+            (chunks::decode_chunked(p.state, limit)?, None)
+        }
         None if p.flags & FLAG_STATE_DELTA != 0 => {
             let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
             (chunks::decode_delta(p.state, base, limit)?, None)

@@ -456,13 +456,15 @@ pub(crate) fn decode_delta_v2(
     let mut digests = digest_vec(len, limit)?;
     for i in 0..chunks {
         let clen = base_chunk_len(len, i);
-        digests.push(if i < base_chunks && base_chunk_len(base.len(), i) == clen {
-            base_d.chunks()[i]
-        } else if i * CHUNK_SIZE >= base.len() {
-            zero.of(clen)
-        } else {
-            chunk_digest(&memory[i * CHUNK_SIZE..i * CHUNK_SIZE + clen])
-        });
+        digests.push(
+            if i < base_chunks && base_chunk_len(base.len(), i) == clen {
+                base_d.chunks()[i]
+            } else if i * CHUNK_SIZE >= base.len() {
+                zero.of(clen)
+            } else {
+                chunk_digest(&memory[i * CHUNK_SIZE..i * CHUNK_SIZE + clen])
+            },
+        );
     }
     let mut next = 0usize;
     for _ in 0..count {

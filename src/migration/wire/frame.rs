@@ -218,7 +218,11 @@ impl<T: AsRef<[u8]>> Frame<T> {
             let digest: [u8; 32] = h.finalize().into();
             (digest, digest)
         };
-        check_digest(Digested::SnapshotTrailer, &read_32(bytes, trailer_at), &found)?;
+        check_digest(
+            Digested::SnapshotTrailer,
+            &read_32(bytes, trailer_at),
+            &found,
+        )?;
         Ok(signed_digest)
     }
 }
@@ -352,7 +356,8 @@ pub(crate) fn write(
     env[AGENT..AGENT + 16].copy_from_slice(f.agent_id.as_bytes());
     env[DNA..DNA + 32].copy_from_slice(f.dna_hash);
     let zero = [0u8; 16];
-    env[SOURCE..SOURCE + 16].copy_from_slice(f.source_node.as_ref().map_or(&zero, |n| n.as_bytes()));
+    env[SOURCE..SOURCE + 16]
+        .copy_from_slice(f.source_node.as_ref().map_or(&zero, |n| n.as_bytes()));
     env[TARGET..TARGET + 16].copy_from_slice(route_target.as_ref().map_or(&zero, |n| n.as_bytes()));
     let epoch = f.route.map_or(0, |r| r.epoch);
     env[EPOCH..EPOCH + 8].copy_from_slice(&epoch.to_le_bytes());

@@ -18,7 +18,9 @@ pub(crate) mod tail;
 pub(crate) mod v1;
 
 use crate::globals::Globals;
-use crate::{AgentId, CellError, DecodeError, DigestPrefix, Digested, LimitedField, NodeId, Policy};
+use crate::{
+    AgentId, CellError, DecodeError, DigestPrefix, Digested, LimitedField, NodeId, Policy,
+};
 
 pub use frame::{Frame, ENVELOPE_LEN, SIGNATURE_CONTEXT, V2_SIGNATURE_BLOCK_LEN};
 

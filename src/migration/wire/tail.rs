@@ -198,6 +198,9 @@ mod tests {
         let tail = Tail::of(&globals, &policy, &mut tags);
         assert_eq!(tail.len(), MAX_TAIL_LEN);
         let mut buf = [0u8; MAX_TAIL_LEN];
-        assert_eq!(postcard::to_slice(&tail, &mut buf).unwrap().len(), MAX_TAIL_LEN);
+        assert_eq!(
+            postcard::to_slice(&tail, &mut buf).unwrap().len(),
+            MAX_TAIL_LEN
+        );
     }
 }
