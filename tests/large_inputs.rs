@@ -88,7 +88,7 @@ fn varint(mut v: u64) -> Vec<u8> {
     out
 }
 
-fn v1_reseal(b: &mut Vec<u8>) {
+fn v1_reseal(b: &mut [u8]) {
     let n = b.len() - TRAILER_LEN;
     let d = sha256(&b[..n]);
     b[n..].copy_from_slice(&d);
