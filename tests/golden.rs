@@ -65,17 +65,36 @@ fn full_vector() {
     assert_eq!(view.restore().unwrap(), full().restore().unwrap());
 }
 
-/// The annotated example in `docs/wire-format.md` is the minimal vector.
+/// Version 2's smallest snapshot: the minimal agent addressed to node `22` x 16 at epoch 1.
 #[test]
-fn spec_example_is_the_minimal_vector() {
+fn minimal_v2_vector() {
+    let snap = minimal().with_route(mielin_cells::migration::Route {
+        target: mielin_cells::NodeId::from_bytes([0x22; 16]),
+        epoch: 1,
+    });
+    let golden = check("v2-minimal.bin", &snap.serialize().unwrap());
+    assert_eq!(golden.len(), snap.size_bytes());
+    let view = MigrationSnapshot::view(&golden).unwrap();
+    assert_eq!(view, snap);
+}
+
+/// The annotated examples in `docs/wire-format.md` are the minimal vectors.
+#[test]
+fn spec_examples_are_the_minimal_vectors() {
+    for name in ["v1-minimal.bin", "v2-minimal.bin"] {
+        assert_eq!(spec_example(name), std::fs::read(vector_path(name)).unwrap());
+    }
+}
+
+fn spec_example(name: &str) -> Vec<u8> {
     let spec = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/wire-format.md"),
     )
     .unwrap();
     let block = spec
         .split("```text\n")
-        .find(|b| b.starts_with("# v1-minimal.bin"))
-        .expect("the spec has a `# v1-minimal.bin` example block")
+        .find(|b| b.starts_with(&format!("# {name}")))
+        .expect("the spec has an example block for the vector")
         .split("```")
         .next()
         .unwrap();
@@ -86,9 +105,8 @@ fn spec_example_is_the_minimal_vector() {
         .collect::<String>()
         .split_whitespace()
         .collect();
-    let bytes: Vec<u8> = (0..hex.len())
+    (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    assert_eq!(bytes, std::fs::read(vector_path("v1-minimal.bin")).unwrap());
+        .collect()
 }
