@@ -210,3 +210,53 @@ fn decoding_allocates_within_the_bound() {
     }
     assert_eq!(decoded, 0, "random bodies should not decode");
 }
+
+/// Version 2: the view and `decode_into` (chunked and delta memory into a caller's buffer)
+/// allocate nothing; the owned decoder allocates the payload and the memory's chunk digests
+/// (32 bytes per 4 KiB), and for a delta decoded without them, the base's digests.
+#[cfg(feature = "lz4")]
+#[test]
+fn version_two_decoding_allocates_within_the_bound() {
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let mut agent = common::sample_agent();
+    agent.set_wasm_state(vec![0; 3 * 4096]);
+    let dna = agent.dna().clone();
+    let mut store = mielin_cells::migration::DnaMap::new();
+    store.insert(&dna);
+    // The flag vectors' delta base (tests/golden_flags.rs): their memory with two bytes changed.
+    let mut memory = vec![0u8; 3 * 4096];
+    for (i, b) in memory[4096..8192].iter_mut().enumerate() {
+        *b = b"heap object "[i % 12];
+    }
+    let mut x: u32 = 0x1234_5678;
+    for b in &mut memory[8192..] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let mut base = memory.clone();
+    base[4096 + 5] ^= 0x55;
+    base[8192 + 7] ^= 0x55;
+    let opts = mielin_cells::migration::DecodeOptions {
+        dna_store: Some(&store),
+        base_state: Some(&base),
+        ..Default::default()
+    };
+    for flags in [0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x8, 0x9, 0xa, 0xb, 0xc, 0xd] {
+        let bytes = std::fs::read(vectors.join(format!("v2-flags-{flags:04x}.bin"))).unwrap();
+        let mut buf = vec![0u8; memory.len()];
+        let (view, n) = allocated_by(|| {
+            MigrationSnapshot::decode_into(&bytes, &opts, &mut buf)
+                .map(|s| s.wasm_state() == memory)
+        });
+        assert!(view.unwrap(), "{flags:#x}");
+        assert_eq!(n, 0, "decode_into allocated {n} bytes for {flags:#x}");
+        let (owned, n) = allocated_by(|| MigrationSnapshot::deserialize_with(&bytes, &opts));
+        let owned = owned.unwrap();
+        let payload = owned.wasm_binary().len() + owned.wasm_state().len();
+        // A delta without the base's digests also computes those (another 32 bytes a chunk).
+        let digests = if flags & 0x4 != 0 { 2 * 3 * 32 } else { 3 * 32 };
+        assert!(n <= payload + digests, "{n} bytes for {flags:#x}");
+    }
+}

@@ -82,7 +82,10 @@ fn minimal_v2_vector() {
 #[test]
 fn spec_examples_are_the_minimal_vectors() {
     for name in ["v1-minimal.bin", "v2-minimal.bin"] {
-        assert_eq!(spec_example(name), std::fs::read(vector_path(name)).unwrap());
+        assert_eq!(
+            spec_example(name),
+            std::fs::read(vector_path(name)).unwrap()
+        );
     }
 }
 

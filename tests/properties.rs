@@ -2,7 +2,10 @@
 //! move sequences.
 #![cfg(feature = "alloc")]
 
-use mielin_cells::migration::MigrationSnapshot;
+use mielin_cells::migration::{
+    DecodeOptions, EncodeOptions, MemoryDigests, MigrationSnapshot, Route, StateEncoding,
+    CHUNK_SIZE,
+};
 use mielin_cells::{
     Agent, AgentId, AgentState, Arch, CellError, Dna, GlobalValue, NodeId, Policy,
     MAX_ARCHITECTURES, MAX_GLOBALS,
@@ -100,6 +103,95 @@ proptest! {
         let mut flipped = bytes.clone();
         flipped[bit / 8] ^= 1 << (bit % 8);
         prop_assert!(MigrationSnapshot::view(&flipped).is_err());
+    }
+
+    #[test]
+    fn version_two_round_trips_and_rejects_every_bit_flip(
+        agent in agent(),
+        source in proptest::option::of(any::<[u8; 15]>()),
+        target in any::<[u8; 15]>(),
+        epoch in any::<u64>(),
+        t in any::<u64>(),
+        bit in any::<prop::sample::Index>(),
+    ) {
+        // Ids with a nonzero last byte: all zeros means "none" on the wire.
+        let node = |b: [u8; 15]| {
+            let mut id = [1u8; 16];
+            id[..15].copy_from_slice(&b);
+            NodeId::from_bytes(id)
+        };
+        let snap = MigrationSnapshot::capture_at(&agent, source.map(node), t)
+            .with_route(Route { target: node(target), epoch });
+        let bytes = snap.serialize().unwrap();
+        prop_assert_eq!(bytes[4], 2);
+        prop_assert_eq!(bytes.len(), snap.size_bytes());
+        let owned = MigrationSnapshot::deserialize(&bytes).unwrap();
+        prop_assert_eq!(&owned, &snap);
+        let view = MigrationSnapshot::view(&bytes).unwrap();
+        prop_assert_eq!(&view, &snap);
+        prop_assert_eq!(&view.serialize().unwrap(), &bytes);
+
+        let bit = bit.index(bytes.len() * 8);
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(MigrationSnapshot::view(&flipped).is_err());
+        prop_assert!(MigrationSnapshot::deserialize(&flipped).is_err());
+    }
+
+    #[test]
+    fn version_two_deltas_apply_with_or_without_base_digests(
+        base in prop::collection::vec(any::<u8>(), 0..3 * CHUNK_SIZE / (32 / SCALE)),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        new_len in any::<prop::sample::Index>(),
+        chunked in any::<bool>(),
+    ) {
+        // The new memory: the base with a few bytes changed, cut or extended with zeros.
+        let mut memory = base.clone();
+        memory.resize(new_len.index(base.len() + 2 * CHUNK_SIZE / (32 / SCALE) + 1), 0);
+        for (at, v) in &edits {
+            if !memory.is_empty() {
+                let i = at.index(memory.len());
+                memory[i] = *v;
+            }
+        }
+        let mut agent = Agent::with_id(
+            AgentId::from_bytes([3; 16]),
+            Dna::new(b"\0asm\x01\0\0\0".to_vec()).unwrap(),
+        );
+        agent.set_wasm_state(memory.clone());
+        let snap = MigrationSnapshot::capture_at(&agent, None, 0)
+            .with_route(Route { target: NodeId::from_bytes([9; 16]), epoch: 2 });
+        let digests = MemoryDigests::of(&base);
+        let encode = |known| snap.serialize_with(&EncodeOptions {
+            state: if chunked { StateEncoding::Chunked } else { StateEncoding::Delta { base: &base } },
+            base_digests: known,
+            ..Default::default()
+        }).unwrap();
+        let bytes = encode(None);
+        // Knowing the base's digests changes the work, never the bytes.
+        prop_assert_eq!(&encode(Some(&digests)), &bytes);
+        for known in [None, Some(&digests)] {
+            let opts = DecodeOptions {
+                base_state: Some(&base),
+                base_digests: known,
+                ..Default::default()
+            };
+            let (decoded, d) = MigrationSnapshot::deserialize_with_digests(&bytes, &opts).unwrap();
+            prop_assert_eq!(&decoded, &snap);
+            prop_assert_eq!(&d, &MemoryDigests::of(&memory));
+        }
+        // Without an allocator: into a caller's buffer, with room to spare.
+        let mut buf = vec![0xee; memory.len() + 5];
+        let opts = DecodeOptions { base_state: Some(&base), ..Default::default() };
+        let view = MigrationSnapshot::decode_into(&bytes, &opts, &mut buf).unwrap();
+        prop_assert_eq!(&view, &snap);
+        let mut short = vec![0u8; memory.len().saturating_sub(1)];
+        if !memory.is_empty() {
+            prop_assert_eq!(
+                MigrationSnapshot::decode_into(&bytes, &opts, &mut short).unwrap_err(),
+                CellError::BufferTooSmall { needed: memory.len(), available: memory.len() - 1 }
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! [`MigrationSnapshot`]: everything needed to bring an agent back to life on another node.
 
+#[cfg(feature = "alloc")]
+use super::wire::FLAG_STATE_DELTA;
 use super::wire::{self, frame, v1, DecodeLimits, Fields, Parsed, Route, SnapshotSigner};
 #[cfg(feature = "alloc")]
 use super::wire::{chunks, memory::MemoryDigests};
-use super::wire::{FLAG_DNA_BY_REFERENCE, STATE_FLAGS};
-#[cfg(feature = "alloc")]
-use super::wire::{FLAG_STATE_CHUNKED, FLAG_STATE_DELTA};
+use super::wire::{FLAG_DNA_BY_REFERENCE, FLAG_STATE_CHUNKED, STATE_FLAGS};
 use super::DnaStore;
 use crate::globals::Globals;
 use crate::{
@@ -384,6 +384,43 @@ impl<'a> MigrationSnapshot<&'a [u8]> {
     /// signature is not checked here: see `TrustList` (feature `signatures`).
     pub fn view_with(bytes: &'a [u8], opts: &DecodeOptions<'a>) -> Result<Self, CellError> {
         into_view(wire::parse(bytes, &opts.limits)?, opts.dna_store)
+    }
+
+    /// [`view_with`](MigrationSnapshot::view_with) that also decodes a version-2 snapshot's
+    /// chunked or delta memory (against `opts.base_state`) into `memory`, without an allocator:
+    /// the snapshot borrows its binary from `bytes` (or the DNA store) and its memory from the
+    /// first `memory_len` bytes of `memory` ([`CellError::BufferTooSmall`] if shorter). Each
+    /// decoded chunk is hashed once into the memory root; a delta also hashes its base once.
+    /// Raw memory is borrowed from `bytes` as by `view_with`, and `memory` is not touched.
+    /// Version 1's chunked and delta memory need `deserialize_with` (alloc).
+    pub fn decode_into(
+        bytes: &'a [u8],
+        opts: &DecodeOptions<'a>,
+        memory: &'a mut [u8],
+    ) -> Result<Self, CellError> {
+        let p = wire::parse(bytes, &opts.limits)?;
+        if p.flags & STATE_FLAGS == 0 {
+            return into_view(p, opts.dna_store);
+        }
+        let Some((len, root)) = p.memory else {
+            return Err(DecodeError::StateNeedsAlloc.into());
+        };
+        // Within the limits, checked by the frame, so it fits usize.
+        let needed = len as usize;
+        let available = memory.len();
+        let out = memory
+            .get_mut(..needed)
+            .ok_or(CellError::BufferTooSmall { needed, available })?;
+        let dna = resolve_dna(&p, opts.dna_store)?;
+        let found = if p.flags & FLAG_STATE_CHUNKED != 0 {
+            wire::chunk::chunked_into(p.state, out)?
+        } else {
+            let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
+            wire::chunk::delta_into(p.state, base, out)?
+        };
+        wire::check_digest(Digested::Memory, &root, &found)?;
+        let out: &'a [u8] = out;
+        Ok(assemble(p, dna, out))
     }
 }
 

@@ -15,13 +15,12 @@
 //! are the base's (zeros past its end). Every chunk past the end of the base must be listed, so
 //! the decoded length is bounded by the input.
 
+#[cfg(feature = "lz4")]
+use super::chunk::LZ4;
+use super::chunk::{base_chunk_equals, base_chunk_len, get_chunk, Reader, ZeroDigest, RAW, ZERO};
 use super::memory::{chunk_digest, MemoryDigests, CHUNK_SIZE};
 use crate::{sha256, DecodeError, DigestPrefix, LimitedField};
 use alloc::vec::Vec;
-
-const ZERO: u8 = 0;
-const RAW: u8 = 1;
-const LZ4: u8 = 2;
 
 /// Writes a postcard-style varint.
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -30,43 +29,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
-}
-
-/// A cursor over untrusted bytes; every read checks the length first.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if n > self.0.len() {
-            return Err(DecodeError::UnexpectedEnd);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    /// A canonical LEB128 varint that fits `usize`.
-    fn varint(&mut self) -> Result<usize, DecodeError> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let b = self.byte()?;
-            if i == 9 && b > 1 {
-                return Err(DecodeError::BadVarint);
-            }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                if b == 0 && i > 0 {
-                    return Err(DecodeError::BadVarint); // over-long
-                }
-                return usize::try_from(value).map_err(|_| DecodeError::BadVarint);
-            }
-        }
-        Err(DecodeError::BadVarint)
-    }
 }
 
 /// Scratch space for compressing one chunk, allocated once per encoding.
@@ -103,41 +65,6 @@ impl Packer {
     }
 }
 
-/// Decodes one chunk into `out` (exactly the chunk's length, zeroed).
-/// Returns whether the chunk was written as zeros.
-fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<bool, DecodeError> {
-    match r.byte()? {
-        ZERO => Ok(true),
-        RAW => {
-            out.copy_from_slice(r.take(out.len())?);
-            nonzero(out).map(|()| false)
-        }
-        LZ4 => {
-            let n = r.varint()?;
-            if n >= out.len() {
-                return Err(DecodeError::BadChunk); // the encoder stores such chunks raw
-            }
-            let packed = r.take(n)?;
-            lz4_into(packed, out)?;
-            nonzero(out).map(|()| false)
-        }
-        _ => Err(DecodeError::BadChunk),
-    }
-}
-
-#[cfg(feature = "lz4")]
-fn lz4_into(packed: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
-    match lz4_flex::block::decompress_into(packed, out) {
-        Ok(n) if n == out.len() => Ok(()),
-        _ => Err(DecodeError::BadChunk),
-    }
-}
-
-#[cfg(not(feature = "lz4"))]
-fn lz4_into(_: &[u8], _: &mut [u8]) -> Result<(), DecodeError> {
-    Err(DecodeError::Lz4Disabled)
-}
-
 /// `len` zero bytes, or `TooLarge` if the allocator cannot give them: a length from the input
 /// never aborts the process, whatever the limits.
 pub(crate) fn zeroed(len: usize, limit: usize) -> Result<Vec<u8>, DecodeError> {
@@ -150,14 +77,6 @@ pub(crate) fn zeroed(len: usize, limit: usize) -> Result<Vec<u8>, DecodeError> {
         })?;
     v.resize(len, 0);
     Ok(v)
-}
-
-/// A chunk written as raw or LZ4 must not be all zeros: the encoder writes those as `00`.
-fn nonzero(chunk: &[u8]) -> Result<(), DecodeError> {
-    if chunk.iter().all(|&b| b == 0) {
-        return Err(DecodeError::BadChunk);
-    }
-    Ok(())
 }
 
 fn check_limit(len: usize, limit: usize) -> Result<(), DecodeError> {
@@ -227,14 +146,6 @@ pub(crate) fn encode_delta(base: &[u8], memory: &[u8]) -> Vec<u8> {
     put_varint(&mut out, count);
     out.extend_from_slice(&entries);
     out
-}
-
-/// Whether chunk `i` of `memory` equals chunk `i` of `base` read with zeros past its end.
-fn base_chunk_equals(base: &[u8], i: usize, chunk: &[u8]) -> bool {
-    let start = i * CHUNK_SIZE;
-    let have = base.get(start..).unwrap_or(&[]);
-    let common = have.len().min(chunk.len());
-    have[..common] == chunk[..common] && chunk[common..].iter().all(|&b| b == 0)
 }
 
 /// Applies a delta to `base`. The base must be the memory the delta names (its SHA-256), or
@@ -344,28 +255,6 @@ fn digest_vec(len: usize, limit: usize) -> Result<Vec<[u8; 32]>, DecodeError> {
             found: len,
         })?;
     Ok(v)
-}
-
-/// The digest of a full zero chunk, computed once per decode.
-struct ZeroDigest([u8; 32]);
-
-impl ZeroDigest {
-    fn new() -> Self {
-        ZeroDigest(chunk_digest(&[0u8; CHUNK_SIZE]))
-    }
-
-    fn of(&self, len: usize) -> [u8; 32] {
-        if len == CHUNK_SIZE {
-            self.0
-        } else {
-            chunk_digest(&[0u8; CHUNK_SIZE][..len])
-        }
-    }
-}
-
-/// Chunk `i` of `memory` (of `len` bytes) read from `base` with zeros past its end.
-fn base_chunk_len(len: usize, i: usize) -> usize {
-    (len - i * CHUNK_SIZE).min(CHUNK_SIZE)
 }
 
 /// The digests of `base`: the ones given (they must describe `base`), or computed.

@@ -10,6 +10,7 @@
 //! Everything here works on bytes and on the fields they carry; the snapshot type is built from
 //! a [`Parsed`] one layer up, and no codec here imports it.
 
+pub(crate) mod chunk;
 #[cfg(feature = "alloc")]
 pub(crate) mod chunks;
 pub(crate) mod frame;

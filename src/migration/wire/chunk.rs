@@ -1,0 +1,200 @@
+//! Reading chunks, without an allocator: the cursor over untrusted bytes, one chunk's decoding,
+//! and the version-2 decoders that write memory into a caller's buffer (`decode_into`), hashing
+//! each chunk once into the memory root.
+
+use super::memory::{chunk_digest, memory_root, RootBuilder, CHUNK_SIZE};
+use crate::{DecodeError, DigestPrefix};
+
+pub(crate) const ZERO: u8 = 0;
+pub(crate) const RAW: u8 = 1;
+pub(crate) const LZ4: u8 = 2;
+
+/// A cursor over untrusted bytes; every read checks the length first.
+pub(crate) struct Reader<'a>(pub &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.0.len() {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    pub fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A canonical LEB128 varint that fits `usize`.
+    pub fn varint(&mut self) -> Result<usize, DecodeError> {
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let b = self.byte()?;
+            if i == 9 && b > 1 {
+                return Err(DecodeError::BadVarint);
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if b == 0 && i > 0 {
+                    return Err(DecodeError::BadVarint); // over-long
+                }
+                return usize::try_from(value).map_err(|_| DecodeError::BadVarint);
+            }
+        }
+        Err(DecodeError::BadVarint)
+    }
+}
+
+/// Decodes one chunk into `out` (exactly the chunk's length, zeroed).
+/// Returns whether the chunk was written as zeros.
+pub(crate) fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<bool, DecodeError> {
+    match r.byte()? {
+        ZERO => Ok(true),
+        RAW => {
+            out.copy_from_slice(r.take(out.len())?);
+            nonzero(out).map(|()| false)
+        }
+        LZ4 => {
+            let n = r.varint()?;
+            if n >= out.len() {
+                return Err(DecodeError::BadChunk); // the encoder stores such chunks raw
+            }
+            let packed = r.take(n)?;
+            lz4_into(packed, out)?;
+            nonzero(out).map(|()| false)
+        }
+        _ => Err(DecodeError::BadChunk),
+    }
+}
+
+#[cfg(feature = "lz4")]
+fn lz4_into(packed: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    match lz4_flex::block::decompress_into(packed, out) {
+        Ok(n) if n == out.len() => Ok(()),
+        _ => Err(DecodeError::BadChunk),
+    }
+}
+
+#[cfg(not(feature = "lz4"))]
+fn lz4_into(_: &[u8], _: &mut [u8]) -> Result<(), DecodeError> {
+    Err(DecodeError::Lz4Disabled)
+}
+
+/// A chunk written as raw or LZ4 must not be all zeros: the encoder writes those as `00`.
+fn nonzero(chunk: &[u8]) -> Result<(), DecodeError> {
+    if chunk.iter().all(|&b| b == 0) {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok(())
+}
+
+/// Whether chunk `i` of `memory` equals chunk `i` of `base` read with zeros past its end.
+pub(crate) fn base_chunk_equals(base: &[u8], i: usize, chunk: &[u8]) -> bool {
+    let start = i * CHUNK_SIZE;
+    let have = base.get(start..).unwrap_or(&[]);
+    let common = have.len().min(chunk.len());
+    have[..common] == chunk[..common] && chunk[common..].iter().all(|&b| b == 0)
+}
+
+/// The digest of a full zero chunk, computed once per decode.
+pub(crate) struct ZeroDigest([u8; 32]);
+
+impl ZeroDigest {
+    pub fn new() -> Self {
+        ZeroDigest(chunk_digest(&[0u8; CHUNK_SIZE]))
+    }
+
+    pub fn of(&self, len: usize) -> [u8; 32] {
+        if len == CHUNK_SIZE {
+            self.0
+        } else {
+            chunk_digest(&[0u8; CHUNK_SIZE][..len])
+        }
+    }
+}
+
+/// Chunk `i` of `memory` (of `len` bytes) read from `base` with zeros past its end.
+#[cfg(feature = "alloc")]
+pub(crate) fn base_chunk_len(len: usize, i: usize) -> usize {
+    (len - i * CHUNK_SIZE).min(CHUNK_SIZE)
+}
+
+/// Decodes version 2's chunked state into `out` (exactly the memory's length) and returns the
+/// memory root. Allocates nothing.
+pub(crate) fn chunked_into(blob: &[u8], out: &mut [u8]) -> Result<[u8; 32], DecodeError> {
+    let mut r = Reader(blob);
+    let mut root = RootBuilder::new(out.len() as u64);
+    let zero = ZeroDigest::new();
+    for chunk in out.chunks_mut(CHUNK_SIZE) {
+        chunk.fill(0);
+        let was_zero = get_chunk(&mut r, chunk)?;
+        root.push(&if was_zero {
+            zero.of(chunk.len())
+        } else {
+            chunk_digest(chunk)
+        });
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok(root.finish())
+}
+
+/// Applies a version-2 delta to `base`, writing the new memory into `out` (exactly its length),
+/// and returns its root. The base's root is computed (no digests are kept without an
+/// allocator), so this hashes the base once and the new memory once. Allocates nothing.
+pub(crate) fn delta_into(
+    blob: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) -> Result<[u8; 32], DecodeError> {
+    let mut r = Reader(blob);
+    let named: [u8; 32] = r
+        .take(32)?
+        .try_into()
+        .map_err(|_| DecodeError::UnexpectedEnd)?;
+    let actual = memory_root(base);
+    if named != actual {
+        return Err(DecodeError::WrongDeltaBase {
+            expected: DigestPrefix::of(&named),
+            found: DigestPrefix::of(&actual),
+        });
+    }
+    let len = out.len();
+    let chunks = len.div_ceil(CHUNK_SIZE);
+    let count = r.varint()?;
+    if count > r.0.len() / 2 || count > chunks {
+        return Err(DecodeError::UnexpectedEnd);
+    }
+    let mut listed = count;
+    let mut next_listed = if listed > 0 { Some(r.varint()?) } else { None };
+    let mut root = RootBuilder::new(len as u64);
+    for (i, chunk) in out.chunks_mut(CHUNK_SIZE).enumerate() {
+        let start = i * CHUNK_SIZE;
+        // The base's chunk, zeros past its end.
+        chunk.fill(0);
+        if start < base.len() {
+            let have = &base[start..base.len().min(start + chunk.len())];
+            chunk[..have.len()].copy_from_slice(have);
+        }
+        match next_listed {
+            Some(j) if j < i || j >= chunks => return Err(DecodeError::BadChunk),
+            Some(j) if j == i => {
+                chunk.fill(0);
+                get_chunk(&mut r, chunk)?;
+                if base_chunk_equals(base, i, chunk) {
+                    return Err(DecodeError::BadChunk);
+                }
+                listed -= 1;
+                next_listed = if listed > 0 { Some(r.varint()?) } else { None };
+            }
+            _ => {}
+        }
+        root.push(&chunk_digest(chunk));
+    }
+    if next_listed.is_some() || !r.0.is_empty() {
+        return Err(DecodeError::BadChunk);
+    }
+    Ok(root.finish())
+}
