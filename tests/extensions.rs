@@ -447,3 +447,70 @@ proptest! {
         prop_assert_eq!(MigrationSnapshot::deserialize(&chunked(&s)).unwrap(), s);
     }
 }
+
+/// A version-2 delta applied in place: a changed byte in a carried chunk fails the memory root,
+/// and the held memory is left exactly as it was; the wrong base is refused by its root.
+#[test]
+fn delta_onto_held_memory_checks_everything_before_writing() {
+    use mielin_cells::migration::{MemoryDigests, Route};
+    let base = memory(3, 7);
+    let mut next = base.clone();
+    next[CHUNK_SIZE + 10] ^= 0xff;
+    let s = snap(&agent_with(next.clone())).with_route(Route {
+        target: SOURCE,
+        epoch: 2,
+    });
+    let bytes = s
+        .serialize_with(&EncodeOptions {
+            state: StateEncoding::Delta { base: &base },
+            ..Default::default()
+        })
+        .unwrap();
+    let digests = MemoryDigests::of(&base);
+
+    // The state field ends where the tail starts: its last byte belongs to the carried chunk.
+    let len = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let state_end = 160 + len(144) + len(152);
+    let mut corrupt = bytes.clone();
+    corrupt[state_end - 1] ^= 1;
+    let mut held = base.clone();
+    let err = MigrationSnapshot::deserialize_onto(
+        &corrupt,
+        &DecodeOptions::default(),
+        &mut held,
+        &digests,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CellError::IntegrityMismatch {
+                what: mielin_cells::Digested::Memory,
+                ..
+            }
+        ) || err == DecodeError::BadChunk.into(),
+        "{err:?}"
+    );
+    assert_eq!(held, base, "a refused delta changed the held memory");
+
+    let mut wrong = memory(3, 8);
+    let wrong_digests = MemoryDigests::of(&wrong);
+    assert!(matches!(
+        MigrationSnapshot::deserialize_onto(
+            &bytes,
+            &DecodeOptions::default(),
+            &mut wrong,
+            &wrong_digests
+        ),
+        Err(CellError::DeserializationFailed(
+            DecodeError::WrongDeltaBase { .. }
+        ))
+    ));
+    assert_eq!(wrong, memory(3, 8));
+
+    let (decoded, d) =
+        MigrationSnapshot::deserialize_onto(&bytes, &DecodeOptions::default(), &mut held, &digests)
+            .unwrap();
+    assert_eq!(decoded.wasm_state(), &next[..]);
+    assert_eq!(d, MemoryDigests::of(&next));
+}

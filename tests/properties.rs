@@ -180,6 +180,25 @@ proptest! {
             prop_assert_eq!(&decoded, &snap);
             prop_assert_eq!(&d, &MemoryDigests::of(&memory));
         }
+        // In place, onto the memory the receiver holds: the same snapshot, the base consumed.
+        if !chunked {
+            let mut held = base.clone();
+            let (decoded, d) = MigrationSnapshot::deserialize_onto(
+                &bytes, &DecodeOptions::default(), &mut held, &digests,
+            ).unwrap();
+            prop_assert_eq!(&decoded, &snap);
+            prop_assert_eq!(&d, &MemoryDigests::of(&memory));
+            prop_assert!(held.is_empty());
+            // A held memory that is not the base: refused, and left as it was.
+            let mut other = base.clone();
+            other.push(1);
+            let other_digests = MemoryDigests::of(&other);
+            let before = other.clone();
+            prop_assert!(MigrationSnapshot::deserialize_onto(
+                &bytes, &DecodeOptions::default(), &mut other, &other_digests,
+            ).is_err());
+            prop_assert_eq!(&other, &before);
+        }
         // Without an allocator: into a caller's buffer, with room to spare.
         let mut buf = vec![0xee; memory.len() + 5];
         let opts = DecodeOptions { base_state: Some(&base), ..Default::default() };

@@ -459,6 +459,43 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
         let d = d.unwrap_or_else(|| MemoryDigests::of(s.wasm_state()));
         Ok((s, d))
     }
+
+    /// Decodes a version-2 snapshot whose memory is a delta against `held`, a memory this
+    /// receiver already holds (an earlier snapshot's, e.g. a pre-copy round's), applying it in
+    /// place: only the chunks the delta carries are decoded and hashed, and the memory is not
+    /// copied. `held_digests` must be `held`'s digests (from
+    /// [`deserialize_with_digests`](Self::deserialize_with_digests) or [`MemoryDigests::of`]).
+    ///
+    /// On success the snapshot owns the new memory, moved out of `held` (left empty), and the
+    /// new memory's digests come with it for the next delta. On any error `held` is unchanged:
+    /// everything is checked, the memory root included, before it is written. Snapshots that
+    /// are not version-2 deltas decode as with [`deserialize_with`](Self::deserialize_with),
+    /// leaving `held` alone. `opts.base_state` and `opts.base_digests` are not used.
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn deserialize_onto(
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        held: &mut alloc::vec::Vec<u8>,
+        held_digests: &MemoryDigests,
+    ) -> Result<(Self, MemoryDigests), CellError> {
+        let p = wire::parse(bytes, &opts.limits)?;
+        let (Some((len, root)), true) = (p.memory, p.flags & FLAG_STATE_DELTA != 0) else {
+            let (s, d) = into_owned(p, opts)?;
+            let d = d.unwrap_or_else(|| MemoryDigests::of(s.wasm_state()));
+            return Ok((s, d));
+        };
+        let dna = resolve_dna(&p, opts.dna_store)?;
+        let digests = chunks::delta_onto(
+            p.state,
+            held,
+            held_digests,
+            len as usize,
+            opts.limits.max_wasm_state,
+            &root,
+        )?;
+        let memory = core::mem::take(held);
+        Ok((assemble(p, dna.to_owned_dna(), memory), digests))
+    }
 }
 
 /// The DNA: the carried binary, or the store's for a by-reference snapshot; either way its

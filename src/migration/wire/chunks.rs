@@ -379,3 +379,110 @@ pub(crate) fn decode_delta_v2(
     }
     Ok((memory, MemoryDigests::from_parts(len, digests)))
 }
+
+/// Applies a version-2 delta to `held`, the base memory, in place: the entries are decoded and
+/// checked first (into scratch space proportional to the delta), the new digests and root
+/// computed from `known` (the base's digests) and the carried chunks only, and `held` is
+/// changed only once everything checked out. Returns the new memory's digests; the caller
+/// compares their root with the frame's.
+pub(crate) fn delta_onto(
+    blob: &[u8],
+    held: &mut Vec<u8>,
+    known: &MemoryDigests,
+    len: usize,
+    limit: usize,
+    expected_root: &[u8; 32],
+) -> Result<MemoryDigests, crate::CellError> {
+    if known.memory_len() != held.len() {
+        return Err(DecodeError::BaseDigestsMismatch.into());
+    }
+    let mut r = Reader(blob);
+    let named: [u8; 32] = r
+        .take(32)?
+        .try_into()
+        .map_err(|_| DecodeError::UnexpectedEnd)?;
+    let actual = known.root();
+    if named != actual {
+        return Err(DecodeError::WrongDeltaBase {
+            expected: DigestPrefix::of(&named),
+            found: DigestPrefix::of(&actual),
+        }
+        .into());
+    }
+    let count = r.varint()?;
+    let chunks = len.div_ceil(CHUNK_SIZE);
+    if count > r.0.len() / 2 || count > chunks {
+        return Err(DecodeError::UnexpectedEnd.into());
+    }
+    let base = held.as_slice();
+    let mut fresh: Vec<(usize, [u8; CHUNK_SIZE])> = Vec::new();
+    fresh
+        .try_reserve_exact(count)
+        .map_err(|_| DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit,
+            found: len,
+        })?;
+    let mut next = 0usize;
+    for _ in 0..count {
+        let i = r.varint()?;
+        if i < next || i >= chunks {
+            return Err(DecodeError::BadChunk.into());
+        }
+        let clen = base_chunk_len(len, i);
+        let mut chunk = [0u8; CHUNK_SIZE];
+        get_chunk(&mut r, &mut chunk[..clen])?;
+        if base_chunk_equals(base, i, &chunk[..clen]) {
+            return Err(DecodeError::BadChunk.into());
+        }
+        fresh.push((i, chunk));
+        next = i + 1;
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::BadChunk.into());
+    }
+    // The new digests: the base's where a chunk is unchanged and whole, else computed.
+    let base_chunks = base.len().div_ceil(CHUNK_SIZE);
+    let zero = ZeroDigest::new();
+    let mut digests = digest_vec(len, limit)?;
+    let mut listed = fresh.iter().peekable();
+    for i in 0..chunks {
+        let clen = base_chunk_len(len, i);
+        let d = match listed.peek() {
+            Some((j, chunk)) if *j == i => {
+                let d = chunk_digest(&chunk[..clen]);
+                listed.next();
+                d
+            }
+            _ if i < base_chunks && base_chunk_len(base.len(), i) == clen => known.chunks()[i],
+            _ if i * CHUNK_SIZE >= base.len() => zero.of(clen),
+            _ => {
+                // A base chunk cut short or extended with zeros.
+                let mut c = [0u8; CHUNK_SIZE];
+                let start = i * CHUNK_SIZE;
+                let have = &base[start..base.len().min(start + clen)];
+                c[..have.len()].copy_from_slice(have);
+                chunk_digest(&c[..clen])
+            }
+        };
+        digests.push(d);
+    }
+    let digests = MemoryDigests::from_parts(len, digests);
+    super::check_digest(crate::Digested::Memory, expected_root, &digests.root())?;
+    // Everything checked: now change the held memory.
+    if len > held.len() {
+        held.try_reserve_exact(len - held.len())
+            .map_err(|_| DecodeError::TooLarge {
+                field: LimitedField::WasmState,
+                limit,
+                found: len,
+            })?;
+    }
+    held.resize(len, 0);
+    for (i, chunk) in &fresh {
+        let start = i * CHUNK_SIZE;
+        let clen = base_chunk_len(len, *i);
+        held[start..start + clen].copy_from_slice(&chunk[..clen]);
+    }
+    Ok(digests)
+}
