@@ -23,6 +23,22 @@ pub trait EpochJournal {
     fn record_epoch(&mut self, agent: AgentId, epoch: u64) -> Result<(), CellError>;
 }
 
+/// A journal lent to a trust list, so that the node keeps owning it (e.g. the mesh node's
+/// journal, which holds the agents' epochs as well).
+impl<T: EpochJournal + ?Sized> EpochJournal for &mut T {
+    fn last_epoch(&self, agent: AgentId) -> Option<u64> {
+        (**self).last_epoch(agent)
+    }
+
+    fn check_room(&self, agent: AgentId) -> Result<(), CellError> {
+        (**self).check_room(agent)
+    }
+
+    fn record_epoch(&mut self, agent: AgentId, epoch: u64) -> Result<(), CellError> {
+        (**self).record_epoch(agent, epoch)
+    }
+}
+
 fn full(capacity: usize) -> CellError {
     CellError::CapacityExceeded {
         what: Capacity::EpochJournal,
