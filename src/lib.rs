@@ -33,8 +33,14 @@ pub use globals::{GlobalValue, MAX_GLOBALS};
 pub use hash::{sha256, DigestPrefix};
 pub use id::{AgentId, NodeId};
 pub use policy::{
-    Arch, NodeStatus, Policy, PolicyViolation, LOW_BATTERY_PERCENT, MAX_ARCHITECTURES,
+    Arch, NodeStatus, ParseArchError, Policy, PolicyViolation, LOW_BATTERY_PERCENT,
+    MAX_ARCHITECTURES,
 };
 pub use state::AgentState;
 #[cfg(feature = "std")]
 pub use time::unix_now;
+
+/// The `heapless` crate (0.9), re-exported because [`Policy::preferred_architectures`] and
+/// [`MigrationManager::expire`](migration::MigrationManager::expire) use its `Vec`: a policy
+/// literal can name `mielin_cells::heapless::Vec` without a dependency of its own.
+pub use heapless;
