@@ -4,6 +4,27 @@ use super::MigrationSnapshot;
 use crate::{Agent, AgentId, AgentState, Capacity, CellError, MigrationFailure, NodeId};
 
 /// A migration that has been initiated and neither completed, cancelled nor expired.
+///
+/// ```
+/// use mielin_cells::migration::MigrationManager;
+/// use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, NodeId};
+///
+/// fn main() -> Result<(), CellError> {
+///     let dna = Dna::new(&b"\0asm\x01\0\0\0"[..])?;
+///     let mut agent = Agent::with_id(AgentId::derive(dna.hash(), 0), dna);
+///     agent.set_state(AgentState::Running)?;
+///     let mut manager = MigrationManager::new(NodeId::from_bytes([1; 16]));
+///     let _snapshot = manager.initiate_migration_at(&mut agent, NodeId::from_bytes([2; 16]), 500)?;
+///
+///     let pending = manager.pending()[0];
+///     assert_eq!(pending.agent, agent.id());
+///     assert_eq!(pending.previous_state, AgentState::Running);
+///     assert_eq!(pending.started_at, 500);
+///     assert_eq!(manager.cancel_migration(&mut agent)?, pending);
+///     assert_eq!(agent.state(), AgentState::Running);
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PendingMigration {
     /// The agent being moved.
