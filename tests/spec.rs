@@ -341,9 +341,9 @@ fn vectors_decode_from_published_files_alone() {
 
     let dir = root().join("tests/vectors");
     let module = std::fs::read(dir.join("add.wasm")).unwrap();
-    let base = std::fs::read(dir.join("v1-delta-base.bin")).unwrap();
+    let base = std::fs::read(dir.join("v1-delta-base.memory")).unwrap();
     assert_eq!(
-        published_hex(&readme, "v1-delta-base.bin SHA-256:"),
+        published_hex(&readme, "v1-delta-base.memory SHA-256:"),
         sha256(&base)
     );
     assert_eq!(published_hex(&readme, "add.wasm SHA-256:"), sha256(&module));
