@@ -407,3 +407,67 @@ fn default_policy_and_battery_range_are_stated() {
     let decoded = MigrationSnapshot::deserialize(&bytes).unwrap();
     assert_eq!(decoded.restore().unwrap().policy().min_battery_percent, 255);
 }
+
+/// Where the checks that the document's steps 9 to 13 name fall, relative to each other.
+#[test]
+fn check_order_of_reference_policy_dna_and_memory() {
+    let replace_tail = |mut b: Vec<u8>, tail: &[u8]| {
+        // The six one-byte fields before the trailer: globals, battery, latency, archs, time,
+        // source. Swap in `tail` (which may be longer) and reseal.
+        b.truncate(b.len() - TRAILER_LEN - 6);
+        b.extend_from_slice(tail);
+        b.extend_from_slice(&[0; TRAILER_LEN]);
+        common::reseal(&mut b);
+        b
+    };
+    let unknown_arch = [0, 0, 0, 1, 0xee, 0, 0]; // one architecture tag, 0xee
+                                                 // By reference, yet carrying a binary (step 9) and an unknown architecture (step 10):
+                                                 // BinaryWithReference comes first.
+    let mut b = hand_built(0x0, &[]); // carries the binary
+    b[6] = 0x1; // FLAG_DNA_BY_REFERENCE (the trailer is recomputed below)
+    let b = replace_tail(b, &unknown_arch);
+    assert_eq!(
+        MigrationSnapshot::deserialize(&b).unwrap_err(),
+        CellError::DeserializationFailed(DecodeError::BinaryWithReference)
+    );
+    // An unknown architecture (step 10) before a DNA the receiver lacks (step 12).
+    let b = replace_tail(hand_built(0x1, &[]), &unknown_arch);
+    assert!(matches!(
+        MigrationSnapshot::deserialize(&b).unwrap_err(),
+        CellError::DeserializationFailed(DecodeError::UnknownArchitecture { .. })
+    ));
+    // A DNA the receiver lacks (step 12) before bad chunked memory (step 13).
+    let b = hand_built(0x3, &[0x01, 0x07]);
+    assert!(matches!(
+        MigrationSnapshot::deserialize(&b).unwrap_err(),
+        CellError::DnaNotFound { .. }
+    ));
+    // Delta memory without a base: DeltaWithoutBase, after the DNA check passed.
+    assert_eq!(
+        decode_state(&hand_built(0x4, &[0; 34]), None),
+        Err(CellError::DeserializationFailed(
+            DecodeError::DeltaWithoutBase
+        ))
+    );
+}
+
+/// A length of 2^32 or more: `UnexpectedEnd` on a 64-bit decoder (`BadVarint` on 32-bit).
+#[test]
+fn huge_length_prefix() {
+    let mut b = b"MCSN\x01\x00\x00\x00".to_vec();
+    b.extend_from_slice(&[0x22; 16]);
+    b.extend_from_slice(&sha256(EMPTY_MODULE));
+    b.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x10]); // wasm_binary length 2^32
+    b.extend_from_slice(&[0; 64]);
+    b.extend_from_slice(&[0; TRAILER_LEN]);
+    common::reseal(&mut b);
+    let expected = if cfg!(target_pointer_width = "64") {
+        DecodeError::UnexpectedEnd
+    } else {
+        DecodeError::BadVarint
+    };
+    assert_eq!(
+        MigrationSnapshot::view(&b).unwrap_err(),
+        CellError::DeserializationFailed(expected)
+    );
+}
