@@ -55,7 +55,7 @@ fn main() -> Result<(), CellError> {
         agent.wasm_state().len(),
         agent.globals()
     );
-    let mut manager = MigrationManager::<4>::new(node_a);
+    let mut manager = MigrationManager::with_capacity::<4>(node_a);
     let bytes = manager
         .initiate_migration(&mut agent, node_b)?
         .serialize()?;

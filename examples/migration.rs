@@ -30,7 +30,7 @@ fn main() -> Result<(), CellError> {
     agent.set_wasm_state(memory);
     agent.set_globals(&[GlobalValue::I32(65_536 - 128)])?;
 
-    let mut manager = MigrationManager::<16>::new(source);
+    let mut manager = MigrationManager::new(source);
     let snapshot = manager.initiate_migration(&mut agent, target)?;
     let wire = snapshot.serialize()?;
     println!("source {source}");

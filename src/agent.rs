@@ -8,6 +8,31 @@ use crate::{AgentId, AgentState, CellError, Dna, GlobalValue, Policy};
 ///
 /// `B` is the byte storage for the DNA and the linear memory: `Vec<u8>` for an owned agent,
 /// `&[u8]` for one that borrows flash or a received snapshot without copying.
+///
+/// ```
+/// use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, GlobalValue};
+///
+/// fn main() -> Result<(), CellError> {
+///     // Borrowed storage works without an allocator: the module could sit in flash.
+///     let module: &[u8] = b"\0asm\x01\0\0\0";
+///     let dna = Dna::new(module)?;
+///     let mut agent = Agent::with_id(AgentId::derive(dna.hash(), 0), dna);
+///     assert_eq!(agent.state(), AgentState::Created);
+///
+///     agent.set_state(AgentState::Running)?;
+///     // An illegal move is an error and changes nothing.
+///     assert!(agent.set_state(AgentState::Created).is_err());
+///     assert_eq!(agent.state(), AgentState::Running);
+///
+///     // What a runtime hands over at a quiescent point.
+///     let memory = [0u8; 64];
+///     agent.set_wasm_state(&memory[..]);
+///     agent.set_globals(&[GlobalValue::I32(48)])?;
+///     assert_eq!(agent.wasm_state().len(), 64);
+///     assert_eq!(agent.globals(), &[GlobalValue::I32(48)]);
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Agent<B> {
     id: AgentId,
@@ -86,6 +111,7 @@ impl<B: AsRef<[u8]>> Agent<B> {
     /// Moves to `next` if the state machine allows it ([`AgentState::can_transition_to`]).
     ///
     /// An illegal move is [`CellError::InvalidState`] naming both states, and changes nothing.
+    #[must_use = "an illegal move is refused with an error and leaves the state unchanged"]
     pub fn set_state(&mut self, next: AgentState) -> Result<(), CellError> {
         if !self.state.can_transition_to(next) {
             return Err(CellError::InvalidState {
@@ -130,6 +156,7 @@ impl<B: AsRef<[u8]>> Agent<B> {
 
     /// Replaces the globals. More than [`MAX_GLOBALS`](crate::MAX_GLOBALS) is
     /// [`CellError::CapacityExceeded`], and changes nothing.
+    #[must_use = "too many globals is refused with an error and leaves the globals unchanged"]
     pub fn set_globals(&mut self, values: &[GlobalValue]) -> Result<(), CellError> {
         self.globals = globals::collect(values)?;
         Ok(())

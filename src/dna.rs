@@ -18,6 +18,17 @@ pub const WASM_VERSION: u32 = 1;
 /// detects).
 ///
 /// Two `Dna`s are equal when their hashes are equal, whatever their storage.
+///
+/// ```
+/// use mielin_cells::{sha256, Dna};
+///
+/// static MODULE: [u8; 8] = *b"\0asm\x01\0\0\0"; // e.g. in flash
+/// let borrowed = Dna::new(&MODULE[..]).unwrap();
+/// let owned = Dna::new(MODULE.to_vec()).unwrap();
+/// assert_eq!(borrowed, owned); // same hash, different storage
+/// assert_eq!(borrowed.hash(), &sha256(&MODULE));
+/// assert!(borrowed.verify().is_ok());
+/// ```
 #[derive(Clone)]
 pub struct Dna<B> {
     binary: B,

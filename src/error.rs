@@ -10,6 +10,22 @@ use core::fmt;
 ///
 /// Each message says what was expected and what was found. New variants may be added in minor
 /// releases, so match with a wildcard arm.
+///
+/// ```
+/// use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna};
+///
+/// let err = Dna::new(&b"\x7fELF\x02\x01\x01\0"[..]).unwrap_err();
+/// assert_eq!(err, CellError::NotWasm { found: *b"\x7fELF" });
+///
+/// let dna = Dna::new(&b"\0asm\x01\0\0\0"[..]).unwrap();
+/// let mut agent = Agent::with_id(AgentId::derive(dna.hash(), 0), dna);
+/// match agent.set_state(AgentState::Migrating) {
+///     Err(CellError::InvalidState { from, to }) => {
+///         assert_eq!((from, to), (AgentState::Created, AgentState::Migrating));
+///     }
+///     other => panic!("expected InvalidState, got {other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CellError {

@@ -13,6 +13,15 @@ pub(crate) type Globals = heapless::Vec<GlobalValue, MAX_GLOBALS>;
 ///
 /// Floats are kept as their bit patterns, so every value, NaN payloads included, survives a
 /// migration unchanged, and equality is bit equality.
+///
+/// ```
+/// use mielin_cells::GlobalValue;
+///
+/// let nan = GlobalValue::from_f32(f32::from_bits(0x7fc0_0001)); // a NaN with a payload
+/// assert_eq!(nan, GlobalValue::F32(0x7fc0_0001)); // bit equality: NaN equals itself
+/// assert_ne!(GlobalValue::from_f64(0.0), GlobalValue::from_f64(-0.0));
+/// assert_eq!(GlobalValue::I32(-1), GlobalValue::I32(-1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GlobalValue {
     /// An `i32` global.

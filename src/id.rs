@@ -61,10 +61,33 @@ macro_rules! uuid_id {
 
 uuid_id!(
     /// An agent's identity: a 16-byte UUID that stays the same across migrations.
+    ///
+    /// ```
+    /// use mielin_cells::{sha256, AgentId};
+    ///
+    /// // Without an RNG: derived from the DNA hash and an instance number, the same everywhere.
+    /// let dna_hash = sha256(b"\0asm\x01\0\0\0");
+    /// let id = AgentId::derive(&dna_hash, 0);
+    /// assert_eq!(id, AgentId::derive(&dna_hash, 0));
+    /// assert_ne!(id, AgentId::derive(&dna_hash, 1));
+    ///
+    /// // From 16 random bytes the caller drew (version and variant bits are set).
+    /// let random = AgentId::from_random_bytes([0xab; 16]);
+    /// assert_eq!(random.to_string(), "abababab-abab-4bab-abab-abababababab");
+    /// assert_eq!(AgentId::from_bytes(*random.as_bytes()), random);
+    /// ```
     AgentId
 );
 uuid_id!(
     /// A node's identity: a 16-byte UUID naming the machine an agent runs on.
+    ///
+    /// ```
+    /// use mielin_cells::NodeId;
+    ///
+    /// let node = NodeId::from_bytes([0x11; 16]);
+    /// assert_eq!(node.to_string(), "11111111-1111-1111-1111-111111111111");
+    /// assert_eq!(NodeId::from([0x11; 16]), node);
+    /// ```
     NodeId
 );
 

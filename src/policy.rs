@@ -3,6 +3,7 @@
 use crate::{Capacity, CellError};
 use core::cmp::Reverse;
 use core::fmt;
+use core::str::FromStr;
 
 /// How many preferred architectures a policy lists at most.
 pub const MAX_ARCHITECTURES: usize = 8;
@@ -11,6 +12,17 @@ pub const MAX_ARCHITECTURES: usize = 8;
 pub const LOW_BATTERY_PERCENT: u8 = 20;
 
 /// A CPU architecture a node runs on. The discriminant is the byte used on the wire.
+///
+/// ```
+/// use mielin_cells::Arch;
+///
+/// let arch: Arch = "aarch64".parse().unwrap();
+/// assert_eq!(arch, Arch::Aarch64);
+/// assert_eq!(arch.to_string(), "aarch64");
+/// assert_eq!("riscv32".parse(), Ok(Arch::Riscv32));
+/// assert!("mips".parse::<Arch>().is_err());
+/// assert_eq!(Arch::from_tag(arch.tag()), Some(arch)); // the byte on the wire
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 #[non_exhaustive]
@@ -71,9 +83,81 @@ impl Arch {
     pub const fn tag(self) -> u8 {
         self as u8
     }
+
+    /// The architecture's name, as Rust's `target_arch` spells it: `"x86_64"`, `"aarch64"`,
+    /// `"arm"`, `"riscv32"`, `"riscv64"`, `"x86"`, `"xtensa"`. [`Display`](fmt::Display)
+    /// writes it and [`FromStr`] reads it back.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Arm => "arm",
+            Arch::Riscv32 => "riscv32",
+            Arch::Riscv64 => "riscv64",
+            Arch::X86 => "x86",
+            Arch::Xtensa => "xtensa",
+        }
+    }
 }
 
+/// Writes [`Arch::name`], e.g. `aarch64`.
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reads an architecture from its name, ignoring ASCII case: the `target_arch` names that
+/// [`Arch::name`] writes (`"x86_64"`, `"aarch64"`, `"arm"`, `"riscv32"`, `"riscv64"`, `"x86"`,
+/// `"xtensa"`), plus the common aliases `"amd64"`, `"x86-64"` (x86_64), `"arm64"` (aarch64),
+/// `"i386"`, `"i686"` (x86).
+impl FromStr for Arch {
+    type Err = ParseArchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const NAMES: [(&str, Arch); 12] = [
+            ("x86_64", Arch::X86_64),
+            ("amd64", Arch::X86_64),
+            ("x86-64", Arch::X86_64),
+            ("aarch64", Arch::Aarch64),
+            ("arm64", Arch::Aarch64),
+            ("arm", Arch::Arm),
+            ("riscv32", Arch::Riscv32),
+            ("riscv64", Arch::Riscv64),
+            ("x86", Arch::X86),
+            ("i386", Arch::X86),
+            ("i686", Arch::X86),
+            ("xtensa", Arch::Xtensa),
+        ];
+        NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, arch)| arch)
+            .ok_or(ParseArchError)
+    }
+}
+
+/// A string that names no [`Arch`] (see its [`FromStr`] implementation for the names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error(
+    "unknown architecture name: expected one of x86_64, aarch64, arm, riscv32, riscv64, x86, xtensa"
+)]
+#[non_exhaustive]
+pub struct ParseArchError;
+
 /// What a node reports about itself when agents are placed.
+///
+/// ```
+/// use mielin_cells::{Arch, CellError, NodeStatus, Policy, PolicyViolation};
+///
+/// let node = NodeStatus { battery_percent: 15, latency_ms: 5, arch: Arch::Arm };
+/// let policy = Policy::new(30, 50, &[])?;
+/// assert_eq!(
+///     policy.check(&node),
+///     Err(PolicyViolation::BatteryTooLow { required: 30, found: 15 })
+/// );
+/// # Ok::<(), CellError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeStatus {
     /// Battery charge, 0 to 100; mains-powered nodes report 100.
@@ -129,6 +213,29 @@ impl fmt::Display for PolicyViolation {
 /// its latency at most `max_latency_ms`. The architecture list is a preference, not a rule: a
 /// WebAssembly agent runs on any of them, so [`Policy::select`] ranks nodes by it but never
 /// excludes one for it.
+///
+/// ```
+/// use mielin_cells::{Arch, CellError, NodeStatus, Policy};
+///
+/// // At least 30% battery, at most 50 ms away; aarch64 preferred, then x86_64.
+/// let policy = Policy::new(30, 50, &[Arch::Aarch64, Arch::X86_64])?;
+/// // The same, as a struct literal (no need to name the `heapless` vector type).
+/// let literal = Policy {
+///     min_battery_percent: 30,
+///     max_latency_ms: 50,
+///     ..Policy::preferring(&[Arch::Aarch64, Arch::X86_64])?
+/// };
+/// assert_eq!(policy, literal);
+///
+/// let nodes = [
+///     NodeStatus { battery_percent: 90, latency_ms: 20, arch: Arch::X86_64 },
+///     NodeStatus { battery_percent: 60, latency_ms: 35, arch: Arch::Aarch64 },
+///     NodeStatus { battery_percent: 10, latency_ms: 1, arch: Arch::Aarch64 },
+/// ];
+/// assert_eq!(policy.select(&nodes), Some(1)); // preferred architecture first
+/// assert!(Policy::default().check(&nodes[2]).is_ok()); // the default allows anything
+/// # Ok::<(), CellError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Policy {
     /// The lowest battery charge (percent) a node may have. Values above 100 can never be met.
@@ -172,6 +279,25 @@ impl Policy {
             max_latency_ms,
             preferred_architectures,
         })
+    }
+
+    /// The default policy (no battery minimum, no latency limit) with these architecture
+    /// preferences, best first: the base for a struct literal that sets the other fields.
+    ///
+    /// Fails with [`CellError::CapacityExceeded`] if more than [`MAX_ARCHITECTURES`] are given.
+    ///
+    /// ```
+    /// use mielin_cells::{Arch, CellError, Policy};
+    ///
+    /// let policy = Policy {
+    ///     min_battery_percent: 30,
+    ///     ..Policy::preferring(&[Arch::Aarch64, Arch::X86_64])?
+    /// };
+    /// assert_eq!(policy, Policy::new(30, u32::MAX, &[Arch::Aarch64, Arch::X86_64])?);
+    /// # Ok::<(), CellError>(())
+    /// ```
+    pub fn preferring(preferred_architectures: &[Arch]) -> Result<Self, CellError> {
+        Policy::new(0, u32::MAX, preferred_architectures)
     }
 
     /// Whether the policy lets the agent run on a node with low battery (at or below
@@ -294,6 +420,36 @@ mod tests {
                 requested: MAX_ARCHITECTURES + 1
             }
         );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for tag in 0..=u8::MAX {
+            if let Some(a) = Arch::from_tag(tag) {
+                assert_eq!(a.name().parse::<Arch>(), Ok(a));
+                let mut upper = [0u8; 16];
+                let upper = &mut upper[..a.name().len()];
+                upper.copy_from_slice(a.name().as_bytes());
+                upper.make_ascii_uppercase();
+                let upper = core::str::from_utf8(upper).unwrap();
+                assert_eq!(upper.parse::<Arch>(), Ok(a));
+            }
+        }
+        assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Aarch64));
+        assert_eq!("amd64".parse::<Arch>(), Ok(Arch::X86_64));
+        assert_eq!("i686".parse::<Arch>(), Ok(Arch::X86));
+        assert_eq!("mips".parse::<Arch>(), Err(ParseArchError));
+        assert_eq!("".parse::<Arch>(), Err(ParseArchError));
+        assert_eq!("aarch64 ".parse::<Arch>(), Err(ParseArchError));
+    }
+
+    #[test]
+    fn preferring_is_the_default_with_preferences() {
+        let p = Policy::preferring(&[Arch::Riscv32]).unwrap();
+        assert_eq!(p.min_battery_percent, Policy::default().min_battery_percent);
+        assert_eq!(p.max_latency_ms, Policy::default().max_latency_ms);
+        assert_eq!(p.preferred_architectures.as_slice(), &[Arch::Riscv32]);
+        assert!(Policy::preferring(&[Arch::Arm; MAX_ARCHITECTURES + 1]).is_err());
     }
 
     #[test]

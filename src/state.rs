@@ -15,6 +15,22 @@ use core::fmt;
 /// | Terminated |         |         |           |           |            |
 ///
 /// Nothing leaves `Terminated`, nothing returns to `Created`, and no state moves to itself.
+///
+/// ```
+/// use mielin_cells::AgentState;
+///
+/// assert!(AgentState::Running.can_transition_to(AgentState::Migrating));
+/// assert!(!AgentState::Migrating.can_transition_to(AgentState::Migrating));
+/// assert!(!AgentState::Terminated.can_transition_to(AgentState::Running));
+///
+/// let legal = AgentState::ALL
+///     .iter()
+///     .flat_map(|&from| AgentState::ALL.map(move |to| (from, to)))
+///     .filter(|&(from, to)| from.can_transition_to(to))
+///     .count();
+/// assert_eq!(legal, 11);
+/// assert_eq!(AgentState::Suspended.to_string(), "Suspended");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AgentState {
     /// Built, not yet started.

@@ -33,7 +33,7 @@ fn memory() -> Vec<u8> {
 fn this_architecture_writes_the_vector_bytes() {
     let memory = memory();
     let mut agent = case::agent(&case::WASM[..], &memory[..]).unwrap();
-    let mut manager = MigrationManager::<4>::new(case::SOURCE);
+    let mut manager = MigrationManager::with_capacity::<4>(case::SOURCE);
     let snapshot = case::migrate(&mut agent, &mut manager).unwrap().unwrap();
     let mut buf = vec![0u8; 4096];
     let n = snapshot.serialize_into(&mut buf).unwrap();

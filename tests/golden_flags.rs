@@ -40,6 +40,25 @@ fn base() -> Vec<u8> {
     b
 }
 
+/// The delta base and the agent's module are published beside the vectors
+/// (`tests/vectors/v1-delta-base.memory`, `tests/vectors/add.wasm`, described in
+/// `tests/vectors/README.md`), so the delta vectors can be rebuilt from the files alone.
+#[test]
+fn published_delta_base_and_module() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
+        std::fs::write(dir.join("v1-delta-base.memory"), base()).unwrap();
+        std::fs::write(dir.join("add.wasm"), common::ADD_WASM).unwrap();
+    }
+    let published = std::fs::read(dir.join("v1-delta-base.memory")).unwrap();
+    assert!(
+        published == base(),
+        "v1-delta-base.memory is not the delta vectors' base"
+    );
+    let module = std::fs::read(dir.join("add.wasm")).unwrap();
+    assert_eq!(module, common::ADD_WASM);
+}
+
 #[test]
 fn every_flag_combination() {
     let mut agent = sample_agent();

@@ -53,7 +53,7 @@ fn run_steps(live: &mut LiveAgent<()>, from: u32, to: u32) {
 /// Node A runs, captures and sends; node B restores and resumes. Only bytes cross.
 fn migrate(rt: &Runtime, live: LiveAgent<()>) -> LiveAgent<()> {
     let mut agent = live.into_agent().unwrap();
-    let mut manager = MigrationManager::<4>::new(A);
+    let mut manager = MigrationManager::with_capacity::<4>(A);
     let bytes = manager
         .initiate_migration_at(&mut agent, B, 1_000)
         .unwrap()

@@ -16,7 +16,7 @@ fn other_agent(n: u8) -> Agent<Vec<u8>> {
 
 #[test]
 fn initiate_then_complete() {
-    let mut m = MigrationManager::<4>::new(SOURCE);
+    let mut m = MigrationManager::with_capacity::<4>(SOURCE);
     let mut agent = sample_agent();
     let snap = m.initiate_migration_at(&mut agent, TARGET, 100).unwrap();
     assert_eq!(agent.state(), AgentState::Migrating);
@@ -42,7 +42,7 @@ fn initiate_then_complete() {
 
 #[test]
 fn cancel_returns_to_the_previous_state() {
-    let mut m = MigrationManager::<4>::new(SOURCE);
+    let mut m = MigrationManager::with_capacity::<4>(SOURCE);
     for previous in [AgentState::Running, AgentState::Suspended] {
         let mut agent = sample_agent();
         if previous == AgentState::Suspended {
@@ -57,7 +57,7 @@ fn cancel_returns_to_the_previous_state() {
 
 #[test]
 fn refusals_change_nothing() {
-    let mut m = MigrationManager::<1>::new(SOURCE);
+    let mut m = MigrationManager::with_capacity::<1>(SOURCE);
     let mut agent = sample_agent();
     let id = agent.id();
 
@@ -139,7 +139,7 @@ fn refusals_change_nothing() {
 
 #[test]
 fn expire_removes_only_what_is_too_old() {
-    let mut m = MigrationManager::<8>::new(SOURCE);
+    let mut m = MigrationManager::with_capacity::<8>(SOURCE);
     let mut agents: Vec<_> = (1..=4).map(other_agent).collect();
     for (a, t) in agents.iter_mut().zip([100u64, 150, 200, 260]) {
         m.initiate_migration_at(a, TARGET, t).unwrap();

@@ -95,7 +95,7 @@ proptest! {
     #[test]
     fn manager_and_lifecycle_agree_with_the_model(ops in prop::collection::vec(op(), 1..80)) {
         let mut agents: Vec<_> = (0..AGENTS).map(agent).collect();
-        let mut manager = MigrationManager::<CAPACITY>::new(SOURCE);
+        let mut manager = MigrationManager::with_capacity::<CAPACITY>(SOURCE);
         let mut model = Model { states: vec![AgentState::Created; AGENTS], ..Model::default() };
 
         for op in ops {

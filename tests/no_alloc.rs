@@ -43,7 +43,7 @@ fn borrowed_migration_without_alloc() {
     ];
     assert_eq!(agent.policy().select(&nodes), Some(1));
 
-    let mut manager = MigrationManager::<2>::new(NodeId::from_bytes([1; 16]));
+    let mut manager = MigrationManager::with_capacity::<2>(NodeId::from_bytes([1; 16]));
     let snapshot = manager
         .initiate_migration_at(&mut agent, NodeId::from_bytes([2; 16]), 42)
         .unwrap();

@@ -32,7 +32,7 @@ fn source_to_bytes_to_target() {
     // Node 0 breaks the 25% battery rule; node 1 runs the first preferred architecture.
     assert_eq!(agent.policy().select(&candidates), Some(1));
 
-    let mut manager = MigrationManager::<8>::new(SOURCE);
+    let mut manager = MigrationManager::with_capacity::<8>(SOURCE);
     let snapshot = manager.initiate_migration(&mut agent, TARGET).unwrap();
     let wire: Vec<u8> = snapshot.serialize().unwrap();
     drop(snapshot);

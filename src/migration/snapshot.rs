@@ -582,7 +582,7 @@ pub(super) fn into_owned(
                 let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
                 chunks::decode_delta_v2(p.state, base, opts.base_digests, len, limit)?
             } else {
-                (p.state.to_vec(), MemoryDigests::of(p.state))
+                chunks::copy_with_digests(p.state, limit)?
             };
             wire::check_digest(Digested::Memory, &root, &d.root())?;
             (memory, Some(d))

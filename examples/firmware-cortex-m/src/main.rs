@@ -152,7 +152,7 @@ fn migrate<B: AsRef<[u8]> + Clone>(agent: &mut Agent<B>) -> Result<MigrationSnap
         agent.state() == AgentState::Running,
         "agent Created -> Running",
     )?;
-    let mut manager = MigrationManager::<4>::new(case::SOURCE);
+    let mut manager = MigrationManager::with_capacity::<4>(case::SOURCE);
     let snapshot = case::migrate(agent, &mut manager)?
         .ok_or(Failure::Check("policy picks the expected target node"))?;
     hprintln!("ok   policy picks node {}", case::EXPECTED_TARGET);

@@ -486,3 +486,26 @@ pub(crate) fn delta_onto(
     }
     Ok(digests)
 }
+
+/// Copies raw memory out of the input and hashes each chunk from the copy while it is still
+/// in cache: one read of the input for both.
+pub(crate) fn copy_with_digests(
+    state: &[u8],
+    limit: usize,
+) -> Result<(Vec<u8>, MemoryDigests), DecodeError> {
+    let mut memory = Vec::new();
+    memory
+        .try_reserve_exact(state.len())
+        .map_err(|_| DecodeError::TooLarge {
+            field: LimitedField::WasmState,
+            limit,
+            found: state.len(),
+        })?;
+    let mut digests = digest_vec(state.len(), limit)?;
+    for chunk in state.chunks(CHUNK_SIZE) {
+        let at = memory.len();
+        memory.extend_from_slice(chunk);
+        digests.push(chunk_digest(&memory[at..]));
+    }
+    Ok((memory, MemoryDigests::from_parts(state.len(), digests)))
+}
