@@ -380,20 +380,39 @@ pub(crate) fn decode_delta_v2(
     Ok((memory, MemoryDigests::from_parts(len, digests)))
 }
 
-/// Applies a version-2 delta to `held`, the base memory, in place: the entries are decoded and
-/// checked first (into scratch space proportional to the delta), the new digests and root
-/// computed from `known` (the base's digests) and the carried chunks only, and `held` is
-/// changed only once everything checked out. Returns the new memory's digests; the caller
-/// compares their root with the frame's.
-pub(crate) fn delta_onto(
+/// A version-2 delta checked against a base: the chunks it changes, decoded, and the digests
+/// of the memory it gives. Nothing has been written anywhere yet.
+pub(crate) struct CheckedDelta {
+    pub len: usize,
+    pub chunks: Vec<(usize, [u8; CHUNK_SIZE])>,
+    pub digests: MemoryDigests,
+}
+
+impl CheckedDelta {
+    /// Writes the changed chunks into `memory`, which must hold the base with its length
+    /// already set to `len` (zeros past the base's end).
+    pub fn write_into(&self, memory: &mut [u8]) {
+        for (i, chunk) in &self.chunks {
+            let start = i * CHUNK_SIZE;
+            let clen = base_chunk_len(self.len, *i);
+            memory[start..start + clen].copy_from_slice(&chunk[..clen]);
+        }
+    }
+}
+
+/// Checks a version-2 delta against `base` (whose digests are `known`) without changing
+/// anything: the entries are decoded (into scratch space proportional to the delta), the new
+/// digests computed from `known` and the carried chunks only, and their root compared with
+/// `expected_root`.
+pub(crate) fn check_delta(
     blob: &[u8],
-    held: &mut Vec<u8>,
+    base: &[u8],
     known: &MemoryDigests,
     len: usize,
     limit: usize,
     expected_root: &[u8; 32],
-) -> Result<MemoryDigests, crate::CellError> {
-    if known.memory_len() != held.len() {
+) -> Result<CheckedDelta, crate::CellError> {
+    if known.memory_len() != base.len() {
         return Err(DecodeError::BaseDigestsMismatch.into());
     }
     let mut r = Reader(blob);
@@ -414,7 +433,6 @@ pub(crate) fn delta_onto(
     if count > r.0.len() / 2 || count > chunks {
         return Err(DecodeError::UnexpectedEnd.into());
     }
-    let base = held.as_slice();
     let mut fresh: Vec<(usize, [u8; CHUNK_SIZE])> = Vec::new();
     fresh
         .try_reserve_exact(count)
@@ -469,7 +487,25 @@ pub(crate) fn delta_onto(
     }
     let digests = MemoryDigests::from_parts(len, digests);
     super::check_digest(crate::Digested::Memory, expected_root, &digests.root())?;
-    // Everything checked: now change the held memory.
+    Ok(CheckedDelta {
+        len,
+        chunks: fresh,
+        digests,
+    })
+}
+
+/// Applies a version-2 delta to `held`, the base memory, in place: checked first
+/// ([`check_delta`]), so `held` changes only once everything checked out. Returns the new
+/// memory's digests.
+pub(crate) fn delta_onto(
+    blob: &[u8],
+    held: &mut Vec<u8>,
+    known: &MemoryDigests,
+    len: usize,
+    limit: usize,
+    expected_root: &[u8; 32],
+) -> Result<MemoryDigests, crate::CellError> {
+    let checked = check_delta(blob, held, known, len, limit, expected_root)?;
     if len > held.len() {
         held.try_reserve_exact(len - held.len())
             .map_err(|_| DecodeError::TooLarge {
@@ -479,12 +515,8 @@ pub(crate) fn delta_onto(
             })?;
     }
     held.resize(len, 0);
-    for (i, chunk) in &fresh {
-        let start = i * CHUNK_SIZE;
-        let clen = base_chunk_len(len, *i);
-        held[start..start + clen].copy_from_slice(&chunk[..clen]);
-    }
-    Ok(digests)
+    checked.write_into(held);
+    Ok(checked.digests)
 }
 
 /// Copies raw memory out of the input and hashes each chunk from the copy while it is still
