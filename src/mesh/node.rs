@@ -375,8 +375,23 @@ impl<J: Journal, const N: usize> Node<J, N> {
         host: &mut H,
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, MeshError> {
-        let Some(p) = self.outbox.pop_front() else {
-            return Ok(None);
+        let p = loop {
+            let Some(p) = self.outbox.pop_front() else {
+                return Ok(None);
+            };
+            // A snapshot is captured only while the hand-off is still open: a Transfer queued
+            // before the decision is obsolete after it.
+            if let Out::Transfer { .. } = p.out {
+                let open = matches!(
+                    self.journal.get(p.agent),
+                    Some(Record { epoch, phase: Phase::Outgoing { target } })
+                        if epoch == p.epoch && target == p.to
+                );
+                if !open {
+                    continue;
+                }
+            }
+            break p;
         };
         let agent = *p.agent.as_bytes();
         let len = match p.out {
@@ -625,7 +640,13 @@ impl<J: Journal, const N: usize> Node<J, N> {
         from: NodeId,
         rec: Option<Record>,
     ) {
-        let Some(r) = rec else { return };
+        let Some(r) = rec else {
+            // A commit is sent only after this node prepared the agent durably; the record goes
+            // away only once the agent ran here, moved on and its tombstone expired (an abort
+            // never follows a commit). So the hand-off did complete here: confirm it.
+            self.queue(from, agent, p, Out::Control(OutBody::Done));
+            return;
+        };
         match r.phase {
             Phase::Prepared { source } if r.epoch == p && source == from => {
                 let running = Record {
