@@ -552,9 +552,14 @@ fn handoffs_survive_faults() {
     let mut total = Figures::default();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
+    // MIELIN_SIM_KEEP_GOING=1: run every seed and count the failing ones (to measure how often
+    // a deliberately broken protocol is caught).
+    let keep_going = std::env::var_os("MIELIN_SIM_KEEP_GOING").is_some();
+    let mut failed: Vec<u64> = Vec::new();
     for seed in first..first + seeds {
         match run_seed(seed, false) {
             Ok(f) => total += f,
+            Err(_) if keep_going => failed.push(seed),
             Err(e) => {
                 std::panic::set_hook(hook);
                 panic!(
@@ -564,6 +569,13 @@ fn handoffs_survive_faults() {
         }
     }
     std::panic::set_hook(hook);
+    if keep_going && !failed.is_empty() {
+        panic!(
+            "{} of {seeds} seeds failed; first {:?}",
+            failed.len(),
+            &failed[..failed.len().min(10)]
+        );
+    }
     println!(
         "sim: {seeds} seeds (from {first}) in {:.1?}: {total:?}",
         start.elapsed()
