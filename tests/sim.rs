@@ -14,7 +14,9 @@
 //! run (default 2000); `MIELIN_SIM_FIRST=<n>` where they start.
 #![cfg(feature = "std")]
 
-use mielin_cells::mesh::{AgentHost, AgentInfo, Config, Journal, MemJournal, MeshError, Node, Phase};
+use mielin_cells::mesh::{
+    AgentHost, AgentInfo, Config, Journal, MemJournal, MeshError, Node, Phase,
+};
 use mielin_cells::{AgentId, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,17 +83,36 @@ impl AgentHost for SimHost {
     fn stop(&mut self, agent: AgentId) {
         self.running.remove(&agent);
     }
-    fn capture(&mut self, agent: AgentId, with_dna: bool, out: &mut [u8]) -> Result<usize, MeshError> {
-        let counter = *self.owned.get(&agent).ok_or(MeshError::HostRefused { reason: "unknown" })?;
+    fn capture(
+        &mut self,
+        agent: AgentId,
+        with_dna: bool,
+        out: &mut [u8],
+    ) -> Result<usize, MeshError> {
+        let counter = *self
+            .owned
+            .get(&agent)
+            .ok_or(MeshError::HostRefused { reason: "unknown" })?;
         let len = 24 + if with_dna { DNA_LEN } else { 0 };
-        let out = out.get_mut(..len).ok_or(MeshError::BufferTooSmall { needed: len, available: 0 })?;
+        let out = out.get_mut(..len).ok_or(MeshError::BufferTooSmall {
+            needed: len,
+            available: 0,
+        })?;
         out[..16].copy_from_slice(agent.as_bytes());
         out[16..24].copy_from_slice(&counter.to_le_bytes());
         out[24..].fill(0xd5);
         Ok(len)
     }
-    fn prepare(&mut self, agent: AgentId, epoch: u64, with_dna: bool, s: &[u8]) -> Result<(), MeshError> {
-        let bad = MeshError::HostRefused { reason: "bad snapshot" };
+    fn prepare(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        with_dna: bool,
+        s: &[u8],
+    ) -> Result<(), MeshError> {
+        let bad = MeshError::HostRefused {
+            reason: "bad snapshot",
+        };
         if s.len() < 24 || &s[..16] != agent.as_bytes() {
             return Err(bad);
         }
@@ -101,7 +122,9 @@ impl AgentHost for SimHost {
             }
             self.dna.insert(dna_hash(agent));
         } else if !self.dna.contains(&dna_hash(agent)) {
-            return Err(MeshError::HostRefused { reason: "DNA not held" });
+            return Err(MeshError::HostRefused {
+                reason: "DNA not held",
+            });
         }
         let counter = u64::from_le_bytes(s[16..24].try_into().unwrap());
         self.prepared.insert((agent, epoch), counter);
@@ -112,7 +135,10 @@ impl AgentHost for SimHost {
             self.owned.insert(agent, c);
         }
         self.prepared.retain(|(a, _), _| *a != agent);
-        assert!(self.owned.contains_key(&agent), "run without a copy of {agent:?}");
+        assert!(
+            self.owned.contains_key(&agent),
+            "run without a copy of {agent:?}"
+        );
         self.running.insert(agent, epoch);
     }
     fn discard(&mut self, agent: AgentId, epoch: u64) {
@@ -230,7 +256,11 @@ impl Sim {
                 }
             }
             let slot = &mut slots[n];
-            slot.node.as_mut().unwrap().start(&mut slot.host, agent).unwrap();
+            slot.node
+                .as_mut()
+                .unwrap()
+                .start(&mut slot.host, agent)
+                .unwrap();
         }
         Sim {
             rng,
@@ -265,13 +295,17 @@ impl Sim {
         for i in 0..NODES {
             loop {
                 let slot = &mut self.slots[i];
-                let Some(node) = slot.node.as_mut() else { break };
+                let Some(node) = slot.node.as_mut() else {
+                    break;
+                };
                 let t = match node.poll_transmit(&mut slot.host, &mut buf) {
                     Ok(Some(t)) => t,
                     Ok(None) => break,
                     Err(e) => panic!("poll_transmit failed: {e:?}"),
                 };
-                let to = (0..NODES).find(|&j| node_id(j) == t.to).expect("known node");
+                let to = (0..NODES)
+                    .find(|&j| node_id(j) == t.to)
+                    .expect("known node");
                 let bytes = buf[..t.len].to_vec();
                 self.fig.packets += 1;
                 let copies = if self.faults && self.rng.chance(50) {
@@ -351,7 +385,13 @@ impl Sim {
         let config = self.config;
         let slot = &mut self.slots[i];
         let journal = slot.saved.take().unwrap();
-        slot.node = Some(Node::restart(node_id(i), journal, config, &mut slot.host, now));
+        slot.node = Some(Node::restart(
+            node_id(i),
+            journal,
+            config,
+            &mut slot.host,
+            now,
+        ));
         self.log(|| format!("restart node {i}"));
     }
 
@@ -384,7 +424,9 @@ impl Sim {
             }
         }
         for i in 0..NODES {
-            if self.slots[i].node.is_none() && (self.slots[i].down_until <= self.now || !self.faults) {
+            if self.slots[i].node.is_none()
+                && (self.slots[i].down_until <= self.now || !self.faults)
+            {
                 self.recover(i);
                 self.check(|| format!("after restarting {i}"));
             }
@@ -396,7 +438,9 @@ impl Sim {
             let now = self.now;
             for i in 0..NODES {
                 let slot = &mut self.slots[i];
-                let Some(node) = slot.node.as_mut() else { continue };
+                let Some(node) = slot.node.as_mut() else {
+                    continue;
+                };
                 if matches!(node.journal().get(a), Some(r) if r.phase == Phase::Running) && i != t {
                     node.migrate(&mut slot.host, now, a, node_id(t)).unwrap();
                     self.fig.migrations_started += 1;
@@ -430,17 +474,27 @@ impl Sim {
             assert!(running.len() <= 1, "{a:?} runs on {running:?} {}", when());
             if let Some(&(i, e)) = running.first() {
                 let max = self.max_epoch.entry(a).or_insert(e);
-                assert!(e >= *max, "{a:?} runs at epoch {e} on {i}, below {max} {}", when());
+                assert!(
+                    e >= *max,
+                    "{a:?} runs at epoch {e} on {i}, below {max} {}",
+                    when()
+                );
                 *max = e;
                 let c = self.slots[i].host.owned[&a];
                 let mc = self.max_counter.entry(a).or_insert(c);
-                assert!(c >= *mc, "{a:?} state went back from {mc} to {c} on {i} {}", when());
+                assert!(
+                    c >= *mc,
+                    "{a:?} state went back from {mc} to {c} on {i} {}",
+                    when()
+                );
                 *mc = c;
             }
             // Journals: exactly one owner (Running/Outgoing) or committed in-doubt holder.
             let mut owners = Vec::new();
             for (i, s) in self.slots.iter().enumerate() {
-                let Some(r) = s.journal().get(a) else { continue };
+                let Some(r) = s.journal().get(a) else {
+                    continue;
+                };
                 match r.phase {
                     Phase::Running | Phase::Outgoing { .. } => owners.push(i),
                     Phase::Prepared { source } => {
@@ -487,9 +541,16 @@ impl Sim {
                     n.journal().for_each(&mut |a, r| {
                         dump += &format!("\n  node {i}: {a:?} {r:?}");
                     });
-                    dump += &format!("\n  node {i}: quiet {} next timer {:?}", n.is_quiet(), n.poll_timeout());
+                    dump += &format!(
+                        "\n  node {i}: quiet {} next timer {:?}",
+                        n.is_quiet(),
+                        n.poll_timeout()
+                    );
                 }
-                panic!("hand-offs did not end within {HEAL_MS} ms of healing (net {}):{dump}", self.net.len());
+                panic!(
+                    "hand-offs did not end within {HEAL_MS} ms of healing (net {}):{dump}",
+                    self.net.len()
+                );
             }
             self.step();
         }
@@ -501,7 +562,11 @@ impl Sim {
                 match r.map(|r| r.phase) {
                     Some(Phase::Running) => {
                         runs += 1;
-                        assert_eq!(s.host.running.get(&a), r.map(|r| r.epoch).as_ref(), "{a:?} on {i}");
+                        assert_eq!(
+                            s.host.running.get(&a),
+                            r.map(|r| r.epoch).as_ref(),
+                            "{a:?} on {i}"
+                        );
                     }
                     Some(Phase::Moved { acked: true, .. }) | None => {}
                     other => panic!("{a:?} left in {other:?} on node {i} after healing"),
@@ -520,7 +585,9 @@ impl Sim {
 }
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.parse().expect("a number"))
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().expect("a number"))
 }
 
 fn run_seed(seed: u64, verbose: bool) -> Result<Figures, String> {

@@ -229,7 +229,10 @@ mod file {
             }
             let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
             let rest = &rest[4..];
-            let rec_bytes = n.checked_mul(RECORD_LEN).filter(|&l| l <= rest.len()).ok_or_else(bad)?;
+            let rec_bytes = n
+                .checked_mul(RECORD_LEN)
+                .filter(|&l| l <= rest.len())
+                .ok_or_else(bad)?;
             for c in rest[..rec_bytes].chunks_exact(RECORD_LEN) {
                 let mut b = [0u8; RECORD_LEN];
                 b.copy_from_slice(c);

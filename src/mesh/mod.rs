@@ -21,10 +21,10 @@ mod journal;
 mod node;
 pub mod placement;
 
-pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use journal::FileJournal;
+pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
 pub use node::{AgentHost, AgentInfo, Config, Node, Stats, Transmit, OUTBOX};
 
 /// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a

@@ -26,8 +26,12 @@ pub trait AgentHost {
     fn stop(&mut self, agent: AgentId);
     /// Writes the stopped agent's snapshot — with its DNA or naming it by hash — into `out` and
     /// returns the length. Called again for every retransmission.
-    fn capture(&mut self, agent: AgentId, with_dna: bool, out: &mut [u8])
-        -> Result<usize, MeshError>;
+    fn capture(
+        &mut self,
+        agent: AgentId,
+        with_dna: bool,
+        out: &mut [u8],
+    ) -> Result<usize, MeshError>;
     /// Verifies the snapshot and keeps it durably as the agent at `epoch`, not running.
     fn prepare(
         &mut self,
