@@ -15,7 +15,7 @@
 #![cfg(feature = "std")]
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Journal, MemJournal, MeshError, Node, Phase,
+    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Phase,
 };
 use mielin_cells::{AgentId, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,21 +59,101 @@ fn dna_hash(a: AgentId) -> [u8; 32] {
     h
 }
 
-/// A fake host: an agent is a counter that grows while it runs. Durable: owned and prepared
-/// copies, DNA held. Volatile (lost in a crash): which agents run.
+/// An agent's state in the simulator: a counter that grows while it runs, plus its messaging
+/// state, all of which travels in its (fake) snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct AgentSt {
+    counter: u64,
+    /// Per addressee: the last sequence number used.
+    next_seq: BTreeMap<AgentId, u64>,
+    /// Per sender: the last sequence number accepted.
+    last_in: BTreeMap<AgentId, u64>,
+    /// Accepted, not yet consumed: (sender, seq).
+    mailbox: Vec<(AgentId, u64)>,
+    /// Sent, not yet acknowledged: (addressee, seq), oldest first.
+    outbox: Vec<(AgentId, u64)>,
+}
+
+const MAILBOX: usize = 3;
+const OUTBOX_PER_AGENT: usize = 4;
+
+fn put_id_seq(out: &mut Vec<u8>, list: impl Iterator<Item = (AgentId, u64)>) {
+    let items: Vec<_> = list.collect();
+    out.push(items.len() as u8);
+    for (a, s) in items {
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+}
+
+fn get_id_seq(b: &mut &[u8]) -> Option<Vec<(AgentId, u64)>> {
+    let (&n, rest) = b.split_first()?;
+    *b = rest;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        if b.len() < 24 {
+            return None;
+        }
+        let a = AgentId::from_bytes(b[..16].try_into().unwrap());
+        let s = u64::from_le_bytes(b[16..24].try_into().unwrap());
+        v.push((a, s));
+        *b = &b[24..];
+    }
+    Some(v)
+}
+
+impl AgentSt {
+    fn encode(&self, agent: AgentId) -> Vec<u8> {
+        let mut out = agent.as_bytes().to_vec();
+        out.extend_from_slice(&self.counter.to_le_bytes());
+        put_id_seq(&mut out, self.next_seq.iter().map(|(a, s)| (*a, *s)));
+        put_id_seq(&mut out, self.last_in.iter().map(|(a, s)| (*a, *s)));
+        put_id_seq(&mut out, self.mailbox.iter().copied());
+        put_id_seq(&mut out, self.outbox.iter().copied());
+        out
+    }
+    fn decode(agent: AgentId, mut b: &[u8]) -> Option<AgentSt> {
+        if b.len() < 24 || &b[..16] != agent.as_bytes() {
+            return None;
+        }
+        let counter = u64::from_le_bytes(b[16..24].try_into().unwrap());
+        b = &b[24..];
+        let st = AgentSt {
+            counter,
+            next_seq: get_id_seq(&mut b)?.into_iter().collect(),
+            last_in: get_id_seq(&mut b)?.into_iter().collect(),
+            mailbox: get_id_seq(&mut b)?,
+            outbox: get_id_seq(&mut b)?,
+        };
+        b.is_empty().then_some(st)
+    }
+}
+
+/// A message's bytes: its sender, addressee and number, so a mix-up shows.
+fn payload(from: AgentId, to: AgentId, seq: u64) -> Vec<u8> {
+    let mut p = from.as_bytes().to_vec();
+    p.extend_from_slice(to.as_bytes());
+    p.extend_from_slice(&seq.to_le_bytes());
+    p
+}
+
+/// A fake host. Durable: owned and prepared copies, DNA held. Volatile (lost in a crash): which
+/// agents run.
 #[derive(Default)]
 struct SimHost {
-    owned: BTreeMap<AgentId, u64>,
-    prepared: BTreeMap<(AgentId, u64), u64>,
+    owned: BTreeMap<AgentId, AgentSt>,
+    prepared: BTreeMap<(AgentId, u64), AgentSt>,
     dna: BTreeSet<[u8; 32]>,
     running: BTreeMap<AgentId, u64>,
+    /// The simulator's directory: who runs what (refreshed every step).
+    directory: BTreeMap<AgentId, NodeId>,
 }
 
 impl AgentHost for SimHost {
     fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
-        self.owned.get(&agent).map(|_| AgentInfo {
+        self.owned.get(&agent).map(|st| AgentInfo {
             dna_hash: dna_hash(agent),
-            snapshot_len: 24,
+            snapshot_len: st.encode(agent).len() as u32,
             dna_len: DNA_LEN as u32,
         })
     }
@@ -89,19 +169,22 @@ impl AgentHost for SimHost {
         with_dna: bool,
         out: &mut [u8],
     ) -> Result<usize, MeshError> {
-        let counter = *self
+        let st = self
             .owned
             .get(&agent)
             .ok_or(MeshError::HostRefused { reason: "unknown" })?;
-        let len = 24 + if with_dna { DNA_LEN } else { 0 };
-        let out = out.get_mut(..len).ok_or(MeshError::BufferTooSmall {
-            needed: len,
-            available: 0,
-        })?;
-        out[..16].copy_from_slice(agent.as_bytes());
-        out[16..24].copy_from_slice(&counter.to_le_bytes());
-        out[24..].fill(0xd5);
-        Ok(len)
+        let mut bytes = st.encode(agent);
+        if with_dna {
+            bytes.extend_from_slice(&[0xd5; DNA_LEN]);
+        }
+        let dst = out
+            .get_mut(..bytes.len())
+            .ok_or(MeshError::BufferTooSmall {
+                needed: bytes.len(),
+                available: 0,
+            })?;
+        dst.copy_from_slice(&bytes);
+        Ok(bytes.len())
     }
     fn prepare(
         &mut self,
@@ -113,21 +196,19 @@ impl AgentHost for SimHost {
         let bad = MeshError::HostRefused {
             reason: "bad snapshot",
         };
-        if s.len() < 24 || &s[..16] != agent.as_bytes() {
-            return Err(bad);
-        }
-        if with_dna {
-            if s.len() != 24 + DNA_LEN {
-                return Err(bad);
-            }
+        let body = if with_dna {
+            let n = s.len().checked_sub(DNA_LEN).ok_or(bad)?;
             self.dna.insert(dna_hash(agent));
-        } else if !self.dna.contains(&dna_hash(agent)) {
+            &s[..n]
+        } else if self.dna.contains(&dna_hash(agent)) {
+            s
+        } else {
             return Err(MeshError::HostRefused {
                 reason: "DNA not held",
             });
-        }
-        let counter = u64::from_le_bytes(s[16..24].try_into().unwrap());
-        self.prepared.insert((agent, epoch), counter);
+        };
+        let st = AgentSt::decode(agent, body).ok_or(bad)?;
+        self.prepared.insert((agent, epoch), st);
         Ok(())
     }
     fn run(&mut self, agent: AgentId, epoch: u64) {
@@ -147,6 +228,41 @@ impl AgentHost for SimHost {
     fn release(&mut self, agent: AgentId) {
         self.running.remove(&agent);
         self.owned.remove(&agent);
+    }
+    fn deliver(&mut self, to: AgentId, from: AgentId, seq: u64, p: &[u8]) -> Delivery {
+        assert!(
+            self.running.contains_key(&to),
+            "delivery to {to:?}, which does not run here"
+        );
+        assert_eq!(p, payload(from, to, seq), "payload mixed up");
+        let st = self.owned.get_mut(&to).unwrap();
+        let last = st.last_in.get(&from).copied().unwrap_or(0);
+        if seq <= last {
+            Delivery::Duplicate
+        } else if seq > last + 1 {
+            Delivery::OutOfOrder
+        } else if st.mailbox.len() >= MAILBOX {
+            Delivery::Full
+        } else {
+            st.last_in.insert(from, seq);
+            st.mailbox.push((from, seq));
+            Delivery::Accepted
+        }
+    }
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+        if let Some(st) = self.owned.get(&agent) {
+            for &(to, seq) in &st.outbox {
+                f(to, seq, &payload(agent, to, seq));
+            }
+        }
+    }
+    fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
+        if let Some(st) = self.owned.get_mut(&agent) {
+            st.outbox.retain(|&(t, s)| !(t == to && s == seq));
+        }
+    }
+    fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
+        self.directory.get(&agent).copied()
     }
 }
 
@@ -191,6 +307,10 @@ struct Figures {
     crashes: u64,
     retransmits: u64,
     fenced: u64,
+    messages_sent: u64,
+    messages_consumed: u64,
+    mailbox_full: u64,
+    moved_answers: u64,
 }
 
 impl std::ops::AddAssign for Figures {
@@ -207,6 +327,10 @@ impl std::ops::AddAssign for Figures {
         self.crashes += o.crashes;
         self.retransmits += o.retransmits;
         self.fenced += o.fenced;
+        self.messages_sent += o.messages_sent;
+        self.messages_consumed += o.messages_consumed;
+        self.mailbox_full += o.mailbox_full;
+        self.moved_answers += o.moved_answers;
     }
 }
 
@@ -221,6 +345,9 @@ struct Sim {
     config: Config,
     max_epoch: BTreeMap<AgentId, u64>,
     max_counter: BTreeMap<AgentId, u64>,
+    /// The oracle: per (sender, addressee), messages sent and consumed.
+    sent: BTreeMap<(AgentId, AgentId), u64>,
+    consumed: BTreeMap<(AgentId, AgentId), u64>,
     fig: Figures,
     verbose: bool,
     faults: bool,
@@ -247,7 +374,7 @@ impl Sim {
             let n = rng.below(NODES as u64) as usize;
             let agent = agent_id(a);
             let slot = &mut slots[n];
-            slot.host.owned.insert(agent, 0);
+            slot.host.owned.insert(agent, AgentSt::default());
             slot.host.dna.insert(dna_hash(agent));
             // Some other nodes hold the DNA already (by-reference transfers).
             for (j, other) in slots.iter_mut().enumerate() {
@@ -272,6 +399,8 @@ impl Sim {
             config,
             max_epoch: BTreeMap::new(),
             max_counter: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            consumed: BTreeMap::new(),
             fig: Figures::default(),
             verbose,
             faults: true,
@@ -291,7 +420,7 @@ impl Sim {
 
     /// Sends what every up node has queued.
     fn drain(&mut self) {
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 2048];
         for i in 0..NODES {
             loop {
                 let slot = &mut self.slots[i];
@@ -373,6 +502,8 @@ impl Sim {
         self.fig.fenced += st.fenced;
         self.fig.committed += st.committed;
         self.fig.aborted += st.aborted;
+        self.fig.mailbox_full += st.messages_full;
+        self.fig.moved_answers += st.moved_answers;
         slot.saved = Some(node.into_journal());
         slot.host.running.clear();
         slot.down_until = self.now + 50 + self.rng.below(1_000);
@@ -398,11 +529,56 @@ impl Sim {
     fn step(&mut self) {
         self.now += STEP_MS;
         self.fig.steps += 1;
-        // Agents make progress.
-        for s in &mut self.slots {
-            for a in s.host.running.keys() {
-                *s.host.owned.get_mut(a).unwrap() += 1;
+        // Agents make progress: count, send messages (not after healing began), consume them.
+        let mut woke = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let running: Vec<AgentId> = s.host.running.keys().copied().collect();
+            for a in running {
+                let st = s.host.owned.get_mut(&a).unwrap();
+                st.counter += 1;
+                if self.faults && st.outbox.len() < OUTBOX_PER_AGENT && self.rng.chance(40) {
+                    let to = agent_id(self.rng.below(AGENTS as u64) as usize);
+                    if to != a {
+                        let seq = st.next_seq.get(&to).copied().unwrap_or(0) + 1;
+                        st.next_seq.insert(to, seq);
+                        st.outbox.push((to, seq));
+                        let n = self.sent.entry((a, to)).or_insert(0);
+                        *n += 1;
+                        assert_eq!(*n, seq, "sequence numbers of {a:?} went back");
+                        self.fig.messages_sent += 1;
+                        woke.push(i);
+                    }
+                }
+                if !st.mailbox.is_empty() && self.rng.chance(200) {
+                    let (from, seq) = st.mailbox.remove(0);
+                    let c = self.consumed.entry((from, a)).or_insert(0);
+                    assert_eq!(
+                        seq,
+                        *c + 1,
+                        "{a:?} consumed message {seq} from {from:?} after {c}"
+                    );
+                    *c = seq;
+                    self.fig.messages_consumed += 1;
+                }
             }
+        }
+        let now = self.now;
+        for i in woke {
+            if let Some(n) = self.slots[i].node.as_mut() {
+                n.wake_messages(now);
+            }
+        }
+        // The directory the hosts consult: who owns what now.
+        let mut dir = BTreeMap::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            s.journal().for_each(&mut |a, r| {
+                if r.phase == Phase::Running {
+                    dir.insert(a, node_id(i));
+                }
+            });
+        }
+        for s in &mut self.slots {
+            s.host.directory = dir.clone();
         }
         // Faults.
         if self.faults {
@@ -480,7 +656,7 @@ impl Sim {
                     when()
                 );
                 *max = e;
-                let c = self.slots[i].host.owned[&a];
+                let c = self.slots[i].host.owned[&a].counter;
                 let mc = self.max_counter.entry(a).or_insert(c);
                 assert!(
                     c >= *mc,
@@ -518,6 +694,12 @@ impl Sim {
 
     fn quiet(&self) -> bool {
         self.net.is_empty()
+            && self.slots.iter().all(|s| {
+                s.host.running.keys().all(|a| {
+                    let st = &s.host.owned[a];
+                    st.outbox.is_empty() && st.mailbox.is_empty()
+                })
+            })
             && self
                 .slots
                 .iter()
@@ -580,6 +762,13 @@ impl Sim {
             self.fig.fenced += st.fenced;
             self.fig.committed += st.committed;
             self.fig.aborted += st.aborted;
+            self.fig.mailbox_full += st.messages_full;
+            self.fig.moved_answers += st.moved_answers;
+        }
+        // Every message sent was consumed exactly once (checked in order as it was consumed).
+        for ((from, to), &sent) in &self.sent {
+            let got = self.consumed.get(&(*from, *to)).copied().unwrap_or(0);
+            assert_eq!(got, sent, "{from:?} -> {to:?}: {sent} sent, {got} consumed");
         }
     }
 }
@@ -648,4 +837,5 @@ fn handoffs_survive_faults() {
         start.elapsed()
     );
     assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
+    assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
 }

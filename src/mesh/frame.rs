@@ -19,6 +19,10 @@
 //!   Refuse    1 reason                                                         = 1
 //!   Transfer  1 flags (bit 0: DNA included, others 0), 4 length (u32), bytes   = 5 + n
 //!   Moved     16 node id                                                       = 16
+//!   Deliver   16 sender agent, 8 sequence (u64), 2 length (u16, at most
+//!             MAX_MESSAGE_LEN), bytes; the header's agent is the addressee    = 26 + n
+//!   Delivered 16 sender agent, 8 sequence (u64), 1 status; the header's agent
+//!             is the addressee and its epoch the addressee's epoch            = 25
 //!   HaveDna, NeedDna, Prepared, Commit, Abort, Done: empty
 //! ```
 //!
@@ -38,6 +42,10 @@ pub const HEADER_LEN: usize = 28;
 pub const MAX_CONTROL_LEN: usize = HEADER_LEN + 40;
 /// Bytes of a Transfer frame before its payload.
 pub const TRANSFER_OVERHEAD: usize = HEADER_LEN + 5;
+/// The longest message payload a Deliver frame carries.
+pub const MAX_MESSAGE_LEN: usize = 256;
+/// Bytes of a Deliver frame before its payload.
+pub const DELIVER_OVERHEAD: usize = HEADER_LEN + 26;
 
 /// What a frame is; the discriminant is the byte on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +73,10 @@ pub enum FrameKind {
     Done = 9,
     /// Any node: this agent moved to `node` at `epoch` (an answer from a tombstone).
     Moved = 10,
+    /// Any node: a message for the agent in the header, from a sender agent with a sequence.
+    Deliver = 11,
+    /// The addressee's node: what became of a message.
+    Delivered = 12,
 }
 
 impl FrameKind {
@@ -81,6 +93,8 @@ impl FrameKind {
             8 => FrameKind::Abort,
             9 => FrameKind::Done,
             10 => FrameKind::Moved,
+            11 => FrameKind::Deliver,
+            12 => FrameKind::Delivered,
             _ => return None,
         })
     }
@@ -91,7 +105,8 @@ impl FrameKind {
             FrameKind::Offer => 40,
             FrameKind::Refuse => 1,
             FrameKind::Moved => 16,
-            FrameKind::Transfer => return None,
+            FrameKind::Delivered => 25,
+            FrameKind::Transfer | FrameKind::Deliver => return None,
             _ => 0,
         })
     }
@@ -189,6 +204,16 @@ impl<T: AsRef<[u8]>> Frame<T> {
         let body = b.len() - HEADER_LEN;
         let expected = match kind.fixed_body_len() {
             Some(n) => n,
+            None if kind == FrameKind::Deliver => {
+                if body < 26 {
+                    return Err(MeshError::Truncated);
+                }
+                let n = usize::from(u16::from_le_bytes([b[HEADER_LEN + 24], b[HEADER_LEN + 25]]));
+                if n > MAX_MESSAGE_LEN {
+                    return Err(MeshError::PayloadTooLarge);
+                }
+                26 + n
+            }
             None => {
                 if body < 5 {
                     return Err(MeshError::Truncated);
@@ -199,6 +224,9 @@ impl<T: AsRef<[u8]>> Frame<T> {
                 5usize.saturating_add(le_u32(b, HEADER_LEN + 1) as usize)
             }
         };
+        if kind == FrameKind::Delivered && DeliveryStatus::from_tag(b[HEADER_LEN + 24]).is_none() {
+            return Err(MeshError::BadFlags);
+        }
         if body < expected {
             Err(MeshError::Truncated)
         } else if body > expected {
@@ -280,6 +308,64 @@ pub enum Body<'a> {
         /// The node the agent moved to.
         node: [u8; 16],
     },
+    /// See [`FrameKind::Deliver`].
+    Deliver {
+        /// The sending agent.
+        sender: [u8; 16],
+        /// The sender's sequence number for this addressee (1, 2, ...).
+        seq: u64,
+        /// The message, at most [`MAX_MESSAGE_LEN`] bytes.
+        payload: &'a [u8],
+    },
+    /// See [`FrameKind::Delivered`].
+    Delivered {
+        /// The sending agent.
+        sender: [u8; 16],
+        /// The message's sequence number.
+        seq: u64,
+        /// What became of it.
+        status: DeliveryStatus,
+    },
+}
+
+/// What became of a message, as its addressee's node reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeliveryStatus {
+    /// In the agent's mailbox (now, or already before: a duplicate). The sender may forget it.
+    Accepted,
+    /// The mailbox is full: back-pressure; the sender keeps it and tries again later.
+    Full,
+    /// An earlier message from this sender is still missing; tried again later.
+    OutOfOrder,
+    /// The agent is being handed off here; tried again later.
+    Busy,
+    /// The agent is unknown here; the sender should find it elsewhere.
+    Unknown,
+}
+
+impl DeliveryStatus {
+    /// The byte on the wire.
+    pub const fn tag(self) -> u8 {
+        match self {
+            DeliveryStatus::Accepted => 1,
+            DeliveryStatus::Full => 2,
+            DeliveryStatus::OutOfOrder => 3,
+            DeliveryStatus::Busy => 4,
+            DeliveryStatus::Unknown => 5,
+        }
+    }
+    /// The status for this byte.
+    pub const fn from_tag(tag: u8) -> Option<DeliveryStatus> {
+        Some(match tag {
+            1 => DeliveryStatus::Accepted,
+            2 => DeliveryStatus::Full,
+            3 => DeliveryStatus::OutOfOrder,
+            4 => DeliveryStatus::Busy,
+            5 => DeliveryStatus::Unknown,
+            _ => return None,
+        })
+    }
 }
 
 impl Body<'_> {
@@ -296,6 +382,8 @@ impl Body<'_> {
             Body::Abort => FrameKind::Abort,
             Body::Done => FrameKind::Done,
             Body::Moved { .. } => FrameKind::Moved,
+            Body::Deliver { .. } => FrameKind::Deliver,
+            Body::Delivered { .. } => FrameKind::Delivered,
         }
     }
 }
@@ -323,6 +411,16 @@ impl<'a> Repr<'a> {
             FrameKind::Abort => Body::Abort,
             FrameKind::Done => Body::Done,
             FrameKind::Moved => Body::Moved { node: arr(b, 0) },
+            FrameKind::Deliver => Body::Deliver {
+                sender: arr(b, 0),
+                seq: le_u64(b, 16),
+                payload: &b[26..],
+            },
+            FrameKind::Delivered => Body::Delivered {
+                sender: arr(b, 0),
+                seq: le_u64(b, 16),
+                status: DeliveryStatus::from_tag(b[24]).unwrap_or(DeliveryStatus::Unknown),
+            },
         };
         Repr {
             agent: frame.agent(),
@@ -341,6 +439,7 @@ impl<'a> Repr<'a> {
         HEADER_LEN
             + match self.body {
                 Body::Transfer { payload, .. } => 5 + payload.len(),
+                Body::Deliver { payload, .. } => 26 + payload.len(),
                 other => other.kind().fixed_body_len().unwrap_or(0),
             }
     }
@@ -351,6 +450,11 @@ impl<'a> Repr<'a> {
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, MeshError> {
         if let Body::Transfer { payload, .. } = self.body {
             if u32::try_from(payload.len()).is_err() {
+                return Err(MeshError::PayloadTooLarge);
+            }
+        }
+        if let Body::Deliver { payload, .. } = self.body {
+            if payload.len() > MAX_MESSAGE_LEN {
                 return Err(MeshError::PayloadTooLarge);
             }
         }
@@ -380,6 +484,25 @@ impl<'a> Repr<'a> {
                 b[5..].copy_from_slice(payload);
             }
             Body::Moved { node } => b.copy_from_slice(&node),
+            Body::Deliver {
+                sender,
+                seq,
+                payload,
+            } => {
+                b[..16].copy_from_slice(&sender);
+                b[16..24].copy_from_slice(&seq.to_le_bytes());
+                b[24..26].copy_from_slice(&(payload.len() as u16).to_le_bytes());
+                b[26..].copy_from_slice(payload);
+            }
+            Body::Delivered {
+                sender,
+                seq,
+                status,
+            } => {
+                b[..16].copy_from_slice(&sender);
+                b[16..24].copy_from_slice(&seq.to_le_bytes());
+                b[24] = status.tag();
+            }
             _ => {}
         }
         Ok(len)

@@ -25,7 +25,7 @@ pub mod placement;
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use journal::FileJournal;
 pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
-pub use node::{AgentHost, AgentInfo, Config, Node, Stats, Transmit, OUTBOX};
+pub use node::{AgentHost, AgentInfo, Config, Delivery, Node, Stats, Transmit, OUTBOX};
 
 /// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a
 /// wildcard arm, new variants may come.

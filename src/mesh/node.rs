@@ -1,6 +1,6 @@
 //! The hand-off state machine: events in, frames out.
 
-use super::frame::{self, Body, RefuseReason, Repr};
+use super::frame::{self, Body, DeliveryStatus, RefuseReason, Repr};
 use super::journal::{Journal, Phase, Record};
 use super::MeshError;
 use crate::{AgentId, NodeId};
@@ -47,6 +47,49 @@ pub trait AgentHost {
     fn discard(&mut self, agent: AgentId, epoch: u64);
     /// The agent now belongs to another node: free its stopped copy.
     fn release(&mut self, agent: AgentId);
+
+    /// Offers a message to the mailbox of `to`, an agent running here.
+    ///
+    /// The host keeps, per sender, the last sequence number it accepted — durably, and inside the
+    /// agent's snapshot so that it travels with the agent — and answers: `seq == last + 1`,
+    /// stored: [`Delivery::Accepted`]; `seq <= last`: [`Delivery::Duplicate`]; `seq > last + 1`:
+    /// [`Delivery::OutOfOrder`]; no room: [`Delivery::Full`]. The default keeps no mailboxes and
+    /// answers `Full`.
+    fn deliver(&mut self, to: AgentId, from: AgentId, seq: u64, payload: &[u8]) -> Delivery {
+        let _ = (to, from, seq, payload);
+        Delivery::Full
+    }
+
+    /// Calls `f(to, seq, payload)` for each message `agent` sent and the mesh has not yet
+    /// acknowledged, oldest first. The host keeps them durably and inside the agent's snapshot,
+    /// and numbers them per addressee from 1. The default has none.
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+        let _ = (agent, f);
+    }
+
+    /// The addressee's node accepted message `seq` from `agent` to `to`: forget it.
+    fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
+        let _ = (agent, to, seq);
+    }
+
+    /// A directory lookup, for an addressee this node knows no location for. Default: none.
+    fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
+        let _ = agent;
+        None
+    }
+}
+
+/// What a host did with a message ([`AgentHost::deliver`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Stored in the mailbox.
+    Accepted,
+    /// Already received before; not stored again.
+    Duplicate,
+    /// An earlier message from this sender is missing; not stored.
+    OutOfOrder,
+    /// The mailbox is full; not stored (back-pressure).
+    Full,
 }
 
 /// What an Offer says about an agent.
@@ -112,12 +155,34 @@ pub struct Stats {
     pub malformed: u64,
     /// Frames dropped because the outbox was full.
     pub outbox_drops: u64,
+    /// Messages put in a local agent's mailbox (from a frame or from a local sender).
+    pub messages_accepted: u64,
+    /// Message deliveries answered `Full` (back-pressure).
+    pub messages_full: u64,
+    /// `Moved` answers from tombstones.
+    pub moved_answers: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Out {
     Control(OutBody),
-    Transfer { with_dna: bool },
+    Transfer {
+        with_dna: bool,
+    },
+    /// A message from `sender` to the pending frame's agent; the payload is read from the host
+    /// when the frame is written.
+    Deliver {
+        sender: AgentId,
+        seq: u64,
+    },
+    Delivered {
+        sender: AgentId,
+        seq: u64,
+        status: DeliveryStatus,
+    },
+    Moved {
+        node: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +227,9 @@ pub struct Node<J: Journal, const N: usize> {
     config: Config,
     timers: heapless::LinearMap<AgentId, Timer, N>,
     outbox: heapless::Deque<Pending, OUTBOX>,
+    /// Where addressees run, as last learned, with the epoch that told us.
+    locations: heapless::LinearMap<AgentId, (NodeId, u64), N>,
+    next_message_scan: u64,
     stats: Stats,
 }
 
@@ -175,6 +243,8 @@ impl<J: Journal, const N: usize> Node<J, N> {
             config,
             timers: heapless::LinearMap::new(),
             outbox: heapless::Deque::new(),
+            locations: heapless::LinearMap::new(),
+            next_message_scan: 0,
             stats: Stats::default(),
         }
     }
@@ -299,13 +369,36 @@ impl<J: Journal, const N: usize> Node<J, N> {
         Ok(())
     }
 
-    /// The earliest time [`Node::handle_timeout`] has work.
+    /// The earliest time [`Node::handle_timeout`] has work (timers of hand-offs, and the
+    /// periodic scan of outgoing messages).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.values().map(|t| t.deadline).min()
+        let t = self.timers.values().map(|t| t.deadline).min();
+        Some(t.map_or(self.next_message_scan, |t| t.min(self.next_message_scan)))
     }
 
-    /// Re-sends, gives up or expires whatever is due at `now`.
+    /// Records where `agent` runs, as the embedder's directory says. A location learned with a
+    /// higher epoch replaces it; a lower one never does.
+    pub fn set_location(&mut self, agent: AgentId, node: NodeId, epoch: u64) {
+        self.learn(agent, node, epoch);
+    }
+
+    /// Where this node would send a message for `agent` now.
+    pub fn location(&self, agent: AgentId) -> Option<NodeId> {
+        self.locations.get(&agent).map(|l| l.0)
+    }
+
+    /// Makes the next [`Node::handle_timeout`] send agents' outgoing messages at once (call it
+    /// after an agent sent one).
+    pub fn wake_messages(&mut self, now: u64) {
+        self.next_message_scan = now;
+    }
+
+    /// Re-sends, gives up or expires whatever is due at `now`, and sends agents' messages.
     pub fn handle_timeout<H: AgentHost>(&mut self, host: &mut H, now: u64) {
+        if now >= self.next_message_scan {
+            self.next_message_scan = now + self.config.rto_ms;
+            self.scan_messages(host);
+        }
         let mut due: heapless::Vec<AgentId, N> = heapless::Vec::new();
         for (a, t) in self.timers.iter() {
             if t.deadline <= now {
@@ -395,10 +488,50 @@ impl<J: Journal, const N: usize> Node<J, N> {
                     continue;
                 }
             }
+            if let Out::Deliver { sender, seq } = p.out {
+                let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
+                let Some(n) = message_payload(host, sender, p.agent, seq, &mut payload) else {
+                    continue; // acknowledged meanwhile
+                };
+                let len = Repr {
+                    agent: *p.agent.as_bytes(),
+                    epoch: p.epoch,
+                    body: Body::Deliver {
+                        sender: *sender.as_bytes(),
+                        seq,
+                        payload: &payload[..n],
+                    },
+                }
+                .emit(buf)?;
+                return Ok(Some(Transmit { to: p.to, len }));
+            }
             break p;
         };
         let agent = *p.agent.as_bytes();
         let len = match p.out {
+            Out::Deliver { .. } => 0, // written above
+            Out::Delivered {
+                sender,
+                seq,
+                status,
+            } => Repr {
+                agent,
+                epoch: p.epoch,
+                body: Body::Delivered {
+                    sender: *sender.as_bytes(),
+                    seq,
+                    status,
+                },
+            }
+            .emit(buf)?,
+            Out::Moved { node } => Repr {
+                agent,
+                epoch: p.epoch,
+                body: Body::Moved {
+                    node: *node.as_bytes(),
+                },
+            }
+            .emit(buf)?,
             Out::Transfer { with_dna } => {
                 frame::emit_transfer_with(buf, &agent, p.epoch, with_dna, |out| {
                     host.capture(p.agent, with_dna, out)
@@ -519,9 +652,203 @@ impl<J: Journal, const N: usize> Node<J, N> {
                     }
                 }
             }
-            Body::Moved { .. } => {}
+            Body::Moved { node } => {
+                let node = NodeId::from_bytes(node);
+                if node != self.id {
+                    self.learn(agent, node, p);
+                }
+            }
+            Body::Deliver {
+                sender,
+                seq,
+                payload,
+            } => self.on_deliver(
+                host,
+                agent,
+                from,
+                AgentId::from_bytes(sender),
+                seq,
+                payload,
+                rec,
+            ),
+            Body::Delivered {
+                sender,
+                seq,
+                status,
+            } => {
+                let sender = AgentId::from_bytes(sender);
+                match status {
+                    DeliveryStatus::Unknown => {
+                        if self.locations.get(&agent).is_some_and(|l| l.0 == from) {
+                            self.locations.remove(&agent);
+                        }
+                    }
+                    _ => self.learn(agent, from, p),
+                }
+                let sender_here = matches!(
+                    self.journal.get(sender),
+                    Some(Record {
+                        phase: Phase::Running,
+                        ..
+                    })
+                );
+                if status == DeliveryStatus::Accepted && sender_here {
+                    host.acked(sender, agent, seq);
+                }
+            }
         }
         Ok(())
+    }
+
+    // ---- messages ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_deliver<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        to: AgentId,
+        from: NodeId,
+        sender: AgentId,
+        seq: u64,
+        payload: &[u8],
+        rec: Option<Record>,
+    ) {
+        let (epoch, out) = match rec {
+            Some(Record {
+                epoch,
+                phase: Phase::Running,
+            }) => {
+                let status = self.deliver_local(host, to, sender, seq, payload);
+                (
+                    epoch,
+                    Out::Delivered {
+                        sender,
+                        seq,
+                        status,
+                    },
+                )
+            }
+            Some(Record {
+                epoch,
+                phase: Phase::Moved { target, .. },
+            }) => {
+                self.stats.moved_answers += 1;
+                (epoch, Out::Moved { node: target })
+            }
+            Some(Record { epoch, .. }) => (
+                epoch,
+                Out::Delivered {
+                    sender,
+                    seq,
+                    status: DeliveryStatus::Busy,
+                },
+            ),
+            None => (
+                0,
+                Out::Delivered {
+                    sender,
+                    seq,
+                    status: DeliveryStatus::Unknown,
+                },
+            ),
+        };
+        self.queue(from, to, epoch, out);
+    }
+
+    fn deliver_local<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        to: AgentId,
+        sender: AgentId,
+        seq: u64,
+        payload: &[u8],
+    ) -> DeliveryStatus {
+        match host.deliver(to, sender, seq, payload) {
+            Delivery::Accepted => {
+                self.stats.messages_accepted += 1;
+                DeliveryStatus::Accepted
+            }
+            Delivery::Duplicate => DeliveryStatus::Accepted,
+            Delivery::OutOfOrder => DeliveryStatus::OutOfOrder,
+            Delivery::Full => {
+                self.stats.messages_full += 1;
+                DeliveryStatus::Full
+            }
+        }
+    }
+
+    /// For every agent running here, sends its oldest unacknowledged message to each addressee
+    /// (one in flight per pair keeps them in order), or delivers it locally.
+    fn scan_messages<H: AgentHost>(&mut self, host: &mut H) {
+        let mut running: heapless::Vec<AgentId, N> = heapless::Vec::new();
+        self.journal.for_each(&mut |a, r| {
+            if r.phase == Phase::Running {
+                let _ = running.push(a);
+            }
+        });
+        for sender in running {
+            // The oldest message per addressee, at most 16 addressees per scan.
+            let mut heads: heapless::Vec<(AgentId, u64), 16> = heapless::Vec::new();
+            host.outgoing(sender, &mut |to, seq, _| {
+                if !heads.iter().any(|h| h.0 == to) {
+                    let _ = heads.push((to, seq));
+                }
+            });
+            for (to, seq) in heads {
+                let local = self.journal.get(to);
+                match local {
+                    Some(Record {
+                        phase: Phase::Running,
+                        ..
+                    }) => {
+                        let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
+                        if let Some(n) = message_payload(host, sender, to, seq, &mut payload) {
+                            if self.deliver_local(host, to, sender, seq, &payload[..n])
+                                == DeliveryStatus::Accepted
+                            {
+                                host.acked(sender, to, seq);
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Record {
+                        epoch,
+                        phase: Phase::Moved { target, .. },
+                    }) => self.learn(to, target, epoch),
+                    _ => {}
+                }
+                let node = match self.locations.get(&to) {
+                    Some(l) => Some(l.0),
+                    None => host.locate(to),
+                };
+                if let Some(node) = node.filter(|n| *n != self.id) {
+                    let epoch = self.locations.get(&to).map_or(0, |l| l.1);
+                    self.queue(node, to, epoch, Out::Deliver { sender, seq });
+                }
+            }
+        }
+    }
+
+    fn learn(&mut self, agent: AgentId, node: NodeId, epoch: u64) {
+        match self.locations.get_mut(&agent) {
+            Some(l) if l.1 > epoch => {}
+            Some(l) => *l = (node, epoch),
+            None => {
+                if self.locations.insert(agent, (node, epoch)).is_err() {
+                    // Full: forget the entry with the lowest epoch (a cache; the directory
+                    // answers again).
+                    if let Some(victim) = self
+                        .locations
+                        .iter()
+                        .min_by_key(|(_, l)| l.1)
+                        .map(|(a, _)| *a)
+                    {
+                        self.locations.remove(&victim);
+                        let _ = self.locations.insert(agent, (node, epoch));
+                    }
+                }
+            }
+        }
     }
 
     // ---- target side ----
@@ -809,6 +1136,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
     }
 
     fn queue(&mut self, to: NodeId, agent: AgentId, epoch: u64, out: Out) {
+        if to == self.id {
+            return;
+        }
         if self
             .outbox
             .push_back(Pending {
@@ -822,4 +1152,22 @@ impl<J: Journal, const N: usize> Node<J, N> {
             self.stats.outbox_drops += 1;
         }
     }
+}
+
+/// Copies message `seq` from `sender` to `to` out of the host's outgoing messages.
+fn message_payload<H: AgentHost>(
+    host: &mut H,
+    sender: AgentId,
+    to: AgentId,
+    seq: u64,
+    out: &mut [u8; frame::MAX_MESSAGE_LEN],
+) -> Option<usize> {
+    let mut found = None;
+    host.outgoing(sender, &mut |t, s, payload| {
+        if found.is_none() && t == to && s == seq && payload.len() <= frame::MAX_MESSAGE_LEN {
+            out[..payload.len()].copy_from_slice(payload);
+            found = Some(payload.len());
+        }
+    });
+    found
 }
