@@ -811,19 +811,45 @@ fn handoffs_survive_faults() {
     // MIELIN_SIM_KEEP_GOING=1: run every seed and count the failing ones (to measure how often
     // a deliberately broken protocol is caught).
     let keep_going = std::env::var_os("MIELIN_SIM_KEEP_GOING").is_some();
-    let mut failed: Vec<u64> = Vec::new();
-    for seed in first..first + seeds {
-        match run_seed(seed, false) {
-            Ok(f) => total += f,
-            Err(_) if keep_going => failed.push(seed),
-            Err(e) => {
-                std::panic::set_hook(hook);
-                panic!(
-                    "seed {seed} failed: {e}\nreplay: MIELIN_SIM_SEED={seed} cargo test --test sim"
-                );
-            }
+    // Seeds are independent: split them over threads (MIELIN_SIM_THREADS, default 2); each
+    // seed's run stays deterministic.
+    let threads = env_u64("MIELIN_SIM_THREADS").unwrap_or(2).max(1);
+    let results: Vec<(Figures, Vec<(u64, String)>)> = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                sc.spawn(move || {
+                    let mut total = Figures::default();
+                    let mut failed = Vec::new();
+                    for seed in (first + t..first + seeds).step_by(threads as usize) {
+                        match run_seed(seed, false) {
+                            Ok(f) => total += f,
+                            Err(e) => {
+                                failed.push((seed, e));
+                                if !keep_going {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    (total, failed)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut failed: Vec<(u64, String)> = Vec::new();
+    for (f, errs) in results {
+        total += f;
+        failed.extend(errs);
+    }
+    failed.sort_by_key(|f| f.0);
+    if !keep_going {
+        if let Some((seed, e)) = failed.first() {
+            std::panic::set_hook(hook);
+            panic!("seed {seed} failed: {e}\nreplay: MIELIN_SIM_SEED={seed} cargo test --test sim");
         }
     }
+    let failed: Vec<u64> = failed.into_iter().map(|f| f.0).collect();
     std::panic::set_hook(hook);
     if keep_going && !failed.is_empty() {
         panic!(
