@@ -88,6 +88,9 @@ pub enum MeshError {
     /// The agent's epoch cannot grow any more.
     #[error("epoch exhausted")]
     EpochExhausted,
+    /// A WebAssembly module whose import section cannot be read.
+    #[error("malformed WebAssembly module (import section)")]
+    BadModule,
     /// The host refused (capture failed, snapshot invalid, agent unknown to the host).
     #[error("the agent host refused: {reason}")]
     HostRefused {
