@@ -4,7 +4,7 @@
 //! Regenerate the vectors only for a deliberate format change (with a new version):
 //! `MIELIN_WRITE_VECTORS=1 cargo test --test mesh_frame`.
 
-use mielin_cells::mesh::frame::{self, Body, Frame, FrameKind, RefuseReason, Repr};
+use mielin_cells::mesh::frame::{self, Body, DeliveryStatus, Frame, FrameKind, RefuseReason, Repr};
 use mielin_cells::mesh::{MeshError, Phase, Record, RECORD_LEN};
 use mielin_cells::{AgentId, NodeId};
 use proptest::prelude::*;
@@ -67,6 +67,28 @@ fn samples() -> Vec<(&'static str, Repr<'static>)> {
         ("abort", r(7, Body::Abort)),
         ("done", r(7, Body::Done)),
         ("moved", r(7, Body::Moved { node: NODE })),
+        (
+            "deliver",
+            r(
+                7,
+                Body::Deliver {
+                    sender: [0x33; 16],
+                    seq: 5,
+                    payload: b"hello",
+                },
+            ),
+        ),
+        (
+            "delivered",
+            r(
+                7,
+                Body::Delivered {
+                    sender: [0x33; 16],
+                    seq: 5,
+                    status: DeliveryStatus::Full,
+                },
+            ),
+        ),
     ]
 }
 
@@ -105,6 +127,9 @@ fn frame_sizes() {
         match r.body {
             Body::Transfer { payload, .. } => {
                 assert_eq!(r.buffer_len(), frame::TRANSFER_OVERHEAD + payload.len())
+            }
+            Body::Deliver { payload, .. } => {
+                assert_eq!(r.buffer_len(), frame::DELIVER_OVERHEAD + payload.len())
             }
             _ => assert!(r.buffer_len() <= frame::MAX_CONTROL_LEN, "{n}"),
         }
@@ -145,6 +170,27 @@ fn refusals_name_the_problem() {
             assert!(Repr::decode(&bytes[..n]).is_err());
         }
     }
+    // A message longer than the limit: refused when decoding and when encoding.
+    let d = emit(&samples()[10].1);
+    let mut b = d.clone();
+    b[frame::HEADER_LEN + 24..frame::HEADER_LEN + 26].copy_from_slice(&257u16.to_le_bytes());
+    b.resize(frame::DELIVER_OVERHEAD + 257, 0);
+    assert_eq!(Repr::decode(&b), Err(MeshError::PayloadTooLarge));
+    let long = [0u8; 257];
+    let r = Repr {
+        agent: AGENT,
+        epoch: 0,
+        body: Body::Deliver {
+            sender: AGENT,
+            seq: 1,
+            payload: &long,
+        },
+    };
+    assert_eq!(r.emit(&mut [0u8; 400]), Err(MeshError::PayloadTooLarge));
+    // An unknown delivery status.
+    let mut b = emit(&samples()[11].1);
+    b[frame::HEADER_LEN + 24] = 9;
+    assert_eq!(Repr::decode(&b), Err(MeshError::BadFlags));
     // A buffer one byte short: an error, not a panic.
     let r = samples()[4].1;
     let mut buf = vec![0u8; r.buffer_len() - 1];
@@ -189,7 +235,7 @@ fn transfer_written_in_place() {
 
 fn body() -> impl Strategy<Value = (u8, [u8; 32], u32, u32, u8, bool, Vec<u8>, [u8; 16])> {
     (
-        1u8..=10,
+        1u8..=12,
         any::<[u8; 32]>(),
         any::<u32>(),
         any::<u32>(),
@@ -224,7 +270,17 @@ fn make<'a>(
         7 => Body::Commit,
         8 => Body::Abort,
         9 => Body::Done,
-        _ => Body::Moved { node },
+        10 => Body::Moved { node },
+        11 => Body::Deliver {
+            sender: node,
+            seq: u64::from(a),
+            payload: &payload[..payload.len().min(frame::MAX_MESSAGE_LEN)],
+        },
+        _ => Body::Delivered {
+            sender: node,
+            seq: u64::from(b),
+            status: DeliveryStatus::from_tag(1 + reason % 5).unwrap(),
+        },
     }
 }
 
@@ -251,7 +307,7 @@ proptest! {
 
     /// Valid frames with one byte changed: an error or a canonical frame.
     #[test]
-    fn mutated_frames(i in 0usize..10, pos in any::<usize>(), val in any::<u8>()) {
+    fn mutated_frames(i in 0usize..12, pos in any::<usize>(), val in any::<u8>()) {
         let (_, r) = samples()[i];
         let mut bytes = emit(&r);
         let p = pos % bytes.len();

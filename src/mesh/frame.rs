@@ -224,16 +224,17 @@ impl<T: AsRef<[u8]>> Frame<T> {
                 5usize.saturating_add(le_u32(b, HEADER_LEN + 1) as usize)
             }
         };
+        if body < expected {
+            return Err(MeshError::Truncated);
+        }
+        if body > expected {
+            return Err(MeshError::TrailingBytes);
+        }
+        // The length is exact now: the status byte is there.
         if kind == FrameKind::Delivered && DeliveryStatus::from_tag(b[HEADER_LEN + 24]).is_none() {
             return Err(MeshError::BadFlags);
         }
-        if body < expected {
-            Err(MeshError::Truncated)
-        } else if body > expected {
-            Err(MeshError::TrailingBytes)
-        } else {
-            Ok(())
-        }
+        Ok(())
     }
 
     /// The frame's kind.
