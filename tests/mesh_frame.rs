@@ -233,7 +233,9 @@ fn transfer_written_in_place() {
     assert!(frame::emit_transfer_with(&mut small, &AGENT, 3, false, |_| Ok(0)).is_err());
 }
 
-fn body() -> impl Strategy<Value = (u8, [u8; 32], u32, u32, u8, bool, Vec<u8>, [u8; 16])> {
+type BodyParts = (u8, [u8; 32], u32, u32, u8, bool, Vec<u8>, [u8; 16]);
+
+fn body() -> impl Strategy<Value = BodyParts> {
     (
         1u8..=12,
         any::<[u8; 32]>(),
@@ -246,6 +248,7 @@ fn body() -> impl Strategy<Value = (u8, [u8; 32], u32, u32, u8, bool, Vec<u8>, [
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make<'a>(
     kind: u8,
     h: [u8; 32],

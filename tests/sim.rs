@@ -12,7 +12,6 @@
 //!
 //! `MIELIN_SIM_SEED=<n>` replays one seed verbosely; `MIELIN_SIM_SEEDS=<n>` sets how many seeds
 //! run (default 2000); `MIELIN_SIM_FIRST=<n>` where they start.
-#![cfg(feature = "std")]
 
 use mielin_cells::mesh::{
     AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Phase,
@@ -24,7 +23,8 @@ const NODES: usize = 4;
 const AGENTS: usize = 6;
 const CAP: usize = 16;
 const STEP_MS: u64 = 5;
-const FAULT_MS: u64 = 3_000;
+/// Simulated time with faults; shorter under Miri, which runs about a thousand times slower.
+const FAULT_MS: u64 = if cfg!(miri) { 300 } else { 3_000 };
 const HEAL_MS: u64 = 60_000;
 const DNA_LEN: usize = 64;
 
@@ -802,7 +802,7 @@ fn handoffs_survive_faults() {
         }
         return;
     }
-    let seeds = env_u64("MIELIN_SIM_SEEDS").unwrap_or(if cfg!(miri) { 2 } else { 2000 });
+    let seeds = env_u64("MIELIN_SIM_SEEDS").unwrap_or(if cfg!(miri) { 1 } else { 2000 });
     let first = env_u64("MIELIN_SIM_FIRST").unwrap_or(0);
     let start = std::time::Instant::now();
     let mut total = Figures::default();
@@ -862,6 +862,10 @@ fn handoffs_survive_faults() {
         "sim: {seeds} seeds (from {first}) in {:.1?}: {total:?}",
         start.elapsed()
     );
-    assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
-    assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
+    // The fault mix really happened (a run of a few seeds may miss some).
+    if seeds >= 100 {
+        assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
+        assert!(total.partitions > 0 && total.duplicated > 0 && total.fenced > 0);
+        assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
+    }
 }
