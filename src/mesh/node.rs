@@ -1286,8 +1286,11 @@ mod tests {
 
     #[test]
     fn hand_off_then_message_without_alloc() {
-        let (mut h1, mut h2) = (Host::default(), Host::default());
-        h1.owned = Some(41);
+        let mut h1 = Host {
+            owned: Some(41),
+            ..Host::default()
+        };
+        let mut h2 = Host::default();
         let mut n1: TestNode = Node::new(N1, MemJournal::new(), Config::default());
         let mut n2: TestNode = Node::new(N2, MemJournal::new(), Config::default());
         n1.start(&mut h1, A).unwrap();
@@ -1316,8 +1319,10 @@ mod tests {
 
     #[test]
     fn garbage_changes_nothing() {
-        let mut h = Host::default();
-        h.owned = Some(1);
+        let mut h = Host {
+            owned: Some(1),
+            ..Host::default()
+        };
         let mut n: TestNode = Node::new(N1, MemJournal::new(), Config::default());
         n.start(&mut h, A).unwrap();
         assert!(n.handle_frame(&mut h, 0, N2, b"MZ").is_err());
