@@ -126,18 +126,32 @@ fn pump<JA: Journal, JB: Journal>(
     hb: &mut SnapshotHost,
     now: &mut u64,
 ) -> usize {
+    pump_recording(a, ha, b, hb, now, &mut Vec::new())
+}
+
+/// [`pump`], keeping a copy of every frame: (sent by A, bytes).
+fn pump_recording<JA: Journal, JB: Journal>(
+    a: &mut Node<JA, 8>,
+    ha: &mut SnapshotHost,
+    b: &mut Node<JB, 8>,
+    hb: &mut SnapshotHost,
+    now: &mut u64,
+    log: &mut Vec<(bool, Vec<u8>)>,
+) -> usize {
     let mut buf = vec![0u8; 4096];
     let mut frames = 0;
     for _ in 0..100 {
         let mut moved = false;
         while let Some(t) = a.poll_transmit(ha, &mut buf).unwrap() {
             assert_eq!(t.to, B);
+            log.push((true, buf[..t.len].to_vec()));
             b.handle_frame(hb, *now, A, &buf[..t.len]).unwrap();
             moved = true;
             frames += 1;
         }
         while let Some(t) = b.poll_transmit(hb, &mut buf).unwrap() {
             assert_eq!(t.to, A);
+            log.push((false, buf[..t.len].to_vec()));
             a.handle_frame(ha, *now, B, &buf[..t.len]).unwrap();
             moved = true;
             frames += 1;
@@ -302,4 +316,48 @@ fn journal_capacity_is_a_refusal() {
         Err(MeshError::JournalFull)
     );
     assert_eq!(j.len(), 1);
+}
+
+/// Every frame of two hand-offs (A → B at epoch 1, B → A at epoch 2), replayed afterwards to its
+/// receiver, forwards and backwards, and each answer delivered too: the agent still runs exactly
+/// once, on A at epoch 2, and nothing changed state.
+#[test]
+fn replayed_frames_change_nothing() {
+    let (id, mut ha, mut hb) = setup();
+    let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), Config::default());
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), Config::default());
+    a.start(&mut ha, id).unwrap();
+    let mut now = 0;
+    let mut log = Vec::new();
+    a.migrate(&mut ha, now, id, B).unwrap();
+    pump_recording(&mut a, &mut ha, &mut b, &mut hb, &mut now, &mut log);
+    b.migrate(&mut hb, now, id, A).unwrap();
+    pump_recording(&mut a, &mut ha, &mut b, &mut hb, &mut now, &mut log);
+    assert_eq!(log.len(), 12);
+    let settled = (a.journal().get(id), b.journal().get(id));
+    let check = |a: &Node<MemJournal<8>, 8>,
+                 b: &Node<MemJournal<8>, 8>,
+                 ha: &SnapshotHost,
+                 hb: &SnapshotHost| {
+        assert_eq!((a.journal().get(id), b.journal().get(id)), settled);
+        assert_eq!(ha.running.get(&id), Some(&2));
+        assert!(hb.running.is_empty() && hb.agents.is_empty());
+    };
+    for order in [false, true] {
+        let frames: Vec<_> = if order {
+            log.iter().rev().collect()
+        } else {
+            log.iter().collect()
+        };
+        for (from_a, bytes) in frames {
+            if *from_a {
+                b.handle_frame(&mut hb, now, A, bytes).unwrap();
+            } else {
+                a.handle_frame(&mut ha, now, B, bytes).unwrap();
+            }
+            check(&a, &b, &ha, &hb);
+            pump(&mut a, &mut ha, &mut b, &mut hb, &mut now);
+            check(&a, &b, &ha, &hb);
+        }
+    }
 }
