@@ -13,6 +13,7 @@
 //! - [`Journal`] and [`Record`]: what survives a restart.
 //! - [`Node`]: the hand-off state machine.
 //! - [`placement`]: required imports from a DNA and a selection that refuses nodes lacking one.
+//! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
 //!
 //! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.
 
@@ -20,6 +21,9 @@ pub mod frame;
 mod journal;
 mod node;
 pub mod placement;
+#[cfg(feature = "wasmi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
+pub mod wasm;
 
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
