@@ -87,7 +87,7 @@ fn an_agent_sends_with_back_pressure() {
     let host = Host::default();
     let rt = Runtime::new(1_000_000);
     let agent = Agent::new(wat::parse_str(AGENT).unwrap()).unwrap();
-    let mut live = rt.start(agent, host.clone(), |l| wasm::link(l)).unwrap();
+    let mut live = rt.start(agent, host.clone(), wasm::link).unwrap();
     assert_eq!(i32_of(live.call("ping", &[Val::I32(1)]).unwrap()), 0);
     assert_eq!(i32_of(live.call("ping", &[Val::I32(2)]).unwrap()), 0);
     assert_eq!(
@@ -116,7 +116,7 @@ fn an_agent_receives_in_order() {
     host.mailbox.push_back((PEER, vec![0; 100])); // longer than the agent's buffer (64)
     let rt = Runtime::new(1_000_000);
     let agent = Agent::new(wat::parse_str(AGENT).unwrap()).unwrap();
-    let mut live = rt.start(agent, host, |l| wasm::link(l)).unwrap();
+    let mut live = rt.start(agent, host, wasm::link).unwrap();
     assert_eq!(i32_of(live.call("take", &[]).unwrap()), 7);
     assert_eq!(i32_of(live.call("take", &[]).unwrap()), 8);
     assert_eq!(
