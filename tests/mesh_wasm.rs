@@ -1,7 +1,7 @@
 //! WebAssembly agents use the mesh through `mesh.send` and `mesh.recv` (feature `wasmi`).
 #![cfg(feature = "wasmi")]
 
-use mielin_cells::mesh::wasm::{self, Mailbox};
+use mielin_cells::mesh::wasm::{self, Mailbox, Received};
 use mielin_cells::runtime::{Runtime, Val};
 use mielin_cells::{Agent, AgentId};
 use std::cell::RefCell;
@@ -26,6 +26,9 @@ const AGENT: &str = r#"(module
     (if (result i32) (i32.eq (local.get $r) (i32.const 4))
       (then (i32.load (i32.const 128)))
       (else (local.get $r))))
+  ;; Receiving into a buffer that ends past the memory.
+  (func (export "bad_recv") (result i32)
+    (call $recv (i32.const 64) (i32.const 65500) (i32.const 64)))
   ;; Bad arguments: a pointer past the memory.
   (func (export "bad") (result i32)
     (call $send (i32.const 65530) (i32.const 16) (i32.const 4))))"#;
@@ -49,10 +52,9 @@ impl Mailbox for Host {
         i.outbox.push((to, payload.to_vec()));
         true
     }
-    fn peek(&self) -> Option<(AgentId, &[u8])> {
-        None // this host only sends (the other test receives)
+    fn recv(&mut self, _: &mut [u8]) -> Received {
+        Received::Empty // this host only sends (the other test receives)
     }
-    fn pop(&mut self) {}
 }
 
 /// A host that owns its mailbox directly.
@@ -67,11 +69,20 @@ impl Mailbox for Owned {
         self.sent += 1;
         true
     }
-    fn peek(&self) -> Option<(AgentId, &[u8])> {
-        self.mailbox.front().map(|(a, m)| (*a, &m[..]))
-    }
-    fn pop(&mut self) {
+    fn recv(&mut self, out: &mut [u8]) -> Received {
+        let Some((from, m)) = self.mailbox.front() else {
+            return Received::Empty;
+        };
+        let Some(dst) = out.get_mut(..m.len()) else {
+            return Received::TooLong;
+        };
+        dst.copy_from_slice(m);
+        let r = Received::Message {
+            from: *from,
+            len: m.len(),
+        };
         self.mailbox.pop_front();
+        r
     }
 }
 
@@ -117,6 +128,12 @@ fn an_agent_receives_in_order() {
     let rt = Runtime::new(1_000_000);
     let agent = Agent::new(wat::parse_str(AGENT).unwrap()).unwrap();
     let mut live = rt.start(agent, host, wasm::link).unwrap();
+    assert_eq!(i32_of(live.call("bad_recv", &[]).unwrap()), -2);
+    assert_eq!(
+        live.host().mailbox.len(),
+        3,
+        "a refused receive takes nothing"
+    );
     assert_eq!(i32_of(live.call("take", &[]).unwrap()), 7);
     assert_eq!(i32_of(live.call("take", &[]).unwrap()), 8);
     assert_eq!(

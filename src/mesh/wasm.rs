@@ -9,8 +9,9 @@
 //!   memory bounds, longer than [`MAX_MESSAGE_LEN`]).
 //! - `mesh.recv(from_ptr: i32, ptr: i32, cap: i32) -> i32`: takes the oldest message of the
 //!   agent's mailbox, writes its sender's id at `from_ptr` and its bytes at `ptr`, and returns
-//!   the length; -1 when the mailbox is empty; -2 for bad arguments or a message longer than
-//!   `cap` (it stays in the mailbox).
+//!   the length; -1 when the mailbox is empty; -2 for bad arguments (the 16 bytes at `from_ptr`
+//!   or the `cap` bytes at `ptr` outside the memory) or a message longer than `cap` (it stays in
+//!   the mailbox).
 //!
 //! The agent's module must export its memory as `memory`. What `Mailbox` does with a message —
 //! numbering it and keeping it until the mesh acknowledges it ([`AgentHost::outgoing`]) — is
@@ -22,14 +23,30 @@ use super::frame::MAX_MESSAGE_LEN;
 use crate::AgentId;
 use wasmi::{Caller, Extern, Linker};
 
-/// The agent's side of the mesh, as the host functions see it.
+/// The agent's side of the mesh, as the host functions see it. Both methods copy, so a host
+/// may keep the mailbox behind a `RefCell` or a lock.
 pub trait Mailbox {
     /// Queues a message from this agent to `to`; `false` when the outbox is full.
     fn send(&mut self, to: AgentId, payload: &[u8]) -> bool;
-    /// The oldest message in this agent's mailbox (sender and length), without taking it.
-    fn peek(&self) -> Option<(AgentId, &[u8])>;
-    /// Takes the oldest message out of the mailbox.
-    fn pop(&mut self);
+    /// Moves the oldest message of this agent's mailbox into `out` and returns its sender and
+    /// length; [`Received::TooLong`] (the message stays) when `out` is too small.
+    fn recv(&mut self, out: &mut [u8]) -> Received;
+}
+
+/// What [`Mailbox::recv`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A message, now in the buffer.
+    Message {
+        /// Its sender.
+        from: AgentId,
+        /// Its length.
+        len: usize,
+    },
+    /// The mailbox is empty.
+    Empty,
+    /// The oldest message does not fit the buffer; it stays in the mailbox.
+    TooLong,
 }
 
 fn memory<T>(caller: &Caller<'_, T>) -> Option<wasmi::Memory> {
@@ -81,21 +98,27 @@ pub fn link<T: Mailbox + 'static>(linker: &mut Linker<T>) -> Result<(), wasmi::E
             let (Some((fp, _)), Some((p, c))) = (range(from_ptr, 16), range(ptr, cap)) else {
                 return -2;
             };
+            // The whole buffer must lie in the agent's memory before a message is taken: a write
+            // that failed afterwards would lose it.
+            let size = mem.data_size(&caller);
+            if fp.checked_add(16).is_none_or(|e| e > size)
+                || p.checked_add(c).is_none_or(|e| e > size)
+            {
+                return -2;
+            }
             let mut buf = [0u8; MAX_MESSAGE_LEN];
-            let (from, n) = match caller.data().peek() {
-                None => return -1,
-                Some((_, m)) if m.len() > c || m.len() > MAX_MESSAGE_LEN => return -2,
-                Some((from, m)) => {
-                    buf[..m.len()].copy_from_slice(m);
-                    (from, m.len())
-                }
+            let room = c.min(MAX_MESSAGE_LEN);
+            let (from, n) = match caller.data_mut().recv(&mut buf[..room]) {
+                Received::Empty => return -1,
+                Received::TooLong => return -2,
+                Received::Message { from, len } if len <= room => (from, len),
+                Received::Message { .. } => return -2,
             };
             if mem.write(&mut caller, fp, from.as_bytes()).is_err()
                 || mem.write(&mut caller, p, &buf[..n]).is_err()
             {
                 return -2;
             }
-            caller.data_mut().pop();
             n as i32
         },
     )?;
