@@ -13,7 +13,7 @@ const PEER: AgentId = AgentId::from_bytes([0xbb; 16]);
 const AGENT: &str = r#"(module
   (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
   (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
+  (memory 1)
   (data (i32.const 0) "\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb\bb")
   ;; Sends the number n (4 bytes) to the peer whose id is at 0.
   (func (export "ping") (param $n i32) (result i32)

@@ -13,7 +13,8 @@
 //!   or the `cap` bytes at `ptr` outside the memory) or a message longer than `cap` (it stays in
 //!   the mailbox).
 //!
-//! The agent's module must export its memory as `memory`. What `Mailbox` does with a message —
+//! The agent's module must define a memory (agents started by `crate::runtime` have it
+//! exported for them). What `Mailbox` does with a message —
 //! numbering it and keeping it until the mesh acknowledges it ([`AgentHost::outgoing`]) — is
 //! the embedder's; the functions only move bytes between the agent's memory and the mailbox.
 //!
@@ -49,8 +50,12 @@ pub enum Received {
     TooLong,
 }
 
+/// The memory: the export `crate::runtime` adds to every module that defines one, else an
+/// export named `memory`.
 fn memory<T>(caller: &Caller<'_, T>) -> Option<wasmi::Memory> {
-    caller.get_export("memory").and_then(Extern::into_memory)
+    ["__mielin_memory", "memory"]
+        .iter()
+        .find_map(|name| caller.get_export(name).and_then(Extern::into_memory))
 }
 
 fn range(ptr: i32, len: i32) -> Option<(usize, usize)> {
