@@ -2,8 +2,8 @@
 # Seeds each fuzz target's corpus from the golden vectors in tests/vectors/.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2
-for v in ../tests/vectors/*.bin; do
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame
+for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
   v2-*)
@@ -22,3 +22,6 @@ for v in ../tests/vectors/*.bin; do
 done
 printf '\0asm\1\0\0\0' >corpus/dna/empty-module
 printf '\0asm\x0d\0\1\0' >corpus/dna/component
+for v in ../tests/vectors/mesh-*.bin; do
+  cp "$v" "corpus/mesh_frame/$(basename "$v" .bin)"
+done

@@ -107,6 +107,7 @@ mod error;
 mod globals;
 mod hash;
 mod id;
+pub mod mesh;
 pub mod migration;
 mod policy;
 #[cfg(feature = "wasmi")]

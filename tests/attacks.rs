@@ -361,3 +361,28 @@ fn malleated_signatures_are_refused() {
     reseal_v2(&mut bytes);
     assert_eq!(accept(&mut t, &bytes), refused(SignatureError::Malleable));
 }
+
+/// The node's one journal (the mesh's file journal) keeps the trust list's epochs too: lent to
+/// a trust list, it refuses a replay after a restart.
+#[test]
+fn replay_after_restart_is_refused_with_the_mesh_journal() {
+    use mielin_cells::mesh::FileJournal;
+    let dir = std::env::temp_dir().join(format!("mielin-attacks-mesh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.journal");
+    let _ = std::fs::remove_file(&path);
+    let s = key(1);
+    let bytes = handoff(&s, SOURCE, TARGET, 3);
+    {
+        let mut journal = FileJournal::open(&path, 16).unwrap();
+        let mut t = receiver(TARGET, &mut journal, &[(SOURCE, &s)]);
+        accept(&mut t, &bytes).unwrap();
+    }
+    let mut journal = FileJournal::open(&path, 16).unwrap();
+    let mut t = receiver(TARGET, &mut journal, &[(SOURCE, &s)]);
+    assert_eq!(
+        accept(&mut t, &bytes),
+        refused(SignatureError::Stale { last: 3, found: 3 })
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

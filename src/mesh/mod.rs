@@ -1,0 +1,104 @@
+//! A sans-IO protocol that moves agents between nodes with exactly-once ownership.
+//!
+//! The protocol is a set of pure state machines in the style of quinn-proto and smoltcp: the
+//! embedder feeds a [`Node`] events — a frame received ([`Node::handle_frame`]), the time
+//! ([`Node::handle_timeout`]), a command ([`Node::migrate`]) — and takes frames out
+//! ([`Node::poll_transmit`]). The node has no clock, no sockets, no RNG and no allocator: time is
+//! a `u64` of milliseconds passed in, persistence is the embedder's [`Journal`], and agents are
+//! captured, verified and run by the embedder's [`AgentHost`]. Snapshots are opaque bytes to the
+//! protocol.
+//!
+//! Layers, bytes below meaning:
+//! - [`frame`]: the wire codec (a checked view and a typed [`frame::Repr`]); knows nothing above.
+//! - [`Journal`] and [`Record`]: what survives a restart.
+//! - [`Node`]: the hand-off state machine.
+//! - [`placement`]: required imports from a DNA and a selection that refuses nodes lacking one.
+//! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
+//!
+//! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.
+
+pub mod frame;
+mod journal;
+mod node;
+pub mod placement;
+#[cfg(feature = "wasmi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
+pub mod wasm;
+
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub use journal::FileJournal;
+pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
+pub use node::{AgentHost, AgentInfo, Config, Delivery, Node, Stats, Transmit, OUTBOX};
+
+/// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a
+/// wildcard arm, new variants may come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// A frame is shorter than its header or than its kind requires.
+    #[error("frame truncated")]
+    Truncated,
+    /// A frame does not start with the magic `MZ`.
+    #[error("not a mesh frame: bad magic")]
+    BadMagic,
+    /// A frame version this codec does not read.
+    #[error("unsupported frame version: expected 1, found {found}")]
+    UnsupportedVersion {
+        /// The version byte found.
+        found: u8,
+    },
+    /// A frame kind this codec does not know.
+    #[error("unknown frame kind {found}")]
+    UnknownKind {
+        /// The kind byte found.
+        found: u8,
+    },
+    /// Reserved flag bits are set.
+    #[error("reserved flag bits set")]
+    BadFlags,
+    /// Bytes follow the end of the frame.
+    #[error("trailing bytes after the frame")]
+    TrailingBytes,
+    /// The output buffer cannot hold the frame.
+    #[error("buffer too small: the frame needs {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// A payload longer than the length field can say.
+    #[error("payload too large for a frame")]
+    PayloadTooLarge,
+    /// The journal has no room for another record.
+    #[error("journal full")]
+    JournalFull,
+    /// The journal could not make a record durable.
+    #[error("journal write failed")]
+    JournalIo,
+    /// A fixed-capacity table of the node (timers, outbox) is full; nothing was changed.
+    #[error("node busy: a fixed-capacity table is full")]
+    Busy,
+    /// The command needs the agent to run here, and it does not.
+    #[error("the agent does not run on this node")]
+    NotOwner,
+    /// The agent is already known here.
+    #[error("the agent is already known on this node")]
+    AlreadyKnown,
+    /// A hand-off to the node itself.
+    #[error("cannot hand an agent off to its own node")]
+    SelfTarget,
+    /// The agent's epoch cannot grow any more.
+    #[error("epoch exhausted")]
+    EpochExhausted,
+    /// A WebAssembly module whose import section cannot be read.
+    #[error("malformed WebAssembly module (import section)")]
+    BadModule,
+    /// The host refused (capture failed, snapshot invalid, agent unknown to the host).
+    #[error("the agent host refused: {reason}")]
+    HostRefused {
+        /// Why.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,131 @@
+//! Host functions that let WebAssembly agents send and receive mesh messages (feature `wasmi`).
+//!
+//! [`link`] defines two imports on a [`Linker`](crate::runtime::Linker) for any store data that
+//! implements [`Mailbox`]:
+//!
+//! - `mesh.send(to_ptr: i32, ptr: i32, len: i32) -> i32`: sends `len` bytes at `ptr` to the
+//!   agent whose 16-byte id is at `to_ptr`. Returns 0 when the message was queued, -1 when the
+//!   sender's outbox is full (back-pressure: try again later), -2 for bad arguments (out of
+//!   memory bounds, longer than [`MAX_MESSAGE_LEN`]).
+//! - `mesh.recv(from_ptr: i32, ptr: i32, cap: i32) -> i32`: takes the oldest message of the
+//!   agent's mailbox, writes its sender's id at `from_ptr` and its bytes at `ptr`, and returns
+//!   the length; -1 when the mailbox is empty; -2 for bad arguments (the 16 bytes at `from_ptr`
+//!   or the `cap` bytes at `ptr` outside the memory) or a message longer than `cap` (it stays in
+//!   the mailbox).
+//!
+//! The agent's module must define a memory (agents started by `crate::runtime` have it
+//! exported for them). What `Mailbox` does with a message —
+//! numbering it and keeping it until the mesh acknowledges it ([`AgentHost::outgoing`]) — is
+//! the embedder's; the functions only move bytes between the agent's memory and the mailbox.
+//!
+//! [`AgentHost::outgoing`]: super::AgentHost::outgoing
+
+use super::frame::MAX_MESSAGE_LEN;
+use crate::AgentId;
+use wasmi::{Caller, Extern, Linker};
+
+/// The agent's side of the mesh, as the host functions see it. Both methods copy, so a host
+/// may keep the mailbox behind a `RefCell` or a lock.
+pub trait Mailbox {
+    /// Queues a message from this agent to `to`; `false` when the outbox is full.
+    fn send(&mut self, to: AgentId, payload: &[u8]) -> bool;
+    /// Moves the oldest message of this agent's mailbox into `out` and returns its sender and
+    /// length; [`Received::TooLong`] (the message stays) when `out` is too small.
+    fn recv(&mut self, out: &mut [u8]) -> Received;
+}
+
+/// What [`Mailbox::recv`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A message, now in the buffer.
+    Message {
+        /// Its sender.
+        from: AgentId,
+        /// Its length.
+        len: usize,
+    },
+    /// The mailbox is empty.
+    Empty,
+    /// The oldest message does not fit the buffer; it stays in the mailbox.
+    TooLong,
+}
+
+/// The memory: the export `crate::runtime` adds to every module that defines one, else an
+/// export named `memory`.
+fn memory<T>(caller: &Caller<'_, T>) -> Option<wasmi::Memory> {
+    ["__mielin_memory", "memory"]
+        .iter()
+        .find_map(|name| caller.get_export(name).and_then(Extern::into_memory))
+}
+
+fn range(ptr: i32, len: i32) -> Option<(usize, usize)> {
+    let p = usize::try_from(ptr).ok()?;
+    let l = usize::try_from(len).ok()?;
+    Some((p, l))
+}
+
+/// Defines `mesh.send` and `mesh.recv` on `linker` (see the module documentation).
+pub fn link<T: Mailbox + 'static>(linker: &mut Linker<T>) -> Result<(), wasmi::Error> {
+    linker.func_wrap(
+        "mesh",
+        "send",
+        |mut caller: Caller<'_, T>, to_ptr: i32, ptr: i32, len: i32| -> i32 {
+            let Some(mem) = memory(&caller) else {
+                return -2;
+            };
+            let (Some((tp, _)), Some((p, l))) = (range(to_ptr, 16), range(ptr, len)) else {
+                return -2;
+            };
+            if l > MAX_MESSAGE_LEN {
+                return -2;
+            }
+            let mut to = [0u8; 16];
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            if mem.read(&caller, tp, &mut to).is_err()
+                || mem.read(&caller, p, &mut buf[..l]).is_err()
+            {
+                return -2;
+            }
+            if caller.data_mut().send(AgentId::from_bytes(to), &buf[..l]) {
+                0
+            } else {
+                -1
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "mesh",
+        "recv",
+        |mut caller: Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i32| -> i32 {
+            let Some(mem) = memory(&caller) else {
+                return -2;
+            };
+            let (Some((fp, _)), Some((p, c))) = (range(from_ptr, 16), range(ptr, cap)) else {
+                return -2;
+            };
+            // The whole buffer must lie in the agent's memory before a message is taken: a write
+            // that failed afterwards would lose it.
+            let size = mem.data_size(&caller);
+            if fp.checked_add(16).is_none_or(|e| e > size)
+                || p.checked_add(c).is_none_or(|e| e > size)
+            {
+                return -2;
+            }
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            let room = c.min(MAX_MESSAGE_LEN);
+            let (from, n) = match caller.data_mut().recv(&mut buf[..room]) {
+                Received::Empty => return -1,
+                Received::TooLong => return -2,
+                Received::Message { from, len } if len <= room => (from, len),
+                Received::Message { .. } => return -2,
+            };
+            if mem.write(&mut caller, fp, from.as_bytes()).is_err()
+                || mem.write(&mut caller, p, &buf[..n]).is_err()
+            {
+                return -2;
+            }
+            n as i32
+        },
+    )?;
+    Ok(())
+}

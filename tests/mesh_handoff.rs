@@ -1,0 +1,363 @@
+//! Hand-offs between two nodes with real snapshots (`MigrationSnapshot`'s public API) and the
+//! file journal: the happy path both ways, a snapshot that fails verification, and a crash of the
+//! source before its decision, restarted from the journal file.
+#![cfg(feature = "std")]
+
+mod common;
+
+use common::sample_agent;
+use mielin_cells::mesh::{
+    AgentHost, AgentInfo, Config, FileJournal, Journal, MemJournal, MeshError, Node, Phase, Record,
+};
+use mielin_cells::migration::MigrationSnapshot;
+use mielin_cells::{Agent, AgentId, AgentState, NodeId};
+use std::collections::BTreeMap;
+
+const A: NodeId = NodeId::from_bytes([0xa1; 16]);
+const B: NodeId = NodeId::from_bytes([0xb2; 16]);
+
+/// A host over the crate's own snapshots. Snapshots always carry the DNA here (the by-reference
+/// encoding belongs to the snapshot format, which the protocol does not look into).
+struct SnapshotHost {
+    node: NodeId,
+    agents: BTreeMap<AgentId, Agent<Vec<u8>>>,
+    prepared: BTreeMap<(AgentId, u64), Vec<u8>>,
+    running: BTreeMap<AgentId, u64>,
+    corrupt_next_capture: bool,
+}
+
+impl SnapshotHost {
+    fn new(node: NodeId) -> Self {
+        SnapshotHost {
+            node,
+            agents: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            running: BTreeMap::new(),
+            corrupt_next_capture: false,
+        }
+    }
+}
+
+impl AgentHost for SnapshotHost {
+    fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
+        let a = self.agents.get(&agent)?;
+        Some(AgentInfo {
+            dna_hash: *a.dna().hash(),
+            snapshot_len: MigrationSnapshot::capture_at(a, Some(self.node), 0).size_bytes() as u32,
+            dna_len: a.dna().size() as u32,
+        })
+    }
+    fn has_dna(&mut self, h: &[u8; 32]) -> bool {
+        self.agents.values().any(|a| a.dna().hash() == h)
+    }
+    fn stop(&mut self, agent: AgentId) {
+        self.running.remove(&agent);
+        if let Some(a) = self.agents.get_mut(&agent) {
+            let _ = a.set_state(AgentState::Migrating);
+        }
+    }
+    fn capture(
+        &mut self,
+        agent: AgentId,
+        _with_dna: bool,
+        out: &mut [u8],
+    ) -> Result<usize, MeshError> {
+        let a = self.agents.get(&agent).ok_or(MeshError::HostRefused {
+            reason: "unknown agent",
+        })?;
+        let mut bytes = MigrationSnapshot::capture_at(a, Some(self.node), 1_790_000_000)
+            .serialize()
+            .map_err(|_| MeshError::HostRefused {
+                reason: "serialize",
+            })?;
+        if std::mem::take(&mut self.corrupt_next_capture) {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 1;
+        }
+        let dst = out
+            .get_mut(..bytes.len())
+            .ok_or(MeshError::BufferTooSmall {
+                needed: bytes.len(),
+                available: 0,
+            })?;
+        dst.copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+    fn prepare(&mut self, agent: AgentId, epoch: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
+        let snap = MigrationSnapshot::deserialize(s).map_err(|_| MeshError::HostRefused {
+            reason: "invalid snapshot",
+        })?;
+        if snap.agent_id() != agent {
+            return Err(MeshError::HostRefused {
+                reason: "another agent",
+            });
+        }
+        self.prepared.insert((agent, epoch), s.to_vec());
+        Ok(())
+    }
+    fn run(&mut self, agent: AgentId, epoch: u64) {
+        if let Some(bytes) = self.prepared.remove(&(agent, epoch)) {
+            let a = MigrationSnapshot::deserialize(&bytes)
+                .unwrap()
+                .into_agent()
+                .unwrap();
+            self.agents.insert(agent, a);
+        }
+        let a = self.agents.get_mut(&agent).expect("a copy to run");
+        if a.state() != AgentState::Running {
+            a.set_state(AgentState::Running).unwrap();
+        }
+        self.running.insert(agent, epoch);
+    }
+    fn discard(&mut self, agent: AgentId, epoch: u64) {
+        self.prepared.remove(&(agent, epoch));
+    }
+    fn release(&mut self, agent: AgentId) {
+        self.running.remove(&agent);
+        self.agents.remove(&agent);
+    }
+}
+
+/// Moves frames between the two nodes (no loss) until both are quiet, advancing time.
+fn pump<JA: Journal, JB: Journal>(
+    a: &mut Node<JA, 8>,
+    ha: &mut SnapshotHost,
+    b: &mut Node<JB, 8>,
+    hb: &mut SnapshotHost,
+    now: &mut u64,
+) -> usize {
+    pump_recording(a, ha, b, hb, now, &mut Vec::new())
+}
+
+/// [`pump`], keeping a copy of every frame: (sent by A, bytes).
+fn pump_recording<JA: Journal, JB: Journal>(
+    a: &mut Node<JA, 8>,
+    ha: &mut SnapshotHost,
+    b: &mut Node<JB, 8>,
+    hb: &mut SnapshotHost,
+    now: &mut u64,
+    log: &mut Vec<(bool, Vec<u8>)>,
+) -> usize {
+    let mut buf = vec![0u8; 4096];
+    let mut frames = 0;
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit(ha, &mut buf).unwrap() {
+            assert_eq!(t.to, B);
+            log.push((true, buf[..t.len].to_vec()));
+            b.handle_frame(hb, *now, A, &buf[..t.len]).unwrap();
+            moved = true;
+            frames += 1;
+        }
+        while let Some(t) = b.poll_transmit(hb, &mut buf).unwrap() {
+            assert_eq!(t.to, A);
+            log.push((false, buf[..t.len].to_vec()));
+            a.handle_frame(ha, *now, B, &buf[..t.len]).unwrap();
+            moved = true;
+            frames += 1;
+        }
+        if !moved {
+            if a.is_quiet() && b.is_quiet() {
+                return frames;
+            }
+            *now += 100;
+            a.handle_timeout(ha, *now);
+            b.handle_timeout(hb, *now);
+        }
+    }
+    panic!("did not settle");
+}
+
+fn setup() -> (AgentId, SnapshotHost, SnapshotHost) {
+    let agent = sample_agent();
+    let id = agent.id();
+    let mut ha = SnapshotHost::new(A);
+    ha.agents.insert(id, agent);
+    (id, ha, SnapshotHost::new(B))
+}
+
+#[test]
+fn there_and_back_with_real_snapshots() {
+    let (id, mut ha, mut hb) = setup();
+    let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), Config::default());
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), Config::default());
+    a.start(&mut ha, id).unwrap();
+    let mut now = 0;
+    a.migrate(&mut ha, now, id, B).unwrap();
+    assert!(
+        ha.running.is_empty(),
+        "the source stops the agent when it offers it"
+    );
+    // Offer, NeedDna, Transfer, Prepared, Commit, Done.
+    assert_eq!(pump(&mut a, &mut ha, &mut b, &mut hb, &mut now), 6);
+    assert_eq!(hb.running.get(&id), Some(&1));
+    assert!(ha.running.is_empty() && ha.agents.is_empty());
+    assert_eq!(hb.agents[&id].wasm_state(), sample_agent().wasm_state());
+    assert_eq!(
+        a.journal().get(id),
+        Some(Record {
+            epoch: 1,
+            phase: Phase::Moved {
+                target: B,
+                acked: true
+            }
+        })
+    );
+    assert_eq!(
+        b.journal().get(id),
+        Some(Record {
+            epoch: 1,
+            phase: Phase::Running
+        })
+    );
+    // And back: epoch 2; A's tombstone is replaced.
+    b.migrate(&mut hb, now, id, A).unwrap();
+    pump(&mut a, &mut ha, &mut b, &mut hb, &mut now);
+    assert_eq!(ha.running.get(&id), Some(&2));
+    assert!(hb.running.is_empty());
+    assert_eq!(
+        a.journal().get(id),
+        Some(Record {
+            epoch: 2,
+            phase: Phase::Running
+        })
+    );
+    // Not the owner any more: B cannot migrate it.
+    assert_eq!(b.migrate(&mut hb, now, id, A), Err(MeshError::NotOwner));
+    assert_eq!(a.migrate(&mut ha, now, id, A), Err(MeshError::SelfTarget));
+}
+
+#[test]
+fn an_invalid_snapshot_aborts_and_the_source_runs_on() {
+    let (id, mut ha, mut hb) = setup();
+    let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), Config::default());
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), Config::default());
+    a.start(&mut ha, id).unwrap();
+    ha.corrupt_next_capture = true;
+    let mut now = 0;
+    a.migrate(&mut ha, now, id, B).unwrap();
+    pump(&mut a, &mut ha, &mut b, &mut hb, &mut now);
+    assert_eq!(
+        ha.running.get(&id),
+        Some(&1),
+        "aborted: runs at the attempt's epoch"
+    );
+    assert!(hb.running.is_empty() && hb.prepared.is_empty());
+    assert_eq!(a.stats().aborted, 1);
+    assert_eq!(b.journal().get(id), None);
+}
+
+#[test]
+fn source_crash_before_deciding_restarts_from_the_file_journal() {
+    let dir = std::env::temp_dir().join(format!("mielin-mesh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.journal");
+    let _ = std::fs::remove_file(&path);
+    let (id, mut ha, mut hb) = setup();
+    let mut a: Node<FileJournal, 8> =
+        Node::new(A, FileJournal::open(&path, 8).unwrap(), Config::default());
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), Config::default());
+    a.start(&mut ha, id).unwrap();
+    let mut now = 0;
+    a.migrate(&mut ha, now, id, B).unwrap();
+    // Offer reaches B; B's answer is lost; A crashes with its decision not taken.
+    let mut buf = vec![0u8; 4096];
+    let t = a.poll_transmit(&mut ha, &mut buf).unwrap().unwrap();
+    b.handle_frame(&mut hb, now, A, &buf[..t.len]).unwrap();
+    while b.poll_transmit(&mut hb, &mut buf).unwrap().is_some() {}
+    drop(a);
+    ha.running.clear();
+    let journal = FileJournal::open(&path, 8).unwrap();
+    assert_eq!(
+        journal.get(id),
+        Some(Record {
+            epoch: 1,
+            phase: Phase::Outgoing { target: B }
+        })
+    );
+    let mut a: Node<FileJournal, 8> = Node::restart(A, journal, Config::default(), &mut ha, now);
+    assert_eq!(
+        ha.running.get(&id),
+        Some(&1),
+        "restart aborts the undecided hand-off"
+    );
+    pump(&mut a, &mut ha, &mut b, &mut hb, &mut now);
+    assert!(hb.running.is_empty());
+    // The file says so too, after another reopen.
+    drop(a);
+    let journal = FileJournal::open(&path, 8).unwrap();
+    assert_eq!(
+        journal.get(id),
+        Some(Record {
+            epoch: 1,
+            phase: Phase::Running
+        })
+    );
+    // Sequence numbers survive as well (what a trust list needs).
+    let mut journal = journal;
+    journal.set_sequence(id, 42).unwrap();
+    assert_eq!(FileJournal::open(&path, 8).unwrap().sequence(id), Some(42));
+    // A file that is not a journal is an error, not a panic or an empty journal.
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(FileJournal::open(&path, 8).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn journal_capacity_is_a_refusal() {
+    let mut j: MemJournal<1> = MemJournal::new();
+    let r = Record {
+        epoch: 0,
+        phase: Phase::Running,
+    };
+    j.put(AgentId::from_bytes([1; 16]), r).unwrap();
+    assert_eq!(
+        j.put(AgentId::from_bytes([2; 16]), r),
+        Err(MeshError::JournalFull)
+    );
+    assert_eq!(j.len(), 1);
+}
+
+/// Every frame of two hand-offs (A → B at epoch 1, B → A at epoch 2), replayed afterwards to its
+/// receiver, forwards and backwards, and each answer delivered too: the agent still runs exactly
+/// once, on A at epoch 2, and nothing changed state.
+#[test]
+fn replayed_frames_change_nothing() {
+    let (id, mut ha, mut hb) = setup();
+    let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), Config::default());
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), Config::default());
+    a.start(&mut ha, id).unwrap();
+    let mut now = 0;
+    let mut log = Vec::new();
+    a.migrate(&mut ha, now, id, B).unwrap();
+    pump_recording(&mut a, &mut ha, &mut b, &mut hb, &mut now, &mut log);
+    b.migrate(&mut hb, now, id, A).unwrap();
+    pump_recording(&mut a, &mut ha, &mut b, &mut hb, &mut now, &mut log);
+    assert_eq!(log.len(), 12);
+    let settled = (a.journal().get(id), b.journal().get(id));
+    let check = |a: &Node<MemJournal<8>, 8>,
+                 b: &Node<MemJournal<8>, 8>,
+                 ha: &SnapshotHost,
+                 hb: &SnapshotHost| {
+        assert_eq!((a.journal().get(id), b.journal().get(id)), settled);
+        assert_eq!(ha.running.get(&id), Some(&2));
+        assert!(hb.running.is_empty() && hb.agents.is_empty());
+    };
+    for order in [false, true] {
+        let frames: Vec<_> = if order {
+            log.iter().rev().collect()
+        } else {
+            log.iter().collect()
+        };
+        for (from_a, bytes) in frames {
+            if *from_a {
+                b.handle_frame(&mut hb, now, A, bytes).unwrap();
+            } else {
+                a.handle_frame(&mut ha, now, B, bytes).unwrap();
+            }
+            check(&a, &b, &ha, &hb);
+            pump(&mut a, &mut ha, &mut b, &mut hb, &mut now);
+            check(&a, &b, &ha, &hb);
+        }
+    }
+}
