@@ -312,6 +312,13 @@ impl<T> LiveAgent<T> {
         }
     }
 
+    /// The value of the global the module exports as `name`, if it exports one.
+    pub fn global(&self, name: &str) -> Option<Val> {
+        self.instance
+            .get_global(&self.store, name)
+            .map(|g| g.get(&self.store))
+    }
+
     /// Moves the agent to another state, as [`Agent::set_state`] does.
     pub fn set_state(&mut self, next: AgentState) -> Result<(), CellError> {
         self.agent.set_state(next)
@@ -425,9 +432,15 @@ fn instantiation_error(e: &wasmi::Error) -> ExecutionError {
                 InstantiationError::MismatchedNumberOfImports { .. }
                 | InstantiationError::ImportTypeMismatch { .. }
                 | InstantiationError::GlobalTypeMismatch { .. }
-                | InstantiationError::FuncTypeMismatch { .. },
+                | InstantiationError::FuncTypeMismatch { .. }
+                | InstantiationError::TableTypeMismatch { .. }
+                | InstantiationError::MemoryTypeMismatch { .. },
             ),
         ) => ExecutionError::UnresolvedImports,
+        // An active element segment out of its table's bounds: a trap, as the spec says.
+        (None, ErrorKind::Instantiation(InstantiationError::ElementSegmentDoesNotFit { .. })) => {
+            ExecutionError::Trap(Trap::TableOutOfBounds)
+        }
         _ => ExecutionError::InstantiationFailed,
     }
 }
