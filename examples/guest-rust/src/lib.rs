@@ -40,7 +40,9 @@ pub extern "C" fn digest() -> i64 {
         let s = s.borrow();
         let mut h: i64 = s.total;
         for (k, v) in &s.counts {
-            h = h.wrapping_mul(31).wrapping_add(i64::from(*k) * 1_000 + i64::from(*v));
+            h = h
+                .wrapping_mul(31)
+                .wrapping_add(i64::from(*k) * 1_000 + i64::from(*v));
         }
         for x in &s.history {
             h = h.rotate_left(5) ^ x;
