@@ -13,7 +13,7 @@ use mielin_cells::{Agent, AgentId, AgentState, Dna, NodeId};
 
 /// Built by examples/guest-rust/build.sh.
 const GUEST: &[u8] = include_bytes!("guest.wasm");
-const STEPS: u32 = 600;
+const STEPS: u32 = 300;
 
 fn start(rt: &Runtime) -> LiveAgent<()> {
     let dna = Dna::new(GUEST.to_vec()).unwrap();
@@ -41,7 +41,7 @@ fn digest(live: &mut LiveAgent<()>) -> i64 {
 
 #[test]
 fn rustc_guest_runs_and_migrates() {
-    let rt = Runtime::new(50_000_000);
+    let rt = Runtime::new(500_000_000);
     let mut still = start(&rt);
     let totals: Vec<i64> = (0..STEPS).map(|i| step(&mut still, i)).collect();
 
@@ -69,4 +69,12 @@ fn rustc_guest_runs_and_migrates() {
     }
     // The digest covers everything on the guest's heap (history, BTreeMap, total).
     assert_eq!(digest(&mut moved), digest(&mut still));
+
+    // One long call (5,000 Vec and BTreeMap entries): with tail-call dispatch and debug
+    // assertions, the call that aborted the host. Same answer on both instances.
+    let work = |live: &mut LiveAgent<()>| match live.call("work", &[Val::I32(5_000)]).unwrap()[..] {
+        [Val::I64(h)] => h,
+        ref other => panic!("expected one i64, got {other:?}"),
+    };
+    assert_eq!(work(&mut moved), work(&mut still));
 }

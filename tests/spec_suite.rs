@@ -76,6 +76,10 @@ fn bits_in(v: &Val, store: Option<&wasmi::Store<()>>) -> Bits {
 /// What one run of a command gave: values, or a trap.
 type Outcome = Result<Vec<Bits>, String>;
 
+/// One command's outcomes: plain wasmi's, then, where the bridge started the module, the
+/// bridge's and (where the migration worked) the migrated instance's.
+type Outcomes = (Outcome, Option<(Outcome, Option<Outcome>)>);
+
 fn plain_trap(e: &wasmi::Error) -> String {
     use wasmi::TrapCode as C;
     let trap = match e.as_trap_code() {
@@ -375,11 +379,7 @@ impl<'c> File<'c> {
 
     /// Runs `invoke` on plain wasmi, on the bridge, and on the bridge after a migration.
     /// Returns the three outcomes (the bridge's are `None` when it did not start the module).
-    fn invoke(
-        &mut self,
-        line: usize,
-        invoke: &WastInvoke<'_>,
-    ) -> Option<(Outcome, Option<(Outcome, Option<Outcome>)>)> {
+    fn invoke(&mut self, line: usize, invoke: &WastInvoke<'_>) -> Option<Outcomes> {
         self.counts.borrow_mut().commands += 1;
         let Some(at) = self.target(invoke.module) else {
             self.fail(line, "no such module".into());
@@ -460,12 +460,7 @@ impl<'c> File<'c> {
     }
 
     /// Checks that the three outcomes agree, and with `expect` if given.
-    fn check(
-        &self,
-        line: usize,
-        outcomes: (Outcome, Option<(Outcome, Option<Outcome>)>),
-        expect: impl Fn(&Outcome) -> bool,
-    ) {
+    fn check(&self, line: usize, outcomes: Outcomes, expect: impl Fn(&Outcome) -> bool) {
         let (plain, bridged) = outcomes;
         if !expect(&plain) {
             self.fail(line, format!("plain wasmi: unexpected {plain:?}"));
@@ -487,7 +482,7 @@ impl<'c> File<'c> {
         line: usize,
         module: Option<wast::token::Id<'_>>,
         global: &str,
-    ) -> Option<(Outcome, Option<(Outcome, Option<Outcome>)>)> {
+    ) -> Option<Outcomes> {
         self.counts.borrow_mut().commands += 1;
         let at = self.target(module)?;
         let inst = self.modules[at].plain?;

@@ -50,3 +50,19 @@ pub extern "C" fn digest() -> i64 {
         h
     })
 }
+
+/// One long call: builds `n` entries in a `Vec` and a `BTreeMap` and folds them, many
+/// instructions in a single call for large `n`.
+#[no_mangle]
+pub extern "C" fn work(n: i32) -> i64 {
+    let n = n.max(0) as usize;
+    let values: Vec<i64> = (0..n as i64)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 10_007)
+        .collect();
+    let mut map = BTreeMap::new();
+    for (i, v) in values.iter().enumerate() {
+        *map.entry(*v).or_insert(0i64) += i as i64;
+    }
+    map.iter()
+        .fold(0i64, |h, (k, v)| h.rotate_left(7) ^ k.wrapping_add(*v))
+}

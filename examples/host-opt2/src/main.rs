@@ -10,9 +10,10 @@ use mielin_cells::{Agent, AgentId, CellError, Dna};
 
 const GUEST: &[u8] = include_bytes!("../../../tests/guest.wasm");
 const STEPS: i32 = 2_000;
+const WORK: i32 = 50_000;
 
 fn main() -> Result<(), CellError> {
-    let rt = Runtime::new(50_000_000);
+    let rt = Runtime::new(2_000_000_000);
     let dna = Dna::new(GUEST.to_vec())?;
     let agent = Agent::with_id(AgentId::derive(dna.hash(), 0), dna);
     let mut live = rt.start(agent, (), |_| Ok(()))?;
@@ -22,6 +23,13 @@ fn main() -> Result<(), CellError> {
             last = total;
         }
     }
+    // One long call: with tail-call dispatch and debug assertions, the
+    // native stack grows with every instruction of a call.
+    let folded = match live.call("work", &[Val::I32(WORK)])?[..] {
+        [Val::I64(h)] => h,
+        _ => 0,
+    };
+    println!("host-opt2: one call of work({WORK}) gave {folded}");
     println!(
         "host-opt2: {STEPS} guest steps in a host built with opt-level 2 and debug assertions \
          (debug_assertions = {}), total {last}",
