@@ -77,12 +77,10 @@ pub enum CellError {
         /// Why.
         reason: MigrationFailure,
     },
-    /// Running the agent's code failed.
-    #[error("execution failed: {reason}")]
-    ExecutionFailed {
-        /// What went wrong.
-        reason: &'static str,
-    },
+    /// Starting, calling, capturing or resuming a live agent failed (feature `wasmi`), or the
+    /// embedder reports that running an agent failed.
+    #[error("execution failed: {0}")]
+    ExecutionFailed(ExecutionError),
     /// The output buffer is too small for the serialized snapshot; nothing useful was written.
     #[error(
         "serialization failed: the snapshot needs {needed} bytes, the buffer holds {available}"
@@ -125,6 +123,12 @@ pub enum CellError {
         /// How many entries were asked for.
         requested: usize,
     },
+}
+
+impl From<ExecutionError> for CellError {
+    fn from(e: ExecutionError) -> Self {
+        CellError::ExecutionFailed(e)
+    }
 }
 
 impl From<DecodeError> for CellError {
@@ -485,6 +489,233 @@ impl DecodeError {
             | postcard::Error::DeserializeBadEnum
             | postcard::Error::DeserializeBadBool => DecodeError::BadTag,
             _ => DecodeError::Malformed,
+        }
+    }
+}
+
+/// Why running an agent failed: the reason carried by [`CellError::ExecutionFailed`].
+///
+/// The `runtime` module (feature `wasmi`) returns these; the type exists in every build so that
+/// an embedder with another engine can report the same reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExecutionError {
+    /// The call used up its fuel (the runtime's `fuel_per_call`).
+    OutOfFuel,
+    /// The WebAssembly code trapped.
+    Trap(Trap),
+    /// A host function returned an error that is not a WebAssembly trap.
+    HostFailed,
+    /// Calls need the agent `Running`; it was in another state (after a trap it is `Suspended`).
+    NotRunning {
+        /// The agent's state.
+        found: AgentState,
+    },
+    /// The module exports no function with the name called.
+    MissingExport,
+    /// The arguments' number or types do not match the exported function's type.
+    WrongArguments,
+    /// The binary is not valid WebAssembly for the engine's feature set (validated before
+    /// anything else is done with it).
+    InvalidModule,
+    /// The module is valid but the engine could not compile it (an engine limit).
+    CompileFailed,
+    /// The module is valid but cannot be carried by a migration, so it is not started.
+    Refused(Refusal),
+    /// The embedder's `link` step returned an error.
+    LinkFailed,
+    /// An import of the module is not defined, or is defined with another type.
+    UnresolvedImports,
+    /// Instantiation failed for another reason than a trap (for example a resource limit).
+    InstantiationFailed,
+    /// The runtime's engine does not meter fuel.
+    FuelMeteringOff,
+    /// The rewritten module lost an export the runtime added; a bug, reported instead of a panic.
+    MissingStateExport,
+    /// A carried memory is not a whole number of 64 KiB pages.
+    StateNotWholePages,
+    /// A carried memory is smaller than the module's minimum.
+    StateBelowMinimum,
+    /// Memory could not grow to the carried size (the engine's limits).
+    StateGrowFailed,
+    /// Carried memory for a module that has none.
+    StateWithoutMemory,
+    /// The agent carries another number of mutable globals than its module has.
+    GlobalCountMismatch,
+    /// A carried global's type differs from the module's global of that index.
+    GlobalTypeMismatch,
+}
+
+impl fmt::Display for ExecutionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecutionError::OutOfFuel => f.write_str("out of fuel"),
+            ExecutionError::Trap(trap) => write!(f, "trap: {trap}"),
+            ExecutionError::HostFailed => f.write_str("a host function failed"),
+            ExecutionError::NotRunning { found } => {
+                write!(f, "expected the agent Running, found {found}")
+            }
+            ExecutionError::MissingExport => f.write_str("no exported function with that name"),
+            ExecutionError::WrongArguments => {
+                f.write_str("the arguments do not match the function's type")
+            }
+            ExecutionError::InvalidModule => f.write_str("the module is not valid WebAssembly"),
+            ExecutionError::CompileFailed => f.write_str("the module failed to compile"),
+            ExecutionError::Refused(why) => write!(f, "refused at start: {why}"),
+            ExecutionError::LinkFailed => {
+                f.write_str("the embedder's imports could not be defined")
+            }
+            ExecutionError::UnresolvedImports => {
+                f.write_str("the module's imports could not be linked")
+            }
+            ExecutionError::InstantiationFailed => {
+                f.write_str("the module could not be instantiated")
+            }
+            ExecutionError::FuelMeteringOff => f.write_str("fuel metering is off"),
+            ExecutionError::MissingStateExport => {
+                f.write_str("the rewritten module lost a state export")
+            }
+            ExecutionError::StateNotWholePages => {
+                f.write_str("the captured memory is not a whole number of pages")
+            }
+            ExecutionError::StateBelowMinimum => {
+                f.write_str("the captured memory is smaller than the module's minimum")
+            }
+            ExecutionError::StateGrowFailed => {
+                f.write_str("memory could not grow to the captured size")
+            }
+            ExecutionError::StateWithoutMemory => {
+                f.write_str("the agent carries memory but its module has none")
+            }
+            ExecutionError::GlobalCountMismatch => {
+                f.write_str("the agent carries a different number of globals than its module has")
+            }
+            ExecutionError::GlobalTypeMismatch => {
+                f.write_str("a carried global does not match the module's global type")
+            }
+        }
+    }
+}
+
+/// A WebAssembly trap, by its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trap {
+    /// `unreachable` was executed.
+    Unreachable,
+    /// A memory access out of bounds.
+    MemoryOutOfBounds,
+    /// A table access out of bounds.
+    TableOutOfBounds,
+    /// `call_indirect` on a null table entry.
+    IndirectCallToNull,
+    /// Integer division or remainder by zero.
+    IntegerDivisionByZero,
+    /// Integer overflow (`i32.div_s` of `MIN` by -1, for example).
+    IntegerOverflow,
+    /// A float-to-integer conversion of NaN or of a value out of range.
+    BadConversionToInteger,
+    /// The engine's call stack is exhausted (deep recursion).
+    StackOverflow,
+    /// `call_indirect` with a function of another type.
+    BadSignature,
+    /// A trap the engine reports with a code this crate does not know.
+    Other,
+}
+
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trap::Unreachable => "unreachable code reached",
+            Trap::MemoryOutOfBounds => "out of bounds memory access",
+            Trap::TableOutOfBounds => "out of bounds table access",
+            Trap::IndirectCallToNull => "indirect call to null",
+            Trap::IntegerDivisionByZero => "integer divide by zero",
+            Trap::IntegerOverflow => "integer overflow",
+            Trap::BadConversionToInteger => "invalid conversion to integer",
+            Trap::StackOverflow => "call stack exhausted",
+            Trap::BadSignature => "indirect call type mismatch",
+            Trap::Other => "another trap",
+        })
+    }
+}
+
+/// What a module does that a migration could not carry, so that it is refused at start rather
+/// than migrated with state silently dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// It imports its memory: the host's state.
+    ImportedMemory,
+    /// It imports a table: the host's state.
+    ImportedTable,
+    /// It imports a mutable global: the host's state.
+    ImportedMutableGlobal,
+    /// It defines more than one memory; one linear memory is carried.
+    MultipleMemories,
+    /// It defines a 64-bit memory.
+    Memory64,
+    /// It defines a shared memory.
+    SharedMemory,
+    /// Its code modifies tables (`table.set`, `.grow`, `.fill`, `.copy`, `.init`): table state is
+    /// not carried.
+    TableMutation,
+    /// Its code drops data or element segments (`data.drop`, `elem.drop`): segment state is not
+    /// carried.
+    SegmentDrop,
+    /// It exports a name starting with `__mielin_`, reserved for the runtime's own exports.
+    ReservedExport,
+    /// It defines more mutable globals than an agent carries
+    /// ([`MAX_GLOBALS`](crate::MAX_GLOBALS)).
+    TooManyMutableGlobals {
+        /// How many mutable globals it defines.
+        found: usize,
+    },
+    /// It defines a mutable global of a reference type (`funcref`, `externref`): a snapshot
+    /// carries numbers only.
+    MutableReferenceGlobal,
+    /// It defines a mutable `v128` global: the version-1 wire format carries 32- and 64-bit
+    /// globals only.
+    MutableV128Global,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::ImportedMemory => {
+                f.write_str("the module imports its memory: host state cannot be carried")
+            }
+            Refusal::ImportedTable => {
+                f.write_str("the module imports a table: host state cannot be carried")
+            }
+            Refusal::ImportedMutableGlobal => {
+                f.write_str("the module imports a mutable global: host state cannot be carried")
+            }
+            Refusal::MultipleMemories => {
+                f.write_str("the module has more than one memory; one linear memory is carried")
+            }
+            Refusal::Memory64 => f.write_str("64-bit memories are not carried"),
+            Refusal::SharedMemory => f.write_str("shared memories are not carried"),
+            Refusal::TableMutation => {
+                f.write_str("the module modifies tables at run time: table state is not carried")
+            }
+            Refusal::SegmentDrop => f.write_str(
+                "the module drops data or element segments: segment state is not carried",
+            ),
+            Refusal::ReservedExport => {
+                f.write_str("the module exports a name reserved for mielin-cells (__mielin_*)")
+            }
+            Refusal::TooManyMutableGlobals { found } => write!(
+                f,
+                "the module has {found} mutable globals, an agent carries at most {}",
+                crate::MAX_GLOBALS
+            ),
+            Refusal::MutableReferenceGlobal => {
+                f.write_str("the module has a mutable reference global: references are not carried")
+            }
+            Refusal::MutableV128Global => {
+                f.write_str("the module has a mutable v128 global: the wire format carries none")
+            }
         }
     }
 }

@@ -120,7 +120,8 @@ mod time;
 pub use agent::Agent;
 pub use dna::{Dna, WASM_MAGIC, WASM_VERSION};
 pub use error::{
-    Capacity, CellError, DecodeError, Digested, LimitedField, MigrationFailure, SignatureError,
+    Capacity, CellError, DecodeError, Digested, ExecutionError, LimitedField, MigrationFailure,
+    Refusal, SignatureError, Trap,
 };
 pub use globals::{GlobalValue, MAX_GLOBALS};
 pub use hash::{sha256, DigestPrefix};

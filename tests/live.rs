@@ -4,7 +4,9 @@
 
 use mielin_cells::migration::{MigrationManager, MigrationSnapshot};
 use mielin_cells::runtime::{LiveAgent, Runtime, Val, PAGE_SIZE};
-use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, GlobalValue, NodeId};
+use mielin_cells::{
+    Agent, AgentId, AgentState, CellError, Dna, ExecutionError, GlobalValue, NodeId, Refusal, Trap,
+};
 use proptest::prelude::*;
 
 const FUEL: u64 = 1_000_000;
@@ -162,32 +164,26 @@ fn traps_map_to_execution_failed_and_suspend_the_agent() {
     let err = live.call("boom", &[]).unwrap_err();
     assert_eq!(
         err,
-        CellError::ExecutionFailed {
-            reason: wasmi::TrapCode::UnreachableCodeReached.trap_message()
-        }
+        CellError::ExecutionFailed(ExecutionError::Trap(Trap::Unreachable))
     );
     assert_eq!(live.agent().state(), AgentState::Suspended);
     assert_eq!(
         live.call("div", &[Val::I32(1)]).unwrap_err(),
-        CellError::ExecutionFailed {
-            reason: "the agent is not Running"
-        }
+        CellError::ExecutionFailed(ExecutionError::NotRunning {
+            found: AgentState::Suspended
+        })
     );
 
     live.set_state(AgentState::Running).unwrap();
     assert_eq!(
         live.call("div", &[Val::I32(0)]).unwrap_err(),
-        CellError::ExecutionFailed {
-            reason: wasmi::TrapCode::IntegerDivisionByZero.trap_message()
-        }
+        CellError::ExecutionFailed(ExecutionError::Trap(Trap::IntegerDivisionByZero))
     );
 
     live.set_state(AgentState::Running).unwrap();
     assert_eq!(
         live.call("spin", &[]).unwrap_err(),
-        CellError::ExecutionFailed {
-            reason: "out of fuel"
-        }
+        CellError::ExecutionFailed(ExecutionError::OutOfFuel)
     );
     assert_eq!(live.agent().state(), AgentState::Suspended);
 
@@ -197,15 +193,11 @@ fn traps_map_to_execution_failed_and_suspend_the_agent() {
 
     assert_eq!(
         live.call("nope", &[]).unwrap_err(),
-        CellError::ExecutionFailed {
-            reason: "no exported function with that name"
-        }
+        CellError::ExecutionFailed(ExecutionError::MissingExport)
     );
     assert_eq!(
         live.call("div", &[Val::I64(1)]).unwrap_err(),
-        CellError::ExecutionFailed {
-            reason: "the arguments do not match the function's type"
-        }
+        CellError::ExecutionFailed(ExecutionError::WrongArguments)
     );
     assert_eq!(live.agent().state(), AgentState::Running);
 }
@@ -233,9 +225,7 @@ fn host_imports_are_the_embedders() {
     let err = rt.start(agent(wasm), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
-        CellError::ExecutionFailed {
-            reason: "the module's imports could not be linked"
-        }
+        CellError::ExecutionFailed(ExecutionError::UnresolvedImports)
     );
 }
 
@@ -245,29 +235,72 @@ fn uncarriable_state_is_refused() {
     let cases = [
         (
             r#"(module (import "env" "mem" (memory 1)))"#,
-            "the module imports its memory: host state cannot be carried",
+            Refusal::ImportedMemory,
         ),
         (
             r#"(module (import "env" "g" (global (mut i32))))"#,
-            "the module imports a mutable global: host state cannot be carried",
+            Refusal::ImportedMutableGlobal,
         ),
         (
             r#"(module (table 1 funcref)
                  (func (export "f") (drop (table.grow (ref.null func) (i32.const 1)))))"#,
-            "the module modifies tables at run time: table state is not carried",
+            Refusal::TableMutation,
         ),
         (
             r#"(module (memory 1) (data "x") (func (export "f") (data.drop 0)))"#,
-            "the module drops data or element segments: segment state is not carried",
+            Refusal::SegmentDrop,
         ),
         (
             r#"(module (func (export "__mielin_memory")))"#,
-            "the module exports a name reserved for mielin-cells",
+            Refusal::ReservedExport,
+        ),
+        (
+            r#"(module (import "env" "t" (table 1 funcref)))"#,
+            Refusal::ImportedTable,
+        ),
+        (
+            r#"(module (memory 1) (memory 1))"#,
+            Refusal::MultipleMemories,
+        ),
+        (
+            r#"(module (table 1 funcref) (elem (i32.const 0) func $f) (func $f)
+                 (func (export "f") (elem.drop 0)))"#,
+            Refusal::SegmentDrop,
         ),
     ];
-    for (wat, reason) in cases {
+    for (wat, why) in cases {
         let err = rt.start(agent(module(wat)), (), |_| Ok(())).err().unwrap();
-        assert_eq!(err, CellError::ExecutionFailed { reason }, "{wat}");
+        assert_eq!(
+            err,
+            CellError::ExecutionFailed(ExecutionError::Refused(why)),
+            "{wat}"
+        );
+    }
+    // One mutable global more than an agent carries.
+    let globals = "(global (mut i32) (i32.const 0))".repeat(mielin_cells::MAX_GLOBALS + 1);
+    let err = rt
+        .start(
+            agent(module(&format!("(module {globals})"))),
+            (),
+            |_| Ok(()),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        CellError::ExecutionFailed(ExecutionError::Refused(Refusal::TooManyMutableGlobals {
+            found: mielin_cells::MAX_GLOBALS + 1
+        }))
+    );
+    // 64-bit and shared memories are not even valid for the runtime's engine (wasmi's
+    // `memory64` and threads are off); the rewrite refuses them should that change.
+    for wat in ["(module (memory i64 1))", "(module (memory 1 1 shared))"] {
+        let err = rt.start(agent(module(wat)), (), |_| Ok(())).err().unwrap();
+        assert_eq!(
+            err,
+            CellError::ExecutionFailed(ExecutionError::InvalidModule),
+            "{wat}"
+        );
     }
     // Not valid WebAssembly past the header.
     let mut broken = b"\0asm\x01\0\0\0".to_vec();
@@ -275,9 +308,7 @@ fn uncarriable_state_is_refused() {
     let err = rt.start(agent(broken), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
-        CellError::ExecutionFailed {
-            reason: "the module is not valid WebAssembly"
-        }
+        CellError::ExecutionFailed(ExecutionError::InvalidModule)
     );
 }
 
@@ -301,9 +332,7 @@ fn snapshot_from_another_module_is_refused() {
     let err = rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
-        CellError::ExecutionFailed {
-            reason: "the agent carries a different number of globals than its module has"
-        }
+        CellError::ExecutionFailed(ExecutionError::GlobalCountMismatch)
     );
     wrong
         .set_globals(&[
@@ -315,16 +344,202 @@ fn snapshot_from_another_module_is_refused() {
     let err = rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
-        CellError::ExecutionFailed {
-            reason: "a carried global does not match the module's global type"
-        }
+        CellError::ExecutionFailed(ExecutionError::GlobalTypeMismatch)
     );
     wrong.set_wasm_state(vec![0; 100]);
     let err = rt.resume(wrong.clone(), (), |_| Ok(())).err().unwrap();
     assert_eq!(
         err,
-        CellError::ExecutionFailed {
-            reason: "the captured memory is not a whole number of pages"
-        }
+        CellError::ExecutionFailed(ExecutionError::StateNotWholePages)
+    );
+}
+
+/// Issue 15, finding 1: the rewrite drops the start section and adds exports, which made these
+/// invalid modules valid. The original is validated first; plain wasmi with the runtime's
+/// configuration refuses each of them too.
+#[test]
+fn invalid_originals_stay_invalid_after_the_rewrite() {
+    let two_starts: &[u8] = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x03\x02\x01\0\x08\x01\0\x08\x01\0\x0a\x04\x01\x02\0\x0b";
+    // The same module with one start section is valid: the bytes above differ only by it.
+    let one_start: &[u8] =
+        b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x03\x02\x01\0\x08\x01\0\x0a\x04\x01\x02\0\x0b";
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "a start function with a result (start.wast)",
+            module(r#"(module (func $main (result i32) (return (i32.const 0))) (start $main))"#),
+        ),
+        (
+            "an undeclared ref.func (ref_func.wast)",
+            module(r#"(module (start $f) (func $f (drop (ref.func $f))))"#),
+        ),
+        ("two start sections (binary.wast)", two_starts.to_vec()),
+    ];
+    let rt = Runtime::new(FUEL);
+    let plain = wasmi::Engine::new(&Runtime::config());
+    for (what, wasm) in cases {
+        assert!(wasmi::Module::new(&plain, &wasm).is_err(), "{what}");
+        let err = rt.start(agent(wasm), (), |_| Ok(())).err().unwrap();
+        assert_eq!(
+            err,
+            CellError::ExecutionFailed(ExecutionError::InvalidModule),
+            "{what}"
+        );
+    }
+    start(&rt, one_start.to_vec());
+}
+
+/// Issue 15, finding 2: a mutable reference global started, then failed every capture. Capture
+/// carries numbers only, so such a module is refused at start; immutable reference globals are
+/// not captured and are fine.
+#[test]
+fn mutable_reference_globals_are_refused_at_start() {
+    let rt = Runtime::new(FUEL);
+    for wat in [
+        r#"(module (global (mut externref) (ref.null extern)) (func (export "f")))"#,
+        r#"(module (global (mut funcref) (ref.null func)) (func (export "f")))"#,
+    ] {
+        let err = rt.start(agent(module(wat)), (), |_| Ok(())).err().unwrap();
+        assert_eq!(
+            err,
+            CellError::ExecutionFailed(ExecutionError::Refused(Refusal::MutableReferenceGlobal)),
+            "{wat}"
+        );
+    }
+    let wasm = module(
+        r#"(module (global externref (ref.null extern)) (global (mut i32) (i32.const 7))
+             (func (export "g") (result i32) (global.get 1)))"#,
+    );
+    let mut moved = migrate(&rt, start(&rt, wasm));
+    assert_eq!(i32_of(&moved.call("g", &[]).unwrap()), 7);
+}
+
+/// Issue 15, finding 3: imported immutable globals are defined through the link step, in the
+/// agent's own store; a reference from another store is an error, not a wasmi panic.
+#[test]
+fn imported_globals_are_linked_in_the_agents_store() {
+    let wasm = module(
+        r#"(module (import "spectest" "global_i32" (global i32))
+             (global $g (mut i32) (i32.const 0))
+             (func (export "g") (result i32) (global.get 0))
+             (func (export "bump") (global.set $g (i32.add (global.get $g) (global.get 0))))
+             (func (export "get") (result i32) (global.get $g)))"#,
+    );
+    let rt = Runtime::new(FUEL);
+    let link = |imports: &mut mielin_cells::runtime::Imports<'_, ()>| {
+        imports.global("spectest", "global_i32", Val::I32(666))?;
+        Ok(())
+    };
+    let mut live = rt.start(agent(wasm.clone()), (), link).unwrap();
+    assert_eq!(i32_of(&live.call("g", &[]).unwrap()), 666);
+    live.call("bump", &[]).unwrap();
+    let mut carried = live.into_agent().unwrap();
+    carried.set_state(AgentState::Suspended).unwrap();
+    let mut moved = rt.resume(carried, (), link).unwrap();
+    assert_eq!(i32_of(&moved.call("get", &[]).unwrap()), 666);
+
+    // Defined with another type: the import is unresolved.
+    let err = rt
+        .start(agent(wasm.clone()), (), |imports| {
+            imports.global("spectest", "global_i32", Val::I64(666))?;
+            Ok(())
+        })
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        CellError::ExecutionFailed(ExecutionError::UnresolvedImports)
+    );
+
+    // A function reference made in another store: refused by the link step, no panic.
+    let mut other = wasmi::Store::new(&wasmi::Engine::default(), ());
+    let foreign = wasmi::Func::wrap(&mut other, || {});
+    let ref_wasm = module(
+        r#"(module (import "spectest" "global_funcref" (global funcref))
+             (func (export "null") (result i32) (ref.is_null (global.get 0))))"#,
+    );
+    let err = rt
+        .start(agent(ref_wasm.clone()), (), |imports| {
+            imports.global("spectest", "global_funcref", Val::FuncRef(foreign.into()))?;
+            Ok(())
+        })
+        .err()
+        .unwrap();
+    assert_eq!(err, CellError::ExecutionFailed(ExecutionError::LinkFailed));
+    // A null reference is fine.
+    let mut live = rt
+        .start(agent(ref_wasm), (), |imports| {
+            imports.global(
+                "spectest",
+                "global_funcref",
+                Val::FuncRef(wasmi::Nullable::Null),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(i32_of(&live.call("null", &[]).unwrap()), 1);
+
+    // A reference argument from another store is refused too (wasmi would panic on it).
+    let wasm = module(r#"(module (func (export "take") (param funcref)))"#);
+    let mut live = start(&rt, wasm);
+    assert_eq!(
+        live.call("take", &[Val::FuncRef(foreign.into())])
+            .unwrap_err(),
+        CellError::ExecutionFailed(ExecutionError::WrongArguments)
+    );
+    live.call("take", &[Val::FuncRef(wasmi::Nullable::Null)])
+        .unwrap();
+}
+
+/// Issue 15, finding 4: with the `simd` feature agents may use v128; a mutable v128 global is
+/// refused at start (the version-1 wire format carries no 128-bit global), an immutable one and
+/// v128 values in memory are carried.
+#[cfg(feature = "simd")]
+#[test]
+fn simd_agents_run_and_migrate() {
+    let rt = Runtime::new(FUEL);
+    let wasm = module(
+        r#"(module (memory 1)
+             (global $k v128 (v128.const i32x4 1 2 3 4))
+             (func (export "acc")
+               (v128.store (i32.const 16) (i32x4.add (v128.load (i32.const 16)) (global.get $k))))
+             (func (export "lane") (param i32) (result i32)
+               (i32.load (i32.add (i32.const 16) (i32.mul (local.get 0) (i32.const 4))))))"#,
+    );
+    let mut live = start(&rt, wasm);
+    live.call("acc", &[]).unwrap();
+    let mut moved = migrate(&rt, live);
+    moved.call("acc", &[]).unwrap();
+    for lane in 0..4 {
+        assert_eq!(
+            i32_of(&moved.call("lane", &[Val::I32(lane)]).unwrap()),
+            2 * (lane + 1)
+        );
+    }
+    let err = rt
+        .start(
+            agent(module(
+                r#"(module (global (mut v128) (v128.const i64x2 0 0)) (func (export "f")))"#,
+            )),
+            (),
+            |_| Ok(()),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        CellError::ExecutionFailed(ExecutionError::Refused(Refusal::MutableV128Global))
+    );
+}
+
+/// Without the `simd` feature, SIMD code is not valid for the engine, and refused as such.
+#[cfg(not(feature = "simd"))]
+#[test]
+fn simd_needs_the_feature() {
+    let rt = Runtime::new(FUEL);
+    let wasm = module(r#"(module (func (export "f") (drop (v128.const i64x2 0 0))))"#);
+    let err = rt.start(agent(wasm), (), |_| Ok(())).err().unwrap();
+    assert_eq!(
+        err,
+        CellError::ExecutionFailed(ExecutionError::InvalidModule)
     );
 }

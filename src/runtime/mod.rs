@@ -12,18 +12,28 @@
 //!
 //! - linear memory (one memory, 32-bit, not shared), grown on the target to the captured size;
 //! - every mutable global the module defines, exported or not (Rust and C modules keep their
-//!   stack pointer in one), bit-exact;
+//!   stack pointer in one), bit-exact, if it is an `i32`, `i64`, `f32` or `f64`;
 //! - that the start function already ran: it is not run again on resume.
 //!
 //! # What is refused
 //!
-//! Modules whose state lives where a snapshot cannot reach are refused with
-//! [`CellError::ExecutionFailed`] when they are started, rather than migrated with state
-//! silently dropped: imported memories, tables or mutable globals (the host's state), more than
-//! one memory, 64-bit or shared memory, and code that modifies tables (`table.set`, `.grow`,
+//! The binary is first validated as it is, with the engine's feature set: what the engine
+//! refuses is [`ExecutionError::InvalidModule`], whatever the rewrite below would make of it.
+//! Then modules whose state lives where a snapshot cannot reach are refused when they are
+//! started, with [`CellError::ExecutionFailed`] and a [`Refusal`], rather than migrated with state
+//! silently dropped or failing at every capture: imported memories, tables or mutable globals
+//! (the host's state), more than one memory, 64-bit or shared memory, mutable globals of a
+//! reference type or of type `v128`, and code that modifies tables (`table.set`, `.grow`,
 //! `.fill`, `.copy`, `.init`) or drops segments (`data.drop`, `elem.drop`). Exported tables are
 //! allowed: the embedder must not modify them from the host. Host state behind imports is the
-//! embedder's to carry.
+//! embedder's to carry. `docs/runtime.md` gives the reasons and what the spec test suite shows.
+//!
+//! # Imports
+//!
+//! The `link` step of [`Runtime::start`] and [`Runtime::resume`] gets an [`Imports`]: host
+//! functions and immutable globals, the only imports a carried module can have. Both are created
+//! in the agent's own store, so no import can come from another store (wasmi panics on such
+//! an import).
 //!
 //! # How
 //!
@@ -36,10 +46,12 @@
 mod rewrite;
 
 use crate::globals::{self, Globals};
-use crate::{Agent, AgentState, CellError, GlobalValue};
+use crate::{Agent, AgentState, CellError, ExecutionError, GlobalValue, Refusal, Trap};
 use alloc::vec::Vec;
-use wasmi::{Config, Engine, Global, Instance, Memory, Module, Store};
-pub use wasmi::{Linker, Val};
+pub use wasmi::{Caller, Val};
+use wasmi::{
+    Config, Engine, FuncType, Global, Instance, IntoFunc, Linker, Memory, Module, Mutability, Store,
+};
 
 /// One WebAssembly page: 64 KiB.
 pub const PAGE_SIZE: usize = 65_536;
@@ -53,26 +65,34 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime that gives every call (and the start function) `fuel_per_call` units of fuel,
     /// roughly one per executed instruction; a call that runs out fails with
-    /// [`CellError::ExecutionFailed`].
+    /// [`ExecutionError::OutOfFuel`].
     pub fn new(fuel_per_call: u64) -> Self {
-        let mut config = Config::default();
-        config.consume_fuel(true);
         Runtime {
-            engine: Engine::new(&config),
+            engine: Engine::new(&Self::config()),
             fuel_per_call,
         }
+    }
+
+    /// The engine configuration every runtime uses: wasmi's default WebAssembly features (with
+    /// `simd` when the crate feature is on) and fuel metering. Exposed so that tests can compare
+    /// with a plain wasmi engine of the same features.
+    #[doc(hidden)]
+    pub fn config() -> Config {
+        let mut config = Config::default();
+        config.consume_fuel(true);
+        config
     }
 
     /// Instantiates a new agent (state `Created` or `Running`), runs its start function if it
     /// has one, and leaves it `Running`.
     ///
-    /// `host` is the store's data, which host functions reach through their `Caller`; `link`
-    /// defines the imports on the [`Linker`].
+    /// `host` is the store's data, which host functions reach through their [`Caller`]; `link`
+    /// defines the imports on an [`Imports`].
     pub fn start<T>(
         &self,
         mut agent: Agent<Vec<u8>>,
         host: T,
-        link: impl FnOnce(&mut Linker<T>) -> Result<(), wasmi::Error>,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
     ) -> Result<LiveAgent<T>, CellError> {
         if agent.state() == AgentState::Created {
             agent.set_state(AgentState::Running)?;
@@ -96,7 +116,7 @@ impl Runtime {
         &self,
         agent: Agent<B>,
         host: T,
-        link: impl FnOnce(&mut Linker<T>) -> Result<(), wasmi::Error>,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
     ) -> Result<LiveAgent<T>, CellError> {
         agent.dna().verify()?;
         let mut agent = agent.convert(Into::into);
@@ -110,25 +130,34 @@ impl Runtime {
         &self,
         agent: Agent<Vec<u8>>,
         host: T,
-        link: impl FnOnce(&mut Linker<T>) -> Result<(), wasmi::Error>,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
     ) -> Result<(LiveAgent<T>, bool), CellError> {
+        // The original, as it is: the rewrite drops the start section and adds exports, which
+        // could make an invalid module valid (a start function with results, an undeclared
+        // `ref.func`, two start sections).
+        Module::validate(&self.engine, agent.dna().binary())
+            .map_err(|_| failed(ExecutionError::InvalidModule))?;
         let rewritten = rewrite::rewrite(agent.dna().binary()).map_err(failed)?;
         let module = Module::new(&self.engine, &rewritten.binary)
-            .map_err(|_| failed("the module failed to compile or validate"))?;
+            .map_err(|_| failed(ExecutionError::CompileFailed))?;
         let mut store = Store::new(&self.engine, host);
         let mut linker = Linker::new(&self.engine);
-        link(&mut linker).map_err(|_| failed("the embedder's imports could not be defined"))?;
+        link(&mut Imports {
+            linker: &mut linker,
+            store: &mut store,
+        })
+        .map_err(|_| failed(ExecutionError::LinkFailed))?;
         store
             .set_fuel(self.fuel_per_call)
-            .map_err(|_| failed("fuel metering is off"))?;
+            .map_err(|_| failed(ExecutionError::FuelMeteringOff))?;
         let instance = linker
             .instantiate_and_start(&mut store, &module)
-            .map_err(|e| failed(reason(&e, "the module's imports could not be linked")))?;
+            .map_err(|e| failed(instantiation_error(&e)))?;
         let memory = match rewritten.has_memory {
             true => Some(
                 instance
                     .get_memory(&store, rewrite::MEMORY_EXPORT)
-                    .ok_or(failed("the rewritten module lost its memory export"))?,
+                    .ok_or(failed(ExecutionError::MissingStateExport))?,
             ),
             false => None,
         };
@@ -137,7 +166,7 @@ impl Runtime {
             .iter()
             .map(|name| instance.get_global(&store, name))
             .collect::<Option<Vec<Global>>>()
-            .ok_or(failed("the rewritten module lost a global export"))?;
+            .ok_or(failed(ExecutionError::MissingStateExport))?;
         let live = LiveAgent {
             agent,
             store,
@@ -147,6 +176,71 @@ impl Runtime {
             fuel_per_call: self.fuel_per_call,
         };
         Ok((live, rewritten.has_start))
+    }
+}
+
+/// The imports an agent's module can have, defined by the embedder's `link` step: host
+/// functions, and immutable globals.
+///
+/// Everything defined here belongs to the agent's own store. Memories, tables and mutable
+/// globals cannot be imported by a carried module (their state would be the host's), so there
+/// is no way to define them.
+pub struct Imports<'a, T> {
+    linker: &'a mut Linker<T>,
+    store: &'a mut Store<T>,
+}
+
+impl<T> Imports<'_, T> {
+    /// Defines the host function `module`.`name` from a Rust closure or function, as
+    /// [`Linker::func_wrap`] does.
+    pub fn func_wrap<Params, Args>(
+        &mut self,
+        module: &str,
+        name: &str,
+        func: impl IntoFunc<T, Params, Args>,
+    ) -> Result<&mut Self, wasmi::Error> {
+        self.linker.func_wrap(module, name, func)?;
+        Ok(self)
+    }
+
+    /// Defines the host function `module`.`name` of type `ty`, as [`Linker::func_new`] does.
+    pub fn func_new(
+        &mut self,
+        module: &str,
+        name: &str,
+        ty: FuncType,
+        func: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<(), wasmi::Error>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Result<&mut Self, wasmi::Error> {
+        self.linker.func_new(module, name, ty, func)?;
+        Ok(self)
+    }
+
+    /// Defines the immutable global `module`.`name` holding `value`. A reference value must be
+    /// null (no reference can come from outside the agent's store); a `v128` needs the `simd`
+    /// feature. Either is an error otherwise, not a panic.
+    pub fn global(
+        &mut self,
+        module: &str,
+        name: &str,
+        value: Val,
+    ) -> Result<&mut Self, wasmi::Error> {
+        let allowed = match &value {
+            Val::FuncRef(r) => r.is_null(),
+            Val::ExternRef(r) => r.is_null(),
+            Val::V128(_) => cfg!(feature = "simd"),
+            Val::I32(_) | Val::I64(_) | Val::F32(_) | Val::F64(_) => true,
+        };
+        if !allowed {
+            return Err(wasmi::Error::new(
+                "an imported global holds a non-null reference, or a v128 without `simd`",
+            ));
+        }
+        let global = Global::new(&mut *self.store, value, Mutability::Const);
+        self.linker.define(module, name, global)?;
+        Ok(self)
     }
 }
 
@@ -174,23 +268,32 @@ impl<T> LiveAgent<T> {
     /// Runs the exported function `export` with `args` and a fresh fuel allowance; the agent
     /// must be `Running`.
     ///
-    /// A trap, running out of fuel, a missing export or arguments of the wrong type are
-    /// [`CellError::ExecutionFailed`] with the reason. After a trap or running out of fuel the
-    /// agent is `Suspended`: its memory may be half-updated, and it runs again only when the
-    /// embedder moves it back to `Running` with [`set_state`](Self::set_state).
+    /// Errors are [`CellError::ExecutionFailed`]: [`ExecutionError::Trap`],
+    /// [`OutOfFuel`](ExecutionError::OutOfFuel), [`HostFailed`](ExecutionError::HostFailed),
+    /// [`MissingExport`](ExecutionError::MissingExport), [`WrongArguments`](ExecutionError::WrongArguments)
+    /// (reference arguments must be null: a reference from another store would make wasmi
+    /// panic), [`NotRunning`](ExecutionError::NotRunning). After a trap, running out of fuel or a
+    /// failed host function the agent is `Suspended`: its memory may be half-updated, and it runs
+    /// again only when the embedder moves it back to `Running` with [`set_state`](Self::set_state).
     pub fn call(&mut self, export: &str, args: &[Val]) -> Result<Vec<Val>, CellError> {
-        if self.agent.state() != AgentState::Running {
-            return Err(failed("the agent is not Running"));
+        let state = self.agent.state();
+        if state != AgentState::Running {
+            return Err(failed(ExecutionError::NotRunning { found: state }));
         }
         let func = self
             .instance
             .get_func(&self.store, export)
-            .ok_or(failed("no exported function with that name"))?;
+            .ok_or(failed(ExecutionError::MissingExport))?;
         let ty = func.ty(&self.store);
         if ty.params().len() != args.len()
             || ty.params().iter().zip(args).any(|(p, a)| *p != a.ty())
+            || args.iter().any(|a| match a {
+                Val::FuncRef(r) => !r.is_null(),
+                Val::ExternRef(r) => !r.is_null(),
+                _ => false,
+            })
         {
-            return Err(failed("the arguments do not match the function's type"));
+            return Err(failed(ExecutionError::WrongArguments));
         }
         let mut results: Vec<Val> = ty
             .results()
@@ -199,14 +302,21 @@ impl<T> LiveAgent<T> {
             .collect();
         self.store
             .set_fuel(self.fuel_per_call)
-            .map_err(|_| failed("fuel metering is off"))?;
+            .map_err(|_| failed(ExecutionError::FuelMeteringOff))?;
         match func.call(&mut self.store, args, &mut results) {
             Ok(()) => Ok(results),
             Err(e) => {
                 self.agent.set_state(AgentState::Suspended)?;
-                Err(failed(reason(&e, "the call failed")))
+                Err(failed(call_error(&e)))
             }
         }
+    }
+
+    /// The value of the global the module exports as `name`, if it exports one.
+    pub fn global(&self, name: &str) -> Option<Val> {
+        self.instance
+            .get_global(&self.store, name)
+            .map(|g| g.get(&self.store))
     }
 
     /// Moves the agent to another state, as [`Agent::set_state`] does.
@@ -222,7 +332,10 @@ impl<T> LiveAgent<T> {
             .iter()
             .map(|g| to_global_value(g.get(&self.store)))
             .collect::<Option<Vec<GlobalValue>>>()
-            .ok_or(failed("a mutable global holds a reference or vector value"))?;
+            // Start refuses modules with such globals: unreachable, reported rather than hidden.
+            .ok_or(failed(ExecutionError::Refused(
+                Refusal::MutableReferenceGlobal,
+            )))?;
         self.agent.set_globals(&values)?;
         // Reuses the agent's buffer: repeated captures do not reallocate.
         let memory = self.memory.map_or(&[][..], |m| m.data(&self.store));
@@ -244,54 +357,91 @@ impl<T> LiveAgent<T> {
         match self.memory {
             Some(memory) => {
                 if !state.len().is_multiple_of(PAGE_SIZE) {
-                    return Err(failed("the captured memory is not a whole number of pages"));
+                    return Err(failed(ExecutionError::StateNotWholePages));
                 }
                 let have = memory.data_size(&self.store);
                 if state.len() < have {
-                    return Err(failed(
-                        "the captured memory is smaller than the module's minimum",
-                    ));
+                    return Err(failed(ExecutionError::StateBelowMinimum));
                 }
                 let grow = ((state.len() - have) / PAGE_SIZE) as u64;
                 if grow > 0 {
                     memory
                         .grow(&mut self.store, grow)
-                        .map_err(|_| failed("memory could not grow to the captured size"))?;
+                        .map_err(|_| failed(ExecutionError::StateGrowFailed))?;
                 }
                 memory
                     .write(&mut self.store, 0, state)
-                    .map_err(|_| failed("memory could not be written"))?;
+                    // The memory was just grown to the state's size.
+                    .map_err(|_| failed(ExecutionError::StateGrowFailed))?;
             }
             None if !state.is_empty() => {
-                return Err(failed("the agent carries memory but its module has none"));
+                return Err(failed(ExecutionError::StateWithoutMemory));
             }
             None => {}
         }
         let values: Globals = globals::collect(self.agent.globals())?;
         if values.len() != self.globals.len() {
-            return Err(failed(
-                "the agent carries a different number of globals than its module has",
-            ));
+            return Err(failed(ExecutionError::GlobalCountMismatch));
         }
         for (global, value) in self.globals.iter().zip(&values) {
             global
                 .set(&mut self.store, to_val(*value))
-                .map_err(|_| failed("a carried global does not match the module's global type"))?;
+                .map_err(|_| failed(ExecutionError::GlobalTypeMismatch))?;
         }
         Ok(())
     }
 }
 
-fn failed(reason: &'static str) -> CellError {
-    CellError::ExecutionFailed { reason }
+fn failed(e: ExecutionError) -> CellError {
+    CellError::ExecutionFailed(e)
 }
 
-/// The trap's own message where there is one, `otherwise` else.
-fn reason(e: &wasmi::Error, otherwise: &'static str) -> &'static str {
-    match e.as_trap_code() {
-        Some(wasmi::TrapCode::OutOfFuel) => "out of fuel",
-        Some(code) => code.trap_message(),
-        None => otherwise,
+fn trap(code: wasmi::TrapCode) -> ExecutionError {
+    use wasmi::TrapCode as C;
+    ExecutionError::Trap(match code {
+        C::OutOfFuel => return ExecutionError::OutOfFuel,
+        C::UnreachableCodeReached => Trap::Unreachable,
+        C::MemoryOutOfBounds => Trap::MemoryOutOfBounds,
+        C::TableOutOfBounds => Trap::TableOutOfBounds,
+        C::IndirectCallToNull => Trap::IndirectCallToNull,
+        C::IntegerDivisionByZero => Trap::IntegerDivisionByZero,
+        C::IntegerOverflow => Trap::IntegerOverflow,
+        C::BadConversionToInteger => Trap::BadConversionToInteger,
+        C::StackOverflow => Trap::StackOverflow,
+        C::BadSignature => Trap::BadSignature,
+        #[allow(unreachable_patterns)]
+        _ => Trap::Other,
+    })
+}
+
+/// A failed call: a trap (out of fuel included), else a host function's error.
+fn call_error(e: &wasmi::Error) -> ExecutionError {
+    e.as_trap_code().map_or(ExecutionError::HostFailed, trap)
+}
+
+/// A failed instantiation: a trap (in an active segment, or the start function), an import
+/// that is missing or of the wrong type, or another failure.
+fn instantiation_error(e: &wasmi::Error) -> ExecutionError {
+    use wasmi::errors::{ErrorKind, InstantiationError};
+    match (e.as_trap_code(), e.kind()) {
+        (Some(code), _) => trap(code),
+        (None, ErrorKind::Linker(_)) => ExecutionError::UnresolvedImports,
+        (
+            None,
+            ErrorKind::Instantiation(
+                InstantiationError::MismatchedNumberOfImports { .. }
+                | InstantiationError::ImportTypeMismatch { .. }
+                | InstantiationError::GlobalTypeMismatch { .. }
+                | InstantiationError::FuncTypeMismatch { .. }
+                | InstantiationError::TableTypeMismatch { .. }
+                | InstantiationError::MemoryTypeMismatch { .. },
+            ),
+        ) => ExecutionError::UnresolvedImports,
+        // An active element segment out of its table's bounds: a trap, as the spec says.
+        (None, ErrorKind::Instantiation(InstantiationError::ElementSegmentDoesNotFit { .. })) => {
+            ExecutionError::Trap(Trap::TableOutOfBounds)
+        }
+        _ => ExecutionError::InstantiationFailed,
     }
 }
 
@@ -393,6 +543,26 @@ mod tests {
         wasmparser::Validator::new()
             .validate_all(&a.binary)
             .unwrap();
+    }
+
+    #[test]
+    fn rewrite_refuses_memories_it_cannot_carry() {
+        // The engine refuses these as invalid first; the rewrite refuses them on its own too.
+        for (wat, why) in [
+            ("(module (memory i64 1))", Refusal::Memory64),
+            ("(module (memory 1 1 shared))", Refusal::SharedMemory),
+            (
+                "(module (import \"e\" \"m\" (memory 1)))",
+                Refusal::ImportedMemory,
+            ),
+        ] {
+            let wasm = wat::parse_str(wat).unwrap();
+            assert_eq!(
+                rewrite::rewrite(&wasm).err(),
+                Some(ExecutionError::Refused(why)),
+                "{wat}"
+            );
+        }
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! Every node derives the same rewritten module from the same DNA; the DNA and its hash stay
 //! those of the original binary.
 
+use crate::{ExecutionError, Refusal};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 use wasm_encoder::{ExportKind, ExportSection, Module, RawSection};
-use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef};
+use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef, ValType};
 
 /// The rewritten module's export of memory 0.
 pub(crate) const MEMORY_EXPORT: &str = "__mielin_memory";
@@ -20,9 +21,6 @@ pub(crate) const START_EXPORT: &str = "__mielin_start";
 const GLOBAL_EXPORT_PREFIX: &str = "__mielin_global_";
 /// Every reserved name starts with this; a module may not export such names itself.
 const RESERVED_PREFIX: &str = "__mielin_";
-
-/// Why a module cannot be carried.
-pub(crate) type Refusal = &'static str;
 
 /// The rewritten binary and what it exports.
 pub(crate) struct Rewritten {
@@ -57,8 +55,11 @@ fn rank(id: u8) -> u8 {
 }
 const EXPORT_RANK: u8 = 8;
 
-pub(crate) fn rewrite(binary: &[u8]) -> Result<Rewritten, Refusal> {
-    let invalid = |_| "the module is not valid WebAssembly";
+/// Rewrites `binary`, which the caller has validated with the engine's feature set (so the
+/// rewritten module is valid exactly when the original is), or says why it is not carried.
+pub(crate) fn rewrite(binary: &[u8]) -> Result<Rewritten, ExecutionError> {
+    let invalid = |_| ExecutionError::InvalidModule;
+    let refuse = |why| Err(ExecutionError::Refused(why));
     let mut sections: Vec<(u8, Range<usize>)> = Vec::new();
     let mut exports: Vec<(String, ExportKind, u32)> = Vec::new();
     let mut imported_globals = 0u32;
@@ -72,18 +73,10 @@ pub(crate) fn rewrite(binary: &[u8]) -> Result<Rewritten, Refusal> {
             Payload::ImportSection(reader) => {
                 for import in reader.clone() {
                     match import.map_err(invalid)?.ty {
-                        TypeRef::Memory(_) => {
-                            return Err(
-                                "the module imports its memory: host state cannot be carried",
-                            )
-                        }
-                        TypeRef::Table(_) => {
-                            return Err("the module imports a table: host state cannot be carried")
-                        }
+                        TypeRef::Memory(_) => return refuse(Refusal::ImportedMemory),
+                        TypeRef::Table(_) => return refuse(Refusal::ImportedTable),
                         TypeRef::Global(g) if g.mutable => {
-                            return Err(
-                                "the module imports a mutable global: host state cannot be carried",
-                            )
+                            return refuse(Refusal::ImportedMutableGlobal)
                         }
                         TypeRef::Global(_) => imported_globals += 1,
                         _ => {}
@@ -93,32 +86,43 @@ pub(crate) fn rewrite(binary: &[u8]) -> Result<Rewritten, Refusal> {
             Payload::MemorySection(reader) => {
                 for memory in reader.clone() {
                     let memory = memory.map_err(invalid)?;
-                    if memory.memory64 || memory.shared {
-                        return Err("64-bit and shared memories are not carried");
+                    if memory.memory64 {
+                        return refuse(Refusal::Memory64);
+                    }
+                    if memory.shared {
+                        return refuse(Refusal::SharedMemory);
                     }
                     memories += 1;
                 }
                 if memories > 1 {
-                    return Err(
-                        "the module has more than one memory; one linear memory is carried",
-                    );
+                    return refuse(Refusal::MultipleMemories);
                 }
             }
             Payload::GlobalSection(reader) => {
                 for (i, global) in reader.clone().into_iter().enumerate() {
-                    if global.map_err(invalid)?.ty.mutable {
-                        mutable_globals.push(imported_globals + i as u32);
+                    let ty = global.map_err(invalid)?.ty;
+                    if !ty.mutable {
+                        continue;
+                    }
+                    // Capture carries numbers only (`GlobalValue`): refused here, at start,
+                    // rather than by every capture later.
+                    match ty.content_type {
+                        ValType::Ref(_) => return refuse(Refusal::MutableReferenceGlobal),
+                        ValType::V128 => return refuse(Refusal::MutableV128Global),
+                        _ => mutable_globals.push(imported_globals + i as u32),
                     }
                 }
                 if mutable_globals.len() > crate::MAX_GLOBALS {
-                    return Err("the module has more mutable globals than an agent carries");
+                    return refuse(Refusal::TooManyMutableGlobals {
+                        found: mutable_globals.len(),
+                    });
                 }
             }
             Payload::ExportSection(reader) => {
                 for export in reader.clone() {
                     let export = export.map_err(invalid)?;
                     if export.name.starts_with(RESERVED_PREFIX) {
-                        return Err("the module exports a name reserved for mielin-cells");
+                        return refuse(Refusal::ReservedExport);
                     }
                     exports.push((String::from(export.name), kind(export.kind), export.index));
                 }
@@ -199,17 +203,15 @@ fn kind(k: ExternalKind) -> ExportKind {
 }
 
 /// Instructions whose effect lives outside memory and globals, so a snapshot could not carry it.
-fn refuse_uncarried(op: &Operator<'_>) -> Result<(), Refusal> {
+fn refuse_uncarried(op: &Operator<'_>) -> Result<(), ExecutionError> {
     match op {
         Operator::TableSet { .. }
         | Operator::TableGrow { .. }
         | Operator::TableFill { .. }
         | Operator::TableCopy { .. }
-        | Operator::TableInit { .. } => {
-            Err("the module modifies tables at run time: table state is not carried")
-        }
+        | Operator::TableInit { .. } => Err(ExecutionError::Refused(Refusal::TableMutation)),
         Operator::DataDrop { .. } | Operator::ElemDrop { .. } => {
-            Err("the module drops data or element segments: segment state is not carried")
+            Err(ExecutionError::Refused(Refusal::SegmentDrop))
         }
         _ => Ok(()),
     }
