@@ -51,7 +51,7 @@ fn rustc_guest_runs_and_migrates() {
     }
     let mut agent = moving.into_agent().unwrap();
     let (a, b) = (NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16]));
-    let mut manager = MigrationManager::<1>::new(a);
+    let mut manager = MigrationManager::with_capacity::<1>(a);
     let bytes = manager
         .initiate_migration_at(&mut agent, b, 1)
         .unwrap()

@@ -755,7 +755,7 @@ fn call(live: &mut LiveAgent<()>, name: &str, args: &[Val]) -> Outcome {
 /// Node A captures and serializes; the same runtime, as node B, restores and resumes.
 fn migrate(rt: &Runtime, live: LiveAgent<()>, defs: &Defs) -> Result<LiveAgent<()>, CellError> {
     let mut agent = live.into_agent()?;
-    let mut manager = MigrationManager::<1>::new(A);
+    let mut manager = MigrationManager::with_capacity::<1>(A);
     let bytes = manager
         .initiate_migration_at(&mut agent, B, 1)?
         .serialize()?;

@@ -1,6 +1,6 @@
 //! Host functions that let WebAssembly agents send and receive mesh messages (feature `wasmi`).
 //!
-//! [`link`] defines two imports on a [`Linker`](crate::runtime::Linker) for any store data that
+//! [`link`] defines two imports on a [`Imports`](crate::runtime::Imports) for any store data that
 //! implements [`Mailbox`]:
 //!
 //! - `mesh.send(to_ptr: i32, ptr: i32, len: i32) -> i32`: sends `len` bytes at `ptr` to the
@@ -22,7 +22,8 @@
 
 use super::frame::MAX_MESSAGE_LEN;
 use crate::AgentId;
-use wasmi::{Caller, Extern, Linker};
+use crate::runtime::Imports;
+use wasmi::{Caller, Extern};
 
 /// The agent's side of the mesh, as the host functions see it. Both methods copy, so a host
 /// may keep the mailbox behind a `RefCell` or a lock.
@@ -65,7 +66,7 @@ fn range(ptr: i32, len: i32) -> Option<(usize, usize)> {
 }
 
 /// Defines `mesh.send` and `mesh.recv` on `linker` (see the module documentation).
-pub fn link<T: Mailbox + 'static>(linker: &mut Linker<T>) -> Result<(), wasmi::Error> {
+pub fn link<T: Mailbox + 'static>(linker: &mut Imports<'_, T>) -> Result<(), wasmi::Error> {
     linker.func_wrap(
         "mesh",
         "send",
