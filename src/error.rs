@@ -542,6 +542,8 @@ pub enum ExecutionError {
     StateWithoutMemory,
     /// The agent carries another number of mutable globals than its module has.
     GlobalCountMismatch,
+    /// A delta for another agent (or another DNA) than the staged one.
+    WrongAgent,
     /// A carried global's type differs from the module's global of that index.
     GlobalTypeMismatch,
 }
@@ -586,6 +588,9 @@ impl fmt::Display for ExecutionError {
             }
             ExecutionError::StateWithoutMemory => {
                 f.write_str("the agent carries memory but its module has none")
+            }
+            ExecutionError::WrongAgent => {
+                f.write_str("the delta is for another agent than the staged one")
             }
             ExecutionError::GlobalCountMismatch => {
                 f.write_str("the agent carries a different number of globals than its module has")

@@ -6,8 +6,8 @@
 mod common;
 
 use mielin_cells::migration::{
-    key_id, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, MigrationSnapshot, StateEncoding,
-    verify_v1, EpochTable, TrustList, CHUNK_SIZE, FLAG_SIGNED, HEADER_LEN, TRAILER_LEN,
+    key_id, verify_v1, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochTable,
+    MigrationSnapshot, StateEncoding, TrustList, CHUNK_SIZE, FLAG_SIGNED, HEADER_LEN, TRAILER_LEN,
 };
 use mielin_cells::{sha256, Agent, AgentId, CellError, DecodeError, Dna, Policy, SignatureError};
 use std::path::PathBuf;
@@ -379,7 +379,10 @@ fn vectors_decode_from_published_files_alone() {
             let node = mielin_cells::NodeId::from_bytes([0xa5; 16]);
             let mut trust = TrustList::<1, _>::new(node, EpochTable::<1>::new());
             trust
-                .trust(mielin_cells::NodeId::from_bytes([0x5a; 16]), signer.verifying_key())
+                .trust(
+                    mielin_cells::NodeId::from_bytes([0x5a; 16]),
+                    signer.verifying_key(),
+                )
                 .unwrap();
             assert_eq!(
                 trust.deserialize(&bytes, &opts, 0).unwrap_err(),

@@ -418,4 +418,3 @@ impl<const N: usize> MemJournal<N> {
 impl crate::migration::EpochJournal for FileJournal {
     epochs_in_mesh_journal!();
 }
-

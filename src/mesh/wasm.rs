@@ -21,8 +21,8 @@
 //! [`AgentHost::outgoing`]: super::AgentHost::outgoing
 
 use super::frame::MAX_MESSAGE_LEN;
-use crate::AgentId;
 use crate::runtime::Imports;
+use crate::AgentId;
 use wasmi::{Caller, Extern};
 
 /// The agent's side of the mesh, as the host functions see it. Both methods copy, so a host

@@ -10,9 +10,9 @@ mod journal;
 mod manager;
 #[cfg(feature = "signatures")]
 mod sign;
-mod snapshot;
+pub(crate) mod snapshot;
 mod store;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(feature = "std")]
 pub use journal::FileEpochJournal;

@@ -128,6 +128,29 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
 }
 
 impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
+    /// A snapshot from its parts, for a runtime that captures straight from a live instance.
+    #[cfg_attr(not(feature = "wasmi"), allow(dead_code))]
+    pub(crate) fn from_parts(
+        agent_id: AgentId,
+        dna: Dna<B>,
+        memory: B,
+        globals: Globals,
+        policy: Policy,
+        timestamp: u64,
+        source_node: Option<NodeId>,
+    ) -> Self {
+        MigrationSnapshot {
+            agent_id,
+            dna,
+            wasm_state: memory,
+            globals,
+            policy,
+            timestamp,
+            source_node,
+            route: None,
+        }
+    }
+
     /// This snapshot addressed to `route.target` at `route.epoch`: it then serializes as wire
     /// format version 2, whose signed bytes bind the target and epoch, so that a signed snapshot
     /// cannot be replayed to another node or after a newer hand-off.
@@ -276,6 +299,29 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         &self,
         opts: &EncodeOptions<'_>,
     ) -> Result<alloc::vec::Vec<u8>, CellError> {
+        self.encode_vec(opts, false).map(|(bytes, _)| bytes)
+    }
+
+    /// [`serialize_with`](Self::serialize_with), also returning the digests of the memory, which
+    /// a sender keeps to encode the next delta hashing only the chunks that changed (version 2
+    /// computes them for its memory root anyway; version 1 hashes the memory once more).
+    #[cfg(feature = "alloc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn serialize_with_digests(
+        &self,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<(alloc::vec::Vec<u8>, MemoryDigests), CellError> {
+        let (bytes, digests) = self.encode_vec(opts, true)?;
+        let digests = digests.unwrap_or_else(|| MemoryDigests::of(self.wasm_state()));
+        Ok((bytes, digests))
+    }
+
+    #[cfg(feature = "alloc")]
+    fn encode_vec(
+        &self,
+        opts: &EncodeOptions<'_>,
+        want_digests: bool,
+    ) -> Result<(alloc::vec::Vec<u8>, Option<MemoryDigests>), CellError> {
         let memory = self.wasm_state();
         let v2 = self.route.is_some();
         let mut digests = None;
@@ -287,20 +333,24 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             StateEncoding::Chunked => (FLAG_STATE_CHUNKED, Some(chunks::encode_chunked(memory))),
             StateEncoding::Delta { base } if v2 => {
                 let (blob, d) = chunks::encode_delta_v2(base, opts.base_digests, memory)?;
-                digests = Some(d.root());
+                digests = Some(d);
                 (FLAG_STATE_DELTA, Some(blob))
             }
             StateEncoding::Delta { base } => {
                 (FLAG_STATE_DELTA, Some(chunks::encode_delta(base, memory)))
             }
         };
+        if v2 && want_digests && digests.is_none() {
+            digests = Some(MemoryDigests::of(memory));
+        }
+        let root = digests.as_ref().map(MemoryDigests::root);
         let state = blob.as_deref().unwrap_or(memory);
         let mut out = alloc::vec::Vec::new();
-        self.encode(opts, flags, state, memory.len() as u64, digests, |needed| {
+        self.encode(opts, flags, state, memory.len() as u64, root, |needed| {
             out.resize(needed, 0);
             Ok(&mut out[..])
         })?;
-        Ok(out)
+        Ok((out, digests))
     }
 
     /// Picks the version, checks the signer's number, and writes into the buffer `out` gives
@@ -500,7 +550,7 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
 
 /// The DNA: the carried binary, or the store's for a by-reference snapshot; either way its
 /// SHA-256 must be the hash the snapshot names (one pass over the binary).
-pub(super) fn resolve_dna<'a>(
+pub(crate) fn resolve_dna<'a>(
     p: &Parsed<'a>,
     store: Option<&'a dyn DnaStore>,
 ) -> Result<Dna<&'a [u8]>, CellError> {
@@ -516,7 +566,7 @@ pub(super) fn resolve_dna<'a>(
     Dna::with_expected_hash(binary, &p.dna_hash)
 }
 
-fn assemble<B>(p: Parsed<'_>, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
+pub(crate) fn assemble<B>(p: Parsed<'_>, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
     MigrationSnapshot {
         agent_id: p.agent_id,
         dna,

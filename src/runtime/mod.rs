@@ -43,7 +43,10 @@
 //! [`Runtime::resume`] does not. The rewrite is deterministic, so every node derives the same
 //! module from the same DNA; the agent's DNA and hash stay those of the original binary.
 
+mod precopy;
 mod rewrite;
+
+pub use precopy::PreCopy;
 
 use crate::globals::{self, Globals};
 use crate::{Agent, AgentState, CellError, ExecutionError, GlobalValue, Refusal, Trap};
@@ -105,19 +108,25 @@ impl Runtime {
     }
 
     /// Continues an agent captured on another node (state `Migrating` or `Suspended`, as
-    /// [`restore`](crate::migration::MigrationSnapshot::restore) gives it): verifies the DNA
-    /// hash before anything is compiled, instantiates the same DNA, grows memory to the captured
-    /// size, writes memory and globals back, and leaves it `Running`. The start function is not
-    /// run again.
+    /// [`restore`](crate::migration::MigrationSnapshot::restore) gives it): instantiates the same
+    /// DNA, grows memory to the captured size, writes memory and globals back, and leaves it
+    /// `Running`. The start function is not run again. The DNA hash is verified first (the
+    /// agent's storage may have changed since it was hashed); [`resume_bytes`](Self::resume_bytes)
+    /// decodes and resumes in one step and hashes the DNA once.
     ///
     /// Takes the agent by value: `Vec<u8>` storage moves into the [`LiveAgent`] without a copy
-    /// (borrowed storage is copied once); the memory is then written into the instance.
+    /// (borrowed storage is copied once); the memory is then written into the instance, and the
+    /// agent's copy freed, so the instance's memory is the only one kept. To decode and resume
+    /// with one copy of memory in all, use [`resume_bytes`](Self::resume_bytes).
     pub fn resume<B: AsRef<[u8]> + Into<Vec<u8>>, T>(
         &self,
         agent: Agent<B>,
         host: T,
         link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
     ) -> Result<LiveAgent<T>, CellError> {
+        // The agent's storage may have changed since its `Dna` was hashed (flash or RAM going
+        // bad, `tests`: `Decaying`): checked once more before anything is compiled.
+        // `resume_bytes` decodes and instantiates in one step, and does not hash it again.
         agent.dna().verify()?;
         let mut agent = agent.convert(Into::into);
         agent.set_state(AgentState::Running)?;
@@ -255,7 +264,9 @@ pub struct LiveAgent<T> {
 }
 
 impl<T> LiveAgent<T> {
-    /// The agent, with memory and globals as of the last [`capture`](Self::capture).
+    /// The agent, with memory and globals as of the last [`capture`](Self::capture). A resumed
+    /// agent's memory is empty until then: the instance holds the only copy (see
+    /// [`snapshot_at`](Self::snapshot_at) to serialize from it without copying).
     pub fn agent(&self) -> &Agent<Vec<u8>> {
         &self.agent
     }
@@ -351,39 +362,55 @@ impl<T> LiveAgent<T> {
         Ok(self.agent)
     }
 
-    /// Writes the agent's memory and globals into the fresh instance.
+    /// Writes the agent's memory and globals into the fresh instance, then frees the agent's
+    /// copy of the memory: the instance's is the only one a live agent keeps.
     fn write_back(&mut self) -> Result<(), CellError> {
-        let state = self.agent.wasm_state();
+        let len = self.agent.wasm_state().len();
+        let target = self.sized_memory(len)?;
+        if let Some(memory) = target {
+            let state = self.agent.wasm_state();
+            memory
+                .write(&mut self.store, 0, state)
+                // The memory was just grown to the state's size.
+                .map_err(|_| failed(ExecutionError::StateGrowFailed))?;
+        }
+        let values: Globals = globals::collect(self.agent.globals())?;
+        self.set_globals(&values)?;
+        *self.agent.wasm_state_vec_mut() = Vec::new();
+        Ok(())
+    }
+
+    /// The instance's memory grown to `len` bytes (whole pages, at least its current size), or
+    /// `None` for a module without memory and `len` 0.
+    pub(crate) fn sized_memory(&mut self, len: usize) -> Result<Option<Memory>, CellError> {
         match self.memory {
             Some(memory) => {
-                if !state.len().is_multiple_of(PAGE_SIZE) {
+                if !len.is_multiple_of(PAGE_SIZE) {
                     return Err(failed(ExecutionError::StateNotWholePages));
                 }
                 let have = memory.data_size(&self.store);
-                if state.len() < have {
+                if len < have {
                     return Err(failed(ExecutionError::StateBelowMinimum));
                 }
-                let grow = ((state.len() - have) / PAGE_SIZE) as u64;
+                let grow = ((len - have) / PAGE_SIZE) as u64;
                 if grow > 0 {
                     memory
                         .grow(&mut self.store, grow)
                         .map_err(|_| failed(ExecutionError::StateGrowFailed))?;
                 }
-                memory
-                    .write(&mut self.store, 0, state)
-                    // The memory was just grown to the state's size.
-                    .map_err(|_| failed(ExecutionError::StateGrowFailed))?;
+                Ok(Some(memory))
             }
-            None if !state.is_empty() => {
-                return Err(failed(ExecutionError::StateWithoutMemory));
-            }
-            None => {}
+            None if len != 0 => Err(failed(ExecutionError::StateWithoutMemory)),
+            None => Ok(None),
         }
-        let values: Globals = globals::collect(self.agent.globals())?;
+    }
+
+    /// Sets the instance's mutable globals.
+    pub(crate) fn set_globals(&mut self, values: &[GlobalValue]) -> Result<(), CellError> {
         if values.len() != self.globals.len() {
             return Err(failed(ExecutionError::GlobalCountMismatch));
         }
-        for (global, value) in self.globals.iter().zip(&values) {
+        for (global, value) in self.globals.iter().zip(values) {
             global
                 .set(&mut self.store, to_val(*value))
                 .map_err(|_| failed(ExecutionError::GlobalTypeMismatch))?;

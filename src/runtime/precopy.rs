@@ -1,0 +1,240 @@
+//! Migration straight from and into a live instance, and pre-copy.
+//!
+//! - [`LiveAgent::snapshot_at`] borrows the instance's memory for a snapshot: serializing it is
+//!   the one copy of memory on the sending side.
+//! - [`Runtime::resume_bytes`] (and [`Runtime::stage`]) decode a snapshot straight into a new
+//!   instance's memory, hashing each chunk once: the one copy on the receiving side.
+//! - Pre-copy: [`LiveAgent::precopy_begin`] sends a full snapshot while the agent keeps
+//!   running; at the stop, [`LiveAgent::precopy_finish`] sends only the 4 KiB chunks that
+//!   changed since (found by comparing with what was sent: wasmi tracks no dirty pages), and
+//!   the receiver, which staged the first snapshot in an instance, applies them in place with
+//!   [`LiveAgent::apply_delta`], hashing only those chunks.
+
+use super::{failed, to_global_value, Imports, LiveAgent, Runtime};
+use crate::globals::Globals;
+use crate::migration::snapshot::{assemble, resolve_dna};
+use crate::migration::wire::{self, chunks, memory::CHUNK_SIZE};
+use crate::migration::{
+    DecodeOptions, EncodeOptions, MemoryDigests, MigrationSnapshot, Route, StateEncoding,
+};
+use crate::{AgentState, CellError, DecodeError, Digested, ExecutionError, NodeId, Refusal};
+use alloc::vec::Vec;
+
+/// What the sending side keeps between the rounds of a pre-copy migration: a copy of the
+/// memory it sent (to find the chunks that changed since) and its digests (so that only those
+/// are hashed). The sender holds two copies of the agent's memory until the migration ends.
+#[derive(Debug, Clone)]
+pub struct PreCopy {
+    sent: Vec<u8>,
+    digests: MemoryDigests,
+    route: Route,
+}
+
+impl PreCopy {
+    /// The route both rounds are addressed to.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+}
+
+impl<T> LiveAgent<T> {
+    /// A snapshot of the running instance, taken between calls, that borrows the instance's
+    /// memory and the agent's binary: nothing is copied until it is serialized.
+    pub fn snapshot_at(
+        &self,
+        source_node: Option<NodeId>,
+        unix_secs: u64,
+    ) -> Result<MigrationSnapshot<&[u8]>, CellError> {
+        let mut globals = Globals::new();
+        for g in &self.globals {
+            let v = to_global_value(g.get(&self.store)).ok_or(failed(ExecutionError::Refused(
+                Refusal::MutableReferenceGlobal,
+            )))?;
+            // At most MAX_GLOBALS: start refuses more.
+            globals
+                .push(v)
+                .map_err(|_| failed(ExecutionError::GlobalCountMismatch))?;
+        }
+        let memory = self.memory.map_or(&[][..], |m| m.data(&self.store));
+        Ok(MigrationSnapshot::from_parts(
+            self.agent.id(),
+            self.agent.dna().as_borrowed(),
+            memory,
+            globals,
+            self.agent.policy().clone(),
+            unix_secs,
+            source_node,
+        ))
+    }
+
+    /// Pre-copy, first round: a full snapshot of the agent as it is now, addressed to `route`,
+    /// serialized with `opts` (whose `state` must be `Raw`), while the agent keeps running.
+    /// Keep the [`PreCopy`] for [`precopy_finish`](Self::precopy_finish).
+    pub fn precopy_begin(
+        &self,
+        source_node: Option<NodeId>,
+        route: Route,
+        unix_secs: u64,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<(PreCopy, Vec<u8>), CellError> {
+        if !matches!(opts.state, StateEncoding::Raw) {
+            return Err(CellError::SerializationFailed {
+                reason: "a pre-copy's first round carries the whole memory: StateEncoding::Raw",
+            });
+        }
+        let snapshot = self.snapshot_at(source_node, unix_secs)?.with_route(route);
+        let (bytes, digests) = snapshot.serialize_with_digests(opts)?;
+        let pre = PreCopy {
+            sent: snapshot.wasm_state().to_vec(),
+            digests,
+            route,
+        };
+        Ok((pre, bytes))
+    }
+
+    /// Pre-copy, the stop: moves the agent to `Migrating` (no more calls) and encodes only the
+    /// chunks that changed since [`precopy_begin`](Self::precopy_begin), with the same route,
+    /// as a delta against what was sent. `opts.state` and `opts.base_digests` are set here.
+    pub fn precopy_finish(
+        &mut self,
+        pre: &PreCopy,
+        source_node: Option<NodeId>,
+        unix_secs: u64,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<Vec<u8>, CellError> {
+        self.agent.set_state(AgentState::Migrating)?;
+        let snapshot = self
+            .snapshot_at(source_node, unix_secs)?
+            .with_route(pre.route);
+        snapshot.serialize_with(&EncodeOptions {
+            state: StateEncoding::Delta { base: &pre.sent },
+            base_digests: Some(&pre.digests),
+            ..*opts
+        })
+    }
+
+    /// The receiving side of a pre-copy: applies a version-2 delta (from
+    /// [`precopy_finish`](Self::precopy_finish)) to this staged instance's memory in place and
+    /// sets its globals, then moves the agent to `Running`. `digests` must be the instance
+    /// memory's (from [`Runtime::stage`]); they become the new memory's. Only the chunks the
+    /// delta carries are decoded and hashed; everything, the memory root included, is checked
+    /// before the instance is touched, so on error it is unchanged.
+    ///
+    /// The delta must be of the same agent and DNA. Authenticate it first where peers are not
+    /// trusted (a `TrustList` checks the same bytes with `base_state` set to the staged memory).
+    pub fn apply_delta(
+        &mut self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        digests: &mut MemoryDigests,
+    ) -> Result<(), CellError> {
+        let p = wire::parse(bytes, &opts.limits)?;
+        let (Some((len, root)), true) = (p.memory, p.flags & wire::FLAG_STATE_DELTA != 0) else {
+            return Err(DecodeError::DeltaWithoutBase.into());
+        };
+        if p.agent_id != self.agent.id() {
+            return Err(failed(ExecutionError::WrongAgent));
+        }
+        if p.dna_hash != *self.agent.dna().hash() {
+            return Err(CellError::IntegrityMismatch {
+                what: Digested::Dna,
+                expected: crate::DigestPrefix::of(self.agent.dna().hash()),
+                found: crate::DigestPrefix::of(&p.dna_hash),
+            });
+        }
+        let len = len as usize;
+        let checked = {
+            let base = self.memory.map_or(&[][..], |m| m.data(&self.store));
+            chunks::check_delta(
+                p.state,
+                base,
+                digests,
+                len,
+                opts.limits.max_wasm_state,
+                &root,
+            )?
+        };
+        let values = crate::globals::collect(&p.globals)?;
+        if values.len() != self.globals.len() {
+            return Err(failed(ExecutionError::GlobalCountMismatch));
+        }
+        if let Some(memory) = self.sized_memory(len)? {
+            checked.write_into(memory.data_mut(&mut self.store));
+        }
+        self.set_globals(&values)?;
+        *digests = checked.digests;
+        self.agent.set_state(AgentState::Running)
+    }
+}
+
+impl Runtime {
+    /// Decodes `bytes` straight into a new instance and continues the agent there, as
+    /// [`resume`](Self::resume) does after `deserialize` and `restore`, but with one copy of the
+    /// memory instead of three: raw memory goes from the input into the instance's memory,
+    /// hashed chunk by chunk on the way (version 2 checks its memory root; the DNA hash is
+    /// checked once, and not again). Chunked and delta memory are decoded with
+    /// `deserialize_with` first. Returns the memory's digests too, for a later delta.
+    pub fn resume_bytes<T>(
+        &self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        host: T,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
+    ) -> Result<(LiveAgent<T>, MemoryDigests), CellError> {
+        let (mut live, digests) = self.stage(bytes, opts, host, link)?;
+        live.agent.set_state(AgentState::Running)?;
+        Ok((live, digests))
+    }
+
+    /// [`resume_bytes`](Self::resume_bytes), leaving the agent `Migrating`: the receiving side
+    /// of a pre-copy holds the first round here, not running, until
+    /// [`LiveAgent::apply_delta`] brings the rest and starts it.
+    pub fn stage<T>(
+        &self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        host: T,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
+    ) -> Result<(LiveAgent<T>, MemoryDigests), CellError> {
+        let p = wire::parse(bytes, &opts.limits)?;
+        if p.flags & wire::STATE_FLAGS != 0 {
+            let (snapshot, digests) = MigrationSnapshot::deserialize_with_digests(bytes, opts)?;
+            // Migrating, as restored.
+            let agent = snapshot.into_agent()?;
+            let (mut live, _) = self.instantiate(agent, host, link)?;
+            live.write_back()?;
+            return Ok((live, digests));
+        }
+        let dna = resolve_dna(&p, opts.dna_store)?;
+        let state = p.state;
+        let root = p.memory.map(|(_, root)| root);
+        // The agent without its memory: the memory goes into the instance, once.
+        let view = assemble(p, dna, &[][..]);
+        let agent = view.to_owned_snapshot().into_agent()?;
+        let globals = crate::globals::collect(view.globals())?;
+        let (mut live, _) = self.instantiate(agent, host, link)?;
+        let mut digests = Vec::new();
+        digests
+            .try_reserve_exact(state.len().div_ceil(CHUNK_SIZE))
+            .map_err(|_| DecodeError::TooLarge {
+                field: crate::LimitedField::WasmState,
+                limit: opts.limits.max_wasm_state,
+                found: state.len(),
+            })?;
+        if let Some(memory) = live.sized_memory(state.len())? {
+            let data = memory.data_mut(&mut live.store);
+            for (i, chunk) in state.chunks(CHUNK_SIZE).enumerate() {
+                let at = i * CHUNK_SIZE;
+                let dst = &mut data[at..at + chunk.len()];
+                dst.copy_from_slice(chunk);
+                digests.push(crate::sha256(dst));
+            }
+        }
+        let digests = MemoryDigests::from_parts(state.len(), digests);
+        if let Some(root) = root {
+            wire::check_digest(Digested::Memory, &root, &digests.root())?;
+        }
+        live.set_globals(&globals)?;
+        Ok((live, digests))
+    }
+}
