@@ -91,18 +91,24 @@ fn bench(c: &mut Criterion) {
                 rt.resume(agent, (), |_| Ok(())).unwrap()
             })
         });
-        g.bench_function(BenchmarkId::new("snapshot_at+serialize", &label), |b| {
-            b.iter(|| source.snapshot_at(None, 0).unwrap().serialize().unwrap())
+        // The one-copy path, in wire format version 2 (addressed, hashed once).
+        let serialize_v2 = |source: &LiveAgent<()>| {
+            let snapshot = source.snapshot_at(None, 0).unwrap().with_route(ROUTE);
+            snapshot.serialize().unwrap()
+        };
+        g.bench_function(BenchmarkId::new("snapshot_at+serialize_v2", &label), |b| {
+            b.iter(|| serialize_v2(&source))
         });
-        g.bench_function(BenchmarkId::new("resume_bytes", &label), |b| {
+        let wire2 = serialize_v2(&source);
+        g.bench_function(BenchmarkId::new("resume_bytes_v2", &label), |b| {
             b.iter(|| {
-                rt.resume_bytes(black_box(&wire), &DecodeOptions::default(), (), |_| Ok(()))
+                rt.resume_bytes(black_box(&wire2), &DecodeOptions::default(), (), |_| Ok(()))
                     .unwrap()
             })
         });
-        g.bench_function(BenchmarkId::new("full_cycle_one_copy", &label), |b| {
+        g.bench_function(BenchmarkId::new("full_cycle_one_copy_v2", &label), |b| {
             b.iter(|| {
-                let wire = source.snapshot_at(None, 0).unwrap().serialize().unwrap();
+                let wire = serialize_v2(&source);
                 rt.resume_bytes(&wire, &DecodeOptions::default(), (), |_| Ok(()))
                     .unwrap()
             })
@@ -178,7 +184,9 @@ fn downtime(c: &mut Criterion) {
                     for i in 0..iters {
                         // Untimed: the first round, while the agent runs, and the calls that
                         // dirty memory afterwards.
-                        source.set_state(AgentState::Running).unwrap();
+                        if source.agent().state() != AgentState::Running {
+                            source.set_state(AgentState::Running).unwrap();
+                        }
                         let (pre, first) = source
                             .precopy_begin(None, ROUTE, 0, &EncodeOptions::default())
                             .unwrap();
