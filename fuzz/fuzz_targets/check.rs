@@ -50,7 +50,10 @@ pub fn snapshot(data: &[u8]) {
             if data[4] == 2 {
                 let mut buf = vec![0u8; owned.wasm_state().len()];
                 let into = MigrationSnapshot::decode_into(data, &Default::default(), &mut buf);
-                assert!(into.unwrap() == owned, "decode_into and deserialize disagree");
+                assert!(
+                    into.unwrap() == owned,
+                    "decode_into and deserialize disagree"
+                );
             }
             let again = owned
                 .serialize_with(&EncodeOptions {
