@@ -45,6 +45,21 @@ fn this_architecture_writes_the_vector_bytes() {
         buf[..n] == vector()[..],
         "serialized bytes differ from the vector"
     );
+
+    // Version 2: the same snapshot addressed to the target, into the same kind of buffer.
+    let routed = snapshot.with_route(case::route());
+    let n = routed.serialize_into(&mut buf).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v2-cross.bin");
+    if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
+        std::fs::write(&path, &buf[..n]).unwrap();
+    }
+    assert!(
+        buf[..n] == std::fs::read(&path).unwrap()[..],
+        "version-2 bytes differ from the vector"
+    );
+    let view = MigrationSnapshot::view(&buf[..n]).unwrap();
+    assert_eq!(view.route(), Some(case::route()));
+    assert_eq!(view.restore().unwrap(), routed.restore().unwrap());
 }
 
 #[test]

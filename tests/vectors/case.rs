@@ -121,3 +121,12 @@ pub fn migrate<B: AsRef<[u8]> + Clone, const N: usize>(
         .initiate_migration_at(agent, NODE_IDS[EXPECTED_TARGET], TIMESTAMP)
         .map(Some)
 }
+
+/// The route of the version-2 cross-architecture vector (`v2-cross.bin`): the snapshot of
+/// [`migrate`] addressed to the node the policy picks, at epoch 1.
+pub fn route() -> mielin_cells::migration::Route {
+    mielin_cells::migration::Route {
+        target: NODE_IDS[EXPECTED_TARGET],
+        epoch: 1,
+    }
+}

@@ -4,7 +4,8 @@
 //! walks it Created → Running → Migrating, picks a target node with its policy, captures and
 //! serializes a snapshot, decodes and verifies it, restores it and checks the restored agent
 //! equals the source. Then it checks that its bytes equal the vector x86_64 wrote
-//! (`tests/vectors/v1-cross.bin`, embedded at build time) and that the vector restores here.
+//! (`tests/vectors/v1-cross.bin`, embedded at build time) and that the vector restores here,
+//! and the same for wire format version 2 (`tests/vectors/v2-cross.bin`).
 //! It prints the snapshot as hex over semihosting and exits 0 on success, 1 on any failure or
 //! panic.
 //!
@@ -24,6 +25,8 @@ use panic_semihosting as _;
 
 /// The snapshot x86_64 wrote for the same inputs.
 static VECTOR: &[u8] = include_bytes!(env!("MIELIN_CROSS_VECTOR"));
+/// The same snapshot in wire format version 2, addressed to the target at epoch 1.
+static VECTOR_V2: &[u8] = include_bytes!("../../../tests/vectors/v2-cross.bin");
 
 /// Room for the serialized snapshot (2,239 bytes for the case's agent).
 #[cfg(not(feature = "alloc"))]
@@ -102,6 +105,14 @@ fn run() -> Result<(), Failure> {
     let bytes = &buf[..n];
     print_hex(bytes);
 
+    let buf2 = cortex_m::singleton!(: [u8; SNAPSHOT_CAPACITY] = [0; SNAPSHOT_CAPACITY])
+        .ok_or(Failure::Check("version-2 buffer taken once"))?;
+    let n2 = snapshot
+        .clone()
+        .with_route(case::route())
+        .serialize_into(buf2)?;
+    check_v2(&agent, &buf2[..n2])?;
+
     // Zero-copy: the view borrows `bytes`.
     let received = MigrationSnapshot::view(bytes)?;
     check(
@@ -124,6 +135,8 @@ fn run() -> Result<(), Failure> {
     let snapshot = migrate(&mut agent)?;
     let bytes = snapshot.serialize()?;
     print_hex(&bytes);
+    let v2 = snapshot.clone().with_route(case::route()).serialize()?;
+    check_v2(&agent, &v2)?;
     let received = MigrationSnapshot::deserialize(&bytes)?;
     finish(&mut agent, &received, &bytes)
 }
@@ -183,6 +196,26 @@ fn finish<B: AsRef<[u8]>, C: AsRef<[u8]> + Clone>(
         "the x86_64 vector restores to the same agent here",
     )?;
     agent.set_state(AgentState::Terminated)?;
+    Ok(())
+}
+
+/// Version 2 of the same snapshot: the bytes written here equal the x86_64 vector, which names
+/// the route and restores to the same agent (the view checks the memory root, hashing each
+/// byte once).
+fn check_v2<B: AsRef<[u8]>>(agent: &Agent<B>, bytes: &[u8]) -> Result<(), Failure> {
+    check(
+        bytes == VECTOR_V2,
+        "version-2 snapshot bytes equal the x86_64 vector",
+    )?;
+    let view = MigrationSnapshot::view(VECTOR_V2)?;
+    check(
+        view.route() == Some(case::route()),
+        "the version-2 vector names the target and epoch",
+    )?;
+    check(
+        view.restore()? == *agent,
+        "the version-2 vector restores to the same agent here",
+    )?;
     Ok(())
 }
 
