@@ -394,7 +394,7 @@ pub enum SignatureError {
         /// The maximum.
         max: u64,
     },
-    /// The epoch is above [`MAX_EPOCH`](crate::migration::MAX_EPOCH).
+    /// The epoch is above `migration::MAX_EPOCH` (2^48 - 1; feature `signatures`).
     EpochOutOfRange {
         /// The epoch found.
         found: u64,

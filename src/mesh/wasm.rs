@@ -1,6 +1,6 @@
 //! Host functions that let WebAssembly agents send and receive mesh messages (feature `wasmi`).
 //!
-//! [`link`] defines two imports on a [`Imports`](crate::runtime::Imports) for any store data that
+//! [`link`] defines two imports on an [`Imports`] for any store data that
 //! implements [`Mailbox`]:
 //!
 //! - `mesh.send(to_ptr: i32, ptr: i32, len: i32) -> i32`: sends `len` bytes at `ptr` to the

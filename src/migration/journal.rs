@@ -49,7 +49,7 @@ fn full(capacity: usize) -> CellError {
 
 /// An in-memory [`EpochJournal`] of at most `A` agents, with no allocation: forgotten on
 /// restart, so use it where a restart also forgets the agents (or in tests); persist with
-/// [`FileEpochJournal`] (feature `std`) or an implementation of your own.
+/// `FileEpochJournal` (feature `std`) or an implementation of your own.
 #[derive(Debug, Clone, Default)]
 pub struct EpochTable<const A: usize> {
     entries: heapless::Vec<(AgentId, u64), A>,

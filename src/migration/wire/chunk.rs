@@ -98,16 +98,17 @@ pub(crate) fn base_chunk_equals(base: &[u8], i: usize, chunk: &[u8]) -> bool {
 }
 
 /// The digest of a full zero chunk, computed once per decode.
-pub(crate) struct ZeroDigest([u8; 32]);
+/// Computed on first use: a decode without zero chunks never pays for it.
+pub(crate) struct ZeroDigest(core::cell::OnceCell<[u8; 32]>);
 
 impl ZeroDigest {
     pub fn new() -> Self {
-        ZeroDigest(chunk_digest(&[0u8; CHUNK_SIZE]))
+        ZeroDigest(core::cell::OnceCell::new())
     }
 
     pub fn of(&self, len: usize) -> [u8; 32] {
         if len == CHUNK_SIZE {
-            self.0
+            *self.0.get_or_init(|| chunk_digest(&[0u8; CHUNK_SIZE]))
         } else {
             chunk_digest(&[0u8; CHUNK_SIZE][..len])
         }
