@@ -870,31 +870,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         rec: Option<Record>,
         dna_hash: &[u8; 32],
     ) {
-        if let Some(r) = rec {
-            if r.epoch > p {
-                self.stats.fenced += 1;
-                return;
-            }
-            match r.phase {
-                Phase::Prepared { source } if r.epoch == p => {
-                    if source == from {
-                        self.queue(from, agent, p, Out::Control(OutBody::Prepared));
-                    }
-                    return;
-                }
-                Phase::Running if r.epoch == p => {
-                    self.queue(from, agent, p, Out::Control(OutBody::Done));
-                    return;
-                }
-                Phase::Running | Phase::Outgoing { .. } => {
-                    self.refuse(from, agent, p, RefuseReason::Conflict);
-                    return;
-                }
-                _ => {}
-            }
-        }
-        if !self.room_for_prepared(agent, rec) {
-            self.refuse(from, agent, p, RefuseReason::Busy);
+        if self.answered_by_record(agent, p, from, rec) {
             return;
         }
         let out = if host.has_dna(dna_hash) {
@@ -903,6 +879,47 @@ impl<J: Journal, const N: usize> Node<J, N> {
             OutBody::NeedDna
         };
         self.queue(from, agent, p, Out::Control(out));
+    }
+
+    /// What a target answers an Offer or a Transfer for attempt `p` from what it already
+    /// knows of the agent: a higher epoch fences it, the same attempt already prepared or run is
+    /// answered again, a copy it runs or is sending refuses it, and a full prepared table
+    /// refuses it as busy. Returns whether it answered (the caller then does nothing more).
+    fn answered_by_record(
+        &mut self,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) -> bool {
+        if let Some(r) = rec {
+            if r.epoch > p {
+                self.stats.fenced += 1;
+                return true;
+            }
+            match r.phase {
+                Phase::Prepared { source } if r.epoch == p => {
+                    if source == from {
+                        self.queue(from, agent, p, Out::Control(OutBody::Prepared));
+                    }
+                    return true;
+                }
+                Phase::Running if r.epoch == p => {
+                    self.queue(from, agent, p, Out::Control(OutBody::Done));
+                    return true;
+                }
+                Phase::Running | Phase::Outgoing { .. } => {
+                    self.refuse(from, agent, p, RefuseReason::Conflict);
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        if !self.room_for_prepared(agent, rec) {
+            self.refuse(from, agent, p, RefuseReason::Busy);
+            return true;
+        }
+        false
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -917,31 +934,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         with_dna: bool,
         payload: &[u8],
     ) {
-        if let Some(r) = rec {
-            if r.epoch > p {
-                self.stats.fenced += 1;
-                return;
-            }
-            match r.phase {
-                Phase::Prepared { source } if r.epoch == p => {
-                    if source == from {
-                        self.queue(from, agent, p, Out::Control(OutBody::Prepared));
-                    }
-                    return;
-                }
-                Phase::Running if r.epoch == p => {
-                    self.queue(from, agent, p, Out::Control(OutBody::Done));
-                    return;
-                }
-                Phase::Running | Phase::Outgoing { .. } => {
-                    self.refuse(from, agent, p, RefuseReason::Conflict);
-                    return;
-                }
-                _ => {}
-            }
-        }
-        if !self.room_for_prepared(agent, rec) {
-            self.refuse(from, agent, p, RefuseReason::Busy);
+        if self.answered_by_record(agent, p, from, rec) {
             return;
         }
         if host.prepare(agent, p, with_dna, payload).is_err() {
