@@ -13,7 +13,8 @@
 use super::{failed, to_global_value, Imports, LiveAgent, Runtime};
 use crate::globals::Globals;
 use crate::migration::snapshot::{assemble, resolve_dna};
-use crate::migration::wire::{self, chunks, memory::CHUNK_SIZE};
+use crate::migration::wire::memory::{chunk_digest, CHUNK_SIZE};
+use crate::migration::wire::{self, chunks};
 use crate::migration::{
     DecodeOptions, EncodeOptions, MemoryDigests, MigrationSnapshot, Route, StateEncoding,
 };
@@ -213,21 +214,14 @@ impl Runtime {
         let agent = view.to_owned_snapshot().into_agent()?;
         let globals = crate::globals::collect(view.globals())?;
         let (mut live, _) = self.instantiate(agent, host, link)?;
-        let mut digests = Vec::new();
-        digests
-            .try_reserve_exact(state.len().div_ceil(CHUNK_SIZE))
-            .map_err(|_| DecodeError::TooLarge {
-                field: crate::LimitedField::WasmState,
-                limit: opts.limits.max_wasm_state,
-                found: state.len(),
-            })?;
+        let mut digests = chunks::digest_vec(state.len(), opts.limits.max_wasm_state)?;
         if let Some(memory) = live.sized_memory(state.len())? {
             let data = memory.data_mut(&mut live.store);
             for (i, chunk) in state.chunks(CHUNK_SIZE).enumerate() {
                 let at = i * CHUNK_SIZE;
                 let dst = &mut data[at..at + chunk.len()];
                 dst.copy_from_slice(chunk);
-                digests.push(crate::sha256(dst));
+                digests.push(chunk_digest(dst));
             }
         }
         let digests = MemoryDigests::from_parts(state.len(), digests);

@@ -246,7 +246,7 @@ pub(crate) fn decode_chunked_v2(
     Ok((memory, MemoryDigests::from_parts(len, digests)))
 }
 
-fn digest_vec(len: usize, limit: usize) -> Result<Vec<[u8; 32]>, DecodeError> {
+pub(crate) fn digest_vec(len: usize, limit: usize) -> Result<Vec<[u8; 32]>, DecodeError> {
     let mut v = Vec::new();
     v.try_reserve_exact(len.div_ceil(CHUNK_SIZE))
         .map_err(|_| DecodeError::TooLarge {
