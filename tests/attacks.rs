@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{sample_agent, SOURCE, TARGET};
+use common::{reseal_v2, sample_agent, v2_tail_start, SOURCE, TARGET};
 use mielin_cells::migration::{
     DecodeOptions, Ed25519Signer, EncodeOptions, EpochJournal, EpochTable, FileEpochJournal,
     MigrationSnapshot, Route, TrustList, MAX_EPOCH, SIGNATURE_CONTEXT, TRAILER_LEN,
@@ -57,16 +57,6 @@ fn accept<J: EpochJournal>(t: &mut TrustList<4, J>, bytes: &[u8]) -> Result<(), 
 
 fn refused(e: SignatureError) -> Result<(), CellError> {
     Err(CellError::SignatureRejected(e))
-}
-
-/// Recomputes a version-2 trailer (everything but the binary and state fields).
-fn reseal_v2(bytes: &mut [u8]) {
-    let len = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    let tail = 160 + len(144) + len(152);
-    let mut covered = bytes[..160].to_vec();
-    covered.extend_from_slice(&bytes[tail..bytes.len() - TRAILER_LEN]);
-    let n = bytes.len() - TRAILER_LEN;
-    bytes[n..].copy_from_slice(&sha256(&covered));
 }
 
 /// High: a snapshot S sent to T1 is refused by T2, which trusts S as much as T1 does.
@@ -283,8 +273,7 @@ fn signatures_are_domain_separated() {
     let mut t = receiver(TARGET, EpochTable::<4>::new(), &[(SOURCE, &s)]);
     let mut bytes = handoff(&s, SOURCE, TARGET, 1);
     // The digest the genuine signature covers, recomputed from the spec.
-    let len = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    let tail = 160 + len(144) + len(152);
+    let tail = v2_tail_start(&bytes);
     let sig_at = bytes.len() - TRAILER_LEN - 64;
     let mut covered = bytes[..160].to_vec();
     covered.extend_from_slice(&bytes[tail..sig_at]); // tail and key id

@@ -469,8 +469,7 @@ fn delta_onto_held_memory_checks_everything_before_writing() {
     let digests = MemoryDigests::of(&base);
 
     // The state field ends where the tail starts: its last byte belongs to the carried chunk.
-    let len = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    let state_end = 160 + len(144) + len(152);
+    let state_end = common::v2_tail_start(&bytes);
     let mut corrupt = bytes.clone();
     corrupt[state_end - 1] ^= 1;
     let mut held = base.clone();

@@ -3,6 +3,8 @@
 //! each side copies the memory once.
 #![cfg(feature = "wasmi")]
 
+mod common;
+
 use mielin_cells::migration::{
     DecodeOptions, EncodeOptions, MemoryDigests, MigrationSnapshot, Route, CHUNK_SIZE,
 };
@@ -124,8 +126,7 @@ fn precopy_ends_with_the_unmoved_agent() {
     // A corrupted delta (one byte of a carried chunk) and another agent's delta: refused,
     // the staged instance unchanged.
     let before = state(&mut target);
-    let len = |at: usize| u64::from_le_bytes(delta[at..at + 8].try_into().unwrap()) as usize;
-    let state_end = 160 + len(144) + len(152);
+    let state_end = common::v2_tail_start(&delta);
     let mut bad = delta.clone();
     bad[state_end - 1] ^= 1;
     assert!(target

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{reseal, sample_agent, SOURCE, TARGET};
+use common::{reseal, reseal_v2, sample_agent, SOURCE, TARGET};
 use mielin_cells::migration::{
     key_id, DecodeOptions, Ed25519Signer, EncodeOptions, EpochTable, MigrationSnapshot, Route,
     StateEncoding, TrustList, TRAILER_LEN, V2_SIGNATURE_BLOCK_LEN,
@@ -122,21 +122,6 @@ fn unsigned_unknown_and_forged_are_each_refused() {
     );
     // Nothing was recorded by any refusal.
     assert_eq!(strict.last_epoch(sample_agent().id()), None);
-}
-
-/// Recomputes a version-2 trailer: SHA-256 of everything but the binary and state fields.
-pub fn reseal_v2(bytes: &mut [u8]) {
-    let (envelope, tail) = v2_parts(bytes);
-    let mut covered = bytes[..envelope].to_vec();
-    covered.extend_from_slice(&bytes[tail..bytes.len() - TRAILER_LEN]);
-    let n = bytes.len() - TRAILER_LEN;
-    bytes[n..].copy_from_slice(&mielin_cells::sha256(&covered));
-}
-
-/// The envelope's end and the tail's start in a version-2 snapshot.
-fn v2_parts(bytes: &[u8]) -> (usize, usize) {
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    (160, 160 + u64_at(144) + u64_at(152))
 }
 
 #[test]

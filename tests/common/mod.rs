@@ -70,3 +70,19 @@ pub fn reseal(bytes: &mut [u8]) {
     let digest = mielin_cells::sha256(&bytes[..n]);
     bytes[n..].copy_from_slice(&digest);
 }
+
+/// Where a version-2 snapshot's tail starts: after the 160-byte envelope, the binary and the
+/// state, whose lengths the envelope gives at offsets 144 and 152.
+pub fn v2_tail_start(bytes: &[u8]) -> usize {
+    let len = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    160 + len(144) + len(152)
+}
+
+/// Recomputes a version-2 trailer: SHA-256 of everything but the binary and state fields (the
+/// envelope, then the tail and any signature block).
+pub fn reseal_v2(bytes: &mut [u8]) {
+    let n = bytes.len() - mielin_cells::migration::TRAILER_LEN;
+    let mut covered = bytes[..160].to_vec();
+    covered.extend_from_slice(&bytes[v2_tail_start(bytes)..n]);
+    bytes[n..].copy_from_slice(&mielin_cells::sha256(&covered));
+}
