@@ -1,10 +1,11 @@
 //! A rustc-compiled wasm32 agent (examples/guest-rust: heap work in a `Vec` and a `BTreeMap`)
 //! runs through the runtime and migrates, in whatever profile this test is built with.
 //!
-//! With wasmi's tail-call dispatch, a host built with `opt-level = 2` and debug assertions
-//! overflowed its native stack on such a guest and aborted (wasmi issue #2039). `.ci/run` runs
-//! this test in the dev and release profiles, and the same guest in that profile through
-//! examples/host-opt2 (see docs/runtime.md).
+//! With wasmi's tail-call dispatch, a host that builds wasmi with `opt-level = 2` and debug
+//! assertions overflowed its native stack on such a guest and aborted (wasmi issue #2039). The
+//! crate's dev profile is that configuration (Cargo.toml optimizes the wasmi crates), so
+//! `cargo test` runs the guest where the abort happened; the default `portable-dispatch`
+//! feature prevents it (see docs/runtime.md).
 #![cfg(feature = "wasmi")]
 
 use mielin_cells::migration::{MigrationManager, MigrationSnapshot};
@@ -77,4 +78,22 @@ fn rustc_guest_runs_and_migrates() {
         ref other => panic!("expected one i64, got {other:?}"),
     };
     assert_eq!(work(&mut moved), work(&mut still));
+}
+
+/// The call that aborted in wasmi issue #2039: 2,000 steps, then `work(50000)` in one call.
+/// In the dev profile (wasmi at `opt-level = 2`, debug assertions on) without the
+/// `portable-dispatch` feature this test aborts the process (stack overflow); with it, it passes.
+#[test]
+fn long_call_in_an_optimized_interpreter_with_debug_assertions() {
+    let rt = Runtime::new(2_000_000_000);
+    let mut live = start(&rt);
+    let mut last = 0;
+    for i in 0..2_000 {
+        last = step(&mut live, i);
+    }
+    assert_ne!(last, 0);
+    match live.call("work", &[Val::I32(50_000)]).unwrap()[..] {
+        [Val::I64(h)] => assert_ne!(h, 0),
+        ref other => panic!("expected one i64, got {other:?}"),
+    }
 }
