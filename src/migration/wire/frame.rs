@@ -200,9 +200,11 @@ impl<T: AsRef<[u8]>> Frame<T> {
         })
     }
 
-    /// Hashes the envelope, tail and signature block once, checks the trailer, and returns the
-    /// digest the signature (if any) covers.
-    pub(crate) fn check_trailer(&self) -> Result<[u8; 32], CellError> {
+    /// Hashes the envelope, tail and signature block once, checks the trailer
+    /// (`IntegrityMismatch` with `Digested::SnapshotTrailer`), and returns the digest the
+    /// signature (if any) covers. Decoding runs this check itself; it is public for tools that
+    /// report each check apart (`examples/inspect.rs`).
+    pub fn check_trailer(&self) -> Result<[u8; 32], CellError> {
         let bytes = self.bytes();
         let (tail_start, sig_start) = self.tail_range();
         let mut h = Sha256::new();
