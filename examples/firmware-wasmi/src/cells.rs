@@ -373,8 +373,6 @@ pub struct Cells<'d> {
     bases: BTreeMap<AgentId, Base>,
     /// Why the last `prepare` or `capture` failed, for the log.
     pub last_error: Option<CellError>,
-    /// Snapshot bytes of the last capture, and whether it was a delta.
-    pub last_capture: Option<(usize, bool)>,
 }
 
 impl<'d> Cells<'d> {
@@ -398,7 +396,6 @@ impl<'d> Cells<'d> {
             prepared: BTreeMap::new(),
             bases: BTreeMap::new(),
             last_error: None,
-            last_capture: None,
         })
     }
 
@@ -417,16 +414,20 @@ impl<'d> Cells<'d> {
         self.stopped.contains_key(&agent)
     }
 
-    /// Room `poll_transmit` needs for the largest frame this side may send now.
+    /// Room `poll_transmit` needs for the largest frame this side may send now: a snapshot's
+    /// size once it was captured, a bound before (memory, DNA, per-chunk tags and the fields).
     pub fn transmit_room(&self) -> usize {
         let mut room = 256;
         for s in self.stopped.values() {
-            let dna = s.live.agent().dna().size();
-            let snap = s.by_reference.as_ref().map_or(0, Vec::len);
-            room = room.max(snap + dna + 256);
-            if let Some(w) = &s.with_dna {
-                room = room.max(w.len() + 64);
-            }
+            let need = match (&s.by_reference, &s.with_dna) {
+                (None, None) => {
+                    let agent = s.live.agent();
+                    let memory = s.live.snapshot_at(None, 0).map_or(0, |v| v.wasm_state().len());
+                    memory + memory / 4096 * 16 + agent.dna().size() + 4096
+                }
+                (a, b) => a.iter().chain(b).map(Vec::len).max().unwrap_or(0) + 64,
+            };
+            room = room.max(need);
         }
         room
     }
@@ -469,7 +470,6 @@ impl<'d> Cells<'d> {
             signer: None,
             base_digests: base.map(|b| &b.digests),
         })?;
-        self.last_capture = Some((bytes.len(), base.is_some()));
         Ok(bytes)
     }
 
@@ -515,15 +515,6 @@ impl AgentHost for Cells<'_> {
                     with_dna: None,
                 },
             );
-            // The by-reference snapshot now, so that `transmit_room` knows its size.
-            match self.encode(agent, false) {
-                Ok(b) => {
-                    if let Some(s) = self.stopped.get_mut(&agent) {
-                        s.by_reference = Some(b);
-                    }
-                }
-                Err(e) => self.last_error = Some(e),
-            }
         }
     }
 
