@@ -51,6 +51,8 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 type HostNode = Node<MemJournal<8>, 8>;
+/// Agents with their epochs, as the board reports them.
+type Epochs = Vec<(AgentId, u64)>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fault {
@@ -184,7 +186,10 @@ impl Link {
             // Above the link: the CRC is computed over the changed byte.
             let at = 33 + (frame.len() - 33) / 2;
             frame[at] ^= 0x01;
-            println!("fault: flipped the byte at {at} of a {}-byte Transfer", frame.len());
+            println!(
+                "fault: flipped the byte at {at} of a {}-byte Transfer",
+                frame.len()
+            );
         }
         cells::encode_link(KIND_MESH, frame, &mut encoded);
         self.bytes.mesh_out += frame.len() as u64;
@@ -193,7 +198,10 @@ impl Link {
         if is_transfer && self.fault == Fault::Drop && self.transfers == 1 {
             let mid = encoded.len() / 2;
             encoded.drain(mid..mid + 16);
-            println!("fault: dropped 16 bytes of a {}-byte link frame", encoded.len() + 16);
+            println!(
+                "fault: dropped 16 bytes of a {}-byte link frame",
+                encoded.len() + 16
+            );
         }
         if is_transfer && self.fault == Fault::Reset {
             encoded.truncate(encoded.len() / 2);
@@ -302,18 +310,23 @@ impl Link {
 
     /// The board's instructions, link errors and heap peak since the last query.
     fn cost(&mut self, side: &mut Side) -> Res<(u64, u32, u32)> {
-        self.ask(side, Cmd::CostQuery, "the board's cost counters", |c| match c {
-            Cmd::Cost {
-                insns,
-                link_errors,
-                heap_peak,
-                ..
-            } => Some((*insns, *link_errors, *heap_peak)),
-            _ => None,
-        })
+        self.ask(
+            side,
+            Cmd::CostQuery,
+            "the board's cost counters",
+            |c| match c {
+                Cmd::Cost {
+                    insns,
+                    link_errors,
+                    heap_peak,
+                    ..
+                } => Some((*insns, *link_errors, *heap_peak)),
+                _ => None,
+            },
+        )
     }
 
-    fn status(&mut self, side: &mut Side) -> Res<(Vec<(AgentId, u64)>, Vec<(AgentId, u64)>)> {
+    fn status(&mut self, side: &mut Side) -> Res<(Epochs, Epochs)> {
         self.ask(side, Cmd::StatusQuery, "the board's status", |c| match c {
             Cmd::Status { running, prepared } => Some((running.clone(), prepared.clone())),
             _ => None,
@@ -435,13 +448,16 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
     side.cells
         .migrate(&mut side.node, now, agent, BOARD)
         .map_err(|e| Failure::Broken(format!("migrate: {e}")))?;
-    let committed = link.until(side, Duration::from_secs(60), "the hand-off to the board", |s, _| {
-        match record(s, agent)?.phase {
+    let committed = link.until(
+        side,
+        Duration::from_secs(60),
+        "the hand-off to the board",
+        |s, _| match record(s, agent)?.phase {
             Phase::Moved { acked: true, .. } => Some(true),
             Phase::Running => Some(false),
             _ => None,
-        }
-    })?;
+        },
+    )?;
     let wall_to_board = t0.elapsed();
     let snapshot_to_board = link.last_transfer_out;
     let to_board = link.bytes;
@@ -472,18 +488,25 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
         from: n,
         count: m,
     });
-    let (board_value, insns_steps) =
-        link.until(side, Duration::from_secs(120), "the board's steps", |_, cmds| {
+    let (board_value, insns_steps) = link.until(
+        side,
+        Duration::from_secs(120),
+        "the board's steps",
+        |_, cmds| {
             let i = cmds.iter().position(|c| matches!(c, Cmd::Worked { .. }))?;
             match cmds.remove(i) {
                 Cmd::Worked { value, insns, .. } => Some((value, insns)),
                 _ => None,
             }
-        })?;
+        },
+    )?;
     let t1 = Instant::now();
-    link.until(side, Duration::from_secs(60), "the hand-off back", |s, _| {
-        (s.cells.live.contains_key(&agent) && s.node.is_quiet()).then_some(())
-    })?;
+    link.until(
+        side,
+        Duration::from_secs(60),
+        "the hand-off back",
+        |s, _| (s.cells.live.contains_key(&agent) && s.node.is_quiet()).then_some(()),
+    )?;
     let wall_to_host = t1.elapsed();
     let to_host = link.bytes;
     let (insns_send, _, heap_send) = link.cost(side)?;
@@ -500,7 +523,10 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
          digest {d_moved:#x} vs {d_still:#x}; memory and globals equal: {equal_state}"
     );
     if got != expected || d_moved != d_still || !equal_state {
-        return broken(format!("{}: the moved agent differs from the unmoved one", case.name));
+        return broken(format!(
+            "{}: the moved agent differs from the unmoved one",
+            case.name
+        ));
     }
     Ok(Figures {
         name: case.name,
@@ -532,18 +558,25 @@ fn too_big(link: &mut Link, side: &mut Side, max_memory: u32) -> Res<()> {
             .map_err(|e| Failure::Broken(format!("{f}: {e}")))
     };
     call(live, "grow", &[Val::I32(79)])?;
-    call(live, "dirty", &[Val::I32(0), Val::I32(512), Val::I32(1), Val::I32(7)])?;
+    call(
+        live,
+        "dirty",
+        &[Val::I32(0), Val::I32(512), Val::I32(1), Val::I32(7)],
+    )?;
     let now = link.now();
     side.cells
         .migrate(&mut side.node, now, agent, BOARD)
         .map_err(|e| Failure::Broken(format!("migrate: {e}")))?;
-    let committed = link.until(side, Duration::from_secs(60), "the refused hand-off", |s, _| {
-        match record(s, agent)?.phase {
+    let committed = link.until(
+        side,
+        Duration::from_secs(60),
+        "the refused hand-off",
+        |s, _| match record(s, agent)?.phase {
             Phase::Moved { acked: true, .. } => Some(true),
             Phase::Running => Some(false),
             _ => None,
-        }
-    })?;
+        },
+    )?;
     if committed {
         return broken(format!(
             "the board took an agent of 5 MiB of memory, over its limit of {max_memory} bytes"
@@ -582,15 +615,25 @@ fn boot(elf: &Path, fault: Fault) -> Res<Link> {
     let listener = UnixListener::bind(&sock).map_err(fail)?;
     let mon_listener = UnixListener::bind(&mon).map_err(fail)?;
     let mut cmd = Command::new("qemu-system-arm");
-    cmd.args(["-machine", "mps2-an385", "-cpu", "cortex-m3", "-display", "none"])
-        .args(["-icount", "shift=0"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-chardev", &format!("socket,id=link,path={}", sock.display())])
-        .args(["-serial", "chardev:link"])
-        .args(["-chardev", &format!("socket,id=mon,path={}", mon.display())])
-        .args(["-mon", "chardev=mon,mode=readline"])
-        .arg("-kernel")
-        .arg(elf);
+    cmd.args([
+        "-machine",
+        "mps2-an385",
+        "-cpu",
+        "cortex-m3",
+        "-display",
+        "none",
+    ])
+    .args(["-icount", "shift=0"])
+    .args(["-semihosting-config", "enable=on,target=native"])
+    .args([
+        "-chardev",
+        &format!("socket,id=link,path={}", sock.display()),
+    ])
+    .args(["-serial", "chardev:link"])
+    .args(["-chardev", &format!("socket,id=mon,path={}", mon.display())])
+    .args(["-mon", "chardev=mon,mode=readline"])
+    .arg("-kernel")
+    .arg(elf);
     let qemu = cmd
         .spawn()
         .map_err(|e| Failure::Broken(format!("qemu-system-arm: {e}")))?;
@@ -643,13 +686,14 @@ fn run(elf: &Path, fault: Fault) -> Res<Vec<Figures>> {
         cells,
     };
     side.cells.keep_sent_base = true;
-    let (heap, max_memory) = link.until(&mut side, Duration::from_secs(30), "the board", |_, c| {
-        let i = c.iter().position(|c| matches!(c, Cmd::Ready { .. }))?;
-        match c.remove(i) {
-            Cmd::Ready { heap, max_memory } => Some((heap, max_memory)),
-            _ => None,
-        }
-    })?;
+    let (heap, max_memory) =
+        link.until(&mut side, Duration::from_secs(30), "the board", |_, c| {
+            let i = c.iter().position(|c| matches!(c, Cmd::Ready { .. }))?;
+            match c.remove(i) {
+                Cmd::Ready { heap, max_memory } => Some((heap, max_memory)),
+                _ => None,
+            }
+        })?;
     println!("board ready: heap {heap} bytes, agent memory up to {max_memory} bytes");
     let cases = [
         Case {

@@ -143,7 +143,11 @@ pub enum Cmd {
     /// Board → host, at boot: the heap's size and the largest agent memory it accepts.
     Ready { heap: u32, max_memory: u32 },
     /// Host → board: run `count` steps of `agent` from input `from`, then hand it back.
-    Work { agent: AgentId, from: u32, count: u32 },
+    Work {
+        agent: AgentId,
+        from: u32,
+        count: u32,
+    },
     /// Board → host: the steps ran; the last result and the instructions they took.
     Worked {
         agent: AgentId,
@@ -422,7 +426,10 @@ impl<'d> Cells<'d> {
             let need = match (&s.by_reference, &s.with_dna) {
                 (None, None) => {
                     let agent = s.live.agent();
-                    let memory = s.live.snapshot_at(None, 0).map_or(0, |v| v.wasm_state().len());
+                    let memory = s
+                        .live
+                        .snapshot_at(None, 0)
+                        .map_or(0, |v| v.wasm_state().len());
                     memory + memory / 4096 * 16 + agent.dna().size() + 4096
                 }
                 (a, b) => a.iter().chain(b).map(Vec::len).max().unwrap_or(0) + 64,
@@ -453,12 +460,18 @@ impl<'d> Cells<'d> {
     }
 
     fn encode(&mut self, agent: AgentId, with_dna: bool) -> Result<Vec<u8>, CellError> {
-        let s = self.stopped.get(&agent).ok_or(CellError::SerializationFailed {
-            reason: "the agent is not stopped here",
-        })?;
-        let route = *self.routes.get(&agent).ok_or(CellError::SerializationFailed {
-            reason: "no route for the hand-off",
-        })?;
+        let s = self
+            .stopped
+            .get(&agent)
+            .ok_or(CellError::SerializationFailed {
+                reason: "the agent is not stopped here",
+            })?;
+        let route = *self
+            .routes
+            .get(&agent)
+            .ok_or(CellError::SerializationFailed {
+                reason: "no route for the hand-off",
+            })?;
         let base = self.bases.get(&agent).filter(|_| self.send_delta);
         let snapshot = s.live.snapshot_at(Some(self.node), 0)?.with_route(route);
         let bytes = snapshot.serialize_with(&EncodeOptions {
@@ -551,10 +564,12 @@ impl AgentHost for Cells<'_> {
             reason: "capture failed",
         })?;
         let available = out.len();
-        let dst = out.get_mut(..bytes.len()).ok_or(MeshError::BufferTooSmall {
-            needed: bytes.len(),
-            available,
-        })?;
+        let dst = out
+            .get_mut(..bytes.len())
+            .ok_or(MeshError::BufferTooSmall {
+                needed: bytes.len(),
+                available,
+            })?;
         dst.copy_from_slice(bytes);
         Ok(bytes.len())
     }

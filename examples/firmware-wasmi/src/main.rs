@@ -234,9 +234,7 @@ impl Board {
             insns,
         });
         let t0 = now_ns();
-        let r = self
-            .cells
-            .migrate(&mut self.node, now_ms(), agent, HOST);
+        let r = self.cells.migrate(&mut self.node, now_ms(), agent, HOST);
         self.busy_ns += now_ns() - t0;
         if let Err(e) = r {
             self.log(&format!("hand-off back failed to start: {e}"));
@@ -259,8 +257,11 @@ fn main() -> ! {
         max_wasm_binary: 256 * 1024,
         max_wasm_state: MAX_MEMORY,
     };
-    let cells = match Cells::new(BOARD, &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM], limits)
-    {
+    let cells = match Cells::new(
+        BOARD,
+        &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM],
+        limits,
+    ) {
         Ok(c) => c,
         Err(e) => {
             hprintln!("FAIL DNA in flash: {}", e);
