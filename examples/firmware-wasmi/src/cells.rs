@@ -1,0 +1,657 @@
+//! What the board and the host share, compiled into both (`no_std` + `alloc` here, `std` in
+//! `examples/mcu_roundtrip.rs`): the serial link's framing, the commands beside the mesh
+//! frames, the agents' host for the mesh protocol ([`Cells`]) and the workload.
+//!
+//! Link frame: `0x00 COBS(kind, body, CRC-32 of kind and body) 0x00`. Kind 1 carries one mesh frame
+//! (`mielin_cells::mesh::frame`), kind 2 a command ([`Cmd`]). A frame whose COBS or CRC does not
+//! check is dropped and counted, as a lost packet: the mesh protocol re-sends what matters.
+
+// Each side uses a different part of this file.
+#![allow(dead_code)]
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use mielin_cells::mesh::{AgentHost, AgentInfo, Journal, MeshError, Node, Phase};
+use mielin_cells::migration::{
+    DecodeLimits, DecodeOptions, DnaSlots, DnaStore, EncodeOptions, MemoryDigests, Route,
+    StateEncoding,
+};
+use mielin_cells::runtime::{LiveAgent, Runtime, Val};
+use mielin_cells::{AgentId, AgentState, CellError, Dna, NodeId};
+
+/// The host process's node.
+pub const HOST: NodeId = NodeId::from_bytes(*b"host-process-001");
+/// The board's node.
+pub const BOARD: NodeId = NodeId::from_bytes(*b"mps2-an385-board");
+
+/// Link frame kinds.
+pub const KIND_MESH: u8 = 1;
+/// A [`Cmd`].
+pub const KIND_CMD: u8 = 2;
+
+/// Fuel per call: far more than a step of either agent needs.
+pub const FUEL_PER_CALL: u64 = 50_000_000;
+
+/// The counter agent (`examples/agents/counter.wat`, compiled); the host checks that it equals
+/// what `wat` makes of the source.
+pub static COUNTER_WASM: &[u8] = include_bytes!("../agents/counter.wasm");
+/// The rustc-compiled agent with a heap and a stack-pointer global (`examples/guest-rust`).
+pub static RUST_GUEST_WASM: &[u8] = include_bytes!("../../../tests/guest.wasm");
+
+/// CRC-32 (IEEE 802.3, reflected), bit by bit: small, and fast enough for a serial link.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// Appends one link frame to `out`: a 0 delimiter, the COBS-encoded bytes, a 0 delimiter.
+/// (The leading delimiter ends whatever half frame a reset or a lost byte left on the line.)
+pub fn encode_link(kind: u8, body: &[u8], out: &mut Vec<u8>) {
+    let mut raw = Vec::with_capacity(body.len() + 5);
+    raw.push(kind);
+    raw.extend_from_slice(body);
+    let crc = crc32(&raw);
+    raw.extend_from_slice(&crc.to_le_bytes());
+    out.push(0);
+    let start = out.len();
+    out.resize(start + cobs::max_encoding_length(raw.len()), 0);
+    let n = cobs::encode(&raw, &mut out[start..]);
+    out.truncate(start + n);
+    out.push(0);
+}
+
+/// Why a link frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkError {
+    /// Longer than the receiver accepts (its bytes up to the next delimiter are skipped).
+    TooLong,
+    /// Not valid COBS.
+    Cobs,
+    /// Shorter than a kind and a CRC.
+    Short,
+    /// The CRC does not match: bytes were changed or lost.
+    Crc,
+}
+
+/// Cuts the byte stream into link frames at the 0 delimiters and checks them.
+pub struct Deframer {
+    buf: Vec<u8>,
+    max: usize,
+    skipping: bool,
+}
+
+impl Deframer {
+    /// Accepts frames of at most `max` encoded bytes.
+    pub fn new(max: usize) -> Deframer {
+        Deframer {
+            buf: Vec::new(),
+            max,
+            skipping: false,
+        }
+    }
+
+    /// Takes one byte; at a delimiter, gives the frame that ended: `(kind, body)`.
+    pub fn push(&mut self, byte: u8) -> Option<Result<(u8, Vec<u8>), LinkError>> {
+        if byte != 0 {
+            if self.skipping {
+                return None;
+            }
+            if self.buf.len() >= self.max {
+                self.buf = Vec::new();
+                self.skipping = true;
+                return Some(Err(LinkError::TooLong));
+            }
+            self.buf.push(byte);
+            return None;
+        }
+        if self.skipping {
+            self.skipping = false;
+            return None;
+        }
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut frame = core::mem::take(&mut self.buf);
+        let n = match cobs::decode_in_place(&mut frame) {
+            Ok(n) => n,
+            Err(_) => return Some(Err(LinkError::Cobs)),
+        };
+        frame.truncate(n);
+        if n < 5 {
+            return Some(Err(LinkError::Short));
+        }
+        let crc = u32::from_le_bytes([frame[n - 4], frame[n - 3], frame[n - 2], frame[n - 1]]);
+        frame.truncate(n - 4);
+        if crc32(&frame) != crc {
+            return Some(Err(LinkError::Crc));
+        }
+        let kind = frame.remove(0);
+        Some(Ok((kind, frame)))
+    }
+}
+
+/// Commands beside the mesh frames. They steer the demonstration (what to run, what to
+/// report); no agent state travels in them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    /// Board → host, at boot: the heap's size and the largest agent memory it accepts.
+    Ready { heap: u32, max_memory: u32 },
+    /// Host → board: run `count` steps of `agent` from input `from`, then hand it back.
+    Work {
+        agent: AgentId,
+        from: u32,
+        count: u32,
+    },
+    /// Board → host: the steps ran; the last result and the instructions they took.
+    Worked {
+        agent: AgentId,
+        value: i64,
+        insns: u64,
+    },
+    /// Host → board: whether the board says it holds DNA it has in flash, and whether it sends
+    /// agents back as a delta against the memory they came with.
+    Mode { claim_dna: bool, delta: bool },
+    /// Host → board: report and reset the cost counters.
+    CostQuery,
+    /// Board → host: instructions spent handling mesh frames and timers (not waiting on the
+    /// UART) since the last query, link frames dropped, and the heap's peak since the last
+    /// query and its use now.
+    Cost {
+        insns: u64,
+        link_errors: u32,
+        heap_peak: u32,
+        heap_used: u32,
+    },
+    /// Host → board: which agents do you hold?
+    StatusQuery,
+    /// Board → host: agents running, and copies prepared (in doubt), with their epochs.
+    Status {
+        running: Vec<(AgentId, u64)>,
+        prepared: Vec<(AgentId, u64)>,
+    },
+    /// Board → host: a line for the log.
+    Log(Vec<u8>),
+}
+
+fn put_id(out: &mut Vec<u8>, a: AgentId) {
+    out.extend_from_slice(a.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn id(&mut self) -> Option<AgentId> {
+        Some(AgentId::from_bytes(self.take(16)?.try_into().ok()?))
+    }
+    fn list(&mut self) -> Option<Vec<(AgentId, u64)>> {
+        let n = self.u8()?;
+        (0..n).map(|_| Some((self.id()?, self.u64()?))).collect()
+    }
+}
+
+impl Cmd {
+    /// The command's bytes (a link frame's body).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        match self {
+            Cmd::Ready { heap, max_memory } => {
+                o.push(1);
+                o.extend_from_slice(&heap.to_le_bytes());
+                o.extend_from_slice(&max_memory.to_le_bytes());
+            }
+            Cmd::Work { agent, from, count } => {
+                o.push(2);
+                put_id(&mut o, *agent);
+                o.extend_from_slice(&from.to_le_bytes());
+                o.extend_from_slice(&count.to_le_bytes());
+            }
+            Cmd::Worked {
+                agent,
+                value,
+                insns,
+            } => {
+                o.push(3);
+                put_id(&mut o, *agent);
+                o.extend_from_slice(&value.to_le_bytes());
+                o.extend_from_slice(&insns.to_le_bytes());
+            }
+            Cmd::Mode { claim_dna, delta } => {
+                o.push(4);
+                o.push(u8::from(*claim_dna) | u8::from(*delta) << 1);
+            }
+            Cmd::CostQuery => o.push(5),
+            Cmd::Cost {
+                insns,
+                link_errors,
+                heap_peak,
+                heap_used,
+            } => {
+                o.push(6);
+                o.extend_from_slice(&insns.to_le_bytes());
+                o.extend_from_slice(&link_errors.to_le_bytes());
+                o.extend_from_slice(&heap_peak.to_le_bytes());
+                o.extend_from_slice(&heap_used.to_le_bytes());
+            }
+            Cmd::StatusQuery => o.push(7),
+            Cmd::Status { running, prepared } => {
+                o.push(8);
+                for list in [running, prepared] {
+                    o.push(list.len() as u8);
+                    for (a, e) in list {
+                        put_id(&mut o, *a);
+                        o.extend_from_slice(&e.to_le_bytes());
+                    }
+                }
+            }
+            Cmd::Log(text) => {
+                o.push(9);
+                o.extend_from_slice(text);
+            }
+        }
+        o
+    }
+
+    /// Reads what [`Cmd::encode`] wrote; `None` for anything else.
+    pub fn decode(b: &[u8]) -> Option<Cmd> {
+        let mut r = Reader(b);
+        let cmd = match r.u8()? {
+            1 => Cmd::Ready {
+                heap: r.u32()?,
+                max_memory: r.u32()?,
+            },
+            2 => Cmd::Work {
+                agent: r.id()?,
+                from: r.u32()?,
+                count: r.u32()?,
+            },
+            3 => Cmd::Worked {
+                agent: r.id()?,
+                value: r.u64()? as i64,
+                insns: r.u64()?,
+            },
+            4 => {
+                let f = r.u8()?;
+                Cmd::Mode {
+                    claim_dna: f & 1 != 0,
+                    delta: f & 2 != 0,
+                }
+            }
+            5 => Cmd::CostQuery,
+            6 => Cmd::Cost {
+                insns: r.u64()?,
+                link_errors: r.u32()?,
+                heap_peak: r.u32()?,
+                heap_used: r.u32()?,
+            },
+            7 => Cmd::StatusQuery,
+            8 => Cmd::Status {
+                running: r.list()?,
+                prepared: r.list()?,
+            },
+            9 => return Some(Cmd::Log(r.0.to_vec())),
+            _ => return None,
+        };
+        r.0.is_empty().then_some(cmd)
+    }
+}
+
+/// The input of step `i`, the same on every node.
+pub fn input(i: u32) -> i32 {
+    (i.wrapping_mul(2_654_435_761) >> 8) as i32
+}
+
+/// One step of either agent (both export `step(i32) -> i64`).
+pub fn step(live: &mut LiveAgent<()>, i: u32) -> Result<i64, CellError> {
+    one_i64(live.call("step", &[Val::I32(input(i))])?)
+}
+
+/// The agent's `digest()`: everything it holds, folded.
+pub fn digest(live: &mut LiveAgent<()>) -> Result<i64, CellError> {
+    one_i64(live.call("digest", &[])?)
+}
+
+fn one_i64(v: Vec<Val>) -> Result<i64, CellError> {
+    match v.as_slice() {
+        [Val::I64(x)] => Ok(*x),
+        _ => Err(CellError::SerializationFailed {
+            reason: "the agent's export did not return one i64",
+        }),
+    }
+}
+
+/// An agent stopped for a hand-off, and its snapshots as sent (captured once, re-sent as they
+/// are).
+struct Stopped {
+    live: LiveAgent<()>,
+    by_reference: Option<Vec<u8>>,
+    with_dna: Option<Vec<u8>>,
+}
+
+/// Memory of an agent as it crossed the link, with its digests: the base of a delta.
+struct Base {
+    memory: Vec<u8>,
+    digests: MemoryDigests,
+}
+
+/// One side's agents, for the mesh protocol (`AgentHost`). The same code on the board and on
+/// the host.
+pub struct Cells<'d> {
+    node: NodeId,
+    rt: Runtime,
+    dnas: DnaSlots<'d, 4>,
+    limits: DecodeLimits,
+    /// Whether `has_dna` says yes for DNA this side holds (no: every hand-off to it carries the
+    /// DNA).
+    pub claim_dna: bool,
+    /// Whether an agent goes back to the peer it came from as a delta against the memory it
+    /// came with.
+    pub send_delta: bool,
+    /// Whether to keep the memory of an agent handed off (the base of a delta coming back).
+    /// The host does; the board, short of RAM, does not.
+    pub keep_sent_base: bool,
+    routes: BTreeMap<AgentId, Route>,
+    /// Agents running here.
+    pub live: BTreeMap<AgentId, LiveAgent<()>>,
+    stopped: BTreeMap<AgentId, Stopped>,
+    prepared: BTreeMap<(AgentId, u64), (LiveAgent<()>, Option<Base>)>,
+    bases: BTreeMap<AgentId, Base>,
+    /// Why the last `prepare` or `capture` failed, for the log.
+    pub last_error: Option<CellError>,
+}
+
+impl<'d> Cells<'d> {
+    /// No agents; holds `dnas` (by-reference DNA); accepts memories up to `limits`.
+    pub fn new(node: NodeId, dnas: &[&'d [u8]], limits: DecodeLimits) -> Result<Self, CellError> {
+        let mut slots = DnaSlots::new();
+        for bin in dnas {
+            slots.insert(&Dna::new(*bin)?)?;
+        }
+        Ok(Cells {
+            node,
+            rt: Runtime::new(FUEL_PER_CALL),
+            dnas: slots,
+            limits,
+            claim_dna: true,
+            send_delta: true,
+            keep_sent_base: false,
+            routes: BTreeMap::new(),
+            live: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            bases: BTreeMap::new(),
+            last_error: None,
+        })
+    }
+
+    /// The runtime (to start agents).
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// Agents prepared here (in doubt), with their epochs.
+    pub fn prepared(&self) -> Vec<(AgentId, u64)> {
+        self.prepared.keys().copied().collect()
+    }
+
+    /// Whether `agent` is stopped here for a hand-off.
+    pub fn is_stopped(&self, agent: AgentId) -> bool {
+        self.stopped.contains_key(&agent)
+    }
+
+    /// Room `poll_transmit` needs for the largest frame this side may send now: a snapshot's
+    /// size once it was captured, a bound before (memory, DNA, per-chunk tags and the fields).
+    pub fn transmit_room(&self) -> usize {
+        let mut room = 256;
+        for s in self.stopped.values() {
+            let need = match (&s.by_reference, &s.with_dna) {
+                (None, None) => {
+                    let agent = s.live.agent();
+                    let memory = s
+                        .live
+                        .snapshot_at(None, 0)
+                        .map_or(0, |v| v.wasm_state().len());
+                    memory + memory / 4096 * 16 + agent.dna().size() + 4096
+                }
+                (a, b) => a.iter().chain(b).map(Vec::len).max().unwrap_or(0) + 64,
+            };
+            room = room.max(need);
+        }
+        room
+    }
+
+    /// Hands `agent` off to `target` through `node`: the snapshot is addressed (version 2
+    /// route) to `target` at the attempt's epoch.
+    pub fn migrate<J: Journal, const N: usize>(
+        &mut self,
+        node: &mut Node<J, N>,
+        now: u64,
+        agent: AgentId,
+        target: NodeId,
+    ) -> Result<(), MeshError> {
+        let epoch = node
+            .journal()
+            .get(agent)
+            .filter(|r| r.phase == Phase::Running)
+            .ok_or(MeshError::NotOwner)?
+            .epoch
+            + 1;
+        self.routes.insert(agent, Route { target, epoch });
+        node.migrate(self, now, agent, target)
+    }
+
+    fn encode(&mut self, agent: AgentId, with_dna: bool) -> Result<Vec<u8>, CellError> {
+        let s = self
+            .stopped
+            .get(&agent)
+            .ok_or(CellError::SerializationFailed {
+                reason: "the agent is not stopped here",
+            })?;
+        let route = *self
+            .routes
+            .get(&agent)
+            .ok_or(CellError::SerializationFailed {
+                reason: "no route for the hand-off",
+            })?;
+        let base = self.bases.get(&agent).filter(|_| self.send_delta);
+        let snapshot = s.live.snapshot_at(Some(self.node), 0)?.with_route(route);
+        let bytes = snapshot.serialize_with(&EncodeOptions {
+            dna_by_reference: !with_dna,
+            state: match base {
+                Some(b) => StateEncoding::Delta { base: &b.memory },
+                None => StateEncoding::Chunked,
+            },
+            signer: None,
+            base_digests: base.map(|b| &b.digests),
+        })?;
+        Ok(bytes)
+    }
+
+    fn memory_of(live: &LiveAgent<()>) -> Result<Base, CellError> {
+        let memory = live.snapshot_at(None, 0)?.wasm_state().to_vec();
+        let digests = MemoryDigests::of(&memory);
+        Ok(Base { memory, digests })
+    }
+}
+
+fn refused(e: CellError, reason: &'static str) -> MeshError {
+    let _ = e;
+    MeshError::HostRefused { reason }
+}
+
+impl AgentHost for Cells<'_> {
+    fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
+        let live = match self.live.get(&agent) {
+            Some(l) => l,
+            None => &self.stopped.get(&agent)?.live,
+        };
+        let dna = live.agent().dna();
+        Some(AgentInfo {
+            dna_hash: *dna.hash(),
+            snapshot_len: 0,
+            dna_len: dna.size() as u32,
+        })
+    }
+
+    fn has_dna(&mut self, dna_hash: &[u8; 32]) -> bool {
+        self.claim_dna && self.dnas.get(dna_hash).is_some()
+    }
+
+    fn stop(&mut self, agent: AgentId) {
+        if let Some(mut live) = self.live.remove(&agent) {
+            // Running → Migrating: no call runs until the hand-off ends.
+            let _ = live.set_state(AgentState::Migrating);
+            self.stopped.insert(
+                agent,
+                Stopped {
+                    live,
+                    by_reference: None,
+                    with_dna: None,
+                },
+            );
+        }
+    }
+
+    fn capture(
+        &mut self,
+        agent: AgentId,
+        with_dna: bool,
+        out: &mut [u8],
+    ) -> Result<usize, MeshError> {
+        let cached = self.stopped.get(&agent).and_then(|s| match with_dna {
+            true => s.with_dna.as_ref(),
+            false => s.by_reference.as_ref(),
+        });
+        if cached.is_none() {
+            let bytes = self.encode(agent, with_dna).map_err(|e| {
+                self.last_error = Some(e);
+                refused(e, "capture failed")
+            })?;
+            if let Some(s) = self.stopped.get_mut(&agent) {
+                match with_dna {
+                    true => s.with_dna = Some(bytes),
+                    false => s.by_reference = Some(bytes),
+                }
+            }
+        }
+        let s = self.stopped.get(&agent).ok_or(MeshError::HostRefused {
+            reason: "not stopped here",
+        })?;
+        let bytes = match with_dna {
+            true => s.with_dna.as_ref(),
+            false => s.by_reference.as_ref(),
+        }
+        .ok_or(MeshError::HostRefused {
+            reason: "capture failed",
+        })?;
+        let available = out.len();
+        let dst = out
+            .get_mut(..bytes.len())
+            .ok_or(MeshError::BufferTooSmall {
+                needed: bytes.len(),
+                available,
+            })?;
+        dst.copy_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn prepare(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        _with_dna: bool,
+        snapshot: &[u8],
+    ) -> Result<(), MeshError> {
+        let base = self.bases.get(&agent);
+        let opts = DecodeOptions {
+            limits: self.limits,
+            dna_store: Some(&self.dnas as &dyn DnaStore),
+            base_state: base.map(|b| &b.memory[..]),
+            base_digests: base.map(|b| &b.digests),
+        };
+        // Decodes into a new instance (memory checked against its digests, DNA against its
+        // hash), not running.
+        let staged = self.rt.stage(snapshot, &opts, (), |_| Ok(()));
+        let (live, digests) = staged.map_err(|e| {
+            self.last_error = Some(e);
+            refused(e, "invalid snapshot")
+        })?;
+        if live.agent().id() != agent {
+            return Err(MeshError::HostRefused {
+                reason: "the snapshot is of another agent",
+            });
+        }
+        // The memory as it came: the base of a delta when the agent goes back.
+        let base = match self.send_delta {
+            true => {
+                let memory = live
+                    .snapshot_at(None, 0)
+                    .map_err(|e| refused(e, "memory"))?
+                    .wasm_state()
+                    .to_vec();
+                Some(Base { memory, digests })
+            }
+            false => None,
+        };
+        self.prepared.insert((agent, epoch), (live, base));
+        Ok(())
+    }
+
+    fn run(&mut self, agent: AgentId, epoch: u64) {
+        if let Some((mut live, base)) = self.prepared.remove(&(agent, epoch)) {
+            self.prepared.retain(|(a, _), _| *a != agent);
+            if live.agent().state() != AgentState::Running {
+                let _ = live.set_state(AgentState::Running);
+            }
+            match base {
+                Some(b) => {
+                    self.bases.insert(agent, b);
+                }
+                None => {
+                    self.bases.remove(&agent);
+                }
+            }
+            self.live.insert(agent, live);
+        } else if let Some(s) = self.stopped.remove(&agent) {
+            // Aborted: the stopped copy runs again.
+            let mut live = s.live;
+            let _ = live.set_state(AgentState::Running);
+            self.live.insert(agent, live);
+        }
+    }
+
+    fn discard(&mut self, agent: AgentId, epoch: u64) {
+        self.prepared.remove(&(agent, epoch));
+    }
+
+    fn release(&mut self, agent: AgentId) {
+        let Some(s) = self.stopped.remove(&agent) else {
+            return;
+        };
+        self.bases.remove(&agent);
+        if self.keep_sent_base {
+            if let Ok(b) = Self::memory_of(&s.live) {
+                self.bases.insert(agent, b);
+            }
+        }
+    }
+}

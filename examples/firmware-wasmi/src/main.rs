@@ -1,0 +1,357 @@
+//! WebAssembly agents on a Cortex-M3 (QEMU's mps2-an385), handed to and from a host over a
+//! serial link with the mesh protocol.
+//!
+//! The board runs the crate's `wasmi` runtime on an `embedded-alloc` heap and one
+//! `mesh::Node`, the same state machine as the host's, driven by the bytes of the CMSDK UART 0
+//! (link frames: `cells.rs`). It holds the two agents' DNA in flash, so snapshots may name it
+//! by hash. Commands from the host say what to run; after running an agent it hands it back.
+//!
+//! Not run on its own: `cargo run --release` here builds it and hands it to the host side
+//! (`examples/mcu_roundtrip.rs`, through the runner `scripts/mcu-roundtrip`), which boots it
+//! in qemu-system-arm with the UART on a socket. Semihosting prints the board's log.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod cells;
+mod uart;
+
+use alloc::format;
+use alloc::vec::Vec;
+use cells::{Cells, Cmd, Deframer, BOARD, HOST, KIND_CMD, KIND_MESH};
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::{debug, hprintln};
+use embedded_alloc::LlffHeap as Heap;
+use mielin_cells::mesh::{Config, MemJournal, Node};
+use mielin_cells::migration::DecodeLimits;
+use panic_semihosting as _;
+
+/// The heap: the board's 16 MiB PSRAM at 0x2100_0000 (SSRAM2/3 at 0x2000_0000 holds the
+/// stack and statics). It holds the interpreter's compiled modules, the agents' instance
+/// memories and, while a snapshot is received, more copies of one (see `MAX_MEMORY`).
+const HEAP_START: usize = 0x2100_0000;
+const HEAP_SIZE: usize = 16 * 1024 * 1024;
+/// The largest agent memory accepted: 64 pages (4 MiB). Receiving an agent takes the decoded
+/// memory, the instance's memory (and, when wasmi grows it, the old and the new buffer at
+/// once), and the copy kept as the base of the delta back: up to four times its size. The
+/// limit leaves that room with one more agent running.
+const MAX_MEMORY: usize = 64 * 65_536;
+/// The largest link frame accepted (encoded bytes).
+const MAX_LINK_FRAME: usize = 512 * 1024;
+/// The CPU clock of the mps2 FPGA images: 25 MHz.
+const CPU_HZ: u32 = 25_000_000;
+const TICKS_PER_MS: u32 = CPU_HZ / 1000;
+
+static HEAP: Heap = Heap::empty();
+
+/// The heap, counting the bytes in use and their peak (reported with the costs).
+struct Counted;
+
+static USED: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn count(add: usize, sub: usize) {
+    let used = USED.load(Ordering::Relaxed) + add - sub;
+    USED.store(used, Ordering::Relaxed);
+    if used > PEAK.load(Ordering::Relaxed) {
+        PEAK.store(used, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to the heap, which is a GlobalAlloc; the counters only observe.
+unsafe impl GlobalAlloc for Counted {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = HEAP.alloc(layout);
+        if !p.is_null() {
+            count(layout.size(), 0);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.dealloc(ptr, layout);
+        count(0, layout.size());
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = HEAP.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            count(new_size, layout.size());
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counted = Counted;
+
+static MILLIS: AtomicU32 = AtomicU32::new(0);
+
+#[exception]
+fn SysTick() {
+    MILLIS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Milliseconds since boot.
+fn now_ms() -> u64 {
+    u64::from(MILLIS.load(Ordering::Relaxed))
+}
+
+/// Nanoseconds since boot, to one SysTick tick (40 ns). With `-icount shift=0` QEMU advances
+/// its clock 1 ns per instruction, so this counts instructions.
+fn now_ns() -> u64 {
+    loop {
+        let ms = MILLIS.load(Ordering::Relaxed);
+        let val = cortex_m::peripheral::SYST::get_current();
+        if MILLIS.load(Ordering::Relaxed) == ms {
+            let ticks = u64::from(TICKS_PER_MS - 1 - val);
+            return u64::from(ms) * 1_000_000 + ticks * 1_000_000_000 / u64::from(CPU_HZ);
+        }
+    }
+}
+
+fn init_heap() {
+    // SAFETY: called once, first thing in `main`, before anything allocates; the PSRAM is
+    // RAM on every mps2 image, outside the linker's regions, used by nothing else.
+    unsafe { HEAP.init(HEAP_START, HEAP_SIZE) }
+}
+
+struct Board {
+    node: Node<MemJournal<8>, 8>,
+    cells: Cells<'static>,
+    out: Vec<u8>,
+    busy_ns: u64,
+    link_errors: u32,
+}
+
+impl Board {
+    fn send(&mut self, kind: u8, body: &[u8]) {
+        self.out.clear();
+        cells::encode_link(kind, body, &mut self.out);
+        uart::write(&self.out);
+    }
+
+    fn cmd(&mut self, c: &Cmd) {
+        self.send(KIND_CMD, &c.encode());
+    }
+
+    fn log(&mut self, text: &str) {
+        hprintln!("board: {}", text);
+        self.cmd(&Cmd::Log(text.as_bytes().to_vec()));
+    }
+
+    /// Sends what the node has queued.
+    fn drain(&mut self) {
+        loop {
+            let t0 = now_ns();
+            let mut buf = alloc::vec![0u8; self.cells.transmit_room()];
+            let polled = self.node.poll_transmit(&mut self.cells, &mut buf);
+            let mut frame = Vec::new();
+            let done = match polled {
+                Ok(Some(t)) => {
+                    cells::encode_link(KIND_MESH, &buf[..t.len], &mut frame);
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    drop(buf);
+                    self.busy_ns += now_ns() - t0;
+                    self.log(&format!("a frame was dropped: {e}"));
+                    continue;
+                }
+            };
+            drop(buf);
+            self.busy_ns += now_ns() - t0;
+            if done {
+                return;
+            }
+            uart::write(&frame);
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Work { agent, from, count } => self.work(agent, from, count),
+            Cmd::Mode { claim_dna, delta } => {
+                self.cells.claim_dna = claim_dna;
+                self.cells.send_delta = delta;
+            }
+            Cmd::CostQuery => {
+                let c = Cmd::Cost {
+                    insns: self.busy_ns,
+                    link_errors: self.link_errors,
+                    heap_peak: PEAK.load(Ordering::Relaxed) as u32,
+                    heap_used: USED.load(Ordering::Relaxed) as u32,
+                };
+                self.busy_ns = 0;
+                self.link_errors = 0;
+                PEAK.store(USED.load(Ordering::Relaxed), Ordering::Relaxed);
+                self.cmd(&c);
+            }
+            Cmd::StatusQuery => {
+                let running = self
+                    .cells
+                    .live
+                    .keys()
+                    .map(|a| (*a, self.epoch(*a)))
+                    .collect();
+                let prepared = self.cells.prepared();
+                self.cmd(&Cmd::Status { running, prepared });
+            }
+            other => self.log(&format!("unexpected command {other:?}")),
+        }
+    }
+
+    fn epoch(&self, agent: mielin_cells::AgentId) -> u64 {
+        use mielin_cells::mesh::Journal;
+        self.node.journal().get(agent).map_or(0, |r| r.epoch)
+    }
+
+    /// Runs `count` steps of `agent`, reports, and hands it back to the host.
+    fn work(&mut self, agent: mielin_cells::AgentId, from: u32, count: u32) {
+        let Some(live) = self.cells.live.get_mut(&agent) else {
+            self.log("work: the agent does not run here");
+            return;
+        };
+        let t0 = now_ns();
+        let mut value = 0;
+        for i in from..from + count {
+            match cells::step(live, i) {
+                Ok(v) => value = v,
+                Err(e) => {
+                    let text = format!("work: step {i} failed: {e}");
+                    self.log(&text);
+                    return;
+                }
+            }
+        }
+        let insns = now_ns() - t0;
+        self.cmd(&Cmd::Worked {
+            agent,
+            value,
+            insns,
+        });
+        let t0 = now_ns();
+        let r = self.cells.migrate(&mut self.node, now_ms(), agent, HOST);
+        self.busy_ns += now_ns() - t0;
+        if let Err(e) = r {
+            self.log(&format!("hand-off back failed to start: {e}"));
+        }
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    init_heap();
+    let mut cp = cortex_m::Peripherals::take().unwrap();
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    cp.SYST.set_reload(TICKS_PER_MS - 1);
+    cp.SYST.clear_current();
+    cp.SYST.enable_counter();
+    cp.SYST.enable_interrupt();
+    uart::init();
+
+    let limits = DecodeLimits {
+        max_wasm_binary: 256 * 1024,
+        max_wasm_state: MAX_MEMORY,
+    };
+    let cells = match Cells::new(
+        BOARD,
+        &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM],
+        limits,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            hprintln!("FAIL DNA in flash: {}", e);
+            debug::exit(debug::EXIT_FAILURE);
+            halt()
+        }
+    };
+    let config = Config {
+        rto_ms: 300,
+        ..Config::default()
+    };
+    let mut board = Board {
+        node: Node::new(BOARD, MemJournal::new(), config),
+        cells,
+        out: Vec::new(),
+        busy_ns: 0,
+        link_errors: 0,
+    };
+    hprintln!(
+        "board: mps2-an385 up, heap {} KiB, agent memory up to {} KiB",
+        HEAP_SIZE / 1024,
+        MAX_MEMORY / 1024
+    );
+    board.cmd(&Cmd::Ready {
+        heap: HEAP_SIZE as u32,
+        max_memory: MAX_MEMORY as u32,
+    });
+
+    let mut deframer = Deframer::new(MAX_LINK_FRAME);
+    loop {
+        while let Some(byte) = uart::read() {
+            let t0 = now_ns();
+            let Some(frame) = deframer.push(byte) else {
+                continue;
+            };
+            match frame {
+                Ok((KIND_MESH, body)) => {
+                    board.cells.last_error = None;
+                    let r = board
+                        .node
+                        .handle_frame(&mut board.cells, now_ms(), HOST, &body);
+                    drop(body);
+                    board.busy_ns += now_ns() - t0;
+                    if let Err(e) = r {
+                        board.log(&format!("mesh frame refused: {e}"));
+                    }
+                    if let Some(e) = board.cells.last_error.take() {
+                        board.log(&format!(
+                            "snapshot refused: {e} (heap: {} bytes used, {} free)",
+                            USED.load(Ordering::Relaxed),
+                            HEAP_SIZE - USED.load(Ordering::Relaxed)
+                        ));
+                    }
+                    board.drain();
+                }
+                Ok((KIND_CMD, body)) => match Cmd::decode(&body) {
+                    Some(cmd) => {
+                        board.on_cmd(cmd);
+                        board.drain();
+                    }
+                    None => board.log("undecodable command"),
+                },
+                Ok((kind, _)) => board.log(&format!("unknown link frame kind {kind}")),
+                Err(e) => {
+                    board.link_errors += 1;
+                    board.busy_ns += now_ns() - t0;
+                    board.log(&format!("link frame dropped: {e:?}"));
+                }
+            }
+        }
+        let now = now_ms();
+        if board.node.poll_timeout().is_some_and(|t| t <= now) {
+            let t0 = now_ns();
+            board.node.handle_timeout(&mut board.cells, now);
+            board.busy_ns += now_ns() - t0;
+            board.drain();
+        }
+    }
+}
+
+/// Where semihosting cannot end the program (a board without a debugger), sleep forever.
+fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[exception]
+unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+    hprintln!("FAIL hard fault");
+    debug::exit(debug::EXIT_FAILURE);
+    halt()
+}
