@@ -245,6 +245,27 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         Ok(d)
     }
 
+    /// Pins a peer while running (see [`Directory::insert`]) and starts its sender. Returns
+    /// its node id. A key already pinned at another address moves there.
+    pub fn add_peer(&mut self, key: PublicKey, addr: SocketAddr) -> NodeId {
+        let id = match self.shared.directory.write() {
+            Ok(mut d) => d.insert(key, addr),
+            Err(_) => key.node_id(),
+        };
+        let peer = super::identity::Peer { addr, key };
+        let (wtx, wrx) = mpsc::channel(64);
+        tokio::spawn(write_peer(
+            self.shared.clone(),
+            id,
+            peer,
+            wrx,
+            self.stats.clone(),
+        ));
+        // The old sender (if any) ends when its channel is dropped.
+        self.writers.insert(id, wtx);
+        id
+    }
+
     /// The address the endpoint listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.endpoint.local_addr()

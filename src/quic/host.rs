@@ -265,6 +265,15 @@ impl WasmHost {
         })
     }
 
+    /// Trusts snapshots signed by `peer`'s key for its node (a peer pinned while running).
+    pub fn trust_peer(&mut self, peer: &super::Peer) -> Result<(), String> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&peer.key.0)
+            .map_err(|_| String::from("bad peer key"))?;
+        self.trust
+            .trust(peer.key.node_id(), key)
+            .map_err(|e| format!("trust list: {e}"))
+    }
+
     fn run_path(&self, agent: AgentId) -> PathBuf {
         self.dir
             .join("agents")
