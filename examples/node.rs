@@ -122,7 +122,12 @@ fn die(msg: &str) -> ! {
 }
 
 fn out(line: String) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(Instant::now).elapsed();
     let mut o = std::io::stdout().lock();
+    if std::env::var_os("MIELIN_NODE_TIMES").is_some() {
+        let _ = write!(o, "[{:8.3}] ", t.as_secs_f64());
+    }
     let _ = writeln!(o, "{line}");
     let _ = o.flush();
 }
@@ -291,7 +296,6 @@ async fn node(run: Run) {
         }
     });
 
-    let halt_at = std::env::var("MIELIN_HALT_AT").ok();
     let started = Instant::now();
     let mut battery = f64::from(run.battery);
     let mut low_battery_done = false;
@@ -336,19 +340,9 @@ async fn node(run: Run) {
         }
         for e in events {
             report(&names, &e, &host_running(&mut host, &names));
-            if let (Some(h), Event::Phase { role, phase, .. }) = (&halt_at, &e) {
-                let r = if *role == Role::Source {
-                    "source"
-                } else {
-                    "target"
-                };
-                if *h == format!("{r}:{phase}") {
-                    out(format!("halt {h}"));
-                    loop {
-                        std::thread::sleep(Duration::from_secs(3600));
-                    }
-                }
-            }
+        }
+        for e in host.errors.drain(..) {
+            out(format!("host-error {e}"));
         }
         // Scheduled migrations and the battery.
         let due: Vec<_> = scheduled
@@ -500,7 +494,33 @@ fn handle_command(
     true
 }
 
+/// The test hook: freezes the node at `MIELIN_HALT_AT=ROLE:PHASE` (see the module docs).
+fn halt_if_asked(e: &Event) {
+    let Event::Phase { role, phase, .. } = e else {
+        return;
+    };
+    let Ok(h) = std::env::var("MIELIN_HALT_AT") else {
+        return;
+    };
+    let r = if *role == Role::Source {
+        "source"
+    } else {
+        "target"
+    };
+    if h == format!("{r}:{phase}") {
+        out(format!("halt {h}"));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
 fn report(names: &Names, e: &Event, running: &str) {
+    report_line(names, e, running);
+    halt_if_asked(e);
+}
+
+fn report_line(names: &Names, e: &Event, running: &str) {
     match e {
         Event::Refused {
             addr,

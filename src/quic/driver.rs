@@ -117,13 +117,12 @@ impl Shared {
             .cloned()
     }
 
-    /// Keeps `conn` as the connection to `peer` unless a live one exists; starts its reader.
+    /// Makes `conn` the connection to `peer` and starts its reader. The newest wins: a peer
+    /// that dials again has usually lost the old one (a restart), which would otherwise look
+    /// alive until its idle timeout. The old one is still read until it closes.
     fn adopt(self: &Arc<Self>, peer: NodeId, conn: quinn::Connection, inbound: bool) {
         if let Ok(mut conns) = self.conns.lock() {
-            let keep = conns.get(&peer).is_none_or(|c| c.close_reason().is_some());
-            if keep {
-                conns.insert(peer, conn.clone());
-            }
+            conns.insert(peer, conn.clone());
         }
         self.events.emit(Event::Connected {
             peer,
@@ -643,6 +642,7 @@ async fn write_peer(
 ) {
     let mut backoff = shared.cfg.backoff_min;
     let mut retry_at = Instant::now();
+    let mut dialed_at: Option<Instant> = None;
     let drop_batch = |n: usize| {
         if let Ok(mut s) = stats.lock() {
             s.frames_dropped += n as u64;
@@ -656,9 +656,19 @@ async fn write_peer(
                     drop_batch(batch.len());
                     continue;
                 }
+                // A connection that died young (e.g. the peer refused our key after the
+                // handshake) counts as a failed dial: the backoff keeps growing.
+                match dialed_at {
+                    Some(t) if t.elapsed() < Duration::from_secs(2) => {
+                        backoff = (backoff * 2).min(shared.cfg.backoff_max);
+                    }
+                    Some(_) => backoff = shared.cfg.backoff_min,
+                    None => {}
+                }
                 match dial(&shared, peer.key, peer.addr).await {
                     Ok(c) => {
-                        backoff = shared.cfg.backoff_min;
+                        dialed_at = Some(Instant::now());
+                        retry_at = Instant::now() + backoff;
                         shared.adopt(id, c.clone(), false);
                         c
                     }

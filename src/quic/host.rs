@@ -461,7 +461,11 @@ impl AgentHost for WasmHost {
         if let Some(live) = self.live.remove(&agent) {
             let inbox = live.host().0.borrow().clone();
             match live.into_agent() {
-                Ok(a) => {
+                Ok(mut a) => {
+                    // Stopped for the hand-off; `run` resumes it if the hand-off aborts.
+                    if let Err(e) = a.set_state(crate::AgentState::Suspended) {
+                        self.errors.push(format!("stop: {e}"));
+                    }
                     self.stopped.insert(agent, (a, inbox));
                 }
                 Err(e) => self.errors.push(format!("stop: {e}")),
