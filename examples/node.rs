@@ -43,7 +43,7 @@ enum Cmd {
         key: PathBuf,
     },
     /// Runs a node.
-    Run(Run),
+    Run(Box<Run>),
 }
 
 #[derive(Parser)]
@@ -190,7 +190,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| die(&e.to_string()));
-    rt.block_on(node(run));
+    rt.block_on(node(*run));
 }
 
 async fn node(run: Run) {

@@ -78,7 +78,7 @@ pub fn to_hex(b: &[u8]) -> String {
 /// Parses hexadecimal (even length, either case).
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)

@@ -264,7 +264,7 @@ pub fn wait_exchange(
         }
         let total: i64 = all.iter().map(|s| s.2).sum();
         let last = all.iter().map(|s| s.3).max().unwrap_or(-1);
-        if total >= limit + 1 && last >= limit {
+        if total > limit && last >= limit {
             return all;
         }
         if start.elapsed() > timeout {
