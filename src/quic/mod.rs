@@ -51,6 +51,28 @@ use alloc::vec::Vec;
 use core::time::Duration;
 use std::net::SocketAddr;
 
+/// The quinn configurations the driver uses — pinned mutual TLS with `identity`'s key, the
+/// same transport settings — for a server accepting the keys of `directory` and a client
+/// dialling the node pinned to `peer` at `peer_addr`. For a raw quinn baseline (the
+/// benchmark) or another protocol on the same trust. Refusals are not reported.
+pub fn quinn_configs(
+    identity: &Identity,
+    directory: Directory,
+    peer: PublicKey,
+    peer_addr: SocketAddr,
+    transport: &Transport,
+) -> std::io::Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let events = EventSink(tx);
+    let creds = tls::Credentials::new(identity)?;
+    let dir = alloc::sync::Arc::new(std::sync::RwLock::new(directory));
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok((
+        tls::server_config(&creds, dir, any, events.clone(), transport)?,
+        tls::client_config(&creds, peer, peer_addr, events, transport)?,
+    ))
+}
+
 /// Which side of a hand-off this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
