@@ -18,7 +18,7 @@ use mielin_cells::mesh::{Config, MemJournal};
 use mielin_cells::quic::{
     quinn_configs, Directory, Driver, DriverConfig, Event, Identity, Role, Transport, WasmHost,
 };
-use mielin_cells::{Agent, AgentId, Dna};
+use mielin_cells::AgentId;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -112,22 +112,28 @@ async fn pump(p: &mut Pair, mut done: impl FnMut(&mut Pair, &[Event]) -> bool) {
 
 const ECHO: &str = include_str!("../examples/agents/echo.wat");
 
-/// An echo agent whose memory holds `size` bytes of pseudo-random non-zero data (at least one
-/// 64 KiB page, the rest zero).
-fn big_agent(id: u8, size: usize) -> Agent<Vec<u8>> {
+/// Starts an echo agent on `side` whose memory holds `size` bytes of pseudo-random non-zero
+/// data (at least one 64 KiB page; the rest of the last page zero).
+fn spawn(side: &mut Side, id: u8, size: usize) -> AgentId {
     let wasm = wat::parse_str(ECHO).unwrap();
-    let mut a = Agent::with_id(AgentId::from_bytes([id; 16]), Dna::new(wasm).unwrap());
-    let pages = size.div_ceil(65536).max(1);
-    let mut mem = vec![0u8; pages * 65536];
-    let mut x: u32 = 0x1234_5678;
-    for b in mem[..size].iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *b = (x as u8) | 1;
-    }
-    a.set_wasm_state(mem);
-    a
+    let agent = AgentId::from_bytes([id; 16]);
+    side.host.create(agent, wasm, 1_000_000).unwrap();
+    side.host
+        .modify_memory(agent, |m| {
+            let pages = size.div_ceil(65536).max(1);
+            m.clear();
+            m.resize(pages * 65536, 0);
+            let mut x: u32 = 0x1234_5678;
+            for b in m[..size].iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = (x as u8) | 1;
+            }
+        })
+        .unwrap();
+    side.driver.start(&mut side.host, agent).unwrap();
+    agent
 }
 
 /// One hand-off of `agent` from `from` (true: a) to the other; returns (time, snapshot bytes).
@@ -181,9 +187,9 @@ async fn raw() -> Raw {
     tokio::spawn(async move {
         let conn = server2.accept().await.unwrap().await.unwrap();
         while let Ok(mut s) = conn.accept_uni().await {
-            tokio::spawn(async move {
-                while let Ok(Some(_)) = s.read_chunk(1 << 20, true).await {}
-            });
+            tokio::spawn(
+                async move { while let Ok(Some(_)) = s.read_chunk(1 << 20, true).await {} },
+            );
         }
     });
     let conn = client
@@ -222,6 +228,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Endpoints and their tasks are created inside the runtime.
+    let _guard = rt.enter();
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -237,10 +245,7 @@ fn main() {
         ("64MiB", 64 << 20),
     ] {
         let mut p = pair(label);
-        let agent = big_agent(9, size);
-        let id = agent.id();
-        p.a.host.adopt(agent).unwrap();
-        p.a.driver.start(&mut p.a.host, id).unwrap();
+        let id = spawn(&mut p.a, 9, size);
         let mut at_a = true;
         let mut frame_len = 0;
         let times = RefCell::new(Vec::new());
@@ -291,10 +296,7 @@ fn main() {
     {
         let mut p = pair("remig");
         let size = 16 << 20;
-        let agent = big_agent(10, size);
-        let id = agent.id();
-        p.a.host.adopt(agent).unwrap();
-        p.a.driver.start(&mut p.a.host, id).unwrap();
+        let id = spawn(&mut p.a, 10, size);
         let (t1, b1) = rt.block_on(handoff(&mut p, id, true));
         let (t2, b2) = rt.block_on(handoff(&mut p, id, false));
         // 1 % of the 4 KiB chunks, spread over the memory, changed on a.
@@ -318,13 +320,8 @@ fn main() {
     // Messages: ping on a, pong on b, numbers back and forth.
     {
         let mut p = pair("msgs");
-        let ping = big_agent(11, 0);
-        let pong = big_agent(12, 0);
-        let (ip, io) = (ping.id(), pong.id());
-        p.a.host.adopt(ping).unwrap();
-        p.b.host.adopt(pong).unwrap();
-        p.a.driver.start(&mut p.a.host, ip).unwrap();
-        p.b.driver.start(&mut p.b.host, io).unwrap();
+        let ip = spawn(&mut p.a, 11, 0);
+        let io = spawn(&mut p.b, 12, 0);
         let (na, nb) = (p.a.driver.id(), p.b.driver.id());
         p.a.driver.node_mut().set_location(io, nb, 0);
         p.b.driver.node_mut().set_location(ip, na, 0);

@@ -373,25 +373,13 @@ impl WasmHost {
         Ok(())
     }
 
-    /// Runs an agent as it is (its memory and globals, e.g. built by the embedder or restored),
-    /// with an empty mailbox, and saves it. Then hand it to [`Driver::start`](super::Driver::start).
-    pub fn adopt(&mut self, agent: Agent<Vec<u8>>) -> Result<(), String> {
-        let id = agent.id();
-        self.keep_dna(agent.dna());
-        let mut agent = agent;
-        if agent.state() == crate::AgentState::Created {
-            agent
-                .set_state(crate::AgentState::Suspended)
-                .map_err(|e| format!("adopt: {e}"))?;
-        }
-        self.go_live(agent, Inbox::default())?;
-        self.save_live(id);
-        Ok(())
-    }
-
     /// Changes the linear memory of an agent running here (`f` gets a copy to edit), and saves
     /// it. For benchmarks and tests of re-migration.
-    pub fn modify_memory(&mut self, agent: AgentId, f: impl FnOnce(&mut Vec<u8>)) -> Result<(), String> {
+    pub fn modify_memory(
+        &mut self,
+        agent: AgentId,
+        f: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), String> {
         let live = self.live.remove(&agent).ok_or("not running here")?;
         let inbox = live.host().0.borrow().clone();
         let mut a = live.into_agent().map_err(|e| format!("capture: {e}"))?;

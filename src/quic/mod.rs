@@ -38,7 +38,8 @@ mod driver;
 mod host;
 mod identity;
 mod tls;
-pub mod wire;
+/// The stream framing ([`crate::mesh::records`]).
+pub use crate::mesh::records as wire;
 
 pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake};
 pub use host::{AgentStats, WasmHost};

@@ -1,7 +1,9 @@
-//! Stream framing: what a node writes on a QUIC stream, and a bounded decoder for what a peer
-//! wrote.
+//! Stream framing (feature `alloc`): how a driver puts mesh frames and status announcements on
+//! a byte stream, and a bounded decoder for what a peer wrote. The QUIC driver
+//! (`crate::quic`, where it is re-exported as `quic::wire`) uses it; it builds without the QUIC
+//! stack, so that any stream transport can use it and the fuzzer needs no network crates.
 //!
-//! A unidirectional stream carries one batch: records back to back, then the end of the
+//! In the QUIC driver a unidirectional stream carries one batch: records back to back, then the end of the
 //! stream. A record is a 1-byte kind, a 4-byte little-endian length and that many bytes:
 //!
 //! | kind | record | payload |
@@ -12,7 +14,7 @@
 //! [`RecordDecoder`] never panics, refuses unknown kinds and lengths above its limit before
 //! reading the payload, and grows its buffer only as bytes arrive: a peer makes it hold at most
 //! `max_len` bytes (plus the vector's spare capacity) per stream. Fuzzed by
-//! `fuzz/fuzz_targets/quic_records.rs`.
+//! `fuzz/fuzz_targets/stream_records.rs`.
 
 use crate::{Arch, NodeStatus};
 use alloc::vec::Vec;
