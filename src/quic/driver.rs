@@ -503,7 +503,7 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             t.bytes = len;
             t.transfer_at = Some(now);
         }
-        if matches!((kind, sent), (K::Prepared, _)) && t.transfer_took.is_none() {
+        if (kind, sent) == (K::Prepared, false) && t.transfer_took.is_none() {
             t.transfer_took = t.transfer_at.map(|s| now - s);
         }
         events.push(Event::Phase {

@@ -20,7 +20,9 @@ pub fn node_bin() -> PathBuf {
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().into_owned();
             let keep = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR"];
-            if (k.starts_with("CARGO_") && !keep.contains(&k.as_str()))
+            if (k.starts_with("CARGO_")
+                && !k.starts_with("CARGO_PROFILE_")
+                && !keep.contains(&k.as_str()))
                 || ["OUT_DIR", "TARGET", "HOST", "DEBUG", "PROFILE", "OPT_LEVEL"]
                     .contains(&k.as_str())
             {
