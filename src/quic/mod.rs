@@ -26,7 +26,7 @@
 //! - **Reconnects** with exponential backoff ([`DriverConfig::backoff_min`] to `backoff_max`);
 //!   frames meant for a peer in backoff are dropped like lost packets. **Idle timeout** and
 //!   keep-alive in [`Transport`]. **Clean shutdown**: [`Driver::shutdown`].
-//! - **Placement.** Nodes announce their [`NodeStatus`](crate::NodeStatus)
+//! - **Placement.** Nodes announce their [`NodeStatus`]
 //!   ([`Driver::announce`]); [`Driver::select`] runs [`Policy::select`](crate::Policy::select)
 //!   over the live peers' last announcements.
 //!
