@@ -257,3 +257,48 @@ impl Directory {
         self.peers.iter().map(|(i, p)| (*i, p))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_carries_the_pinned_key() {
+        let id = Identity::from_seed([7; 32]);
+        let cert = id.certificate().unwrap();
+        assert_eq!(PublicKey::from_certificate(&cert), Some(id.public_key()));
+        assert_eq!(PublicKey::from_certificate(&cert[..20]), None);
+        assert_eq!(id.node_id(), id.public_key().node_id());
+    }
+
+    #[test]
+    fn key_file_round_trip_and_generation() {
+        let dir = std::env::temp_dir().join(format!("mielin-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k");
+        let a = Identity::load_or_create(&path).unwrap();
+        let b = Identity::load_or_create(&path).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        assert_ne!(a.public_key(), Identity::generate().unwrap().public_key());
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(Identity::load_or_create(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn directory_pins_ids_to_keys() {
+        let k = Identity::from_seed([1; 32]).public_key();
+        let other = Identity::from_seed([2; 32]).public_key();
+        let mut d = Directory::new();
+        let id = d
+            .insert_str(&format!("{}@127.0.0.1:4001", k.to_hex()))
+            .unwrap();
+        assert_eq!(id, k.node_id());
+        assert_eq!(d.node_of(&k), Some(id));
+        assert_eq!(d.node_of(&other), None);
+        assert!(d.insert_str("zz@127.0.0.1:1").is_err());
+        assert!(d.insert_str(&k.to_hex()).is_err());
+        assert!(d.insert_str(&format!("{}@nowhere", k.to_hex())).is_err());
+    }
+}
