@@ -574,8 +574,13 @@ impl AgentHost for WasmHost {
         let prep = self.prep_path(agent, epoch);
         let source = match std::fs::read(&prep) {
             Ok(b) => {
-                // Committed here: the prepared copy becomes the agent's saved state.
-                if let Err(e) = write_durable(&self.run_path(agent), &b) {
+                // Committed here: the prepared copy becomes the agent's saved state (an atomic
+                // rename, then the directory synced; the file was synced by `prepare`).
+                let run = self.run_path(agent);
+                let renamed = std::fs::rename(&prep, &run).and_then(|()| {
+                    std::fs::File::open(self.dir.join("agents"))?.sync_all()
+                });
+                if let Err(e) = renamed {
                     self.errors.push(format!("saving agent: {e}"));
                 }
                 self.decode_local(&b)
