@@ -577,9 +577,8 @@ impl AgentHost for WasmHost {
                 // Committed here: the prepared copy becomes the agent's saved state (an atomic
                 // rename, then the directory synced; the file was synced by `prepare`).
                 let run = self.run_path(agent);
-                let renamed = std::fs::rename(&prep, &run).and_then(|()| {
-                    std::fs::File::open(self.dir.join("agents"))?.sync_all()
-                });
+                let renamed = std::fs::rename(&prep, &run)
+                    .and_then(|()| std::fs::File::open(self.dir.join("agents"))?.sync_all());
                 if let Err(e) = renamed {
                     self.errors.push(format!("saving agent: {e}"));
                 }
