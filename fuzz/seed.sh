@@ -2,7 +2,7 @@
 # Seeds each fuzz target's corpus from the golden vectors in tests/vectors/.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -24,4 +24,13 @@ printf '\0asm\1\0\0\0' >corpus/dna/empty-module
 printf '\0asm\x0d\0\1\0' >corpus/dna/component
 for v in ../tests/vectors/mesh-*.bin; do
   cp "$v" "corpus/mesh_frame/$(basename "$v" .bin)"
+done
+# Stream records (mesh::records): a split point, then each mesh vector as one frame record.
+for v in ../tests/vectors/mesh-*.bin; do
+  len=$(wc -c <"$v")
+  {
+    printf '\7\1'
+    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((len & 255)) $((len >> 8 & 255)) $((len >> 16 & 255)) $((len >> 24 & 255)))"
+    cat "$v"
+  } >"corpus/stream_records/$(basename "$v" .bin)"
 done

@@ -110,6 +110,9 @@ mod id;
 pub mod mesh;
 pub mod migration;
 mod policy;
+#[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+pub mod quic;
 #[cfg(feature = "wasmi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
 pub mod runtime;

@@ -13,6 +13,8 @@
 //! - [`Journal`] and [`Record`]: what survives a restart.
 //! - [`Node`]: the hand-off state machine.
 //! - [`placement`]: required imports from a DNA and a selection that refuses nodes lacking one.
+//! - `records` (feature `alloc`): length-prefixed records that put frames on a byte stream
+//!   (the QUIC driver's framing).
 //! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
 //!
 //! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.
@@ -21,6 +23,9 @@ pub mod frame;
 mod journal;
 mod node;
 pub mod placement;
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+pub mod records;
 #[cfg(feature = "wasmi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
 pub mod wasm;

@@ -1,0 +1,35 @@
+//! The stream framing of the QUIC driver (`mesh::records`) on arbitrary bytes, split at an
+//! arbitrary point: the decoder never panics, never holds a record over its limit, and gives
+//! the same records and the same verdict however the bytes are split.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mielin_cells::mesh::records::{Record, RecordDecoder};
+
+fn decode(parts: &[&[u8]], max: usize) -> (Vec<Record>, Result<(), ()>) {
+    let mut d = RecordDecoder::new(max);
+    let mut out = Vec::new();
+    for p in parts {
+        if d.push(p, &mut |r| out.push(r)).is_err() {
+            return (out, Err(()));
+        }
+    }
+    let r = d.finish().map_err(|_| ());
+    (out, r)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let max = 64;
+    let at = (cut as usize).min(rest.len());
+    let whole = decode(&[rest], max);
+    let split = decode(&[&rest[..at], &rest[at..]], max);
+    assert_eq!(whole, split);
+    for r in &whole.0 {
+        if let Record::Frame(f) = r {
+            assert!(f.len() <= max);
+        }
+    }
+});

@@ -1,0 +1,228 @@
+//! Stream framing (feature `alloc`): how a driver puts mesh frames and status announcements on
+//! a byte stream, and a bounded decoder for what a peer wrote. The QUIC driver
+//! (`crate::quic`, where it is re-exported as `quic::wire`) uses it; it builds without the QUIC
+//! stack, so that any stream transport can use it and the fuzzer needs no network crates.
+//!
+//! In the QUIC driver a unidirectional stream carries one batch: records back to back, then the end of the
+//! stream. A record is a 1-byte kind, a 4-byte little-endian length and that many bytes:
+//!
+//! | kind | record | payload |
+//! |-----:|--------|---------|
+//! | 1 | mesh frame | one `mesh::frame` (the protocol's own codec checks it) |
+//! | 2 | status | battery percent u8, latency ms u32 LE, architecture u8 (6 bytes) |
+//!
+//! [`RecordDecoder`] never panics, refuses unknown kinds and lengths above its limit before
+//! reading the payload, and grows its buffer only as bytes arrive: a peer makes it hold at most
+//! `max_len` bytes (plus the vector's spare capacity) per stream. Fuzzed by
+//! `fuzz/fuzz_targets/stream_records.rs`.
+
+use crate::{Arch, NodeStatus};
+use alloc::vec::Vec;
+
+/// Record kind: a mesh frame.
+pub const KIND_FRAME: u8 = 1;
+/// Record kind: a node status announcement.
+pub const KIND_STATUS: u8 = 2;
+/// Bytes before a record's payload.
+pub const RECORD_HEADER_LEN: usize = 5;
+/// A status record's payload length.
+pub const STATUS_LEN: usize = 6;
+
+/// Why a peer's stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A record kind this version does not know.
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    /// A record longer than the decoder's limit.
+    #[error("record of {len} bytes, over the limit of {max}")]
+    TooLong {
+        /// The announced length.
+        len: u32,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream ended inside a record.
+    #[error("stream ended inside a record")]
+    Truncated,
+    /// A status record that does not decode.
+    #[error("malformed status record")]
+    BadStatus,
+}
+
+/// A record read from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A mesh frame (not yet decoded).
+    Frame(Vec<u8>),
+    /// A status announcement.
+    Status(NodeStatus),
+}
+
+/// Writes a record header for `kind` and a payload of `len` bytes.
+pub fn header(kind: u8, len: usize) -> [u8; RECORD_HEADER_LEN] {
+    let l = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+    [kind, l[0], l[1], l[2], l[3]]
+}
+
+/// The payload of a status record.
+pub fn encode_status(s: &NodeStatus) -> [u8; STATUS_LEN] {
+    let l = s.latency_ms.to_le_bytes();
+    [s.battery_percent, l[0], l[1], l[2], l[3], s.arch as u8]
+}
+
+/// Decodes a status payload.
+pub fn decode_status(b: &[u8]) -> Result<NodeStatus, WireError> {
+    let b: &[u8; STATUS_LEN] = b.try_into().map_err(|_| WireError::BadStatus)?;
+    let arch = match b[5] {
+        0 => Arch::X86_64,
+        1 => Arch::Aarch64,
+        2 => Arch::Arm,
+        3 => Arch::Riscv32,
+        4 => Arch::Riscv64,
+        5 => Arch::X86,
+        _ => return Err(WireError::BadStatus),
+    };
+    if b[0] > 100 {
+        return Err(WireError::BadStatus);
+    }
+    Ok(NodeStatus {
+        battery_percent: b[0],
+        latency_ms: u32::from_le_bytes([b[1], b[2], b[3], b[4]]),
+        arch,
+    })
+}
+
+/// Incremental decoder of one stream's records.
+#[derive(Debug)]
+pub struct RecordDecoder {
+    max_len: usize,
+    header: [u8; RECORD_HEADER_LEN],
+    have: usize,
+    body: Vec<u8>,
+    want: usize,
+}
+
+impl RecordDecoder {
+    /// A decoder refusing records longer than `max_len` bytes.
+    pub fn new(max_len: usize) -> RecordDecoder {
+        RecordDecoder {
+            max_len,
+            header: [0; RECORD_HEADER_LEN],
+            have: 0,
+            body: Vec::new(),
+            want: 0,
+        }
+    }
+
+    /// Feeds bytes; `f` gets each complete record. After an error the decoder is spent (the
+    /// stream is refused).
+    pub fn push(&mut self, mut bytes: &[u8], f: &mut dyn FnMut(Record)) -> Result<(), WireError> {
+        while !bytes.is_empty() {
+            if self.have < RECORD_HEADER_LEN {
+                let n = (RECORD_HEADER_LEN - self.have).min(bytes.len());
+                self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have < RECORD_HEADER_LEN {
+                    return Ok(());
+                }
+                let kind = self.header[0];
+                let len = u32::from_le_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]);
+                if kind != KIND_FRAME && kind != KIND_STATUS {
+                    return Err(WireError::UnknownKind(kind));
+                }
+                if len as usize > self.max_len {
+                    return Err(WireError::TooLong {
+                        len,
+                        max: self.max_len,
+                    });
+                }
+                self.want = len as usize;
+                self.body = Vec::new();
+            }
+            let n = (self.want - self.body.len()).min(bytes.len());
+            self.body.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.body.len() == self.want {
+                self.have = 0;
+                let body = core::mem::take(&mut self.body);
+                let rec = match self.header[0] {
+                    KIND_STATUS => Record::Status(decode_status(&body)?),
+                    _ => Record::Frame(body),
+                };
+                f(rec);
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream ended: an error if it ended inside a record.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.have == 0 {
+            Ok(())
+        } else {
+            Err(WireError::Truncated)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_in_every_split() {
+        let s = NodeStatus {
+            battery_percent: 42,
+            latency_ms: 7,
+            arch: Arch::Aarch64,
+        };
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&header(KIND_FRAME, 3));
+        bytes.extend_from_slice(b"abc");
+        bytes.extend_from_slice(&header(KIND_STATUS, STATUS_LEN));
+        bytes.extend_from_slice(&encode_status(&s));
+        bytes.extend_from_slice(&header(KIND_FRAME, 0));
+        for split in 0..=bytes.len() {
+            let mut d = RecordDecoder::new(16);
+            let mut got = Vec::new();
+            d.push(&bytes[..split], &mut |r| got.push(r)).unwrap();
+            d.push(&bytes[split..], &mut |r| got.push(r)).unwrap();
+            d.finish().unwrap();
+            assert_eq!(
+                got,
+                [
+                    Record::Frame(b"abc".to_vec()),
+                    Record::Status(s),
+                    Record::Frame(Vec::new())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let mut d = RecordDecoder::new(4);
+        let e = d.push(&header(KIND_FRAME, 5), &mut |_| {});
+        assert_eq!(e, Err(WireError::TooLong { len: 5, max: 4 }));
+        let mut d = RecordDecoder::new(4);
+        assert_eq!(
+            d.push(&[9, 0, 0, 0, 0], &mut |_| {}),
+            Err(WireError::UnknownKind(9))
+        );
+        let mut d = RecordDecoder::new(4);
+        d.push(&header(KIND_FRAME, 2)[..3], &mut |_| {}).unwrap();
+        assert_eq!(d.finish(), Err(WireError::Truncated));
+        let mut d = RecordDecoder::new(8);
+        let mut b = header(KIND_STATUS, 6).to_vec();
+        b.extend_from_slice(&[101, 0, 0, 0, 0, 0]);
+        assert_eq!(d.push(&b, &mut |_| {}), Err(WireError::BadStatus));
+    }
+}

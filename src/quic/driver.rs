@@ -1,0 +1,760 @@
+//! The node driver: a [`mesh::Node`](crate::mesh::Node) over QUIC on the caller's tokio
+//! runtime.
+
+use super::identity::{Directory, Identity, PublicKey};
+use super::tls::{self, Credentials, Transport};
+use super::wire::{self, Record, RecordDecoder};
+use super::{Event, EventSink, HandOffReport, Inbound, Role};
+use crate::mesh::frame::{FrameKind, Repr};
+use crate::mesh::{AgentHost, Config, Journal, MeshError, Node, Phase};
+use crate::{AgentId, NodeId, NodeStatus, Policy};
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::ToString;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// An [`AgentHost`] that is told the route of each hand-off before it captures the agent, so
+/// that it can sign the snapshot for its target and epoch (wire format version 2).
+pub trait RoutedHost: AgentHost {
+    /// `agent` is being handed to `target` at `epoch`; captures until the next call are for
+    /// this route.
+    fn route(&mut self, agent: AgentId, target: NodeId, epoch: u64);
+}
+
+/// Settings of a [`Driver`].
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Where to listen (port 0: the OS picks one; see [`Driver::local_addr`]).
+    pub listen: SocketAddr,
+    /// QUIC settings (idle timeout, keep-alive, flow-control windows, stream limit).
+    pub transport: Transport,
+    /// The protocol's timers and limits.
+    pub mesh: Config,
+    /// The largest mesh frame sent or accepted (a snapshot plus 33 bytes). A peer's stream
+    /// makes this node hold at most this many bytes per stream, and at most
+    /// `transport.max_streams` streams per connection are open at once.
+    pub max_frame_len: usize,
+    /// First reconnection delay after a failed dial; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnection delay.
+    pub backoff_max: Duration,
+    /// How often [`Driver::wait`] returns [`Wake::Tick`] (for the embedder to run agents).
+    pub tick: Duration,
+    /// A peer's announced status is used by [`Driver::select`] for this long.
+    pub status_ttl: Duration,
+}
+
+impl DriverConfig {
+    /// Defaults, listening on `listen`: 10 s idle timeout, frames up to 80 MiB, backoff from
+    /// 100 ms to 5 s, a tick every 10 ms.
+    pub fn new(listen: SocketAddr) -> DriverConfig {
+        DriverConfig {
+            listen,
+            transport: Transport::default(),
+            mesh: Config::default(),
+            max_frame_len: 80 << 20,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            tick: Duration::from_millis(10),
+            status_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What [`Driver::wait`] woke up for; hand it to [`Driver::handle`].
+#[derive(Debug)]
+pub enum Wake {
+    /// Something from the network.
+    Inbound(Inbound),
+    /// A protocol timer is due.
+    Timer,
+    /// The embedder's tick ([`DriverConfig::tick`]).
+    Tick,
+}
+
+/// Counters of the driver (the protocol's own are [`Node::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Frames sent (handed to a stream).
+    pub frames_sent: u64,
+    /// Frames received from authenticated peers.
+    pub frames_received: u64,
+    /// Frames dropped before sending: no connection (backoff), a full queue, or a snapshot of
+    /// the same attempt still being sent.
+    pub frames_dropped: u64,
+    /// Streams refused for bad framing.
+    pub streams_refused: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+}
+
+type Batch = Vec<(Vec<u8>, Option<(AgentId, u64)>)>;
+
+struct Shared {
+    endpoint: quinn::Endpoint,
+    creds: Credentials,
+    directory: Arc<RwLock<Directory>>,
+    conns: Mutex<BTreeMap<NodeId, quinn::Connection>>,
+    /// Snapshots (agent, epoch, peer) still being written: a retransmission of one is skipped.
+    sending: Mutex<BTreeSet<(NodeId, AgentId, u64)>>,
+    inbound: mpsc::Sender<Inbound>,
+    events: EventSink,
+    cfg: DriverConfig,
+}
+
+impl Shared {
+    fn conn(&self, peer: NodeId) -> Option<quinn::Connection> {
+        let conns = self.conns.lock().ok()?;
+        conns
+            .get(&peer)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// Makes `conn` the connection to `peer` and starts its reader. The newest wins: a peer
+    /// that dials again has usually lost the old one (a restart), which would otherwise look
+    /// alive until its idle timeout. The old one is still read until it closes.
+    fn adopt(self: &Arc<Self>, peer: NodeId, conn: quinn::Connection, inbound: bool) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(peer, conn.clone());
+        }
+        self.events.emit(Event::Connected {
+            peer,
+            addr: conn.remote_address(),
+            inbound,
+        });
+        tokio::spawn(read_connection(self.clone(), peer, conn));
+    }
+
+    fn forget(&self, peer: NodeId, conn: &quinn::Connection) {
+        if let Ok(mut conns) = self.conns.lock() {
+            if conns
+                .get(&peer)
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                conns.remove(&peer);
+            }
+        }
+    }
+}
+
+/// Tracks one hand-off seen through its frames, for [`Event::Phase`] and
+/// [`Event::HandOff`].
+struct Track {
+    role: Role,
+    peer: NodeId,
+    started: Instant,
+    transfer_at: Option<Instant>,
+    transfer_took: Option<Duration>,
+    bytes: usize,
+    seen: Vec<&'static str>,
+    phases: Vec<(&'static str, Duration)>,
+}
+
+/// A mesh node on QUIC. See the module documentation of [`crate::quic`].
+pub struct Driver<J: Journal, const N: usize> {
+    node: Node<J, N>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Inbound>,
+    writers: BTreeMap<NodeId, mpsc::Sender<Batch>>,
+    statuses: BTreeMap<NodeId, (NodeStatus, Instant)>,
+    tracks: BTreeMap<(AgentId, u64), Track>,
+    started: Instant,
+    next_tick: Instant,
+    buf: Vec<u8>,
+    stats: Arc<Mutex<DriverStats>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl<J: Journal, const N: usize> core::fmt::Debug for Driver<J, N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<J: Journal, const N: usize> Driver<J, N> {
+    /// Binds the endpoint and resumes what `journal` holds ([`Node::restart`]). Must be called
+    /// inside a tokio runtime. Peers are the `directory`'s; only they can connect.
+    pub fn new<H: RoutedHost>(
+        identity: &Identity,
+        directory: Directory,
+        journal: J,
+        cfg: DriverConfig,
+        host: &mut H,
+    ) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel(1024);
+        let events = EventSink(tx.clone());
+        let creds = Credentials::new(identity)?;
+        let directory = Arc::new(RwLock::new(directory));
+        // The endpoint's default server config is replaced per connection (accept_with), so
+        // that a refusal names the peer's address.
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let initial = tls::server_config(
+            &creds,
+            directory.clone(),
+            any,
+            events.clone(),
+            &cfg.transport,
+        )?;
+        let endpoint = quinn::Endpoint::server(initial, cfg.listen)?;
+        let stats = Arc::new(Mutex::new(DriverStats::default()));
+        let shared = Arc::new(Shared {
+            endpoint,
+            creds,
+            directory: directory.clone(),
+            conns: Mutex::new(BTreeMap::new()),
+            sending: Mutex::new(BTreeSet::new()),
+            inbound: tx,
+            events,
+            cfg: cfg.clone(),
+        });
+        let acceptor = tokio::spawn(accept(shared.clone()));
+        let mut writers = BTreeMap::new();
+        if let Ok(d) = directory.read() {
+            for (id, peer) in d.iter() {
+                let (wtx, wrx) = mpsc::channel(64);
+                tokio::spawn(write_peer(shared.clone(), id, *peer, wrx, stats.clone()));
+                writers.insert(id, wtx);
+            }
+        }
+        let node = Node::restart(identity.node_id(), journal, cfg.mesh, host, 0);
+        let now = Instant::now();
+        let mut d = Driver {
+            node,
+            shared,
+            rx,
+            writers,
+            statuses: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            started: now,
+            next_tick: now,
+            buf: alloc::vec![0u8; cfg.max_frame_len],
+            stats,
+            acceptor,
+        };
+        d.flush(host);
+        Ok(d)
+    }
+
+    /// Pins a peer while running (see [`Directory::insert`]) and starts its sender. Returns
+    /// its node id. A key already pinned at another address moves there.
+    pub fn add_peer(&mut self, key: PublicKey, addr: SocketAddr) -> NodeId {
+        let id = match self.shared.directory.write() {
+            Ok(mut d) => d.insert(key, addr),
+            Err(_) => key.node_id(),
+        };
+        let peer = super::identity::Peer { addr, key };
+        let (wtx, wrx) = mpsc::channel(64);
+        tokio::spawn(write_peer(
+            self.shared.clone(),
+            id,
+            peer,
+            wrx,
+            self.stats.clone(),
+        ));
+        // The old sender (if any) ends when its channel is dropped.
+        self.writers.insert(id, wtx);
+        id
+    }
+
+    /// The address the endpoint listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.node.id()
+    }
+
+    /// The protocol state machine (journal, stats, locations).
+    pub fn node(&self) -> &Node<J, N> {
+        &self.node
+    }
+
+    /// The protocol state machine, mutably (e.g. [`Node::set_location`]).
+    pub fn node_mut(&mut self) -> &mut Node<J, N> {
+        &mut self.node
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Milliseconds since the driver started: the protocol's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Waits for the next thing to do. Cancel-safe: nothing is lost if the future is dropped.
+    pub async fn wait(&mut self) -> Wake {
+        let timer = self
+            .node
+            .poll_timeout()
+            .map(|ms| self.started + Duration::from_millis(ms));
+        let tick = self.next_tick;
+        let deadline = timer.map_or(tick, |t| t.min(tick));
+        tokio::select! {
+            m = self.rx.recv() => match m {
+                Some(i) => Wake::Inbound(i),
+                None => Wake::Tick,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                if Instant::now() >= tick {
+                    self.next_tick = Instant::now() + self.shared.cfg.tick;
+                    Wake::Tick
+                } else {
+                    Wake::Timer
+                }
+            }
+        }
+    }
+
+    /// Handles what [`Driver::wait`] returned, sends what the protocol queued, and returns
+    /// what happened.
+    pub fn handle<H: RoutedHost>(&mut self, host: &mut H, wake: Wake) -> Vec<Event> {
+        let mut events = Vec::new();
+        let now = self.now_ms();
+        match wake {
+            Wake::Inbound(Inbound::Record(peer, Record::Frame(bytes))) => {
+                if let Ok(mut s) = self.stats.lock() {
+                    s.frames_received += 1;
+                }
+                let what = Repr::decode(&bytes)
+                    .ok()
+                    .map(|r| (r.body.kind(), r.agent, r.epoch));
+                if self.node.handle_frame(host, now, peer, &bytes).is_err() {
+                    events.push(Event::Malformed { peer });
+                } else if let Some((kind, agent, epoch)) = what {
+                    let agent = AgentId::from_bytes(agent);
+                    self.track(&mut events, kind, agent, epoch, peer, bytes.len(), false);
+                }
+            }
+            Wake::Inbound(Inbound::Record(peer, Record::Status(status))) => {
+                self.statuses.insert(peer, (status, Instant::now()));
+                events.push(Event::Status { peer, status });
+            }
+            Wake::Inbound(Inbound::Event(e)) => events.push(e),
+            Wake::Timer | Wake::Tick => self.node.handle_timeout(host, now),
+        }
+        self.flush_into(host, &mut events);
+        events
+    }
+
+    /// Starts owning `agent` (epoch 0) and runs it.
+    pub fn start<H: RoutedHost>(&mut self, host: &mut H, agent: AgentId) -> Result<(), MeshError> {
+        self.node.start(host, agent)
+    }
+
+    /// Starts handing `agent` to `target`; returns the attempt's epoch. Progress arrives as
+    /// [`Event::Phase`] and ends with [`Event::HandOff`].
+    pub fn migrate<H: RoutedHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        target: NodeId,
+    ) -> Result<(u64, Vec<Event>), MeshError> {
+        if !self.writers.contains_key(&target) {
+            return Err(MeshError::HostRefused {
+                reason: "target not in the directory",
+            });
+        }
+        let now = self.now_ms();
+        let epoch = match self.node.journal().get(agent) {
+            Some(r) if r.phase == Phase::Running => r.epoch.saturating_add(1),
+            _ => return Err(MeshError::NotOwner),
+        };
+        // The host learns the route before anything can be captured.
+        host.route(agent, target, epoch);
+        self.node.migrate(host, now, agent, target)?;
+        let mut events = Vec::new();
+        self.flush_into(host, &mut events);
+        Ok((epoch, events))
+    }
+
+    /// Tells every connected peer this node's status (placement input for their
+    /// [`Driver::select`]).
+    pub fn announce(&mut self, status: &NodeStatus) {
+        let payload = wire::encode_status(status);
+        let mut rec = wire::header(wire::KIND_STATUS, payload.len()).to_vec();
+        rec.extend_from_slice(&payload);
+        for (peer, w) in &self.writers {
+            if self.shared.conn(*peer).is_some() {
+                let _ = w.try_send(alloc::vec![(rec.clone(), None)]);
+            }
+        }
+    }
+
+    /// The peers whose announced status is fresh, with it.
+    pub fn live_peers(&self) -> Vec<(NodeId, NodeStatus)> {
+        let ttl = self.shared.cfg.status_ttl;
+        self.statuses
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() <= ttl)
+            .map(|(p, (s, _))| (*p, *s))
+            .collect()
+    }
+
+    /// The peer [`Policy::select`] prefers among the live peers' last announced statuses.
+    pub fn select(&self, policy: &Policy) -> Option<NodeId> {
+        let live = self.live_peers();
+        let statuses: Vec<NodeStatus> = live.iter().map(|p| p.1).collect();
+        policy.select(&statuses).map(|i| live[i].0)
+    }
+
+    /// Sends what the protocol queued (also done by [`Driver::handle`] and
+    /// [`Driver::migrate`]); returns the phases it started.
+    pub fn flush<H: RoutedHost>(&mut self, host: &mut H) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.flush_into(host, &mut events);
+        events
+    }
+
+    fn flush_into<H: RoutedHost>(&mut self, host: &mut H, events: &mut Vec<Event>) {
+        let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
+        loop {
+            let t = match self.node.poll_transmit(host, &mut self.buf) {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(_) => continue, // that frame is dropped; a timer re-sends
+            };
+            let bytes = &self.buf[..t.len];
+            let Ok(r) = Repr::decode(bytes) else { continue };
+            let (kind, agent, epoch) = (r.body.kind(), AgentId::from_bytes(r.agent), r.epoch);
+            let mut rec = wire::header(wire::KIND_FRAME, t.len).to_vec();
+            rec.extend_from_slice(bytes);
+            let snapshot = (kind == FrameKind::Transfer).then_some((agent, epoch));
+            batches.entry(t.to).or_default().push((rec, snapshot));
+            self.track(events, kind, agent, epoch, t.to, t.len, true);
+        }
+        for (peer, batch) in batches {
+            let n = batch.len() as u64;
+            let sent = match self.writers.get(&peer) {
+                Some(w) => w.try_send(batch).is_ok(),
+                None => false,
+            };
+            if let Ok(mut s) = self.stats.lock() {
+                if sent {
+                    s.frames_sent += n;
+                } else {
+                    s.frames_dropped += n;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn track(
+        &mut self,
+        events: &mut Vec<Event>,
+        kind: FrameKind,
+        agent: AgentId,
+        epoch: u64,
+        peer: NodeId,
+        len: usize,
+        sent: bool,
+    ) {
+        use FrameKind as K;
+        let (role, phase) = match (kind, sent) {
+            (K::Offer, true) => (Role::Source, "offer"),
+            (K::HaveDna, false) => (Role::Source, "have-dna"),
+            (K::NeedDna, false) => (Role::Source, "need-dna"),
+            (K::Transfer, true) => (Role::Source, "transfer"),
+            (K::Prepared, false) => (Role::Source, "decided"),
+            (K::Commit, true) => (Role::Source, "commit"),
+            (K::Done, false) => (Role::Source, "done"),
+            (K::Refuse, false) => (Role::Source, "refused"),
+            (K::Abort, true) => (Role::Source, "abort"),
+            (K::Offer, false) => (Role::Target, "offered"),
+            (K::Transfer, false) => (Role::Target, "received"),
+            (K::Prepared, true) => (Role::Target, "prepared"),
+            (K::Commit, false) => (Role::Target, "committed"),
+            (K::Done, true) => (Role::Target, "done"),
+            (K::Abort, false) => (Role::Target, "aborted"),
+            _ => return,
+        };
+        let now = Instant::now();
+        let t = self.tracks.entry((agent, epoch)).or_insert_with(|| Track {
+            role,
+            peer,
+            started: now,
+            transfer_at: None,
+            transfer_took: None,
+            bytes: 0,
+            seen: Vec::new(),
+            phases: Vec::new(),
+        });
+        if t.role != role || t.seen.contains(&phase) {
+            return;
+        }
+        t.seen.push(phase);
+        let elapsed = now - t.started;
+        t.phases.push((phase, elapsed));
+        if kind == K::Transfer {
+            t.bytes = len;
+            t.transfer_at = Some(now);
+        }
+        if (kind, sent) == (K::Prepared, false) && t.transfer_took.is_none() {
+            t.transfer_took = t.transfer_at.map(|s| now - s);
+        }
+        events.push(Event::Phase {
+            agent,
+            epoch,
+            peer,
+            role,
+            phase,
+            elapsed,
+            bytes: len,
+        });
+        let outcome = match (role, phase) {
+            (Role::Source, "done") | (Role::Target, "done") => Some(true),
+            (Role::Source, "refused") | (Role::Source, "abort") | (Role::Target, "aborted") => {
+                Some(false)
+            }
+            _ => None,
+        };
+        if let Some(committed) = outcome {
+            if let Some(t) = self.tracks.remove(&(agent, epoch)) {
+                events.push(Event::HandOff(HandOffReport {
+                    agent,
+                    epoch,
+                    peer: t.peer,
+                    role: t.role,
+                    committed,
+                    total: elapsed,
+                    transfer: t.transfer_took,
+                    bytes: t.bytes,
+                    phases: t.phases,
+                }));
+            }
+        }
+    }
+
+    /// Closes every connection and the endpoint, and waits (at most `grace`) for the peers to
+    /// hear it. The journal is already durable; nothing else needs saving.
+    pub async fn shutdown(self, grace: Duration) {
+        self.acceptor.abort();
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(grace, self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+/// Accepts connections; each gets a server configuration naming its address.
+async fn accept(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let addr = incoming.remote_address();
+        let cfg = match tls::server_config(
+            &shared.creds,
+            shared.directory.clone(),
+            addr,
+            shared.events.clone(),
+            &shared.cfg.transport,
+        ) {
+            Ok(c) => c,
+            Err(_) => {
+                incoming.refuse();
+                continue;
+            }
+        };
+        let connecting = match incoming.accept_with(Arc::new(cfg)) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // A refused handshake was reported by the verifier.
+            let Ok(conn) = connecting.await else { return };
+            let peer = tls::peer_key(&conn)
+                .and_then(|k| shared.directory.read().ok().and_then(|d| d.node_of(&k)));
+            match peer {
+                Some(peer) => shared.adopt(peer, conn, true),
+                None => conn.close(1u32.into(), b"not pinned"),
+            }
+        });
+    }
+}
+
+/// Reads every stream a peer opens on `conn`.
+async fn read_connection(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection) {
+    loop {
+        match conn.accept_uni().await {
+            Ok(recv) => {
+                tokio::spawn(read_stream(shared.clone(), peer, recv));
+            }
+            Err(e) => {
+                shared.forget(peer, &conn);
+                shared.events.emit(Event::Disconnected {
+                    peer,
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes one stream's records (bounded by `max_frame_len` each) into the node's inbox.
+async fn read_stream(shared: Arc<Shared>, peer: NodeId, mut recv: quinn::RecvStream) {
+    let mut decoder = RecordDecoder::new(shared.cfg.max_frame_len);
+    loop {
+        match recv.read_chunk(1 << 20, true).await {
+            Ok(Some(chunk)) => {
+                let mut records = Vec::new();
+                if let Err(e) = decoder.push(&chunk.bytes, &mut |r| records.push(r)) {
+                    let _ = recv.stop(1u32.into());
+                    shared.events.emit(Event::StreamRefused { peer, error: e });
+                    return;
+                }
+                for r in records {
+                    if shared.inbound.send(Inbound::Record(peer, r)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                if let Err(e) = decoder.finish() {
+                    shared.events.emit(Event::StreamRefused { peer, error: e });
+                }
+                return;
+            }
+            Err(_) => return, // the connection's reader reports it
+        }
+    }
+}
+
+/// Sends the batches for one peer: dials (with backoff) when there is no connection, then one
+/// unidirectional stream per batch.
+async fn write_peer(
+    shared: Arc<Shared>,
+    id: NodeId,
+    peer: super::identity::Peer,
+    mut rx: mpsc::Receiver<Batch>,
+    stats: Arc<Mutex<DriverStats>>,
+) {
+    let mut backoff = shared.cfg.backoff_min;
+    let mut retry_at = Instant::now();
+    let mut dialed_at: Option<Instant> = None;
+    let drop_batch = |n: usize| {
+        if let Ok(mut s) = stats.lock() {
+            s.frames_dropped += n as u64;
+        }
+    };
+    while let Some(mut batch) = rx.recv().await {
+        let conn = match shared.conn(id) {
+            Some(c) => c,
+            None => {
+                if Instant::now() < retry_at {
+                    drop_batch(batch.len());
+                    continue;
+                }
+                // A connection that died young (e.g. the peer refused our key after the
+                // handshake) counts as a failed dial: the backoff keeps growing.
+                match dialed_at {
+                    Some(t) if t.elapsed() < Duration::from_secs(2) => {
+                        backoff = (backoff * 2).min(shared.cfg.backoff_max);
+                    }
+                    Some(_) => backoff = shared.cfg.backoff_min,
+                    None => {}
+                }
+                match dial(&shared, peer.key, peer.addr).await {
+                    Ok(c) => {
+                        dialed_at = Some(Instant::now());
+                        retry_at = Instant::now() + backoff;
+                        shared.adopt(id, c.clone(), false);
+                        c
+                    }
+                    Err(e) => {
+                        if let Ok(mut s) = stats.lock() {
+                            s.dial_failures += 1;
+                        }
+                        shared.events.emit(Event::DialFailed {
+                            peer: id,
+                            addr: peer.addr,
+                            reason: e.to_string(),
+                            retry_in: backoff,
+                        });
+                        retry_at = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(shared.cfg.backoff_max);
+                        drop_batch(batch.len());
+                        continue;
+                    }
+                }
+            }
+        };
+        // A snapshot still being written for the same attempt is not sent twice.
+        let mut claimed = Vec::new();
+        if let Ok(mut sending) = shared.sending.lock() {
+            batch.retain(|(_, snap)| match snap {
+                Some((agent, epoch)) => {
+                    let fresh = sending.insert((id, *agent, *epoch));
+                    if fresh {
+                        claimed.push((id, *agent, *epoch));
+                    }
+                    fresh
+                }
+                None => true,
+            });
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if send_batch(&conn, &batch).await.is_err() {
+                shared.forget(id, &conn);
+            }
+            if let Ok(mut sending) = shared.sending.lock() {
+                for c in claimed {
+                    sending.remove(&c);
+                }
+            }
+        });
+    }
+}
+
+async fn dial(
+    shared: &Shared,
+    key: PublicKey,
+    addr: SocketAddr,
+) -> Result<quinn::Connection, io::Error> {
+    let cfg = tls::client_config(
+        &shared.creds,
+        key,
+        addr,
+        shared.events.clone(),
+        &shared.cfg.transport,
+    )?;
+    let connecting = shared
+        .endpoint
+        .connect_with(cfg, addr, "mielin")
+        .map_err(io::Error::other)?;
+    let timeout = shared.cfg.transport.idle_timeout;
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(io::Error::other(e)),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "handshake timed out",
+        )),
+    }
+}
+
+async fn send_batch(conn: &quinn::Connection, batch: &Batch) -> Result<(), io::Error> {
+    let mut s = conn.open_uni().await.map_err(io::Error::other)?;
+    for (rec, _) in batch {
+        s.write_all(rec).await.map_err(io::Error::other)?;
+    }
+    s.finish().map_err(io::Error::other)?;
+    // Waits until the peer has read everything (or the stream failed).
+    let _ = s.stopped().await;
+    Ok(())
+}
