@@ -612,6 +612,21 @@ fn report_line(names: &Names, e: &Event, running: &str) {
             names.node(*peer)
         )),
         Event::Malformed { peer } => out(format!("malformed frame from {}", names.node(*peer))),
+        Event::Progress {
+            agent,
+            epoch,
+            peer,
+            sent,
+            total,
+            elapsed,
+        } => out(format!(
+            "progress {} epoch {epoch} -> {} {sent}/{total} bytes ({}%) {:.1} ms {:.1} MiB/s",
+            names.agent(*agent),
+            names.node(*peer),
+            sent * 100 / (*total).max(1),
+            elapsed.as_secs_f64() * 1e3,
+            *sent as f64 / elapsed.as_secs_f64().max(1e-9) / 1048576.0
+        )),
         _ => {}
     }
 }

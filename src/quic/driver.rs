@@ -4,7 +4,7 @@
 use super::identity::{Directory, Identity, PublicKey};
 use super::tls::{self, Credentials, Transport};
 use super::wire::{self, Record, RecordDecoder};
-use super::{Event, EventSink, HandOffReport, Inbound, Role};
+use super::{Event, EventSink, HandOffReport, Inbound, Role, PROGRESS_MIN_BYTES};
 use crate::mesh::frame::{FrameKind, Repr};
 use crate::mesh::{AgentHost, Config, Journal, MeshError, Node, Phase};
 use crate::{AgentId, NodeId, NodeStatus, Policy};
@@ -709,7 +709,7 @@ async fn write_peer(
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            if send_batch(&conn, &batch).await.is_err() {
+            if send_batch(&conn, &batch, id, &shared.events).await.is_err() {
                 shared.forget(id, &conn);
             }
             if let Ok(mut sending) = shared.sending.lock() {
@@ -748,10 +748,38 @@ async fn dial(
     }
 }
 
-async fn send_batch(conn: &quinn::Connection, batch: &Batch) -> Result<(), io::Error> {
+async fn send_batch(
+    conn: &quinn::Connection,
+    batch: &Batch,
+    peer: NodeId,
+    events: &EventSink,
+) -> Result<(), io::Error> {
     let mut s = conn.open_uni().await.map_err(io::Error::other)?;
-    for (rec, _) in batch {
-        s.write_all(rec).await.map_err(io::Error::other)?;
+    let opened = Instant::now();
+    for (rec, snapshot) in batch {
+        let Some((agent, epoch)) = snapshot.filter(|_| rec.len() >= PROGRESS_MIN_BYTES) else {
+            s.write_all(rec).await.map_err(io::Error::other)?;
+            continue;
+        };
+        // A large snapshot in tenths, each reported once QUIC took it.
+        let total = rec.len();
+        let step = total.div_ceil(10);
+        let mut sent = 0;
+        while sent < total {
+            let end = (sent + step).min(total);
+            s.write_all(&rec[sent..end])
+                .await
+                .map_err(io::Error::other)?;
+            sent = end;
+            events.emit(Event::Progress {
+                agent,
+                epoch,
+                peer,
+                sent: sent as u64,
+                total: total as u64,
+                elapsed: opened.elapsed(),
+            });
+        }
     }
     s.finish().map_err(io::Error::other)?;
     // Waits until the peer has read everything (or the stream failed).

@@ -192,7 +192,28 @@ pub enum Event {
     },
     /// A hand-off ended.
     HandOff(HandOffReport),
+    /// A large snapshot (at least [`PROGRESS_MIN_BYTES`]) is being written to a peer: emitted
+    /// each time another tenth of it was accepted by QUIC (its flow control lets the next bytes
+    /// in only as the peer reads), and once at the end. Acknowledgement is the target's
+    /// `prepared` phase.
+    Progress {
+        /// The agent.
+        agent: AgentId,
+        /// The attempt's epoch.
+        epoch: u64,
+        /// The target.
+        peer: NodeId,
+        /// Bytes written so far.
+        sent: u64,
+        /// The snapshot frame's length.
+        total: u64,
+        /// Since the stream was opened.
+        elapsed: Duration,
+    },
 }
+
+/// Snapshots from this size on report their progress ([`Event::Progress`]).
+pub const PROGRESS_MIN_BYTES: usize = 1 << 20;
 
 /// Something from the network for the driver's loop.
 #[derive(Debug)]

@@ -1,0 +1,63 @@
+//! The QUIC driver in one process: what a large hand-off reports while it is written.
+#![cfg(feature = "quic")]
+
+#[path = "common_quic/pair.rs"]
+mod pair;
+
+use mielin_cells::quic::{Event, Role, PROGRESS_MIN_BYTES};
+use pair::{pair, pump, spawn};
+
+/// A 3 MiB agent: its snapshot is written in tenths, each reported with a growing count that
+/// ends at the frame's length; a small agent reports none.
+#[test]
+fn a_large_snapshot_reports_its_progress() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut p = pair("progress");
+        let big = spawn(&mut p.a, 1, 3 << 20);
+        let small = spawn(&mut p.a, 2, 1024);
+        let target = p.b.driver.id();
+        let mut progress = Vec::new();
+        let mut ended = 0;
+        for agent in [big, small] {
+            p.a.driver.migrate(&mut p.a.host, agent, target).unwrap();
+        }
+        pump(&mut p, |_, evs| {
+            for e in evs {
+                match e {
+                    Event::Progress {
+                        agent,
+                        sent,
+                        total,
+                        peer,
+                        ..
+                    } => {
+                        assert_eq!(*peer, target);
+                        progress.push((*agent, *sent, *total));
+                    }
+                    Event::HandOff(r) if r.role == Role::Source => {
+                        assert!(r.committed, "hand-off aborted");
+                        ended += 1;
+                    }
+                    _ => {}
+                }
+            }
+            ended == 2
+        })
+        .await;
+        assert!(progress.iter().all(|(a, ..)| *a == big), "{progress:?}");
+        assert_eq!(progress.len(), 10, "{progress:?}");
+        let total = progress[0].2;
+        assert!(
+            total as usize >= PROGRESS_MIN_BYTES.max(3 << 20) / 2,
+            "{total}"
+        );
+        assert!(progress
+            .windows(2)
+            .all(|w| w[0].1 < w[1].1 && w[0].2 == w[1].2));
+        assert_eq!(progress.last().unwrap().1, total);
+    });
+}
