@@ -8,7 +8,7 @@
 //! It prints the header and flags, the ids, sizes, memory root and signing key id as the bytes
 //! say, then runs each check a receiver runs, one at a time, and prints its result:
 //!
-//! 1. frame: magic, version, flags, and every length within the default limits
+//! 1. frame: magic, version, and (version 2) flags and every length within the default limits
 //!    ([`DecodeLimits::DEFAULT`]) and the input;
 //! 2. trailer: the SHA-256 of every byte before it;
 //! 3. decode: the DNA (carried, or from `--dna` when named by reference) against its hash, the
@@ -26,8 +26,8 @@ use std::process::ExitCode;
 use ed25519_dalek::VerifyingKey;
 use mielin_cells::migration::{
     DecodeLimits, DecodeOptions, DnaMap, EpochTable, Frame, MigrationSnapshot, TrustList,
-    FLAG_DNA_BY_REFERENCE, FLAG_SIGNED, FLAG_STATE_CHUNKED, FLAG_STATE_DELTA, FORMAT_VERSION_2,
-    HEADER_LEN, MAGIC, TRAILER_LEN,
+    FLAG_DNA_BY_REFERENCE, FLAG_SIGNED, FLAG_STATE_CHUNKED, FLAG_STATE_DELTA, FORMAT_VERSION,
+    FORMAT_VERSION_2, HEADER_LEN, MAGIC, TRAILER_LEN,
 };
 use mielin_cells::{CellError, DecodeError, Dna};
 use sha2::{Digest, Sha256};
@@ -316,15 +316,14 @@ fn frame_check(bytes: &[u8], version: u16) -> Result<String, String> {
     if bytes[..4] != MAGIC {
         return Err(format!("magic {:02x?}, expected \"MCSN\"", &bytes[..4]));
     }
-    if version == FORMAT_VERSION_2 {
-        return Frame::new_checked(bytes, &DecodeLimits::DEFAULT)
+    match version {
+        FORMAT_VERSION_2 => Frame::new_checked(bytes, &DecodeLimits::DEFAULT)
             .map(|_| "sizes within the default limits".into())
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string()),
+        // Version 1 has no envelope: its flags and lengths are checked by the decode below.
+        FORMAT_VERSION => Ok("version 1: flags and lengths are checked by the decode".into()),
+        v => Err(format!("unsupported version {v} (1 and 2 exist)")),
     }
-    // Version 1 has no envelope: its lengths are inside the body, checked by the decode below.
-    Ok(format!(
-        "version {version}: lengths are checked by the decode"
-    ))
 }
 
 fn trailer_check(bytes: &[u8], version: u16) -> Result<String, String> {

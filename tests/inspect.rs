@@ -50,21 +50,28 @@ fn line<'a>(text: &'a str, check: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {check} line in:\n{text}"))
 }
 
+/// Whether that check passed.
+fn ok(text: &str, check: &str) -> bool {
+    line(text, check).starts_with(&format!("  {check:<10} ok"))
+}
+
+/// Whether it failed.
+fn failed(text: &str, check: &str) -> bool {
+    line(text, check).starts_with(&format!("  {check:<10} FAILED"))
+}
+
 #[test]
 fn every_signed_vector_passes_every_check() {
     for version in ["v1", "v2"] {
         for flags in ["0008", "0009", "000a", "000b", "000c", "000d"] {
             let (code, text) = with_everything(&vector(&format!("{version}-flags-{flags}.bin")));
             for check in ["frame", "trailer", "decode"] {
-                assert!(
-                    line(&text, check).contains(" ok"),
-                    "{version} {flags}:\n{text}"
-                );
+                assert!(ok(&text, check), "{version} {flags}:\n{text}");
             }
             let signature = line(&text, "signature");
             if version == "v2" {
                 assert_eq!(code, 0, "{text}");
-                assert!(signature.contains(" ok"), "{text}");
+                assert!(ok(&text, "signature"), "{text}");
                 assert!(text.contains("key id fe812c12f3ab4ce6"), "{text}");
             } else {
                 // Trust lists take version 2 only: a v1 signature binds no target.
@@ -86,13 +93,13 @@ fn unsigned_vectors_decode_and_say_what_is_not_checked() {
     ] {
         let (code, text) = run(&vector(name), &[]);
         assert_eq!(code, 0, "{name}:\n{text}");
-        assert!(line(&text, "decode").contains(" ok"), "{text}");
+        assert!(ok(&text, "decode"), "{text}");
         assert!(line(&text, "signature").contains("not checked"), "{text}");
     }
     // With a key, an unsigned snapshot is what a trusting node refuses.
     let (code, text) = with_everything(&vector("v2-cross.bin"));
     assert_eq!(code, 1);
-    assert!(line(&text, "signature").contains("FAILED"), "{text}");
+    assert!(failed(&text, "signature"), "{text}");
 }
 
 #[test]
@@ -108,7 +115,7 @@ fn a_corrupted_file_names_the_check_that_fails() {
     std::fs::write(&file, &bad).unwrap();
     let (code, text) = with_everything(&file);
     assert_eq!(code, 1, "{text}");
-    assert!(line(&text, "trailer").contains("FAILED"), "{text}");
+    assert!(failed(&text, "trailer"), "{text}");
 
     // A flipped bit in the memory, which the trailer does not cover: the memory root.
     let mut bad = good.clone();
@@ -117,8 +124,8 @@ fn a_corrupted_file_names_the_check_that_fails() {
     std::fs::write(&file, &bad).unwrap();
     let (code, text) = with_everything(&file);
     assert_eq!(code, 1, "{text}");
-    assert!(line(&text, "trailer").contains(" ok"), "{text}");
-    assert!(line(&text, "decode").contains("FAILED"), "{text}");
+    assert!(ok(&text, "trailer"), "{text}");
+    assert!(failed(&text, "decode"), "{text}");
 
     // A length past the default limits: the frame, and nothing panics.
     let mut bad = good;
@@ -127,7 +134,7 @@ fn a_corrupted_file_names_the_check_that_fails() {
     std::fs::write(&file, &bad).unwrap();
     let (code, text) = with_everything(&file);
     assert_eq!(code, 1, "{text}");
-    assert!(line(&text, "frame").contains("FAILED"), "{text}");
+    assert!(failed(&text, "frame"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -150,4 +157,30 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{text}");
     let (code, _) = run(Path::new("/nonexistent/snapshot.bin"), &[]);
     assert_eq!(code, 2);
+}
+
+/// Hostile files: nothing panics, and something fails (exit 1): empty, short, every prefix of
+/// a vector, another magic, an unknown version.
+#[test]
+fn hostile_files_fail_without_panicking() {
+    let good = std::fs::read(vector("v2-flags-000d.bin")).unwrap();
+    let dir = std::env::temp_dir().join(format!("mielin-inspect-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files: Vec<Vec<u8>> = (0..good.len())
+        .step_by(7)
+        .map(|n| good[..n].to_vec())
+        .collect();
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    let mut version = good.clone();
+    version[4] = 3;
+    files.extend([magic, version, vec![0xff; 300]]);
+    let file = dir.join("hostile.bin");
+    for bytes in &files {
+        std::fs::write(&file, bytes).unwrap();
+        let (code, text) = with_everything(&file);
+        assert_eq!(code, 1, "{} bytes:\n{text}", bytes.len());
+        assert!(text.contains("FAILED"), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
