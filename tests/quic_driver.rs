@@ -8,7 +8,7 @@ use mielin_cells::quic::{Event, Role, PROGRESS_MIN_BYTES};
 use pair::{pair, pump, spawn};
 
 /// A 3 MiB agent: its snapshot is written in tenths, each reported with a growing count that
-/// ends at the frame's length; a small agent reports none.
+/// ends at the record's length, all before its hand-off ends; a small agent reports none.
 #[test]
 fn a_large_snapshot_reports_its_progress() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -40,6 +40,10 @@ fn a_large_snapshot_reports_its_progress() {
                     }
                     Event::HandOff(r) if r.role == Role::Source => {
                         assert!(r.committed, "hand-off aborted");
+                        if r.agent == big {
+                            // Every progress line came before the end of its hand-off.
+                            assert_eq!(progress.len(), 10, "{progress:?}");
+                        }
                         ended += 1;
                     }
                     _ => {}

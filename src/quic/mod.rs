@@ -193,8 +193,10 @@ pub enum Event {
     /// A hand-off ended.
     HandOff(HandOffReport),
     /// A large snapshot (at least [`PROGRESS_MIN_BYTES`]) is being written to a peer: emitted
-    /// each time another tenth of it was accepted by QUIC (its flow control lets the next bytes
-    /// in only as the peer reads), and once at the end. Acknowledgement is the target's
+    /// each time another tenth of it was accepted into the stream's send buffer, the last at
+    /// its end. QUIC accepts bytes only up to the flow-control window ([`Transport`]'s stream
+    /// window, 16 MiB by default) ahead of what the peer has read: a snapshot within the window
+    /// reports as fast as it is copied, a larger one as the peer reads. Receipt is the target's
     /// `prepared` phase.
     Progress {
         /// The agent.
