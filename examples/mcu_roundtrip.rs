@@ -7,7 +7,7 @@
 //! cd examples/firmware-wasmi && cargo run --release [-- --fault drop|reset|corrupt]
 //! ```
 //!
-//! or, with a firmware already built, `cargo run --features lz4,signatures,wasmi --example mcu_roundtrip --
+//! or, with a firmware already built, `cargo run --features lz4,signatures,simd --example mcu_roundtrip --
 //! --firmware <elf>`. This process boots the firmware (`examples/firmware-wasmi`) in
 //! `qemu-system-arm -machine mps2-an385 -icount shift=0`, its UART 0 on a Unix socket; both
 //! sides run a `mesh::Node` and the same `AgentHost` (`examples/firmware-wasmi/src/cells.rs`),

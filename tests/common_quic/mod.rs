@@ -19,7 +19,13 @@ pub fn node_bin() -> PathBuf {
         // builds rebuild each other.
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().into_owned();
-            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR"];
+            // CARGO_INCREMENTAL is part of the build's fingerprint (CI sets it to 0).
+            let keep = [
+                "CARGO_HOME",
+                "CARGO_TARGET_DIR",
+                "CARGO_TERM_COLOR",
+                "CARGO_INCREMENTAL",
+            ];
             if (k.starts_with("CARGO_")
                 && !k.starts_with("CARGO_PROFILE_")
                 && !keep.contains(&k.as_str()))
@@ -29,15 +35,18 @@ pub fn node_bin() -> PathBuf {
                 cmd.env_remove(&k);
             }
         }
+        // The features this test was built with, so that the example is the one the same
+        // `cargo test` built (`.ci/quic` adds lz4 and simd to reuse the other steps' build).
+        let mut features = vec!["quic"];
+        if cfg!(feature = "lz4") {
+            features.push("lz4");
+        }
+        if cfg!(feature = "simd") {
+            features.push("simd");
+        }
         let status = cmd
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "node",
-                "--features",
-                "quic",
-            ])
+            .args(["build", "--quiet", "--example", "node", "--features"])
+            .arg(features.join(","))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo build --example node");
