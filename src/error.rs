@@ -342,6 +342,55 @@ pub enum DecodeError {
         /// How many the body lists.
         found: usize,
     },
+    /// Version 3: a section table with no section or more than
+    /// [`MAX_SECTIONS`](crate::migration::MAX_SECTIONS), kinds not strictly increasing, or a
+    /// reserved field not zero.
+    #[error("malformed section table (count, order of kinds, or a reserved field)")]
+    BadSectionTable,
+    /// Version 3: a section kind this build does not know and may not skip.
+    #[error("unknown section kind {kind:#06x}")]
+    UnknownSection {
+        /// The kind.
+        kind: u16,
+    },
+    /// Version 3: a required section is missing.
+    #[error("section {kind:#06x} is missing")]
+    MissingSection {
+        /// The kind.
+        kind: u16,
+    },
+    /// Version 3: a section the flags or another section rule out.
+    #[error("section {kind:#06x} is not allowed here")]
+    UnexpectedSection {
+        /// The kind.
+        kind: u16,
+    },
+    /// Version 3: a section longer than its kind allows; nothing was hashed.
+    #[error("section {kind:#06x} too large: the limit is {limit} bytes, found {found}")]
+    SectionTooLarge {
+        /// The kind.
+        kind: u16,
+        /// The largest length its kind allows.
+        limit: usize,
+        /// Its declared length.
+        found: usize,
+    },
+    /// An epoch above [`MAX_EPOCH`](crate::MAX_EPOCH).
+    #[error("epoch {found} is above the largest allowed")]
+    EpochOutOfRange {
+        /// The epoch found.
+        found: u64,
+    },
+    /// Version 3: the memory comes by manifest, in chunk frames, not in these bytes.
+    #[error("the memory comes by manifest in chunk frames, not in these bytes")]
+    MemoryByManifest,
+    /// A sealed container whose seal does not verify with this node's key: written by another
+    /// node, or edited.
+    #[error("the seal does not verify with this node's key (another node's file, or edited)")]
+    BadSeal,
+    /// A container that must be sealed (a node's own file) is not.
+    #[error("expected a sealed container, found one without a seal")]
+    NotSealed,
 }
 
 /// Why a signed-snapshot check failed; each case has its own variant.
@@ -394,7 +443,7 @@ pub enum SignatureError {
         /// The maximum.
         max: u64,
     },
-    /// The epoch is above `migration::MAX_EPOCH` (2^48 - 1; feature `signatures`).
+    /// The epoch is above [`MAX_EPOCH`](crate::MAX_EPOCH) (2^48 - 1).
     EpochOutOfRange {
         /// The epoch found.
         found: u64,

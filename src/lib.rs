@@ -137,6 +137,12 @@ pub use state::AgentState;
 #[cfg(feature = "std")]
 pub use time::unix_now;
 
+/// The largest epoch anything in this crate accepts, 2^48 - 1: the snapshot wire formats, the
+/// trust list and the `mesh` protocol share this one range. An agent that moved once a
+/// microsecond would need nine years to reach it; the bound keeps a single frame or snapshot
+/// from claiming `u64::MAX` and so leaving no epoch above it for any later hand-off.
+pub const MAX_EPOCH: u64 = (1 << 48) - 1;
+
 /// The code blocks of `docs/porting.md`, run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/porting.md")]

@@ -6,6 +6,7 @@
 //! `MIELIN_CROSS_VECTOR=path` checks another file (CI uses it to show a corrupted copy fails);
 //! `MIELIN_WRITE_VECTORS=1` rewrites the vector, only for a deliberate format change.
 #![cfg(feature = "std")]
+// Version 1, 2 and 3 vectors: `v1-cross.bin`, `v2-cross.bin`, `v3-cross.bin`.
 
 #[path = "vectors/case.rs"]
 mod case;
@@ -60,6 +61,49 @@ fn this_architecture_writes_the_vector_bytes() {
     let view = MigrationSnapshot::view(&buf[..n]).unwrap();
     assert_eq!(view.route(), Some(case::route()));
     assert_eq!(view.restore().unwrap(), routed.restore().unwrap());
+
+    // Version 3: the container, with the inbox section, written without an allocator.
+    let contained = routed.with_inbox(&case::INBOX[..]);
+    let n = contained
+        .serialize_into_with(&case::v3_options(), &mut buf)
+        .unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v3-cross.bin");
+    if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
+        std::fs::write(&path, &buf[..n]).unwrap();
+    }
+    assert!(
+        buf[..n] == std::fs::read(&path).unwrap()[..],
+        "version-3 bytes differ from the vector"
+    );
+    let mut memory_out = vec![0u8; case::MEMORY_LEN];
+    let decoded = MigrationSnapshot::decode_into(
+        &buf[..n],
+        &mielin_cells::migration::DecodeOptions::default(),
+        &mut memory_out,
+    )
+    .unwrap();
+    assert_eq!(decoded.inbox(), Some(&case::INBOX[..]));
+    assert_eq!(decoded.restore().unwrap(), contained.restore().unwrap());
+}
+
+/// The inbox bytes of the cross vector are what the library encodes for the state they
+/// describe (so the vector pins the inbox section too).
+#[test]
+fn the_inbox_bytes_are_the_library_encoding() {
+    use mielin_cells::mesh::{Inbox, InboxLimits};
+    use mielin_cells::{AgentId, NodeId};
+    let l = InboxLimits::default();
+    let mut i = Inbox::new();
+    assert!(i.send(AgentId::from_bytes([0x0a; 16]), b"ping", &l));
+    i.offer(
+        NodeId::from_bytes([0xa0; 16]),
+        AgentId::from_bytes([0x0b; 16]),
+        1,
+        b"pong",
+        &l,
+    );
+    assert_eq!(i.to_bytes(), case::INBOX);
+    assert_eq!(Inbox::decode(&case::INBOX), Ok(i));
 }
 
 #[test]

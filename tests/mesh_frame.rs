@@ -63,7 +63,8 @@ fn samples() -> Vec<(&'static str, Repr<'static>)> {
             ),
         ),
         ("prepared", r(7, Body::Prepared)),
-        ("commit", r(u64::MAX, Body::Commit)),
+        // The largest epoch: the mesh and the snapshot formats share one range.
+        ("commit", r(mielin_cells::MAX_EPOCH, Body::Commit)),
         ("abort", r(7, Body::Abort)),
         ("done", r(7, Body::Done)),
         ("moved", r(7, Body::Moved { node: NODE })),
@@ -106,7 +107,7 @@ fn golden_vectors() {
 fn commit_layout_by_hand() {
     let mut expected = vec![b'M', b'Z', 1, 7];
     expected.extend_from_slice(&[0x11; 16]);
-    expected.extend_from_slice(&[0xff; 8]);
+    expected.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]); // 2^48 - 1
     let (_, commit) = samples().into_iter().find(|(n, _)| *n == "commit").unwrap();
     assert_eq!(emit(&commit), expected);
     assert_eq!(expected.len(), frame::HEADER_LEN);
@@ -132,6 +133,23 @@ fn frame_sizes() {
                 assert_eq!(r.buffer_len(), frame::DELIVER_OVERHEAD + payload.len())
             }
             _ => assert!(r.buffer_len() <= frame::MAX_CONTROL_LEN, "{n}"),
+        }
+    }
+}
+
+/// An epoch above MAX_EPOCH is refused by the codec, in every kind of frame: no peer can pin
+/// an agent's location at `u64::MAX` or offer it at an epoch the snapshot formats refuse.
+#[test]
+fn epochs_above_max_epoch_are_refused() {
+    for (name, repr) in samples() {
+        let mut bytes = emit(&repr);
+        for epoch in [mielin_cells::MAX_EPOCH + 1, u64::MAX] {
+            bytes[20..28].copy_from_slice(&epoch.to_le_bytes());
+            assert_eq!(
+                Repr::decode(&bytes),
+                Err(MeshError::EpochOutOfRange { found: epoch }),
+                "{name}"
+            );
         }
     }
 }
@@ -291,7 +309,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 512 }))]
 
     #[test]
-    fn round_trip(agent in any::<[u8; 16]>(), epoch in any::<u64>(),
+    fn round_trip(agent in any::<[u8; 16]>(), epoch in 0..=mielin_cells::MAX_EPOCH,
                   (k, h, a, b, reason, wd, payload, node) in body()) {
         let repr = Repr { agent, epoch, body: make(k, h, a, b, reason, wd, &payload, node) };
         let bytes = emit(&repr);

@@ -124,14 +124,14 @@ fn each_check_has_its_own_error_in_order() {
         .into()
     );
 
-    // Versions 1 and 2 are read; the error names the newest.
+    // Versions 1, 2 and 3 are read; the error names the newest.
     let mut b = good.clone();
-    b[4] = 3;
+    b[4] = 4;
     assert_eq!(
         decode_err(&b),
         DecodeError::UnsupportedVersion {
-            expected: 2,
-            found: 3
+            expected: 3,
+            found: 4
         }
         .into()
     );
@@ -345,7 +345,7 @@ fn error_messages_say_expected_and_found() {
     b[4] = 9;
     assert_eq!(
         decode_err(&b).to_string(),
-        "deserialization failed: unsupported format version: expected 2, found 9"
+        "deserialization failed: unsupported format version: expected 3, found 9"
     );
     let mut b = sample_bytes();
     b[HEADER_LEN] ^= 1;

@@ -13,7 +13,7 @@
 //! 2      1    version = 1
 //! 3      1    kind (see FrameKind)
 //! 4      16   agent id
-//! 20     8    epoch (u64)
+//! 20     8    epoch (u64, at most MAX_EPOCH = 2^48 - 1)
 //! 28     ..   body, by kind:
 //!   Offer     32 DNA hash, 4 snapshot length (u32), 4 DNA length (u32)        = 40
 //!   Refuse    1 reason                                                         = 1
@@ -188,7 +188,8 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(f)
     }
 
-    /// Checks magic, version, kind, flags and that the length is exactly what the kind says.
+    /// Checks magic, version, kind, the epoch (at most [`MAX_EPOCH`](crate::MAX_EPOCH)), flags
+    /// and that the length is exactly what the kind says.
     pub fn check(&self) -> Result<(), MeshError> {
         let b = self.buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -201,6 +202,11 @@ impl<T: AsRef<[u8]>> Frame<T> {
             return Err(MeshError::UnsupportedVersion { found: b[2] });
         }
         let kind = FrameKind::from_tag(b[3]).ok_or(MeshError::UnknownKind { found: b[3] })?;
+        // One epoch range across the mesh and the snapshot formats: nothing above MAX_EPOCH.
+        let epoch = le_u64(b, 20);
+        if epoch > crate::MAX_EPOCH {
+            return Err(MeshError::EpochOutOfRange { found: epoch });
+        }
         let body = b.len() - HEADER_LEN;
         let expected = match kind.fixed_body_len() {
             Some(n) => n,

@@ -16,10 +16,15 @@
 //! - `records` (feature `alloc`): length-prefixed records that put frames on a byte stream
 //!   (the QUIC driver's framing).
 //! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
+//! - [`Inbox`] (feature `alloc`): an agent's mailbox, outbox and sequence numbers, and their
+//!   wire form, the inbox section of a version-3 container.
 //!
 //! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.
 
 pub mod frame;
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+mod inbox;
 mod journal;
 mod node;
 pub mod placement;
@@ -30,6 +35,8 @@ pub mod records;
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
 pub mod wasm;
 
+#[cfg(feature = "alloc")]
+pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use journal::FileJournal;
@@ -58,6 +65,13 @@ pub enum MeshError {
     UnknownKind {
         /// The kind byte found.
         found: u8,
+    },
+    /// An epoch above [`MAX_EPOCH`](crate::MAX_EPOCH): the mesh and the snapshot formats share
+    /// one epoch range.
+    #[error("epoch {found} is above the largest allowed")]
+    EpochOutOfRange {
+        /// The epoch found.
+        found: u64,
     },
     /// Reserved flag bits are set.
     #[error("reserved flag bits set")]

@@ -354,7 +354,10 @@ impl<J: Journal, const N: usize> Node<J, N> {
             Some(Record {
                 epoch,
                 phase: Phase::Running,
-            }) => epoch.checked_add(1).ok_or(MeshError::EpochExhausted)?,
+            }) => epoch
+                .checked_add(1)
+                .filter(|e| *e <= crate::MAX_EPOCH)
+                .ok_or(MeshError::EpochExhausted)?,
             _ => return Err(MeshError::NotOwner),
         };
         if self.timers.len() >= N && !self.timers.contains_key(&agent) {

@@ -14,12 +14,14 @@ pub(crate) mod snapshot;
 mod store;
 pub(crate) mod wire;
 
+/// The one epoch range of the crate (defined at the root; here too, where it always was).
+pub use crate::MAX_EPOCH;
 #[cfg(feature = "std")]
 pub use journal::FileEpochJournal;
 pub use journal::{EpochJournal, EpochTable};
 pub use manager::{MigrationManager, PendingMigration};
 #[cfg(feature = "signatures")]
-pub use sign::{key_id, verify_v1, Ed25519Signer, TrustList, DEFAULT_MAX_SKEW_SECS, MAX_EPOCH};
+pub use sign::{key_id, verify_v1, Ed25519Signer, TrustList, DEFAULT_MAX_SKEW_SECS};
 pub use snapshot::{DecodeOptions, EncodeOptions, MigrationSnapshot, SnapshotView, StateEncoding};
 #[cfg(feature = "alloc")]
 pub use store::DnaMap;
@@ -28,7 +30,11 @@ pub use store::{DnaSlots, DnaStore};
 pub use wire::memory::MemoryDigests;
 pub use wire::memory::CHUNK_SIZE;
 pub use wire::{
-    DecodeLimits, Frame, Route, SnapshotSigner, ENVELOPE_LEN, FLAG_DNA_BY_REFERENCE, FLAG_SIGNED,
-    FLAG_STATE_CHUNKED, FLAG_STATE_DELTA, FORMAT_VERSION, FORMAT_VERSION_2, HEADER_LEN, MAGIC,
-    SIGNATURE_BLOCK_LEN, SIGNATURE_CONTEXT, TRAILER_LEN, V2_SIGNATURE_BLOCK_LEN,
+    Container, DecodeLimits, Frame, Route, SnapshotSealer, SnapshotSigner, ENVELOPE_LEN,
+    FLAG_DNA_BY_REFERENCE, FLAG_MEMORY_BY_MANIFEST, FLAG_SEALED, FLAG_SIGNED, FLAG_STATE_CHUNKED,
+    FLAG_STATE_DELTA, FORMAT_VERSION, FORMAT_VERSION_2, FORMAT_VERSION_3, HEADER_LEN, MAGIC,
+    MAX_IGNORABLE_SECTION_LEN, MAX_INBOX_SECTION_LEN, MAX_SECTIONS, SEAL_CONTEXT, SEAL_LEN,
+    SECTION_BINARY, SECTION_ENTRY_LEN, SECTION_IGNORABLE, SECTION_INBOX, SECTION_MEMORY,
+    SECTION_MEMORY_DELTA, SECTION_TAIL, SIGNATURE_BLOCK_LEN, SIGNATURE_CONTEXT, TRAILER_LEN,
+    V2_SIGNATURE_BLOCK_LEN, V3_HEADER_LEN, V3_SIGNATURE_CONTEXT,
 };

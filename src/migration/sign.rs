@@ -9,10 +9,7 @@ use super::{DecodeOptions, MigrationSnapshot};
 use crate::{sha256, AgentId, Capacity, CellError, NodeId, SignatureError};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
-/// The largest epoch a trust list accepts, 2^48 - 1: an agent that moved once a microsecond
-/// would need nine years to reach it. The bound keeps a single snapshot from claiming
-/// `u64::MAX` and so leaving no epoch above it for any later hand-off.
-pub const MAX_EPOCH: u64 = (1 << 48) - 1;
+use crate::MAX_EPOCH;
 
 /// Clock skew a trust list allows by default between a snapshot's timestamp and its own clock.
 pub const DEFAULT_MAX_SKEW_SECS: u64 = 300;
@@ -210,7 +207,7 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         let Some(block) = parsed.signature else {
             return reject(SignatureError::Missing);
         };
-        let (Signed::V2 { digest }, Some(route)) = (block.signed, parsed.route) else {
+        let (Signed::Bound { digest, context }, Some(route)) = (block.signed, parsed.route) else {
             return reject(SignatureError::Unbound);
         };
         let Some(trusted) = self.keys.iter().find(|t| t.id == block.key_id) else {
@@ -224,7 +221,7 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         let signature = Signature::from_bytes(&block.signature);
         if trusted
             .key
-            .verify_strict(&signing_message(&digest), &signature)
+            .verify_strict(&signing_message(context, &digest), &signature)
             .is_err()
         {
             return reject(SignatureError::Invalid);

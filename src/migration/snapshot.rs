@@ -2,7 +2,7 @@
 
 #[cfg(feature = "alloc")]
 use super::wire::FLAG_STATE_DELTA;
-use super::wire::{self, frame, v1, DecodeLimits, Fields, Parsed, Route, SnapshotSigner};
+use super::wire::{self, frame, v1, v3, DecodeLimits, Fields, Parsed, Route, SnapshotSigner};
 #[cfg(feature = "alloc")]
 use super::wire::{chunks, memory::MemoryDigests};
 use super::wire::{FLAG_DNA_BY_REFERENCE, FLAG_STATE_CHUNKED, STATE_FLAGS};
@@ -31,6 +31,8 @@ pub struct MigrationSnapshot<B> {
     pub(super) timestamp: u64,
     pub(super) source_node: Option<NodeId>,
     pub(super) route: Option<Route>,
+    /// Version 3: the agent's messaging state (`SECTION_INBOX`), as its host encodes it.
+    pub(super) inbox: Option<B>,
 }
 
 /// A snapshot that borrows its binary and memory from the bytes it was decoded from: decoding
@@ -55,6 +57,13 @@ pub struct EncodeOptions<'a> {
     /// the chunks that changed are hashed.
     #[cfg(feature = "alloc")]
     pub base_digests: Option<&'a MemoryDigests>,
+    /// The wire version to write: `None` (the default) writes version 1 without a route and
+    /// version 2 with one; `Some(3)` writes the version-3 container (it needs a route and an
+    /// allocator; its memory is always chunked or a delta, and it carries the inbox).
+    pub version: Option<u16>,
+    /// Version 3 only: seal the container with this node's own key (`FLAG_SEALED`), for files a
+    /// node writes for itself; instead of a signature.
+    pub sealer: Option<&'a dyn super::SnapshotSealer>,
 }
 
 /// How the memory goes on the wire.
@@ -106,6 +115,7 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
             timestamp: unix_secs,
             source_node,
             route: None,
+            inbox: None,
         }
     }
 
@@ -148,6 +158,7 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             timestamp,
             source_node,
             route: None,
+            inbox: None,
         }
     }
 
@@ -164,7 +175,21 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         self.route
     }
 
-    /// [`restore`](Self::restore) without copying the storage.
+    /// This snapshot carrying `inbox`, the agent's messaging state as its host encodes it
+    /// (`mesh::Inbox::encode`): written as the version-3 inbox section, under the same signature
+    /// as the agent, so nobody on the way can change an agent's pending messages.
+    pub fn with_inbox(mut self, inbox: B) -> Self {
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// The inbox section, if the snapshot has one (version 3).
+    pub fn inbox(&self) -> Option<&[u8]> {
+        self.inbox.as_ref().map(|b| b.as_ref())
+    }
+
+    /// [`restore`](Self::restore) without copying the storage (the inbox, if any, is dropped:
+    /// take it with [`inbox`](Self::inbox) first).
     pub fn into_agent(self) -> Result<Agent<B>, CellError> {
         Ok(Agent::from_parts(
             self.agent_id,
@@ -275,6 +300,16 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             });
         }
         let state = self.wasm_state();
+        if opts.version == Some(3) {
+            let memory = v3::MemorySection::Plain(state);
+            let root = wire::memory::Commit::Tree.root(state);
+            let available = buf.len();
+            return self.encode_v3_into(opts, memory, root, |needed| {
+                buf.get_mut(..needed)
+                    .ok_or(CellError::BufferTooSmall { needed, available })
+            });
+        }
+        self.check_v1_v2(opts)?;
         self.encode(opts, 0, state, state.len() as u64, None, |needed| {
             let available = buf.len();
             buf.get_mut(..needed)
@@ -322,6 +357,10 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         opts: &EncodeOptions<'_>,
         want_digests: bool,
     ) -> Result<(alloc::vec::Vec<u8>, Option<MemoryDigests>), CellError> {
+        if opts.version == Some(3) {
+            return self.encode_v3(opts).map(|(b, d)| (b, Some(d)));
+        }
+        self.check_v1_v2(opts)?;
         let memory = self.wasm_state();
         let v2 = self.route.is_some();
         let mut digests = None;
@@ -332,7 +371,12 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             }
             StateEncoding::Chunked => (FLAG_STATE_CHUNKED, Some(chunks::encode_chunked(memory))),
             StateEncoding::Delta { base } if v2 => {
-                let (blob, d) = chunks::encode_delta_v2(base, opts.base_digests, memory)?;
+                let (blob, d) = chunks::encode_delta_v2(
+                    base,
+                    opts.base_digests,
+                    memory,
+                    super::wire::memory::Commit::Flat,
+                )?;
                 digests = Some(d);
                 (FLAG_STATE_DELTA, Some(blob))
             }
@@ -347,6 +391,115 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         let state = blob.as_deref().unwrap_or(memory);
         let mut out = alloc::vec::Vec::new();
         self.encode(opts, flags, state, memory.len() as u64, root, |needed| {
+            out.resize(needed, 0);
+            Ok(&mut out[..])
+        })?;
+        Ok((out, digests))
+    }
+
+    /// What versions 1 and 2 cannot carry, and which of them `opts.version` may ask for.
+    fn check_v1_v2(&self, opts: &EncodeOptions<'_>) -> Result<(), CellError> {
+        let fail = |reason| Err(CellError::SerializationFailed { reason });
+        match opts.version {
+            None => {}
+            Some(1) if self.route.is_none() => {}
+            Some(2) if self.route.is_some() => {}
+            Some(1) | Some(2) => {
+                return fail("version 2 is written for a snapshot with a route, version 1 without")
+            }
+            Some(_) => return fail("unknown wire version: 1, 2 or 3"),
+        }
+        if self.inbox.is_some() || opts.sealer.is_some() {
+            return fail("an inbox or a seal needs the version-3 container");
+        }
+        Ok(())
+    }
+
+    /// Version 3, into the buffer `out` gives for the exact length: the tail, the binary (or
+    /// none, by reference), `memory` committed to by `root`, the inbox if any; signed, sealed
+    /// or neither.
+    fn encode_v3_into<'b>(
+        &self,
+        opts: &EncodeOptions<'_>,
+        memory: v3::MemorySection<'_>,
+        root: [u8; 32],
+        out: impl FnOnce(usize) -> Result<&'b mut [u8], CellError>,
+    ) -> Result<usize, CellError> {
+        let Some(route) = self.route else {
+            return Err(CellError::SerializationFailed {
+                reason: "a version-3 container names its target and epoch (a Route)",
+            });
+        };
+        let auth = match (opts.signer, opts.sealer) {
+            (Some(_), Some(_)) => {
+                return Err(CellError::SerializationFailed {
+                    reason: "a container is signed or sealed, not both",
+                })
+            }
+            (Some((signer, n)), None) => {
+                if n != route.epoch {
+                    return Err(CellError::SerializationFailed {
+                        reason: "in wire version 3 the sequence number is the route's epoch",
+                    });
+                }
+                v3::Auth::Sign(signer)
+            }
+            (None, Some(sealer)) => v3::Auth::Seal(sealer),
+            (None, None) => v3::Auth::None,
+        };
+        let inbox = self.inbox().map(|i| (v3::SECTION_INBOX, i));
+        let extra: &[(u16, &[u8])] = match &inbox {
+            Some(i) => core::slice::from_ref(i),
+            None => &[],
+        };
+        let contents = v3::Contents {
+            binary: (!opts.dna_by_reference).then(|| self.dna.binary()),
+            memory,
+            extra,
+        };
+        let f = self.fields();
+        let needed = v3::encoded_len(&f, &contents, auth)?;
+        let commitment = frame::MemoryCommitment {
+            len: self.wasm_state().len() as u64,
+            root,
+        };
+        v3::write(&f, &contents, &commitment, auth, out(needed)?)?;
+        Ok(needed)
+    }
+
+    /// Version 3 with an allocator: the memory as zero and raw chunks (`StateEncoding::Raw`),
+    /// LZ4 where it is smaller (`Chunked`, feature `lz4`), or a delta. Returns the memory's
+    /// digests too.
+    #[cfg(feature = "alloc")]
+    fn encode_v3(
+        &self,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<(alloc::vec::Vec<u8>, MemoryDigests), CellError> {
+        use super::wire::memory::Commit;
+        let memory = self.wasm_state();
+        let (section, digests) = match opts.state {
+            StateEncoding::Raw => (None, MemoryDigests::of(memory)),
+            StateEncoding::Chunked => (
+                Some(chunks::encode_chunked_v2(memory)),
+                MemoryDigests::of(memory),
+            ),
+            StateEncoding::Delta { base } => {
+                let (blob, d) =
+                    chunks::encode_delta_v2(base, opts.base_digests, memory, Commit::Tree)?;
+                (Some(blob), d)
+            }
+        };
+        let memory_section = match (&section, opts.state) {
+            (None, _) => v3::MemorySection::Plain(memory),
+            (Some(d), StateEncoding::Delta { .. }) => v3::MemorySection::Delta(d),
+            (Some(c), _) => v3::MemorySection::Chunked(c),
+        };
+        let mut out = alloc::vec::Vec::new();
+        self.encode_v3_into(opts, memory_section, digests.tree_root(), |needed| {
+            out.try_reserve_exact(needed)
+                .map_err(|_| CellError::SerializationFailed {
+                    reason: "no memory for the container",
+                })?;
             out.resize(needed, 0);
             Ok(&mut out[..])
         })?;
@@ -414,6 +567,7 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             timestamp: self.timestamp,
             source_node: self.source_node,
             route: self.route,
+            inbox: self.inbox.as_ref().map(|i| i.as_ref().to_vec()),
         }
     }
 }
@@ -463,10 +617,10 @@ impl<'a> MigrationSnapshot<&'a [u8]> {
             .ok_or(CellError::BufferTooSmall { needed, available })?;
         let dna = resolve_dna(&p, opts.dna_store)?;
         let found = if p.flags & FLAG_STATE_CHUNKED != 0 {
-            wire::chunk::chunked_into(p.state, out)?
+            wire::chunk::chunked_into(p.state, out, p.commit)?
         } else {
             let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
-            wire::chunk::delta_into(p.state, base, out)?
+            wire::chunk::delta_into(p.state, base, out, p.commit)?
         };
         wire::check_digest(Digested::Memory, &root, &found)?;
         let out: &'a [u8] = out;
@@ -495,6 +649,28 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
     pub fn deserialize_with(bytes: &[u8], opts: &DecodeOptions<'_>) -> Result<Self, CellError> {
         into_owned(wire::parse(bytes, &opts.limits)?, opts).map(|(s, _)| s)
+    }
+
+    /// Decodes a version-3 container this node sealed for itself (its own files: a prepared
+    /// hand-off, a stopped agent), as strictly as bytes from a peer: every check of
+    /// [`deserialize_with`](Self::deserialize_with), and the seal, which must verify with
+    /// `sealer`, the node's own key. An unsealed snapshot is [`DecodeError::NotSealed`]; one
+    /// sealed with another key (another node's file) or edited is [`DecodeError::BadSeal`].
+    /// The seal is checked before the DNA is resolved or the memory decoded.
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    pub fn deserialize_sealed(
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        sealer: &dyn super::SnapshotSealer,
+    ) -> Result<Self, CellError> {
+        let p = wire::parse(bytes, &opts.limits)?;
+        let Some((tag, digest)) = p.seal else {
+            return Err(DecodeError::NotSealed.into());
+        };
+        if !wire::v3::check_seal(sealer, &tag, &digest) {
+            return Err(DecodeError::BadSeal.into());
+        }
+        into_owned(p, opts).map(|(s, _)| s)
     }
 
     /// [`deserialize_with`](Self::deserialize_with), also returning the digests of the decoded
@@ -542,9 +718,10 @@ impl MigrationSnapshot<alloc::vec::Vec<u8>> {
             len as usize,
             opts.limits.max_wasm_state,
             &root,
+            p.commit,
         )?;
         let memory = core::mem::take(held);
-        Ok((assemble(p, dna.to_owned_dna(), memory), digests))
+        Ok((assemble_owned(p, dna.to_owned_dna(), memory), digests))
     }
 }
 
@@ -566,7 +743,33 @@ pub(crate) fn resolve_dna<'a>(
     Dna::with_expected_hash(binary, &p.dna_hash)
 }
 
-pub(crate) fn assemble<B>(p: Parsed<'_>, dna: Dna<B>, state: B) -> MigrationSnapshot<B> {
+/// The snapshot of `p`, borrowing its binary, memory and inbox.
+pub(crate) fn assemble<'a>(
+    p: Parsed<'a>,
+    dna: Dna<&'a [u8]>,
+    state: &'a [u8],
+) -> MigrationSnapshot<&'a [u8]> {
+    let inbox = p.inbox;
+    assemble_with(p, dna, state, inbox)
+}
+
+/// The snapshot of `p`, owning its binary, memory and a copy of its inbox.
+#[cfg(feature = "alloc")]
+pub(crate) fn assemble_owned(
+    p: Parsed<'_>,
+    dna: Dna<alloc::vec::Vec<u8>>,
+    state: alloc::vec::Vec<u8>,
+) -> MigrationSnapshot<alloc::vec::Vec<u8>> {
+    let inbox = p.inbox.map(<[u8]>::to_vec);
+    assemble_with(p, dna, state, inbox)
+}
+
+pub(crate) fn assemble_with<B>(
+    p: Parsed<'_>,
+    dna: Dna<B>,
+    state: B,
+    inbox: Option<B>,
+) -> MigrationSnapshot<B> {
     MigrationSnapshot {
         agent_id: p.agent_id,
         dna,
@@ -576,6 +779,7 @@ pub(crate) fn assemble<B>(p: Parsed<'_>, dna: Dna<B>, state: B) -> MigrationSnap
         timestamp: p.timestamp,
         source_node: p.source_node,
         route: p.route,
+        inbox,
     }
 }
 
@@ -590,7 +794,7 @@ pub(super) fn into_view<'a>(
     }
     let dna = resolve_dna(&p, store)?;
     if let Some((_, root)) = p.memory {
-        let found = wire::memory::memory_root(p.state);
+        let found = p.commit.root(p.state);
         wire::check_digest(Digested::Memory, &root, &found)?;
     }
     let state = p.state;
@@ -630,16 +834,16 @@ pub(super) fn into_owned(
                 chunks::decode_chunked_v2(p.state, len, limit)?
             } else if p.flags & FLAG_STATE_DELTA != 0 {
                 let base = opts.base_state.ok_or(DecodeError::DeltaWithoutBase)?;
-                chunks::decode_delta_v2(p.state, base, opts.base_digests, len, limit)?
+                chunks::decode_delta_v2(p.state, base, opts.base_digests, len, limit, p.commit)?
             } else {
                 chunks::copy_with_digests(p.state, limit)?
             };
-            wire::check_digest(Digested::Memory, &root, &d.root())?;
+            wire::check_digest(Digested::Memory, &root, &d.root_by(p.commit))?;
             (memory, Some(d))
         }
     };
     let dna = dna.to_owned_dna();
-    Ok((assemble(p, dna, state), digests))
+    Ok((assemble_owned(p, dna, state), digests))
 }
 
 /// Snapshots are equal when every field is, whatever their storage.
@@ -653,6 +857,7 @@ impl<B: AsRef<[u8]>, C: AsRef<[u8]>> PartialEq<MigrationSnapshot<C>> for Migrati
             && self.timestamp == other.timestamp
             && self.source_node == other.source_node
             && self.route == other.route
+            && self.inbox() == other.inbox()
     }
 }
 
@@ -670,6 +875,7 @@ impl<B: AsRef<[u8]>> core::fmt::Debug for MigrationSnapshot<B> {
             .field("timestamp", &self.timestamp)
             .field("source_node", &self.source_node)
             .field("route", &self.route)
+            .field("inbox_len", &self.inbox().map(<[u8]>::len))
             .finish()
     }
 }

@@ -153,6 +153,7 @@ impl<T> LiveAgent<T> {
                 len,
                 opts.limits.max_wasm_state,
                 &root,
+                p.commit,
             )?
         };
         let values = crate::globals::collect(&p.globals)?;
@@ -209,6 +210,7 @@ impl Runtime {
         let dna = resolve_dna(&p, opts.dna_store)?;
         let state = p.state;
         let root = p.memory.map(|(_, root)| root);
+        let commit = p.commit;
         // The agent without its memory: the memory goes into the instance, once.
         let view = assemble(p, dna, &[][..]);
         let agent = view.to_owned_snapshot().into_agent()?;
@@ -226,7 +228,7 @@ impl Runtime {
         }
         let digests = MemoryDigests::from_parts(state.len(), digests);
         if let Some(root) = root {
-            wire::check_digest(Digested::Memory, &root, &digests.root())?;
+            wire::check_digest(Digested::Memory, &root, &digests.root_by(commit))?;
         }
         live.set_globals(&globals)?;
         Ok((live, digests))

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod v3ref;
+
 use mielin_cells::{Agent, AgentId, AgentState, Arch, Dna, GlobalValue, NodeId, Policy};
 
 /// A real 41-byte module exporting `add(i32, i32) -> i32`.

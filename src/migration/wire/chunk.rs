@@ -2,7 +2,7 @@
 //! and the version-2 decoders that write memory into a caller's buffer (`decode_into`), hashing
 //! each chunk once into the memory root.
 
-use super::memory::{chunk_digest, memory_root, RootBuilder, CHUNK_SIZE};
+use super::memory::{chunk_digest, Commit, CHUNK_SIZE};
 use crate::{DecodeError, DigestPrefix};
 
 pub(crate) const ZERO: u8 = 0;
@@ -46,33 +46,107 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// One chunk as it is written, before decoding: the bytes after its tag.
+#[derive(Clone, Copy)]
+pub(crate) enum Encoded<'a> {
+    /// `00`: all zeros.
+    Zero,
+    /// `01`: the chunk's bytes.
+    Raw(&'a [u8]),
+    /// `02 <varint n>`: an LZ4 block of `n` bytes; `varint` is the length's own bytes.
+    Lz4 { varint: &'a [u8], block: &'a [u8] },
+}
+
+/// Reads one chunk of `len` bytes as written (tag, and for LZ4 its length), without decoding
+/// it: the structure every chunked and delta encoding shares.
+pub(crate) fn read_chunk<'a>(r: &mut Reader<'a>, len: usize) -> Result<Encoded<'a>, DecodeError> {
+    match r.byte()? {
+        ZERO => Ok(Encoded::Zero),
+        RAW => Ok(Encoded::Raw(r.take(len)?)),
+        LZ4 => {
+            let before = r.0;
+            let n = r.varint()?;
+            let varint = &before[..before.len() - r.0.len()];
+            if n >= len {
+                return Err(DecodeError::BadChunk); // the encoder stores such chunks raw
+            }
+            Ok(Encoded::Lz4 {
+                varint,
+                block: r.take(n)?,
+            })
+        }
+        _ => Err(DecodeError::BadChunk),
+    }
+}
+
 /// Decodes one chunk into `out` (exactly the chunk's length, zeroed).
 /// Returns whether the chunk was written as zeros.
 pub(crate) fn get_chunk(r: &mut Reader<'_>, out: &mut [u8]) -> Result<bool, DecodeError> {
-    match r.byte()? {
-        ZERO => Ok(true),
-        RAW => {
-            out.copy_from_slice(r.take(out.len())?);
+    match read_chunk(r, out.len())? {
+        Encoded::Zero => Ok(true),
+        Encoded::Raw(bytes) => {
+            out.copy_from_slice(bytes);
             nonzero(out).map(|()| false)
         }
-        LZ4 => {
-            let n = r.varint()?;
-            if n >= out.len() {
-                return Err(DecodeError::BadChunk); // the encoder stores such chunks raw
-            }
-            let packed = r.take(n)?;
-            lz4_into(packed, out)?;
+        Encoded::Lz4 { block, .. } => {
+            lz4_into(block, out)?;
             nonzero(out).map(|()| false)
         }
-        _ => Err(DecodeError::BadChunk),
     }
 }
 
 #[cfg(feature = "lz4")]
 fn lz4_into(packed: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     match lz4_flex::block::decompress_into(packed, out) {
-        Ok(n) if n == out.len() => Ok(()),
+        Ok(n) if n == out.len() && last_match_nibble_is_zero(packed) => Ok(()),
         _ => Err(DecodeError::BadChunk),
+    }
+}
+
+/// Whether the low four bits of the block's last token are zero. They give the length of a
+/// match, and the last sequence of an LZ4 block has none: decoders never read those bits, so
+/// without this check four different blocks (and, in version 2, whose trailer covers the memory
+/// root rather than these bytes, four different snapshots) decode to the same chunk. Walks the
+/// sequences (tokens and lengths, skipping literals and offsets) of a block that decoded, with
+/// every index checked anyway.
+#[cfg(any(feature = "lz4", test))]
+pub(crate) fn last_match_nibble_is_zero(block: &[u8]) -> bool {
+    // A length nibble of 15 continues in bytes that add up until one is below 255.
+    fn length(block: &[u8], at: &mut usize, nibble: u8) -> Option<usize> {
+        let mut n = usize::from(nibble);
+        if nibble == 15 {
+            loop {
+                let b = *block.get(*at)?;
+                *at += 1;
+                n = n.checked_add(usize::from(b))?;
+                if b != 255 {
+                    break;
+                }
+            }
+        }
+        Some(n)
+    }
+    let mut at = 0usize;
+    loop {
+        let Some(&token) = block.get(at) else {
+            return false;
+        };
+        at += 1;
+        let Some(literals) = length(block, &mut at, token >> 4) else {
+            return false;
+        };
+        let Some(end) = at.checked_add(literals) else {
+            return false;
+        };
+        at = end;
+        if at >= block.len() {
+            // The last sequence: its literals end the block, and no match follows.
+            return at == block.len() && token & 0x0f == 0;
+        }
+        at += 2; // the match offset
+        if length(block, &mut at, token & 0x0f).is_none() {
+            return false;
+        }
     }
 }
 
@@ -81,9 +155,17 @@ fn lz4_into(_: &[u8], _: &mut [u8]) -> Result<(), DecodeError> {
     Err(DecodeError::Lz4Disabled)
 }
 
+/// Whether `bytes` are all zeros: compared with a zero block, a `memcmp` per 64 bytes (a byte
+/// loop is a hundred times slower in the unoptimized test builds, which check every chunk of
+/// every flipped vector).
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
+    const ZEROS: [u8; 64] = [0; 64];
+    bytes.chunks(64).all(|b| b == &ZEROS[..b.len()])
+}
+
 /// A chunk written as raw or LZ4 must not be all zeros: the encoder writes those as `00`.
 fn nonzero(chunk: &[u8]) -> Result<(), DecodeError> {
-    if chunk.iter().all(|&b| b == 0) {
+    if is_zero(chunk) {
         return Err(DecodeError::BadChunk);
     }
     Ok(())
@@ -94,7 +176,7 @@ pub(crate) fn base_chunk_equals(base: &[u8], i: usize, chunk: &[u8]) -> bool {
     let start = i * CHUNK_SIZE;
     let have = base.get(start..).unwrap_or(&[]);
     let common = have.len().min(chunk.len());
-    have[..common] == chunk[..common] && chunk[common..].iter().all(|&b| b == 0)
+    have[..common] == chunk[..common] && is_zero(&chunk[common..])
 }
 
 /// The digest of a full zero chunk, computed once per decode.
@@ -123,9 +205,13 @@ pub(crate) fn base_chunk_len(len: usize, i: usize) -> usize {
 
 /// Decodes version 2's chunked state into `out` (exactly the memory's length) and returns the
 /// memory root. Allocates nothing.
-pub(crate) fn chunked_into(blob: &[u8], out: &mut [u8]) -> Result<[u8; 32], DecodeError> {
+pub(crate) fn chunked_into(
+    blob: &[u8],
+    out: &mut [u8],
+    commit: Commit,
+) -> Result<[u8; 32], DecodeError> {
     let mut r = Reader(blob);
-    let mut root = RootBuilder::new(out.len() as u64);
+    let mut root = commit.builder(out.len() as u64);
     let zero = ZeroDigest::new();
     for chunk in out.chunks_mut(CHUNK_SIZE) {
         chunk.fill(0);
@@ -149,13 +235,14 @@ pub(crate) fn delta_into(
     blob: &[u8],
     base: &[u8],
     out: &mut [u8],
+    commit: Commit,
 ) -> Result<[u8; 32], DecodeError> {
     let mut r = Reader(blob);
     let named: [u8; 32] = r
         .take(32)?
         .try_into()
         .map_err(|_| DecodeError::UnexpectedEnd)?;
-    let actual = memory_root(base);
+    let actual = commit.root(base);
     if named != actual {
         return Err(DecodeError::WrongDeltaBase {
             expected: DigestPrefix::of(&named),
@@ -170,7 +257,7 @@ pub(crate) fn delta_into(
     }
     let mut listed = count;
     let mut next_listed = if listed > 0 { Some(r.varint()?) } else { None };
-    let mut root = RootBuilder::new(len as u64);
+    let mut root = commit.builder(len as u64);
     for (i, chunk) in out.chunks_mut(CHUNK_SIZE).enumerate() {
         let start = i * CHUNK_SIZE;
         // The base's chunk, zeros past its end.

@@ -18,7 +18,7 @@
 #[cfg(feature = "lz4")]
 use super::chunk::LZ4;
 use super::chunk::{base_chunk_equals, base_chunk_len, get_chunk, Reader, ZeroDigest, RAW, ZERO};
-use super::memory::{chunk_digest, MemoryDigests, CHUNK_SIZE};
+use super::memory::{chunk_digest, Commit, MemoryDigests, CHUNK_SIZE};
 use crate::{sha256, DecodeError, DigestPrefix, LimitedField};
 use alloc::vec::Vec;
 
@@ -47,7 +47,7 @@ impl Packer {
 
     /// Encodes one chunk: zeros as a tag, else LZ4 if that is smaller, else raw.
     fn put_chunk(&mut self, out: &mut Vec<u8>, chunk: &[u8]) {
-        if chunk.iter().all(|&b| b == 0) {
+        if super::chunk::is_zero(chunk) {
             out.push(ZERO);
             return;
         }
@@ -75,7 +75,12 @@ pub(crate) fn zeroed(len: usize, limit: usize) -> Result<Vec<u8>, DecodeError> {
             limit,
             found: len,
         })?;
-    v.resize(len, 0);
+    // Block copies rather than `resize`, whose byte loop dominates unoptimized test builds.
+    const ZEROS: [u8; CHUNK_SIZE] = [0; CHUNK_SIZE];
+    while v.len() < len {
+        let n = (len - v.len()).min(CHUNK_SIZE);
+        v.extend_from_slice(&ZEROS[..n]);
+    }
     Ok(v)
 }
 
@@ -274,6 +279,7 @@ pub(crate) fn encode_delta_v2(
     base: &[u8],
     known: Option<&MemoryDigests>,
     memory: &[u8],
+    commit: Commit,
 ) -> Result<(Vec<u8>, MemoryDigests), DecodeError> {
     let base_d = base_digests(base, known)?;
     let base_chunks = base.len().div_ceil(CHUNK_SIZE);
@@ -300,7 +306,7 @@ pub(crate) fn encode_delta_v2(
         count += 1;
     }
     let mut out = Vec::with_capacity(32 + 10 + entries.len());
-    out.extend_from_slice(&base_d.root());
+    out.extend_from_slice(&base_d.root_by(commit));
     put_varint(&mut out, count);
     out.extend_from_slice(&entries);
     Ok((out, MemoryDigests::from_parts(memory.len(), digests)))
@@ -315,6 +321,7 @@ pub(crate) fn decode_delta_v2(
     known: Option<&MemoryDigests>,
     len: usize,
     limit: usize,
+    commit: Commit,
 ) -> Result<(Vec<u8>, MemoryDigests), DecodeError> {
     let mut r = Reader(blob);
     let named: [u8; 32] = r
@@ -322,7 +329,7 @@ pub(crate) fn decode_delta_v2(
         .try_into()
         .map_err(|_| DecodeError::UnexpectedEnd)?;
     let base_d = base_digests(base, known)?;
-    let actual = base_d.root();
+    let actual = base_d.root_by(commit);
     if named != actual {
         return Err(DecodeError::WrongDeltaBase {
             expected: DigestPrefix::of(&named),
@@ -411,6 +418,7 @@ pub(crate) fn check_delta(
     len: usize,
     limit: usize,
     expected_root: &[u8; 32],
+    commit: Commit,
 ) -> Result<CheckedDelta, crate::CellError> {
     if known.memory_len() != base.len() {
         return Err(DecodeError::BaseDigestsMismatch.into());
@@ -420,7 +428,7 @@ pub(crate) fn check_delta(
         .take(32)?
         .try_into()
         .map_err(|_| DecodeError::UnexpectedEnd)?;
-    let actual = known.root();
+    let actual = known.root_by(commit);
     if named != actual {
         return Err(DecodeError::WrongDeltaBase {
             expected: DigestPrefix::of(&named),
@@ -486,7 +494,11 @@ pub(crate) fn check_delta(
         digests.push(d);
     }
     let digests = MemoryDigests::from_parts(len, digests);
-    super::check_digest(crate::Digested::Memory, expected_root, &digests.root())?;
+    super::check_digest(
+        crate::Digested::Memory,
+        expected_root,
+        &digests.root_by(commit),
+    )?;
     Ok(CheckedDelta {
         len,
         chunks: fresh,
@@ -504,8 +516,9 @@ pub(crate) fn delta_onto(
     len: usize,
     limit: usize,
     expected_root: &[u8; 32],
+    commit: Commit,
 ) -> Result<MemoryDigests, crate::CellError> {
-    let checked = check_delta(blob, held, known, len, limit, expected_root)?;
+    let checked = check_delta(blob, held, known, len, limit, expected_root, commit)?;
     if len > held.len() {
         held.try_reserve_exact(len - held.len())
             .map_err(|_| DecodeError::TooLarge {

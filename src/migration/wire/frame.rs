@@ -44,14 +44,14 @@ pub const V2_SIGNATURE_BLOCK_LEN: usize = 72;
 /// else cannot be made to sign a snapshot, nor a snapshot signature be taken for anything else.
 pub const SIGNATURE_CONTEXT: &[u8; 34] = b"mielin-cells/snapshot-signature/v2";
 
-const AGENT: usize = 8;
-const DNA: usize = 24;
-const SOURCE: usize = 56;
-const TARGET: usize = 72;
-const EPOCH: usize = 88;
-const TIMESTAMP: usize = 96;
-const MEMORY_LEN: usize = 104;
-const MEMORY_ROOT: usize = 112;
+pub(crate) const AGENT: usize = 8;
+pub(crate) const DNA: usize = 24;
+pub(crate) const SOURCE: usize = 56;
+pub(crate) const TARGET: usize = 72;
+pub(crate) const EPOCH: usize = 88;
+pub(crate) const TIMESTAMP: usize = 96;
+pub(crate) const MEMORY_LEN: usize = 104;
+pub(crate) const MEMORY_ROOT: usize = 112;
 const BINARY_LEN: usize = 144;
 const STATE_LEN: usize = 152;
 
@@ -257,7 +257,10 @@ impl<'a> Frame<&'a [u8]> {
             SignatureBlock {
                 key_id,
                 signature,
-                signed: Signed::V2 { digest },
+                signed: Signed::Bound {
+                    digest,
+                    context: SIGNATURE_CONTEXT,
+                },
             }
         });
         Ok(Parsed {
@@ -273,6 +276,9 @@ impl<'a> Frame<&'a [u8]> {
             source_node: self.source_node(),
             route: Some(self.route()),
             signature,
+            commit: super::memory::Commit::Flat,
+            seal: None,
+            inbox: None,
         })
     }
 }
@@ -285,23 +291,23 @@ fn sig_len(flags: u16) -> usize {
     }
 }
 
-fn node(bytes: [u8; 16]) -> Option<NodeId> {
+pub(crate) fn node(bytes: [u8; 16]) -> Option<NodeId> {
     (bytes != [0; 16]).then(|| NodeId::from_bytes(bytes))
 }
 
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(b)
 }
 
-fn read_16(bytes: &[u8], at: usize) -> [u8; 16] {
+pub(crate) fn read_16(bytes: &[u8], at: usize) -> [u8; 16] {
     let mut b = [0u8; 16];
     b.copy_from_slice(&bytes[at..at + 16]);
     b
 }
 
-fn read_32(bytes: &[u8], at: usize) -> [u8; 32] {
+pub(crate) fn read_32(bytes: &[u8], at: usize) -> [u8; 32] {
     let mut b = [0u8; 32];
     b.copy_from_slice(&bytes[at..at + 32]);
     b
@@ -395,7 +401,7 @@ pub(crate) fn write(
         sig_out[..8].copy_from_slice(&key_id);
         h.update(key_id);
         let digest: [u8; 32] = h.clone().finalize().into();
-        let signature = signer.sign(&signing_message(&digest));
+        let signature = signer.sign(&signing_message(SIGNATURE_CONTEXT, &digest));
         sig_out[8..].copy_from_slice(&signature);
         h.update(signature);
     }
@@ -403,10 +409,10 @@ pub(crate) fn write(
     Ok(())
 }
 
-/// What a version-2 signature signs: the context, then the digest.
-pub(crate) fn signing_message(digest: &[u8; 32]) -> [u8; 66] {
+/// What a version-2 or version-3 signature signs: the version's context, then the digest.
+pub(crate) fn signing_message(context: &[u8; 34], digest: &[u8; 32]) -> [u8; 66] {
     let mut m = [0u8; 66];
-    m[..34].copy_from_slice(SIGNATURE_CONTEXT);
+    m[..34].copy_from_slice(context);
     m[34..].copy_from_slice(digest);
     m
 }

@@ -38,6 +38,60 @@ impl RootBuilder {
     }
 }
 
+/// How a snapshot commits to its memory: version 2's flat root over the chunk digests, or
+/// version 3's hash tree (`tree`). Both are built from the same per-chunk digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Version 2: `SHA-256(length || digest 0 || digest 1 || ...)`.
+    Flat,
+    /// Version 3: the hash tree of `tree`.
+    Tree,
+}
+
+/// A root being built from chunk digests in order, by either commitment. (The tree's stack of
+/// subtree hashes makes one variant large; it lives on the stack for one decode, and there may
+/// be no allocator to box it.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Roots {
+    Flat(RootBuilder),
+    Tree(super::tree::TreeBuilder),
+}
+
+impl Roots {
+    pub fn push(&mut self, chunk_digest: &[u8; 32]) {
+        match self {
+            Roots::Flat(b) => b.push(chunk_digest),
+            Roots::Tree(b) => b.push(chunk_digest),
+        }
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        match self {
+            Roots::Flat(b) => b.finish(),
+            Roots::Tree(b) => b.finish(),
+        }
+    }
+}
+
+impl Commit {
+    /// A builder for a memory of `memory_len` bytes.
+    pub fn builder(self, memory_len: u64) -> Roots {
+        match self {
+            Commit::Flat => Roots::Flat(RootBuilder::new(memory_len)),
+            Commit::Tree => Roots::Tree(super::tree::TreeBuilder::new(memory_len)),
+        }
+    }
+
+    /// The root of `memory`, hashing each byte once. Allocates nothing.
+    pub fn root(self, memory: &[u8]) -> [u8; 32] {
+        let mut root = self.builder(memory.len() as u64);
+        for chunk in memory.chunks(CHUNK_SIZE) {
+            root.push(&chunk_digest(chunk));
+        }
+        root.finish()
+    }
+}
+
 /// The root of `memory`, hashing each byte once. Allocates nothing.
 pub(crate) fn memory_root(memory: &[u8]) -> [u8; 32] {
     let mut root = RootBuilder::new(memory.len() as u64);
@@ -80,9 +134,19 @@ impl MemoryDigests {
         &self.chunks
     }
 
-    /// The memory root (see the module docs), from the digests alone.
+    /// The version-2 memory root (see the module docs), from the digests alone.
     pub fn root(&self) -> [u8; 32] {
-        let mut root = RootBuilder::new(self.len as u64);
+        self.root_by(Commit::Flat)
+    }
+
+    /// The version-3 memory root, the hash tree's (`docs/wire-format.md`), from the digests
+    /// alone.
+    pub fn tree_root(&self) -> [u8; 32] {
+        self.root_by(Commit::Tree)
+    }
+
+    pub(crate) fn root_by(&self, commit: Commit) -> [u8; 32] {
+        let mut root = commit.builder(self.len as u64);
         for d in &self.chunks {
             root.push(d);
         }

@@ -16,7 +16,9 @@ pub(crate) mod chunks;
 pub(crate) mod frame;
 pub(crate) mod memory;
 pub(crate) mod tail;
+pub(crate) mod tree;
 pub(crate) mod v1;
+pub(crate) mod v3;
 
 use crate::globals::Globals;
 use crate::{
@@ -24,15 +26,25 @@ use crate::{
 };
 
 pub use frame::{Frame, ENVELOPE_LEN, SIGNATURE_CONTEXT, V2_SIGNATURE_BLOCK_LEN};
+pub use v3::{
+    Container, FLAG_MEMORY_BY_MANIFEST, FLAG_SEALED, MAX_IGNORABLE_SECTION_LEN,
+    MAX_INBOX_SECTION_LEN, MAX_SECTIONS, SEAL_CONTEXT, SEAL_LEN, SECTION_BINARY, SECTION_ENTRY_LEN,
+    SECTION_IGNORABLE, SECTION_INBOX, SECTION_MEMORY, SECTION_MEMORY_DELTA, SECTION_TAIL,
+    V3_HEADER_LEN, V3_SIGNATURE_CONTEXT,
+};
 
 /// The first four bytes of every serialized snapshot.
 pub const MAGIC: [u8; 4] = *b"MCSN";
 /// The format version written for a snapshot without a [`Route`](super::Route): version 1.
-/// This build reads versions 1 and 2.
+/// This build reads versions 1, 2 and 3.
 pub const FORMAT_VERSION: u16 = 1;
 /// The format version written for a snapshot with a [`Route`](super::Route): version 2, whose
 /// signed bytes bind the target node and epoch, and which hashes each byte once.
 pub const FORMAT_VERSION_2: u16 = 2;
+/// The container format (`EncodeOptions::version`): a signed header and typed sections (the
+/// agent's state, its inbox, and kinds later versions add) under one signature, memory
+/// committed by a hash tree.
+pub const FORMAT_VERSION_3: u16 = 3;
 /// Magic, version and flags.
 pub const HEADER_LEN: usize = 8;
 /// The SHA-256 trailer.
@@ -115,6 +127,14 @@ pub(crate) fn within(field: LimitedField, limit: usize, found: u64) -> Result<()
     Ok(())
 }
 
+/// Seals a node's own files (version 3, `FLAG_SEALED`): a keyed MAC, 32 bytes, over
+/// [`SEAL_CONTEXT`] followed by the container's digest. The key is the node's own, so a file
+/// sealed by another node, or edited, is refused when opened.
+pub trait SnapshotSealer {
+    /// The 32-byte tag of `message`.
+    fn seal(&self, message: &[u8]) -> [u8; 32];
+}
+
 /// Signs snapshots: Ed25519 with the `signatures` feature, or any scheme with 64-byte signatures.
 pub trait SnapshotSigner {
     /// Names the key: the receiver finds the verifying key by it.
@@ -151,8 +171,11 @@ pub(crate) struct SignatureBlock<'a> {
 pub(crate) enum Signed<'a> {
     /// Version 1: SHA-256 of these bytes, and the sequence number in the block.
     V1 { prefix: &'a [u8], sequence: u64 },
-    /// Version 2: the digest over the envelope, tail and key id.
-    V2 { digest: [u8; 32] },
+    /// Versions 2 and 3: the digest the signature covers, signed after the version's context.
+    Bound {
+        digest: [u8; 32],
+        context: &'static [u8; 34],
+    },
 }
 
 /// A snapshot whose header, trailer and fields have been checked, before its DNA is resolved and
@@ -174,6 +197,13 @@ pub(crate) struct Parsed<'a> {
     pub source_node: Option<NodeId>,
     pub route: Option<Route>,
     pub signature: Option<SignatureBlock<'a>>,
+    /// How `memory`'s root is computed: version 2's flat root or version 3's tree.
+    pub commit: memory::Commit,
+    /// Version 3, sealed: the tag and the digest it covers.
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub seal: Option<([u8; v3::SEAL_LEN], [u8; 32])>,
+    /// Version 3: the inbox section, as carried.
+    pub inbox: Option<&'a [u8]>,
 }
 
 /// Checks length, magic, version and flags, then the version's own checks: trailer, fields,
@@ -183,7 +213,8 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Parsed
     let (version, flags) = header(bytes)?;
     match version {
         1 => v1::parse(bytes, flags, limits),
-        _ => Frame::new_checked(bytes, limits)?.parse(),
+        2 => Frame::new_checked(bytes, limits)?.parse(),
+        _ => Container::new_checked(bytes, limits)?.parse(),
     }
 }
 
@@ -208,14 +239,20 @@ pub(crate) fn header(bytes: &[u8]) -> Result<(u16, u16), DecodeError> {
         });
     }
     let version = u16::from_le_bytes([v0, v1]);
-    if version != 1 && version != 2 {
+    if !(1..=3).contains(&version) {
         return Err(DecodeError::UnsupportedVersion {
-            expected: FORMAT_VERSION_2,
+            expected: FORMAT_VERSION_3,
             found: version,
         });
     }
     let flags = u16::from_le_bytes([f0, f1]);
-    if flags & !KNOWN_FLAGS != 0 || flags & STATE_FLAGS == STATE_FLAGS {
+    let unsupported = if version == 3 {
+        flags & !v3::V3_FLAGS != 0
+            || flags & (FLAG_SIGNED | FLAG_SEALED) == FLAG_SIGNED | FLAG_SEALED
+    } else {
+        flags & !KNOWN_FLAGS != 0 || flags & STATE_FLAGS == STATE_FLAGS
+    };
+    if unsupported {
         return Err(DecodeError::UnsupportedFlags { found: flags });
     }
     Ok((version, flags))

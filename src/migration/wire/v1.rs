@@ -221,5 +221,8 @@ pub(crate) fn parse<'a>(
         source_node: b.source_node.map(NodeId::from_bytes),
         route: None,
         signature,
+        commit: super::memory::Commit::Flat,
+        seal: None,
+        inbox: None,
     })
 }
