@@ -66,9 +66,10 @@ pub enum CertificateError {
 /// `subjectPublicKeyInfo` is an Ed25519 key. The checks and their order are in the
 /// [module documentation](self).
 ///
-/// Never panics. Reads at most two items of `chain`. Allocates once, a copy of the
-/// `subjectPublicKeyInfo` (webpki hands it out re-wrapped in its `SEQUENCE`): fewer bytes than
-/// the certificate plus 6, and webpki bounds the parts of a certificate to 64 KiB.
+/// Never panics. Reads at most two items of `chain`. Allocates once, after the certificate
+/// parsed: a copy of its `subjectPublicKeyInfo` (webpki hands it out re-wrapped in its
+/// `SEQUENCE` header, which it required to be the canonical one), so at most as many bytes as
+/// the certificate, and webpki refuses a certificate longer than 64 KiB.
 pub fn ed25519_key<'a>(
     chain: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<[u8; 32], CertificateError> {
