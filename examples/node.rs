@@ -527,8 +527,9 @@ fn report_line(names: &Names, e: &Event, running: &str) {
             claimed,
             key,
             inbound,
+            reason,
         } => out(format!(
-            "refused {addr} claimed-id {} key {} ({}): not pinned",
+            "refused {addr} claimed-id {} key {} ({}): {reason}",
             claimed.map_or("none".into(), |c| to_hex(c.as_bytes())),
             key.map_or("none".into(), |k| k.to_hex()),
             if *inbound {

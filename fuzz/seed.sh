@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Seeds each fuzz target's corpus from the golden vectors in tests/vectors/.
+# Seeds each fuzz target's corpus from the golden vectors in tests/vectors/ (and the
+# certificate target's from tests/certificates/).
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records corpus/certificate
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -33,4 +34,8 @@ for v in ../tests/vectors/mesh-*.bin; do
     printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((len & 255)) $((len >> 8 & 255)) $((len >> 16 & 255)) $((len >> 24 & 255)))"
     cat "$v"
   } >"corpus/stream_records/$(basename "$v" .bin)"
+done
+# Certificates: honest ones (rcgen, openssl; Ed25519, ECDSA, RSA) and forgeries with a decoy key.
+for v in ../tests/certificates/*.der; do
+  cp "$v" "corpus/certificate/$(basename "$v" .der)"
 done

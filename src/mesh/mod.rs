@@ -15,12 +15,17 @@
 //! - [`placement`]: required imports from a DNA and a selection that refuses nodes lacking one.
 //! - `records` (feature `alloc`): length-prefixed records that put frames on a byte stream
 //!   (the QUIC driver's framing).
+//! - `certificate` (feature `quic`): a peer's Ed25519 key from its TLS certificates, read by
+//!   rustls' own parser (the QUIC driver pins peers by it).
 //! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
 //! - [`Inbox`] (feature `alloc`): an agent's mailbox, outbox and sequence numbers, and their
 //!   wire form, the inbox section of a version-3 container.
 //!
 //! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.
 
+#[cfg(feature = "_certificate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+pub mod certificate;
 pub mod frame;
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]

@@ -573,7 +573,10 @@ async fn accept(shared: Arc<Shared>) {
         tokio::spawn(async move {
             // A refused handshake was reported by the verifier.
             let Ok(conn) = connecting.await else { return };
+            // The verifier accepted this key; read again from the same certificates, so the
+            // connection is adopted as the node the verifier checked.
             let peer = tls::peer_key(&conn)
+                .ok()
                 .and_then(|k| shared.directory.read().ok().and_then(|d| d.node_of(&k)));
             match peer {
                 Some(peer) => shared.adopt(peer, conn, true),
@@ -739,7 +742,13 @@ async fn dial(
         .map_err(io::Error::other)?;
     let timeout = shared.cfg.transport.idle_timeout;
     match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(c)) => Ok(c),
+        // The verifier accepted only `key`; checked again on the finished handshake's
+        // certificates, so nothing else can be adopted as the node dialled.
+        Ok(Ok(c)) if tls::peer_key(&c) == Ok(key) => Ok(c),
+        Ok(Ok(c)) => {
+            c.close(1u32.into(), b"not the node dialled");
+            Err(io::Error::other("the peer's key is not the one pinned"))
+        }
         Ok(Err(e)) => Err(io::Error::other(e)),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -1,6 +1,7 @@
 //! Node identity: an Ed25519 key pair in a key file, the node id derived from the public key,
 //! and the [`Directory`] of pinned peers.
 
+use crate::mesh::certificate::{self, CertificateError};
 use crate::NodeId;
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -11,10 +12,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// The DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410); the 32-byte key follows.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
 /// The DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410); the 32-byte seed follows.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
@@ -45,16 +42,20 @@ impl PublicKey {
         to_hex(&self.0)
     }
 
-    /// The key of the Ed25519 certificate `der`: the bytes after the first Ed25519
-    /// `SubjectPublicKeyInfo` prefix. Bounded scan of the input, no allocation; `None` when
-    /// the certificate holds no Ed25519 key.
-    pub fn from_certificate(der: &[u8]) -> Option<PublicKey> {
-        let at = der
-            .windows(ED25519_SPKI_PREFIX.len())
-            .position(|w| w == ED25519_SPKI_PREFIX)?;
-        let start = at + ED25519_SPKI_PREFIX.len();
-        let key: [u8; 32] = der.get(start..start + 32)?.try_into().ok()?;
-        Some(PublicKey(key))
+    /// The key of the certificate `der` (DER, nothing after it), as the TLS handshake verifies
+    /// it: the certificate's own `subjectPublicKeyInfo`, parsed by rustls' parser, which must
+    /// be an Ed25519 key. [`PublicKey::from_certificates`] for one.
+    pub fn from_certificate(der: &[u8]) -> Result<PublicKey, CertificateError> {
+        PublicKey::from_certificates([der])
+    }
+
+    /// The key of the certificates a peer presented (end-entity first): there must be exactly
+    /// one. The verifiers of both sides and the driver, after the handshake, read a peer's key
+    /// with this; the checks and their order are [`mesh::certificate`](crate::mesh::certificate)'s.
+    pub fn from_certificates<'a>(
+        chain: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<PublicKey, CertificateError> {
+        certificate::ed25519_key(chain).map(PublicKey)
     }
 }
 
@@ -266,8 +267,29 @@ mod tests {
     fn certificate_carries_the_pinned_key() {
         let id = Identity::from_seed([7; 32]);
         let cert = id.certificate().unwrap();
-        assert_eq!(PublicKey::from_certificate(&cert), Some(id.public_key()));
-        assert_eq!(PublicKey::from_certificate(&cert[..20]), None);
+        assert_eq!(PublicKey::from_certificate(&cert), Ok(id.public_key()));
+        assert_eq!(
+            PublicKey::from_certificate(&cert[..20]),
+            Err(CertificateError::Malformed)
+        );
+        // Every prefix of our own certificate is refused (the old scan accepted any prefix
+        // that still held the key), and so is anything after it.
+        for n in 0..cert.len() {
+            assert!(
+                PublicKey::from_certificate(&cert[..n]).is_err(),
+                "{n} bytes"
+            );
+        }
+        let mut longer = cert.clone();
+        longer.push(0);
+        assert_eq!(
+            PublicKey::from_certificate(&longer),
+            Err(CertificateError::TrailingBytes)
+        );
+        assert_eq!(
+            PublicKey::from_certificates([&cert[..], &cert[..]]),
+            Err(CertificateError::MoreThanOne)
+        );
         assert_eq!(id.node_id(), id.public_key().node_id());
     }
 

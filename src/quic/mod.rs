@@ -8,8 +8,11 @@
 //!   embedder fills a [`Directory`]: node id → address → pinned key, like SSH known hosts.
 //!   Both sides of every connection present a self-signed certificate, and custom rustls
 //!   verifiers accept only the pinned keys (and check the handshake signature, so the peer
-//!   holds the key). An unpinned peer cannot connect, hand an agent over or send a message; the
-//!   refusal is reported as [`Event::Refused`] with its address and the id its key claims.
+//!   holds the key). The key pinned is the certificate's own `subjectPublicKeyInfo`, read by
+//!   the parser rustls checks the signature with ([`PublicKey::from_certificates`]: exactly one
+//!   certificate, an Ed25519 key, nothing after it). An unpinned peer cannot connect, hand an
+//!   agent over or send a message; the refusal is reported as [`Event::Refused`] with its
+//!   address, the id its key claims and a [`RefusalReason`].
 //!   The authenticated peer is the `from` of [`Node::handle_frame`](crate::mesh::Node::handle_frame).
 //! - **Snapshots stay signed** on top of TLS: [`WasmHost`] signs each snapshot for its target
 //!   and epoch (wire format version 2) with the node key, and verifies received ones with a
@@ -41,6 +44,7 @@ mod tls;
 /// The stream framing ([`crate::mesh::records`]).
 pub use crate::mesh::records as wire;
 
+pub use crate::mesh::certificate::CertificateError;
 pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake};
 pub use host::{AgentStats, WasmHost};
 pub use identity::{from_hex, to_hex, Directory, Identity, Peer, PublicKey};
@@ -111,17 +115,19 @@ pub struct HandOffReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A peer's key is not pinned (or not the one pinned for the node dialled): the
-    /// connection was refused.
+    /// A peer's certificate did not name a pinned key (or not the one pinned for the node
+    /// dialled), or named no key at all: the handshake was refused.
     Refused {
         /// The peer's address.
         addr: SocketAddr,
-        /// The node id its key claims (`None`: no Ed25519 key in its certificate).
+        /// The node id its key claims (`None`: its certificates named no Ed25519 key).
         claimed: Option<NodeId>,
-        /// The key it presented.
+        /// The key of its certificate (the key its handshake signature is checked with).
         key: Option<PublicKey>,
         /// It dialled us (`true`) or we dialled it.
         inbound: bool,
+        /// Why.
+        reason: RefusalReason,
     },
     /// A connection to a pinned peer is up.
     Connected {
@@ -212,6 +218,24 @@ pub enum Event {
         /// Since the stream was opened.
         elapsed: Duration,
     },
+}
+
+/// Why a peer was refused ([`Event::Refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// It dialled us with a certificate for an Ed25519 key that no node in the directory is
+    /// pinned to.
+    #[error("not pinned")]
+    NotPinned,
+    /// We dialled a node and the certificate's key is not the one pinned for that node (it
+    /// may be another node's, or nobody's).
+    #[error("not the key pinned for the node dialled")]
+    NotTheNodeDialled,
+    /// Its certificates do not name exactly one Ed25519 key
+    /// ([`mesh::certificate`](crate::mesh::certificate)).
+    #[error("certificate refused: {0}")]
+    Certificate(#[from] CertificateError),
 }
 
 /// Snapshots from this size on report their progress ([`Event::Progress`]).

@@ -2,7 +2,8 @@
 //! the [`Directory`](super::Directory), and the quinn configurations built on them.
 
 use super::identity::{Directory, Identity, PublicKey};
-use super::{Event, EventSink};
+use super::{Event, EventSink, RefusalReason};
+use crate::mesh::certificate::CertificateError as CertError;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -23,8 +24,36 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn not_pinned() -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+/// The certificates a peer presented, end-entity first, as
+/// [`PublicKey::from_certificates`] reads them.
+fn chain<'a>(
+    end_entity: &'a CertificateDer<'a>,
+    intermediates: &'a [CertificateDer<'a>],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    core::iter::once(end_entity.as_ref()).chain(intermediates.iter().map(|c| c.as_ref()))
+}
+
+/// Reports a refused peer and gives rustls the error that ends its handshake.
+fn refuse(
+    events: &EventSink,
+    addr: SocketAddr,
+    key: Option<PublicKey>,
+    inbound: bool,
+    reason: RefusalReason,
+) -> rustls::Error {
+    events.emit(Event::Refused {
+        addr,
+        claimed: key.map(|k| k.node_id()),
+        key,
+        inbound,
+        reason,
+    });
+    rustls::Error::InvalidCertificate(match reason {
+        RefusalReason::Certificate(CertError::Malformed | CertError::TrailingBytes) => {
+            CertificateError::BadEncoding
+        }
+        _ => CertificateError::ApplicationVerificationFailure,
+    })
 }
 
 /// Checks the handshake signatures (proof that the peer holds the key it presented), the same
@@ -67,23 +96,17 @@ impl ServerCertVerifier for PinnedServer {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _: &ServerName<'_>,
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match PublicKey::from_certificate(end_entity) {
-            Some(k) if k == self.expected => Ok(ServerCertVerified::assertion()),
-            k => {
-                self.events.emit(Event::Refused {
-                    addr: self.addr,
-                    claimed: k.map(|k| k.node_id()),
-                    key: k,
-                    inbound: false,
-                });
-                Err(not_pinned())
-            }
-        }
+        let (key, reason) = match PublicKey::from_certificates(chain(end_entity, intermediates)) {
+            Ok(k) if k == self.expected => return Ok(ServerCertVerified::assertion()),
+            Ok(k) => (Some(k), RefusalReason::NotTheNodeDialled),
+            Err(e) => (None, e.into()),
+        };
+        Err(refuse(&self.events, self.addr, key, false, reason))
     }
     fn verify_tls12_signature(
         &self,
@@ -122,26 +145,24 @@ impl ClientCertVerifier for PinnedClients {
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let key = PublicKey::from_certificate(end_entity);
-        let pinned = key.is_some_and(|k| {
-            self.directory
-                .read()
-                .map(|d| d.node_of(&k).is_some())
-                .unwrap_or(false)
-        });
-        if pinned {
-            return Ok(ClientCertVerified::assertion());
-        }
-        self.events.emit(Event::Refused {
-            addr: self.addr,
-            claimed: key.map(|k| k.node_id()),
-            key,
-            inbound: true,
-        });
-        Err(not_pinned())
+        let (key, reason) = match PublicKey::from_certificates(chain(end_entity, intermediates)) {
+            Ok(k) => {
+                let pinned = self
+                    .directory
+                    .read()
+                    .map(|d| d.node_of(&k).is_some())
+                    .unwrap_or(false);
+                if pinned {
+                    return Ok(ClientCertVerified::assertion());
+                }
+                (Some(k), RefusalReason::NotPinned)
+            }
+            Err(e) => (None, e.into()),
+        };
+        Err(refuse(&self.events, self.addr, key, true, reason))
     }
     fn verify_tls12_signature(
         &self,
@@ -279,9 +300,12 @@ pub(crate) fn client_config(
     Ok(c)
 }
 
-/// The pinned key a connection's peer presented (after the handshake).
-pub(crate) fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
-    let any = conn.peer_identity()?;
-    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    PublicKey::from_certificate(certs.first()?)
+/// The key a connection's peer presented (after the handshake), read from its certificates
+/// exactly as the verifier read it.
+pub(crate) fn peer_key(conn: &quinn::Connection) -> Result<PublicKey, CertError> {
+    let any = conn.peer_identity().ok_or(CertError::Missing)?;
+    let certs = any
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| CertError::Missing)?;
+    PublicKey::from_certificates(certs.iter().map(|c| c.as_ref()))
 }
