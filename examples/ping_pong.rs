@@ -4,14 +4,15 @@
 //!
 //! `cargo run --example ping_pong --features wasmi`
 
-use mielin_cells::mesh::wasm::{self, Mailbox, Received};
-use mielin_cells::mesh::{AgentHost, AgentInfo, Config, Delivery, MemJournal, MeshError, Node};
-use mielin_cells::migration::MigrationSnapshot;
+use mielin_cells::mesh::wasm::{self, SharedInbox};
+use mielin_cells::mesh::{
+    AgentHost, AgentInfo, Config, Delivery, Inbox, InboxLimits, Journal, MemJournal, MeshError,
+    Node, Outgoing, Stream,
+};
+use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
 use mielin_cells::runtime::{LiveAgent, Runtime, Val};
 use mielin_cells::{Agent, AgentId, NodeId};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::rc::Rc;
 
 /// Each agent: `start(peer_byte)` remembers its peer; `tick()` answers every number n it
 /// received with n + 1 (up to LIMIT) and counts what it received in a global; `kick()` sends 0.
@@ -49,125 +50,26 @@ const AGENT: &str = r#"(module
 
 const LIMIT: i32 = 300;
 
-/// An agent's messaging state; it travels with the agent, after its snapshot.
-#[derive(Clone, Default)]
-struct Inbox {
-    next_seq: BTreeMap<AgentId, u64>,
-    last_in: BTreeMap<AgentId, u64>,
-    mailbox: VecDeque<(AgentId, Vec<u8>)>,
-    outbox: Vec<(AgentId, u64, Vec<u8>)>,
-}
+/// Each agent's mailbox and outbox hold 4 messages.
+const LIMITS: InboxLimits = InboxLimits {
+    mailbox: 4,
+    outbox: 8,
+    senders: 8,
+    senders_per_peer: 4,
+};
 
-fn id(b: &[u8]) -> AgentId {
-    AgentId::from_bytes(b[..16].try_into().unwrap())
-}
-
-impl Inbox {
-    fn encode(&self, out: &mut Vec<u8>) {
-        let n = |out: &mut Vec<u8>, x: usize| out.extend_from_slice(&(x as u32).to_le_bytes());
-        for map in [&self.next_seq, &self.last_in] {
-            n(out, map.len());
-            for (a, s) in map {
-                out.extend_from_slice(a.as_bytes());
-                out.extend_from_slice(&s.to_le_bytes());
-            }
-        }
-        n(out, self.mailbox.len());
-        for (a, m) in &self.mailbox {
-            out.extend_from_slice(a.as_bytes());
-            n(out, m.len());
-            out.extend_from_slice(m);
-        }
-        n(out, self.outbox.len());
-        for (a, s, m) in &self.outbox {
-            out.extend_from_slice(a.as_bytes());
-            out.extend_from_slice(&s.to_le_bytes());
-            n(out, m.len());
-            out.extend_from_slice(m);
-        }
-    }
-
-    /// Decodes what `encode` wrote (the example trusts its own bytes after the snapshot check).
-    fn decode(mut b: &[u8]) -> Option<Inbox> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            let (x, rest) = (b.get(..n)?, b.get(n..)?);
-            *b = rest;
-            Some(x)
-        }
-        fn num(b: &mut &[u8]) -> Option<usize> {
-            Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
-        }
-        fn seq(b: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
-        }
-        let mut inbox = Inbox::default();
-        for i in 0..2 {
-            for _ in 0..num(&mut b)? {
-                let a = id(take(&mut b, 16)?);
-                let s = seq(&mut b)?;
-                if i == 0 {
-                    inbox.next_seq.insert(a, s)
-                } else {
-                    inbox.last_in.insert(a, s)
-                };
-            }
-        }
-        for _ in 0..num(&mut b)? {
-            let a = id(take(&mut b, 16)?);
-            let l = num(&mut b)?;
-            inbox.mailbox.push_back((a, take(&mut b, l)?.to_vec()));
-        }
-        for _ in 0..num(&mut b)? {
-            let a = id(take(&mut b, 16)?);
-            let s = seq(&mut b)?;
-            let l = num(&mut b)?;
-            inbox.outbox.push((a, s, take(&mut b, l)?.to_vec()));
-        }
-        b.is_empty().then_some(inbox)
-    }
-}
-
-/// The store data of a live agent: its inbox, shared with the node's host.
-#[derive(Clone, Default)]
-struct Mbox(Rc<RefCell<Inbox>>);
-
-impl Mailbox for Mbox {
-    fn send(&mut self, to: AgentId, payload: &[u8]) -> bool {
-        let mut i = self.0.borrow_mut();
-        if i.outbox.len() >= 8 {
-            return false;
-        }
-        let s = i.next_seq.entry(to).or_insert(0);
-        *s += 1;
-        let s = *s;
-        i.outbox.push((to, s, payload.to_vec()));
-        true
-    }
-    fn recv(&mut self, out: &mut [u8]) -> Received {
-        let mut i = self.0.borrow_mut();
-        let Some((from, m)) = i.mailbox.front() else {
-            return Received::Empty;
-        };
-        let Some(dst) = out.get_mut(..m.len()) else {
-            return Received::TooLong;
-        };
-        dst.copy_from_slice(m);
-        let r = Received::Message {
-            from: *from,
-            len: m.len(),
-        };
-        i.mailbox.pop_front();
-        r
-    }
-}
+/// An agent that is not running: its state and its messages.
+type Parked = (Agent<Vec<u8>>, Inbox);
 
 /// A node's agents: running ones, stopped ones (during a hand-off) and prepared ones.
 struct Host {
     node: NodeId,
     rt: Runtime,
-    live: BTreeMap<AgentId, LiveAgent<Mbox>>,
-    stopped: BTreeMap<AgentId, (Agent<Vec<u8>>, Inbox)>,
-    prepared: BTreeMap<(AgentId, u64), Vec<u8>>,
+    live: BTreeMap<AgentId, LiveAgent<SharedInbox>>,
+    stopped: BTreeMap<AgentId, Parked>,
+    prepared: BTreeMap<(AgentId, u64), Parked>,
+    /// Where each agent being handed off goes, and at which epoch (the container names them).
+    routes: BTreeMap<AgentId, (NodeId, u64)>,
     duplicates: u64,
 }
 
@@ -179,12 +81,13 @@ impl Host {
             live: BTreeMap::new(),
             stopped: BTreeMap::new(),
             prepared: BTreeMap::new(),
+            routes: BTreeMap::new(),
             duplicates: 0,
         }
     }
     fn inbox(&self, agent: AgentId) -> Option<Inbox> {
         match self.live.get(&agent) {
-            Some(l) => Some(l.host().0.borrow().clone()),
+            Some(l) => Some(l.host().get().clone()),
             None => self.stopped.get(&agent).map(|s| s.1.clone()),
         }
     }
@@ -211,7 +114,7 @@ impl AgentHost for Host {
     }
     fn stop(&mut self, agent: AgentId) {
         if let Some(live) = self.live.remove(&agent) {
-            let inbox = live.host().0.borrow().clone();
+            let inbox = live.host().get().clone();
             let a = live.into_agent().expect("capture between calls");
             self.stopped.insert(agent, (a, inbox));
         }
@@ -221,38 +124,35 @@ impl AgentHost for Host {
             .stopped
             .get(&agent)
             .ok_or(refused("not stopped here"))?;
-        let snap = MigrationSnapshot::capture_at(a, Some(self.node), 0)
-            .serialize()
+        let &(target, epoch) = self.routes.get(&agent).ok_or(refused("no route"))?;
+        // The agent and its messages in one container (wire format version 3). Unsigned: this
+        // example trusts its in-memory network; the QUIC node signs.
+        let bytes = MigrationSnapshot::capture_at(a, Some(self.node), 0)
+            .with_route(Route { target, epoch })
+            .with_inbox(inbox.to_bytes())
+            .serialize_with(&EncodeOptions {
+                version: Some(3),
+                ..Default::default()
+            })
             .map_err(|_| refused("serialize"))?;
-        let mut bytes = (snap.len() as u32).to_le_bytes().to_vec();
-        bytes.extend_from_slice(&snap);
-        inbox.encode(&mut bytes);
         let dst = out.get_mut(..bytes.len()).ok_or(refused("buffer"))?;
         dst.copy_from_slice(&bytes);
         Ok(bytes.len())
     }
     fn prepare(&mut self, agent: AgentId, epoch: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
-        let n =
-            u32::from_le_bytes(s.get(..4).ok_or(refused("short"))?.try_into().unwrap()) as usize;
-        let snap = s.get(4..4 + n).ok_or(refused("short"))?;
-        let checked =
-            MigrationSnapshot::deserialize(snap).map_err(|_| refused("invalid snapshot"))?;
-        if checked.agent_id() != agent || Inbox::decode(&s[4 + n..]).is_none() {
-            return Err(refused("not this agent"));
+        let checked = MigrationSnapshot::deserialize(s).map_err(|_| refused("invalid snapshot"))?;
+        let route = checked.route().ok_or(refused("no route"))?;
+        if checked.agent_id() != agent || route.epoch != epoch || route.target != self.node {
+            return Err(refused("not this hand-off"));
         }
-        self.prepared.insert((agent, epoch), s.to_vec());
+        let inbox = Inbox::decode(checked.inbox().unwrap_or(&[])).map_err(|_| refused("inbox"))?;
+        let a = checked.into_agent().map_err(|_| refused("restore"))?;
+        self.prepared.insert((agent, epoch), (a, inbox));
         Ok(())
     }
     fn run(&mut self, agent: AgentId, epoch: u64) {
         let (a, inbox) = match self.prepared.remove(&(agent, epoch)) {
-            Some(s) => {
-                let n = u32::from_le_bytes(s[..4].try_into().unwrap()) as usize;
-                let a = MigrationSnapshot::deserialize(&s[4..4 + n])
-                    .unwrap()
-                    .into_agent()
-                    .unwrap();
-                (a, Inbox::decode(&s[4 + n..]).unwrap())
-            }
+            Some(p) => p,
             None => match self.stopped.remove(&agent) {
                 Some(x) => x,
                 None => return, // already running
@@ -261,7 +161,7 @@ impl AgentHost for Host {
         self.prepared.retain(|(x, _), _| *x != agent);
         let live = self
             .rt
-            .resume(a, Mbox(Rc::new(RefCell::new(inbox))), wasm::link)
+            .resume(a, SharedInbox::new(inbox, LIMITS), wasm::link)
             .unwrap();
         self.live.insert(agent, live);
     }
@@ -272,44 +172,37 @@ impl AgentHost for Host {
         self.stopped.remove(&agent);
         self.live.remove(&agent);
     }
-    fn deliver(&mut self, to: AgentId, from: AgentId, seq: u64, payload: &[u8]) -> Delivery {
+    fn deliver(
+        &mut self,
+        to: AgentId,
+        peer: NodeId,
+        from: AgentId,
+        stream: Stream,
+        seq: u64,
+        payload: &[u8],
+    ) -> Delivery {
         let Some(live) = self.live.get(&to) else {
             return Delivery::Full;
         };
-        let mut i = live.host().0.borrow_mut();
-        let last = i.last_in.get(&from).copied().unwrap_or(0);
-        if seq <= last {
+        let d = live.host().offer(peer, from, stream, seq, payload);
+        if d == Delivery::Duplicate {
             self.duplicates += 1;
-            Delivery::Duplicate
-        } else if seq > last + 1 {
-            Delivery::OutOfOrder
-        } else if i.mailbox.len() >= 4 {
-            Delivery::Full
-        } else {
-            i.last_in.insert(from, seq);
-            i.mailbox.push_back((from, payload.to_vec()));
-            Delivery::Accepted
         }
+        d
     }
-    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
         if let Some(inbox) = self.inbox(agent) {
-            for (to, seq, m) in &inbox.outbox {
-                f(*to, *seq, m);
-            }
+            inbox.outgoing(f);
         }
     }
     fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
         if let Some(live) = self.live.get(&agent) {
-            live.host()
-                .0
-                .borrow_mut()
-                .outbox
-                .retain(|o| !(o.0 == to && o.1 == seq));
+            live.host().get_mut().acked(to, seq);
         }
     }
 }
 
-fn stats(live: &mut LiveAgent<Mbox>) -> (i32, i32, i32) {
+fn stats(live: &mut LiveAgent<SharedInbox>) -> (i32, i32, i32) {
     match live.call("stats", &[]).unwrap()[..] {
         [Val::I32(r), Val::I32(l), Val::I32(o)] => (r, l, o),
         ref v => panic!("stats: {v:?}"),
@@ -339,7 +232,12 @@ fn main() {
         let agent = Agent::with_id(me, mielin_cells::Dna::new(wasm.clone()).unwrap());
         let mut live = hosts[n]
             .rt
-            .start(agent, Mbox::default(), wasm::link)
+            .start(
+                agent,
+                // A fixed secret per agent: the example's network is its own.
+                SharedInbox::new(Inbox::with_secret([n as u8 + 1; 16]), LIMITS),
+                wasm::link,
+            )
             .unwrap();
         live.call("start", &[Val::I32(peer)]).unwrap();
         hosts[n].live.insert(me, live);
@@ -400,6 +298,8 @@ fn main() {
         // pong moves twice: 1 → 2 at step 60, 2 → 0 at step 150.
         for (at, from, to) in [(60, 1, 2), (150, 2, 0)] {
             if step == at {
+                let epoch = nodes[from].journal().get(pong).map_or(0, |r| r.epoch) + 1;
+                hosts[from].routes.insert(pong, (nodes_ids[to], epoch));
                 nodes[from]
                     .migrate(&mut hosts[from], now, pong, nodes_ids[to])
                     .unwrap();

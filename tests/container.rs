@@ -49,7 +49,7 @@ fn inbox() -> Vec<u8> {
     let mut i = Inbox::new();
     let peer = AgentId::from_bytes([0x77; 16]);
     i.send(peer, b"pending", &l);
-    i.offer(SOURCE, peer, 1, b"waiting", &l);
+    i.offer(SOURCE, peer, [0x77; 16], 1, b"waiting", &l);
     i.to_bytes()
 }
 

@@ -93,11 +93,12 @@ fn the_inbox_bytes_are_the_library_encoding() {
     use mielin_cells::mesh::{Inbox, InboxLimits};
     use mielin_cells::{AgentId, NodeId};
     let l = InboxLimits::default();
-    let mut i = Inbox::new();
+    let mut i = Inbox::with_secret([0x5e; 16]);
     assert!(i.send(AgentId::from_bytes([0x0a; 16]), b"ping", &l));
     i.offer(
         NodeId::from_bytes([0xa0; 16]),
         AgentId::from_bytes([0x0b; 16]),
+        [0xb0; 16],
         1,
         b"pong",
         &l,

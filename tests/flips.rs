@@ -127,7 +127,7 @@ fn transport_only(name: &str, len: usize) -> Vec<std::ops::Range<usize>> {
         "mesh-refuse.bin" => vec![28..29], // the reason (unknown ones are kept)
         "mesh-transfer.bin" => vec![28..29, 33..len], // DNA flag; the snapshot (host-verified)
         "mesh-moved.bin" => vec![28..44], // the node
-        "mesh-deliver.bin" => vec![28..52, 54..len], // sender, sequence, payload
+        "mesh-deliver.bin" => vec![28..68, 70..len], // sender, stream, sequence; payload
         "mesh-delivered.bin" => vec![28..52, 52..53], // sender, sequence, status
         _ => vec![],
     });

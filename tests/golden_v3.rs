@@ -56,15 +56,17 @@ fn base() -> Vec<u8> {
     std::fs::read(dir().join("v1-delta-base.memory")).unwrap()
 }
 
-/// The inbox of every flag vector: "ping" sent to agent `0a` x 16, "pong" from agent `0b` x 16
-/// delivered by node `a0` x 16 (the cross vector's inbox, `case.rs`).
+/// The inbox of every flag vector: secret `5e` x 16, "ping" sent to agent `0a` x 16, "pong"
+/// from agent `0b` x 16 in stream `b0` x 16 delivered by node `a0` x 16 (the cross vector's
+/// inbox, `case.rs`).
 fn inbox() -> Vec<u8> {
     let l = InboxLimits::default();
-    let mut i = Inbox::new();
+    let mut i = Inbox::with_secret([0x5e; 16]);
     i.send(AgentId::from_bytes([0x0a; 16]), b"ping", &l);
     i.offer(
         NodeId::from_bytes([0xa0; 16]),
         AgentId::from_bytes([0x0b; 16]),
+        [0xb0; 16],
         1,
         b"pong",
         &l,

@@ -74,6 +74,7 @@ fn samples() -> Vec<(&'static str, Repr<'static>)> {
                 7,
                 Body::Deliver {
                     sender: [0x33; 16],
+                    stream: [0x44; 16],
                     seq: 5,
                     payload: b"hello",
                 },
@@ -105,7 +106,7 @@ fn golden_vectors() {
 /// The layout in `src/mesh/frame.rs`, written out by hand for one frame.
 #[test]
 fn commit_layout_by_hand() {
-    let mut expected = vec![b'M', b'Z', 1, 7];
+    let mut expected = vec![b'M', b'Z', 2, 7];
     expected.extend_from_slice(&[0x11; 16]);
     expected.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]); // 2^48 - 1
     let (_, commit) = samples().into_iter().find(|(n, _)| *n == "commit").unwrap();
@@ -161,12 +162,15 @@ fn refusals_name_the_problem() {
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(Repr::decode(&b), Err(MeshError::BadMagic));
-    let mut b = good.clone();
-    b[2] = 2;
-    assert_eq!(
-        Repr::decode(&b),
-        Err(MeshError::UnsupportedVersion { found: 2 })
-    );
+    // Version 1 (before the Deliver frame's stream) and 3 are refused.
+    for version in [1, 3] {
+        let mut b = good.clone();
+        b[2] = version;
+        assert_eq!(
+            Repr::decode(&b),
+            Err(MeshError::UnsupportedVersion { found: version })
+        );
+    }
     let mut b = good.clone();
     b[3] = 0;
     assert_eq!(Repr::decode(&b), Err(MeshError::UnknownKind { found: 0 }));
@@ -191,7 +195,7 @@ fn refusals_name_the_problem() {
     // A message longer than the limit: refused when decoding and when encoding.
     let d = emit(&samples()[10].1);
     let mut b = d.clone();
-    b[frame::HEADER_LEN + 24..frame::HEADER_LEN + 26].copy_from_slice(&257u16.to_le_bytes());
+    b[frame::DELIVER_OVERHEAD - 2..frame::DELIVER_OVERHEAD].copy_from_slice(&257u16.to_le_bytes());
     b.resize(frame::DELIVER_OVERHEAD + 257, 0);
     assert_eq!(Repr::decode(&b), Err(MeshError::PayloadTooLarge));
     let long = [0u8; 257];
@@ -200,6 +204,7 @@ fn refusals_name_the_problem() {
         epoch: 0,
         body: Body::Deliver {
             sender: AGENT,
+            stream: [0; 16],
             seq: 1,
             payload: &long,
         },
@@ -294,6 +299,7 @@ fn make<'a>(
         10 => Body::Moved { node },
         11 => Body::Deliver {
             sender: node,
+            stream: h[..16].try_into().unwrap(),
             seq: u64::from(a),
             payload: &payload[..payload.len().min(frame::MAX_MESSAGE_LEN)],
         },

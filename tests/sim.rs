@@ -14,7 +14,8 @@
 //! run (default 2000); `MIELIN_SIM_FIRST=<n>` where they start.
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Phase,
+    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Outgoing, Phase,
+    Stream,
 };
 use mielin_cells::{AgentId, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -229,7 +230,17 @@ impl AgentHost for SimHost {
         self.running.remove(&agent);
         self.owned.remove(&agent);
     }
-    fn deliver(&mut self, to: AgentId, from: AgentId, seq: u64, p: &[u8]) -> Delivery {
+    // Dedup per sender agent: the simulated network is honest, so which node delivered a
+    // message does not matter here (the library's Inbox also keys by the peer).
+    fn deliver(
+        &mut self,
+        to: AgentId,
+        _: NodeId,
+        from: AgentId,
+        _: Stream,
+        seq: u64,
+        p: &[u8],
+    ) -> Delivery {
         assert!(
             self.running.contains_key(&to),
             "delivery to {to:?}, which does not run here"
@@ -249,10 +260,15 @@ impl AgentHost for SimHost {
             Delivery::Accepted
         }
     }
-    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
         if let Some(st) = self.owned.get(&agent) {
             for &(to, seq) in &st.outbox {
-                f(to, seq, &payload(agent, to, seq));
+                f(Outgoing {
+                    to,
+                    stream: [0; 16],
+                    seq,
+                    payload: &payload(agent, to, seq),
+                });
             }
         }
     }

@@ -5,12 +5,12 @@
 //! from it, with [`Repr::buffer_len`] and [`Repr::emit`]. The codec knows nothing of nodes,
 //! journals or hosts: it only turns bytes into frames and back.
 //!
-//! Layout (all integers little-endian), version 1:
+//! Layout (all integers little-endian), version 2:
 //!
 //! ```text
 //! offset size field
 //! 0      2    magic "MZ"
-//! 2      1    version = 1
+//! 2      1    version = 2
 //! 3      1    kind (see FrameKind)
 //! 4      16   agent id
 //! 20     8    epoch (u64, at most MAX_EPOCH = 2^48 - 1)
@@ -19,8 +19,9 @@
 //!   Refuse    1 reason                                                         = 1
 //!   Transfer  1 flags (bit 0: DNA included, others 0), 4 length (u32), bytes   = 5 + n
 //!   Moved     16 node id                                                       = 16
-//!   Deliver   16 sender agent, 8 sequence (u64), 2 length (u16, at most
-//!             MAX_MESSAGE_LEN), bytes; the header's agent is the addressee    = 26 + n
+//!   Deliver   16 sender agent, 16 stream, 8 sequence (u64), 2 length (u16, at
+//!             most MAX_MESSAGE_LEN), bytes; the header's agent is the
+//!             addressee                                                       = 42 + n
 //!   Delivered 16 sender agent, 8 sequence (u64), 1 status; the header's agent
 //!             is the addressee and its epoch the addressee's epoch            = 25
 //!   HaveDna, NeedDna, Prepared, Commit, Abort, Done: empty
@@ -34,8 +35,10 @@ use super::MeshError;
 
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"MZ";
-/// The frame format version this codec reads and writes.
-pub const VERSION: u8 = 1;
+/// The frame format version this codec reads and writes. Version 2 added the Deliver frame's
+/// stream token (which binds a message to its sender) and `RefuseReason::Stale`; version 1
+/// frames are refused.
+pub const VERSION: u8 = 2;
 /// Bytes before the body: magic, version, kind, agent id, epoch.
 pub const HEADER_LEN: usize = 28;
 /// The largest frame without payload (an Offer).
@@ -45,7 +48,11 @@ pub const TRANSFER_OVERHEAD: usize = HEADER_LEN + 5;
 /// The longest message payload a Deliver frame carries.
 pub const MAX_MESSAGE_LEN: usize = 256;
 /// Bytes of a Deliver frame before its payload.
-pub const DELIVER_OVERHEAD: usize = HEADER_LEN + 26;
+pub const DELIVER_OVERHEAD: usize = HEADER_LEN + DELIVER_FIXED;
+/// The Deliver body before its payload: sender, stream, sequence, length.
+const DELIVER_FIXED: usize = 16 + STREAM_LEN + 8 + 2;
+/// Bytes of a message stream token ([`Body::Deliver`]).
+pub const STREAM_LEN: usize = 16;
 
 /// What a frame is; the discriminant is the byte on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +130,8 @@ pub enum RefuseReason {
     Invalid,
     /// The target knows the agent at this epoch or later, or runs it.
     Conflict,
+    /// The target has seen the agent at this epoch or a later one: the offer is stale.
+    Stale,
     /// A reason this version does not know; the byte is kept.
     Other(u8),
 }
@@ -134,6 +143,7 @@ impl RefuseReason {
             RefuseReason::Busy => 1,
             RefuseReason::Invalid => 2,
             RefuseReason::Conflict => 3,
+            RefuseReason::Stale => 4,
             RefuseReason::Other(b) => b,
         }
     }
@@ -143,6 +153,7 @@ impl RefuseReason {
             1 => RefuseReason::Busy,
             2 => RefuseReason::Invalid,
             3 => RefuseReason::Conflict,
+            4 => RefuseReason::Stale,
             b => RefuseReason::Other(b),
         }
     }
@@ -211,14 +222,15 @@ impl<T: AsRef<[u8]>> Frame<T> {
         let expected = match kind.fixed_body_len() {
             Some(n) => n,
             None if kind == FrameKind::Deliver => {
-                if body < 26 {
+                if body < DELIVER_FIXED {
                     return Err(MeshError::Truncated);
                 }
-                let n = usize::from(u16::from_le_bytes([b[HEADER_LEN + 24], b[HEADER_LEN + 25]]));
+                let at = HEADER_LEN + DELIVER_FIXED - 2;
+                let n = usize::from(u16::from_le_bytes([b[at], b[at + 1]]));
                 if n > MAX_MESSAGE_LEN {
                     return Err(MeshError::PayloadTooLarge);
                 }
-                26 + n
+                DELIVER_FIXED + n
             }
             None => {
                 if body < 5 {
@@ -319,7 +331,11 @@ pub enum Body<'a> {
     Deliver {
         /// The sending agent.
         sender: [u8; 16],
-        /// The sender's sequence number for this addressee (1, 2, ...).
+        /// The sender's stream to this addressee: a token only the sender's hosts (who hold
+        /// its state) and the addressee's know, so that a peer naming the sender gets a
+        /// sequence of its own and cannot take the real sender's (`mesh::Inbox`).
+        stream: [u8; STREAM_LEN],
+        /// The sender's sequence number in this stream (1, 2, ...).
         seq: u64,
         /// The message, at most [`MAX_MESSAGE_LEN`] bytes.
         payload: &'a [u8],
@@ -420,8 +436,9 @@ impl<'a> Repr<'a> {
             FrameKind::Moved => Body::Moved { node: arr(b, 0) },
             FrameKind::Deliver => Body::Deliver {
                 sender: arr(b, 0),
-                seq: le_u64(b, 16),
-                payload: &b[26..],
+                stream: arr(b, 16),
+                seq: le_u64(b, 32),
+                payload: &b[DELIVER_FIXED..],
             },
             FrameKind::Delivered => Body::Delivered {
                 sender: arr(b, 0),
@@ -446,7 +463,7 @@ impl<'a> Repr<'a> {
         HEADER_LEN
             + match self.body {
                 Body::Transfer { payload, .. } => 5 + payload.len(),
-                Body::Deliver { payload, .. } => 26 + payload.len(),
+                Body::Deliver { payload, .. } => DELIVER_FIXED + payload.len(),
                 other => other.kind().fixed_body_len().unwrap_or(0),
             }
     }
@@ -493,13 +510,15 @@ impl<'a> Repr<'a> {
             Body::Moved { node } => b.copy_from_slice(&node),
             Body::Deliver {
                 sender,
+                stream,
                 seq,
                 payload,
             } => {
                 b[..16].copy_from_slice(&sender);
-                b[16..24].copy_from_slice(&seq.to_le_bytes());
-                b[24..26].copy_from_slice(&(payload.len() as u16).to_le_bytes());
-                b[26..].copy_from_slice(payload);
+                b[16..32].copy_from_slice(&stream);
+                b[32..40].copy_from_slice(&seq.to_le_bytes());
+                b[40..42].copy_from_slice(&(payload.len() as u16).to_le_bytes());
+                b[DELIVER_FIXED..].copy_from_slice(payload);
             }
             Body::Delivered {
                 sender,

@@ -4,13 +4,17 @@
 //! nobody on the way can add, drop or reorder an agent's pending messages or rewind its dedup
 //! state.
 //!
-//! Deduplication is keyed by the **peer node** that delivered a message and the sender agent it
-//! names, so a peer that names someone else's agent gets its own sequence and cannot make the
-//! real sender's messages look like duplicates. A sender agent first heard from a new node (it
-//! moved there) continues from the highest sequence delivered for it from any node: what was
-//! delivered before its move stays delivered. `docs/security.md` states what a pinned peer can
-//! still do with this.
+//! **Streams.** A sender numbers its messages per addressee in a *stream* named by a 16-byte
+//! token derived from a secret of the sender's own ([`Inbox::with_secret`]), which travels in its
+//! state: only the sender's hosts, which hold that state, and the addressee's, which receive
+//! the messages, ever see it. The addressee deduplicates per (sender, stream). So a peer that
+//! names someone else's agent gets a stream of its own and cannot make the real sender's
+//! messages look like duplicates, while a sender that moves to another node keeps its stream
+//! and its numbers: what was delivered before the move stays delivered, exactly once.
+//! `docs/security.md` states what a pinned peer can still do (inject messages under another
+//! agent's name, in a stream of its own).
 
+use super::frame::STREAM_LEN;
 use super::Delivery;
 use crate::migration::wire::chunk::Reader;
 use crate::{AgentId, DecodeError, NodeId};
@@ -28,10 +32,10 @@ pub struct InboxLimits {
     pub mailbox: usize,
     /// Messages sent and not yet acknowledged; `send` refuses beyond.
     pub outbox: usize,
-    /// (peer node, sender agent) pairs with dedup state; a new pair beyond is answered `Full`.
+    /// (sender, stream) pairs with dedup state; a new pair beyond is answered `Full`.
     pub senders: usize,
-    /// The same, for the pairs of one peer node, so that one peer naming many agents cannot
-    /// take every slot.
+    /// The same, for the pairs first delivered by one peer node, so that one peer naming many
+    /// agents or streams cannot take every slot.
     pub senders_per_peer: usize,
 }
 
@@ -50,16 +54,37 @@ impl Default for InboxLimits {
 /// An agent's mailbox, outbox and sequence numbers. See the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inbox {
+    /// The agent's own secret, from which its streams' tokens are derived.
+    secret: [u8; 16],
     next_seq: BTreeMap<AgentId, u64>,
-    last_in: BTreeMap<(NodeId, AgentId), u64>,
+    /// Per (sender, stream): the last sequence accepted, and the peer that first delivered it
+    /// (what the per-peer limit counts).
+    last_in: BTreeMap<(AgentId, [u8; STREAM_LEN]), (u64, NodeId)>,
     mailbox: VecDeque<(AgentId, Vec<u8>)>,
     outbox: VecDeque<(AgentId, u64, Vec<u8>)>,
 }
 
 impl Inbox {
-    /// An empty inbox.
+    /// An empty inbox whose streams derive from a secret of zeros: anyone who knows the sender
+    /// and addressee ids can compute them. For tests and trusted links; give every agent a
+    /// random secret with [`Inbox::with_secret`] where peers may lie.
     pub fn new() -> Self {
         Inbox::default()
+    }
+
+    /// An empty inbox for an agent with this secret (16 random bytes, from the platform's RNG
+    /// when the agent is created; it moves with the agent).
+    pub fn with_secret(secret: [u8; 16]) -> Self {
+        Inbox {
+            secret,
+            ..Inbox::default()
+        }
+    }
+
+    /// The token of this agent's stream to `to`: the first 16 bytes of
+    /// `SHA-256("mielin-cells/stream/v1" || secret || to)`.
+    pub fn stream(&self, to: AgentId) -> [u8; STREAM_LEN] {
+        stream_token(&self.secret, to)
     }
 
     /// Queues `payload` for `to`, numbered one above the last message to it. `false` (nothing
@@ -91,33 +116,28 @@ impl Inbox {
         self.mailbox.len()
     }
 
-    /// Offers message `seq` from `sender`, delivered by `peer`, to the mailbox (the rule of
-    /// [`AgentHost::deliver`](super::AgentHost::deliver)): accepted only if it is the next one
-    /// of that (peer, sender) pair. A pair first heard continues from the highest sequence
-    /// delivered for `sender` from any node (it moved there). A new pair beyond the limits is
-    /// answered `Full`, like a full mailbox.
+    /// Offers message `seq` of `sender`'s `stream`, delivered by `peer`, to the mailbox (the
+    /// rule of [`AgentHost::deliver`](super::AgentHost::deliver)): accepted only if it is the
+    /// next one of that stream. A stream first heard starts at 1. A new stream beyond the
+    /// limits (in all, or first delivered by `peer`) is answered `Full`, like a full mailbox.
     pub fn offer(
         &mut self,
         peer: NodeId,
         sender: AgentId,
+        stream: [u8; STREAM_LEN],
         seq: u64,
         payload: &[u8],
         limits: &InboxLimits,
     ) -> Delivery {
-        let key = (peer, sender);
-        let last = match self.last_in.get(&key) {
+        let key = (sender, stream);
+        let (last, first_peer) = match self.last_in.get(&key) {
             Some(l) => *l,
             None => {
-                let of_peer = self.last_in.keys().filter(|k| k.0 == peer).count();
+                let of_peer = self.last_in.values().filter(|v| v.1 == peer).count();
                 if self.last_in.len() >= limits.senders || of_peer >= limits.senders_per_peer {
                     return Delivery::Full;
                 }
-                self.last_in
-                    .iter()
-                    .filter(|(k, _)| k.1 == sender)
-                    .map(|(_, s)| *s)
-                    .max()
-                    .unwrap_or(0)
+                (0, peer)
             }
         };
         if seq <= last {
@@ -127,16 +147,21 @@ impl Inbox {
         } else if self.mailbox.len() >= limits.mailbox || payload.len() > MAX_INBOX_MESSAGE_LEN {
             Delivery::Full
         } else {
-            self.last_in.insert(key, seq);
+            self.last_in.insert(key, (seq, first_peer));
             self.mailbox.push_back((sender, payload.to_vec()));
             Delivery::Accepted
         }
     }
 
-    /// Calls `f(to, seq, payload)` for each unacknowledged message, oldest first.
-    pub fn outgoing(&self, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+    /// Calls `f` with each unacknowledged message, oldest first.
+    pub fn outgoing(&self, f: &mut dyn FnMut(super::Outgoing<'_>)) {
         for (to, seq, m) in &self.outbox {
-            f(*to, *seq, m);
+            f(super::Outgoing {
+                to: *to,
+                stream: self.stream(*to),
+                seq: *seq,
+                payload: m,
+            });
         }
     }
 
@@ -152,16 +177,18 @@ impl Inbox {
 
     /// Appends the inbox section's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.secret);
         put_varint(out, self.next_seq.len());
         for (a, s) in &self.next_seq {
             out.extend_from_slice(a.as_bytes());
             out.extend_from_slice(&s.to_le_bytes());
         }
         put_varint(out, self.last_in.len());
-        for ((n, a), s) in &self.last_in {
-            out.extend_from_slice(n.as_bytes());
+        for ((a, stream), (s, peer)) in &self.last_in {
             out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(stream);
             out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(peer.as_bytes());
         }
         put_varint(out, self.mailbox.len());
         for (a, m) in &self.mailbox {
@@ -193,6 +220,7 @@ impl Inbox {
     pub fn decode(bytes: &[u8]) -> Result<Inbox, DecodeError> {
         let mut r = Reader(bytes);
         let mut inbox = Inbox::default();
+        inbox.secret.copy_from_slice(r.take(16)?);
         let n = count(&mut r, 24)?;
         let mut prev: Option<AgentId> = None;
         for _ in 0..n {
@@ -204,16 +232,20 @@ impl Inbox {
             prev = Some(a);
             inbox.next_seq.insert(a, s);
         }
-        let n = count(&mut r, 40)?;
-        let mut prev: Option<(NodeId, AgentId)> = None;
+        let n = count(&mut r, 56)?;
+        let mut prev: Option<(AgentId, [u8; STREAM_LEN])> = None;
         for _ in 0..n {
-            let k = (node(&mut r)?, agent(&mut r)?);
+            let a = agent(&mut r)?;
+            let mut stream = [0u8; STREAM_LEN];
+            stream.copy_from_slice(r.take(STREAM_LEN)?);
+            let k = (a, stream);
             let s = seq(&mut r)?;
+            let peer = node(&mut r)?;
             if prev.is_some_and(|p| k <= p) {
                 return Err(DecodeError::Malformed);
             }
             prev = Some(k);
-            inbox.last_in.insert(k, s);
+            inbox.last_in.insert(k, (s, peer));
         }
         let n = count(&mut r, 17)?;
         for _ in 0..n {
@@ -240,6 +272,18 @@ impl Inbox {
         }
         Ok(inbox)
     }
+}
+
+fn stream_token(secret: &[u8; 16], to: AgentId) -> [u8; STREAM_LEN] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"mielin-cells/stream/v1");
+    h.update(secret);
+    h.update(to.as_bytes());
+    let d: [u8; 32] = h.finalize().into();
+    let mut t = [0u8; STREAM_LEN];
+    t.copy_from_slice(&d[..STREAM_LEN]);
+    t
 }
 
 fn put_varint(out: &mut Vec<u8>, v: usize) {
@@ -289,6 +333,7 @@ fn message(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     const A: AgentId = AgentId::from_bytes([0xa; 16]);
     const B: AgentId = AgentId::from_bytes([0xb; 16]);
@@ -296,14 +341,19 @@ mod tests {
     const Y: NodeId = NodeId::from_bytes([2; 16]);
     const M: NodeId = NodeId::from_bytes([9; 16]);
 
+    /// B's stream to the inbox's owner, as B's host computes it.
+    fn b_stream() -> [u8; STREAM_LEN] {
+        Inbox::with_secret([0xbb; 16]).stream(A)
+    }
+
     #[test]
     fn round_trip_and_one_encoding() {
         let l = InboxLimits::default();
-        let mut i = Inbox::new();
+        let mut i = Inbox::with_secret([3; 16]);
         assert!(i.send(A, b"one", &l));
         assert!(i.send(A, b"two", &l));
         assert!(i.send(B, b"", &l));
-        assert_eq!(i.offer(X, B, 1, b"hi", &l), Delivery::Accepted);
+        assert_eq!(i.offer(X, B, b_stream(), 1, b"hi", &l), Delivery::Accepted);
         let bytes = i.to_bytes();
         assert_eq!(Inbox::decode(&bytes), Ok(i.clone()));
         for cut in 0..bytes.len() {
@@ -315,52 +365,74 @@ mod tests {
     }
 
     #[test]
+    fn streams_depend_on_the_secret_and_the_addressee() {
+        let i = Inbox::with_secret([1; 16]);
+        assert_ne!(i.stream(A), i.stream(B));
+        assert_ne!(i.stream(A), Inbox::with_secret([2; 16]).stream(A));
+        let mut sent = Vec::new();
+        let mut j = i.clone();
+        j.send(A, b"x", &InboxLimits::default());
+        j.outgoing(&mut |m| sent.push((m.to, m.stream, m.seq)));
+        assert_eq!(sent, [(A, i.stream(A), 1)]);
+    }
+
+    #[test]
     fn a_peer_naming_another_agent_cannot_shadow_it() {
         let l = InboxLimits::default();
         let mut i = Inbox::new();
-        assert_eq!(i.offer(X, B, 1, b"real 1", &l), Delivery::Accepted);
-        // M names B with the next number: its own sequence, not B's.
-        assert_eq!(i.offer(M, B, 2, b"fake", &l), Delivery::Accepted);
+        assert_eq!(
+            i.offer(X, B, b_stream(), 1, b"real 1", &l),
+            Delivery::Accepted
+        );
+        // M names B, with a stream of its own making (it does not know B's secret).
+        assert_eq!(i.offer(M, B, [0; 16], 2, b"fake", &l), Delivery::OutOfOrder);
+        assert_eq!(i.offer(M, B, [0; 16], 1, b"fake", &l), Delivery::Accepted);
         // B's real second message is not taken for a duplicate.
-        assert_eq!(i.offer(X, B, 2, b"real 2", &l), Delivery::Accepted);
-        assert_eq!(i.offer(X, B, 2, b"real 2", &l), Delivery::Duplicate);
+        assert_eq!(
+            i.offer(X, B, b_stream(), 2, b"real 2", &l),
+            Delivery::Accepted
+        );
+        assert_eq!(
+            i.offer(X, B, b_stream(), 2, b"real 2", &l),
+            Delivery::Duplicate
+        );
     }
 
     #[test]
-    fn a_sender_that_moved_continues_its_sequence() {
+    fn a_sender_that_moved_continues_its_stream() {
         let l = InboxLimits::default();
         let mut i = Inbox::new();
-        assert_eq!(i.offer(X, B, 1, b"1", &l), Delivery::Accepted);
-        assert_eq!(i.offer(X, B, 2, b"2", &l), Delivery::Accepted);
+        assert_eq!(i.offer(X, B, b_stream(), 1, b"1", &l), Delivery::Accepted);
+        assert_eq!(i.offer(X, B, b_stream(), 2, b"2", &l), Delivery::Accepted);
         // B moved to Y; its unacknowledged 2 is sent again from there: already delivered.
-        assert_eq!(i.offer(Y, B, 2, b"2", &l), Delivery::Duplicate);
-        assert_eq!(i.offer(Y, B, 3, b"3", &l), Delivery::Accepted);
-        assert_eq!(i.offer(Y, B, 5, b"5", &l), Delivery::OutOfOrder);
+        assert_eq!(i.offer(Y, B, b_stream(), 2, b"2", &l), Delivery::Duplicate);
+        assert_eq!(i.offer(Y, B, b_stream(), 3, b"3", &l), Delivery::Accepted);
+        // A copy of 2 from X, delayed on the way, is still a duplicate.
+        assert_eq!(i.offer(X, B, b_stream(), 2, b"2", &l), Delivery::Duplicate);
+        assert_eq!(i.offer(Y, B, b_stream(), 5, b"5", &l), Delivery::OutOfOrder);
     }
 
     #[test]
-    fn spoofed_senders_are_bounded_per_peer() {
+    fn spoofed_streams_are_bounded_per_peer() {
         let l = InboxLimits::default();
         let mut i = Inbox::new();
         for n in 0..l.senders_per_peer {
-            let spoofed = AgentId::from_bytes([n as u8 + 0x20; 16]);
-            assert_eq!(i.offer(M, spoofed, 1, b"", &l), Delivery::Accepted);
+            assert_eq!(i.offer(M, B, [n as u8; 16], 1, b"", &l), Delivery::Accepted);
             i.pop();
         }
-        let one_more = AgentId::from_bytes([0xee; 16]);
-        assert_eq!(i.offer(M, one_more, 1, b"", &l), Delivery::Full);
+        assert_eq!(i.offer(M, B, [0xee; 16], 1, b"", &l), Delivery::Full);
         // Another peer still gets through.
-        assert_eq!(i.offer(X, B, 1, b"", &l), Delivery::Accepted);
+        assert_eq!(i.offer(X, B, b_stream(), 1, b"", &l), Delivery::Accepted);
     }
 
     #[test]
     fn hostile_sections_are_refused_without_allocating_their_claims() {
         // A count claiming 2^62 entries.
-        let mut b = Vec::new();
+        let mut b = vec![0u8; 16];
         put_varint(&mut b, 1 << 62);
         assert_eq!(Inbox::decode(&b), Err(DecodeError::UnexpectedEnd));
         // Keys out of order.
-        let mut b = Vec::new();
+        let mut b = vec![0u8; 16];
         put_varint(&mut b, 2);
         for a in [B, A] {
             b.extend_from_slice(a.as_bytes());

@@ -46,7 +46,9 @@ pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use journal::FileJournal;
 pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
-pub use node::{AgentHost, AgentInfo, Config, Delivery, Node, Stats, Transmit, OUTBOX};
+pub use node::{
+    AgentHost, AgentInfo, Config, Delivery, Node, Outgoing, Stats, Stream, Transmit, OUTBOX,
+};
 
 /// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a
 /// wildcard arm, new variants may come.
@@ -60,7 +62,7 @@ pub enum MeshError {
     #[error("not a mesh frame: bad magic")]
     BadMagic,
     /// A frame version this codec does not read.
-    #[error("unsupported frame version: expected 1, found {found}")]
+    #[error("unsupported frame version: expected 2, found {found}")]
     UnsupportedVersion {
         /// The version byte found.
         found: u8,

@@ -48,22 +48,35 @@ pub trait AgentHost {
     /// The agent now belongs to another node: free its stopped copy.
     fn release(&mut self, agent: AgentId);
 
-    /// Offers a message to the mailbox of `to`, an agent running here.
+    /// Offers message `seq` of agent `from`'s `stream`, delivered by the node `peer` (this
+    /// node's own id for a sender running here), to the mailbox of `to`, an agent running here.
     ///
-    /// The host keeps, per sender, the last sequence number it accepted — durably, and inside the
-    /// agent's snapshot so that it travels with the agent — and answers: `seq == last + 1`,
-    /// stored: [`Delivery::Accepted`]; `seq <= last`: [`Delivery::Duplicate`]; `seq > last + 1`:
-    /// [`Delivery::OutOfOrder`]; no room: [`Delivery::Full`]. The default keeps no mailboxes and
-    /// answers `Full`.
-    fn deliver(&mut self, to: AgentId, from: AgentId, seq: u64, payload: &[u8]) -> Delivery {
-        let _ = (to, from, seq, payload);
+    /// The host keeps, per (sender, stream), the last sequence number it accepted — durably,
+    /// and inside the agent's snapshot so that it travels with the agent — and answers:
+    /// `seq == last + 1`, stored: [`Delivery::Accepted`]; `seq <= last`:
+    /// [`Delivery::Duplicate`]; `seq > last + 1`: [`Delivery::OutOfOrder`]; no room:
+    /// [`Delivery::Full`]. The stream is a token only the sender's and the addressee's hosts
+    /// see, so a peer that names another node's agent cannot make that agent's messages look
+    /// like duplicates; [`Inbox`](super::Inbox) implements the rule. The default keeps no
+    /// mailboxes and answers `Full`.
+    fn deliver(
+        &mut self,
+        to: AgentId,
+        peer: NodeId,
+        from: AgentId,
+        stream: Stream,
+        seq: u64,
+        payload: &[u8],
+    ) -> Delivery {
+        let _ = (to, peer, from, stream, seq, payload);
         Delivery::Full
     }
 
-    /// Calls `f(to, seq, payload)` for each message `agent` sent and the mesh has not yet
-    /// acknowledged, oldest first. The host keeps them durably and inside the agent's snapshot,
-    /// and numbers them per addressee from 1. The default has none.
-    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+    /// Calls `f` with each message `agent` sent and the mesh has not yet acknowledged, oldest
+    /// first. The host keeps them durably and inside the agent's snapshot, and numbers them per
+    /// addressee from 1 in the agent's stream to that addressee
+    /// ([`Inbox::stream`](super::Inbox::stream)). The default has none.
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
         let _ = (agent, f);
     }
 
@@ -77,6 +90,22 @@ pub trait AgentHost {
         let _ = agent;
         None
     }
+}
+
+/// A sender's stream token to one addressee ([`frame::Body::Deliver`]).
+pub type Stream = [u8; frame::STREAM_LEN];
+
+/// A message sent and not yet acknowledged ([`AgentHost::outgoing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    /// The addressee.
+    pub to: AgentId,
+    /// The sender's stream to it.
+    pub stream: Stream,
+    /// The message's number in the stream.
+    pub seq: u64,
+    /// Its bytes.
+    pub payload: &'a [u8],
 }
 
 /// What a host did with a message ([`AgentHost::deliver`]).
@@ -161,6 +190,10 @@ pub struct Stats {
     pub messages_full: u64,
     /// `Moved` answers from tombstones.
     pub moved_answers: u64,
+    /// `Delivered` and `Moved` frames ignored because they came from a node this one did not
+    /// ask (a bystander acknowledging a message it never received, or redirecting an agent it
+    /// never held).
+    pub unsolicited: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +262,9 @@ pub struct Node<J: Journal, const N: usize> {
     outbox: heapless::Deque<Pending, OUTBOX>,
     /// Where addressees run, as last learned, with the epoch that told us.
     locations: heapless::LinearMap<AgentId, (NodeId, u64), N>,
+    /// The node each (sender, addressee) pair's message was last sent to: only that node's
+    /// `Delivered` or `Moved` is believed.
+    asked: heapless::LinearMap<(AgentId, AgentId), NodeId, N>,
     next_message_scan: u64,
     stats: Stats,
 }
@@ -244,6 +280,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
             timers: heapless::LinearMap::new(),
             outbox: heapless::Deque::new(),
             locations: heapless::LinearMap::new(),
+            asked: heapless::LinearMap::new(),
             next_message_scan: 0,
             stats: Stats::default(),
         }
@@ -500,7 +537,8 @@ impl<J: Journal, const N: usize> Node<J, N> {
             }
             if let Out::Deliver { sender, seq } = p.out {
                 let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
-                let Some(n) = message_payload(host, sender, p.agent, seq, &mut payload) else {
+                let Some((stream, n)) = message_payload(host, sender, p.agent, seq, &mut payload)
+                else {
                     continue; // acknowledged meanwhile
                 };
                 let len = Repr {
@@ -508,6 +546,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                     epoch: p.epoch,
                     body: Body::Deliver {
                         sender: *sender.as_bytes(),
+                        stream,
                         seq,
                         payload: &payload[..n],
                     },
@@ -663,6 +702,19 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
             }
             Body::Moved { node } => {
+                // Believed only from a node this one sent the agent's messages to, or handed the
+                // agent to itself (its tombstone points there).
+                let handed_there = matches!(
+                    rec,
+                    Some(Record {
+                        phase: Phase::Moved { target, .. },
+                        ..
+                    }) if target == from
+                );
+                if !handed_there && !self.was_asked(agent, from) {
+                    self.stats.unsolicited += 1;
+                    return Ok(());
+                }
                 let node = NodeId::from_bytes(node);
                 if node != self.id {
                     self.learn(agent, node, p);
@@ -670,13 +722,14 @@ impl<J: Journal, const N: usize> Node<J, N> {
             }
             Body::Deliver {
                 sender,
+                stream,
                 seq,
                 payload,
             } => self.on_deliver(
                 host,
                 agent,
                 from,
-                AgentId::from_bytes(sender),
+                (AgentId::from_bytes(sender), stream),
                 seq,
                 payload,
                 rec,
@@ -687,6 +740,11 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 status,
             } => {
                 let sender = AgentId::from_bytes(sender);
+                // Only the node the message went to can say what became of it.
+                if self.asked.get(&(sender, agent)) != Some(&from) {
+                    self.stats.unsolicited += 1;
+                    return Ok(());
+                }
                 match status {
                     DeliveryStatus::Unknown => {
                         if self.locations.get(&agent).is_some_and(|l| l.0 == from) {
@@ -718,7 +776,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         host: &mut H,
         to: AgentId,
         from: NodeId,
-        sender: AgentId,
+        (sender, stream): (AgentId, Stream),
         seq: u64,
         payload: &[u8],
         rec: Option<Record>,
@@ -728,7 +786,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 epoch,
                 phase: Phase::Running,
             }) => {
-                let status = self.deliver_local(host, to, sender, seq, payload);
+                let status = self.deliver_local(host, to, from, (sender, stream), seq, payload);
                 (
                     epoch,
                     Out::Delivered {
@@ -769,11 +827,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
         &mut self,
         host: &mut H,
         to: AgentId,
-        sender: AgentId,
+        peer: NodeId,
+        (sender, stream): (AgentId, Stream),
         seq: u64,
         payload: &[u8],
     ) -> DeliveryStatus {
-        match host.deliver(to, sender, seq, payload) {
+        match host.deliver(to, peer, sender, stream, seq, payload) {
             Delivery::Accepted => {
                 self.stats.messages_accepted += 1;
                 DeliveryStatus::Accepted
@@ -799,9 +858,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
         for sender in running {
             // The oldest message per addressee, at most 16 addressees per scan.
             let mut heads: heapless::Vec<(AgentId, u64), 16> = heapless::Vec::new();
-            host.outgoing(sender, &mut |to, seq, _| {
-                if !heads.iter().any(|h| h.0 == to) {
-                    let _ = heads.push((to, seq));
+            host.outgoing(sender, &mut |m| {
+                if !heads.iter().any(|h| h.0 == m.to) {
+                    let _ = heads.push((m.to, m.seq));
                 }
             });
             for (to, seq) in heads {
@@ -812,8 +871,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
                         ..
                     }) => {
                         let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
-                        if let Some(n) = message_payload(host, sender, to, seq, &mut payload) {
-                            if self.deliver_local(host, to, sender, seq, &payload[..n])
+                        if let Some((stream, n)) =
+                            message_payload(host, sender, to, seq, &mut payload)
+                        {
+                            let here = self.id;
+                            let m = (sender, stream);
+                            if self.deliver_local(host, to, here, m, seq, &payload[..n])
                                 == DeliveryStatus::Accepted
                             {
                                 host.acked(sender, to, seq);
@@ -833,10 +896,45 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 };
                 if let Some(node) = node.filter(|n| *n != self.id) {
                     let epoch = self.locations.get(&to).map_or(0, |l| l.1);
+                    self.ask(sender, to, node);
                     self.queue(node, to, epoch, Out::Deliver { sender, seq });
                 }
             }
         }
+    }
+
+    /// Remembers that `sender`'s message for `to` went to `node`. Full: the entry of a pair whose
+    /// sender no longer runs here is replaced, else any (the pair is asked again next scan).
+    fn ask(&mut self, sender: AgentId, to: AgentId, node: NodeId) {
+        if self.asked.insert((sender, to), node).is_ok() {
+            return;
+        }
+        let journal = &self.journal;
+        let victim = self
+            .asked
+            .keys()
+            .find(|(s, _)| {
+                !matches!(
+                    journal.get(*s),
+                    Some(Record {
+                        phase: Phase::Running,
+                        ..
+                    })
+                )
+            })
+            .or_else(|| self.asked.keys().next())
+            .copied();
+        if let Some(v) = victim {
+            self.asked.remove(&v);
+            let _ = self.asked.insert((sender, to), node);
+        }
+    }
+
+    /// Whether a message for `agent` was sent to `node`.
+    fn was_asked(&self, agent: AgentId, node: NodeId) -> bool {
+        self.asked
+            .iter()
+            .any(|((_, to), n)| *to == agent && *n == node)
     }
 
     fn learn(&mut self, agent: AgentId, node: NodeId, epoch: u64) {
@@ -1157,19 +1255,24 @@ impl<J: Journal, const N: usize> Node<J, N> {
     }
 }
 
-/// Copies message `seq` from `sender` to `to` out of the host's outgoing messages.
+/// Copies message `seq` from `sender` to `to` out of the host's outgoing messages; its stream
+/// and length.
 fn message_payload<H: AgentHost>(
     host: &mut H,
     sender: AgentId,
     to: AgentId,
     seq: u64,
     out: &mut [u8; frame::MAX_MESSAGE_LEN],
-) -> Option<usize> {
+) -> Option<(Stream, usize)> {
     let mut found = None;
-    host.outgoing(sender, &mut |t, s, payload| {
-        if found.is_none() && t == to && s == seq && payload.len() <= frame::MAX_MESSAGE_LEN {
-            out[..payload.len()].copy_from_slice(payload);
-            found = Some(payload.len());
+    host.outgoing(sender, &mut |m| {
+        if found.is_none()
+            && m.to == to
+            && m.seq == seq
+            && m.payload.len() <= frame::MAX_MESSAGE_LEN
+        {
+            out[..m.payload.len()].copy_from_slice(m.payload);
+            found = Some((m.stream, m.payload.len()));
         }
     });
     found
@@ -1239,7 +1342,15 @@ mod tests {
             self.owned = None;
             self.running = None;
         }
-        fn deliver(&mut self, _: AgentId, _: AgentId, seq: u64, _: &[u8]) -> Delivery {
+        fn deliver(
+            &mut self,
+            _: AgentId,
+            _: NodeId,
+            _: AgentId,
+            _: Stream,
+            seq: u64,
+            _: &[u8],
+        ) -> Delivery {
             if seq <= self.inbox_last {
                 Delivery::Duplicate
             } else if seq == self.inbox_last + 1 {
@@ -1249,9 +1360,14 @@ mod tests {
                 Delivery::OutOfOrder
             }
         }
-        fn outgoing(&mut self, _: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+        fn outgoing(&mut self, _: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
             if let Some((to, seq)) = self.outbox {
-                f(to, seq, b"hi");
+                f(Outgoing {
+                    to,
+                    stream: [0; 16],
+                    seq,
+                    payload: b"hi",
+                });
             }
         }
         fn acked(&mut self, _: AgentId, _: AgentId, seq: u64) {

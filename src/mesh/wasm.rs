@@ -51,6 +51,74 @@ pub enum Received {
     TooLong,
 }
 
+/// An agent's [`Inbox`](super::Inbox), shared between its live instance (as the store data the
+/// host functions see) and its host (which delivers into it and reads its outbox), with the
+/// limits the host allows the agent.
+#[derive(Debug, Clone, Default)]
+pub struct SharedInbox {
+    inbox: alloc::rc::Rc<core::cell::RefCell<super::Inbox>>,
+    limits: super::InboxLimits,
+}
+
+impl SharedInbox {
+    /// `inbox`, shared, within `limits`.
+    pub fn new(inbox: super::Inbox, limits: super::InboxLimits) -> Self {
+        SharedInbox {
+            inbox: alloc::rc::Rc::new(core::cell::RefCell::new(inbox)),
+            limits,
+        }
+    }
+
+    /// The inbox, to read.
+    pub fn get(&self) -> core::cell::Ref<'_, super::Inbox> {
+        self.inbox.borrow()
+    }
+
+    /// The inbox, to change.
+    pub fn get_mut(&self) -> core::cell::RefMut<'_, super::Inbox> {
+        self.inbox.borrow_mut()
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &super::InboxLimits {
+        &self.limits
+    }
+
+    /// [`Inbox::offer`](super::Inbox::offer) within this inbox's limits.
+    pub fn offer(
+        &self,
+        peer: crate::NodeId,
+        sender: AgentId,
+        stream: super::Stream,
+        seq: u64,
+        payload: &[u8],
+    ) -> super::Delivery {
+        self.inbox
+            .borrow_mut()
+            .offer(peer, sender, stream, seq, payload, &self.limits)
+    }
+}
+
+impl Mailbox for SharedInbox {
+    fn send(&mut self, to: AgentId, payload: &[u8]) -> bool {
+        self.inbox.borrow_mut().send(to, payload, &self.limits)
+    }
+
+    fn recv(&mut self, out: &mut [u8]) -> Received {
+        let mut i = self.inbox.borrow_mut();
+        let Some((from, m)) = i.peek() else {
+            return Received::Empty;
+        };
+        let Some(dst) = out.get_mut(..m.len()) else {
+            return Received::TooLong;
+        };
+        dst.copy_from_slice(m);
+        let len = m.len();
+        i.pop();
+        Received::Message { from, len }
+    }
+}
+
 /// The memory: the export `crate::runtime` adds to every module that defines one, else an
 /// export named `memory`.
 fn memory<T>(caller: &Caller<'_, T>) -> Option<wasmi::Memory> {

@@ -626,7 +626,15 @@ impl AgentHost for WasmHost {
         let _ = std::fs::remove_file(self.run_path(agent));
     }
 
-    fn deliver(&mut self, to: AgentId, from: AgentId, seq: u64, payload: &[u8]) -> Delivery {
+    fn deliver(
+        &mut self,
+        to: AgentId,
+        _: NodeId,
+        from: AgentId,
+        _: crate::mesh::Stream,
+        seq: u64,
+        payload: &[u8],
+    ) -> Delivery {
         let Some(live) = self.live.get(&to) else {
             return Delivery::Full;
         };
@@ -653,7 +661,7 @@ impl AgentHost for WasmHost {
         d
     }
 
-    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(AgentId, u64, &[u8])) {
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(crate::mesh::Outgoing<'_>)) {
         let inbox = match self.live.get(&agent) {
             Some(l) => l.host().0.borrow().clone(),
             None => match self.stopped.get(&agent) {
@@ -662,7 +670,12 @@ impl AgentHost for WasmHost {
             },
         };
         for (to, seq, m) in &inbox.outbox {
-            f(*to, *seq, m);
+            f(crate::mesh::Outgoing {
+                to: *to,
+                stream: [0; 16],
+                seq: *seq,
+                payload: m,
+            });
         }
     }
 

@@ -482,6 +482,7 @@ impl<'d> Cells<'d> {
             },
             signer: None,
             base_digests: base.map(|b| &b.digests),
+            ..Default::default()
         })?;
         Ok(bytes)
     }
