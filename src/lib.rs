@@ -116,6 +116,7 @@ pub mod quic;
 #[cfg(feature = "wasmi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
 pub mod runtime;
+mod seal;
 mod state;
 #[cfg(feature = "std")]
 mod time;
@@ -129,6 +130,7 @@ pub use error::{
 pub use globals::{GlobalValue, MAX_GLOBALS};
 pub use hash::{sha256, DigestPrefix};
 pub use id::{AgentId, NodeId};
+pub use seal::{LocalKey, Part, StoreError, MAC_LEN};
 pub use policy::{
     Arch, NodeStatus, ParseArchError, Policy, PolicyViolation, LOW_BATTERY_PERCENT,
     MAX_ARCHITECTURES,
