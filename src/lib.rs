@@ -130,11 +130,11 @@ pub use error::{
 pub use globals::{GlobalValue, MAX_GLOBALS};
 pub use hash::{sha256, DigestPrefix};
 pub use id::{AgentId, NodeId};
-pub use seal::{LocalKey, Part, StoreError, MAC_LEN};
 pub use policy::{
     Arch, NodeStatus, ParseArchError, Policy, PolicyViolation, LOW_BATTERY_PERCENT,
     MAX_ARCHITECTURES,
 };
+pub use seal::{LocalKey, Part, StoreError, MAC_LEN};
 pub use state::AgentState;
 #[cfg(feature = "std")]
 pub use time::unix_now;

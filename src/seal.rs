@@ -159,8 +159,19 @@ pub enum StoreError {
     /// The file has zero bytes: a wiped or truncated journal, not an empty one.
     #[error("empty: the file has zero bytes (a journal always has a header)")]
     Empty,
+    /// The file is longer than any file the journal writes with its capacity; refused before
+    /// it is read, so a huge file costs no memory.
+    #[error("too long: a journal of this capacity is at most {limit} bytes, the file has {found}")]
+    TooLong {
+        /// The longest file of this capacity.
+        limit: u64,
+        /// The file's length.
+        found: u64,
+    },
     /// The file ends inside a structure.
-    #[error("too short: the {part} at byte {offset} needs {needed} bytes, the file ends at {found}")]
+    #[error(
+        "too short: the {part} at byte {offset} needs {needed} bytes, the file ends at {found}"
+    )]
     TooShort {
         /// The structure cut.
         part: Part,
@@ -370,7 +381,10 @@ mod tests {
                 assert!(!key.verify("d", &[b"payload"], &t));
             }
         }
-        assert!(!key.verify("d", &[b"payload"], &tag[..31]), "a truncated tag");
+        assert!(
+            !key.verify("d", &[b"payload"], &tag[..31]),
+            "a truncated tag"
+        );
         assert!(!key.verify("d", &[b"payloaD"], &tag));
         assert!(!key.verify("e", &[b"payload"], &tag));
     }
