@@ -663,3 +663,89 @@ fn an_oversized_mesh_journal_is_refused_unread() {
         }
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Random damage: several changes at once, beyond the suite's single faults.
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid image of each journal, and its state.
+    fn images() -> &'static [(Vec<u8>, Vec<EpochOp>, Vec<u8>, MeshState)] {
+        static IMAGES: std::sync::OnceLock<Vec<(Vec<u8>, Vec<EpochOp>, Vec<u8>, MeshState)>> =
+            std::sync::OnceLock::new();
+        IMAGES.get_or_init(|| {
+            let k = keys(A, 1);
+            let mut e = Epochs.create(&k).unwrap();
+            for op in epoch_ops(6) {
+                Epochs.apply(&mut e, &op).unwrap();
+            }
+            let mut m = Mesh.create(&k).unwrap();
+            for op in mesh_ops() {
+                Mesh.apply(&mut m, &op).unwrap();
+            }
+            vec![(
+                Epochs.image(&e).unwrap(),
+                Epochs.state(&e),
+                Mesh.image(&m).unwrap(),
+                Mesh.state(&m),
+            )]
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        Set(usize, u8),
+        Insert(usize, u8),
+        Delete(usize),
+        Truncate(usize),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Change::Set(i, b)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Change::Insert(i, b)),
+            any::<usize>().prop_map(Change::Delete),
+            any::<usize>().prop_map(Change::Truncate),
+        ]
+    }
+
+    fn damage(mut image: Vec<u8>, changes: &[Change]) -> Vec<u8> {
+        for c in changes {
+            let n = image.len().max(1);
+            match *c {
+                Change::Set(i, b) if !image.is_empty() => image[i % n] = b,
+                Change::Insert(i, b) => image.insert(i % (image.len() + 1), b),
+                Change::Delete(i) if !image.is_empty() => {
+                    image.remove(i % n);
+                }
+                Change::Truncate(i) => image.truncate(i % n),
+                _ => {}
+            }
+        }
+        image
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Refused, or (when the changes undo themselves or touch only what does not count)
+        /// exactly the committed state; never a panic.
+        #[test]
+        fn damaged_journals_open_to_the_committed_state_or_not_at_all(
+            changes in proptest::collection::vec(change(), 1..6)
+        ) {
+            let (epochs, epoch_state, mesh, mesh_state) = &images()[0];
+            let k = keys(A, 1);
+            let damaged = damage(epochs.clone(), &changes);
+            if let Ok(s) = Epochs.open(&k, Some(&damaged)) {
+                prop_assert_eq!(&Epochs.state(&s), epoch_state);
+            }
+            let damaged = damage(mesh.clone(), &changes);
+            if let Ok(s) = Mesh.open(&k, Some(&damaged)) {
+                prop_assert_eq!(&Mesh.state(&s), mesh_state);
+            }
+        }
+    }
+}
