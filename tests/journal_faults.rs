@@ -671,10 +671,11 @@ mod random {
     use super::*;
     use proptest::prelude::*;
 
-    /// A valid image of each journal, and its state.
-    fn images() -> &'static [(Vec<u8>, Vec<EpochOp>, Vec<u8>, MeshState)] {
-        static IMAGES: std::sync::OnceLock<Vec<(Vec<u8>, Vec<EpochOp>, Vec<u8>, MeshState)>> =
-            std::sync::OnceLock::new();
+    /// A valid image of each journal and its state: the epoch journal's, the mesh journal's.
+    type Images = (Vec<u8>, Vec<EpochOp>, Vec<u8>, MeshState);
+
+    fn images() -> &'static Images {
+        static IMAGES: std::sync::OnceLock<Images> = std::sync::OnceLock::new();
         IMAGES.get_or_init(|| {
             let k = keys(A, 1);
             let mut e = Epochs.create(&k).unwrap();
@@ -685,12 +686,12 @@ mod random {
             for op in mesh_ops() {
                 Mesh.apply(&mut m, &op).unwrap();
             }
-            vec![(
+            (
                 Epochs.image(&e).unwrap(),
                 Epochs.state(&e),
                 Mesh.image(&m).unwrap(),
                 Mesh.state(&m),
-            )]
+            )
         })
     }
 
@@ -736,7 +737,7 @@ mod random {
         fn damaged_journals_open_to_the_committed_state_or_not_at_all(
             changes in proptest::collection::vec(change(), 1..6)
         ) {
-            let (epochs, epoch_state, mesh, mesh_state) = &images()[0];
+            let (epochs, epoch_state, mesh, mesh_state) = images();
             let k = keys(A, 1);
             let damaged = damage(epochs.clone(), &changes);
             if let Ok(s) = Epochs.open(&k, Some(&damaged)) {

@@ -235,7 +235,7 @@ mod file {
 
     /// What a slot's MAC covers: the format's magic and version, the slot's index (a slot
     /// copied into the other place does not verify) and its fields.
-    fn slot_mac_input<'a>(index: usize, b: &'a [u8; SLOT_LEN]) -> [&'a [u8]; 3] {
+    fn slot_mac_input(index: usize, b: &[u8; SLOT_LEN]) -> [&[u8]; 3] {
         const PREFIX: [u8; PREFIX_LEN] = prefix();
         const INDEX: [[u8; 1]; 2] = [[0], [1]];
         [&PREFIX, &INDEX[index], &b[..64]]
