@@ -311,9 +311,10 @@ mod file {
     /// its committed length (its tail cut at a record boundary: a rollback of the last
     /// records). Bytes past the committed length — a record torn by a crash — are cut off and
     /// the cut synced before `open` returns, so the next record goes where the slot says.
-    /// When one slot does not verify (a crash while writing it, or damage) and one whole
-    /// record chained to the other slot follows the committed length, that record was
-    /// synced before the slot write began: it counts, and the broken slot is rewritten.
+    /// A slot that does not verify is accepted only as a crash explains it: exactly one whole
+    /// record, chained to the other slot, follows the committed length and ends the file (it
+    /// was synced before the slot write began); that record counts and the slot is rewritten.
+    /// Any other broken slot is refused (`BadMac`), never read as an older state.
     ///
     /// Not detected here: a whole older copy of the file (a rollback of everything), which
     /// is indistinguishable from the file as it was; see `docs/security.md`.
@@ -420,18 +421,27 @@ mod file {
                         "not the record its commit slot vouches for (spliced from another copy)",
                 });
             }
-            // Past the committed length. If the other slot does not verify, it was being
-            // written for the record that follows (synced before the slot write began), or it
-            // was damaged after it committed that record: either way that record, whole and
-            // chained to this slot, is part of the journal.
+            // A slot that does not verify is explained by one thing only: a crash while it was
+            // being written, to commit the record that follows (synced before the slot write
+            // began), with nothing after that record. Then the record counts: either the crash
+            // hit before the slot was whole, or the slot was damaged after committing it. Any
+            // other file with a broken slot (damage, or damage and a cut) is refused rather
+            // than read as an older state.
             let mut roll_forward = None;
-            if !other_valid && len - offset >= RECORD_LEN as u64 {
+            if !other_valid {
+                let broken = StoreError::BadMac {
+                    part: Part::Slot,
+                    offset: slot_offset(1 - active) as u64,
+                };
+                if len != offset + RECORD_LEN as u64 {
+                    return Err(broken);
+                }
                 let mut record = [0u8; RECORD_LEN];
                 reader.read_exact(&mut record)?;
-                if let Ok(mac) = check_record(key, offset, &head, &record, &mut tables) {
-                    offset += RECORD_LEN as u64;
-                    roll_forward = Some(mac);
-                }
+                let mac =
+                    check_record(key, offset, &head, &record, &mut tables).map_err(|_| broken)?;
+                offset += RECORD_LEN as u64;
+                roll_forward = Some(mac);
             }
             drop(reader);
             let mut journal = FileEpochJournal {

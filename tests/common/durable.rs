@@ -11,7 +11,8 @@
 //! Never a different state, never a panic. What it runs:
 //! - every operation committed, reopened: the same state, the same image;
 //! - truncation at every byte offset, and a cut at every commit boundary;
-//! - every byte flipped, and every bit of the header;
+//! - every byte flipped, and every bit of the header; every header byte flipped in an image
+//!   cut at a commit boundary (two faults);
 //! - no image at all (a deleted file) and a zero-length one;
 //! - torn tails: after each commit, every prefix of the bytes the next commit adds past the
 //!   boundary, and garbage; then the next operation again and a reopen (a torn tail must not
@@ -322,6 +323,26 @@ pub fn run<B: Durable>(b: &B, suite: &Suite, node: &Keys, other: &Keys, ops: &[B
                 format!("bit {bit} of header byte {at} flipped"),
             );
         }
+    }
+
+    // 3b. Two faults: a header byte flipped and the image cut at a commit boundary (a broken
+    //     commit slot must not make an older commit look like the last one).
+    let cuts: Vec<usize> = (0..n).filter(|&k| h.boundaries[k] < last.len()).collect();
+    let header = b.header_len();
+    for i in suite.offsets(cuts.len() * header, 5) {
+        let (k, at) = (cuts[i / header], i % header);
+        let mut image = b.cut(last, h.boundaries[k]);
+        if at >= image.len() {
+            continue;
+        }
+        image[at] ^= 0xff;
+        damaged(
+            &mut r,
+            "flip a header byte and cut at a boundary",
+            Some(&image),
+            node,
+            format!("header byte {at} flipped, cut at commit {k}'s boundary"),
+        );
     }
 
     // 4. No image; a zero-length one. Both refused: only creating makes an empty store.
