@@ -254,31 +254,29 @@ impl From<std::io::Error> for StoreError {
 
 #[cfg(feature = "std")]
 impl StoreError {
-    /// The error as an `io::Error` naming `path` (`NotFound` for [`StoreError::Missing`],
-    /// `AlreadyExists` for [`StoreError::Exists`], `InvalidData` for a refused file).
-    pub fn at(self, path: &std::path::Path) -> std::io::Error {
+    /// The `io::ErrorKind` it maps to: `NotFound` for [`StoreError::Missing`],
+    /// `AlreadyExists` for [`StoreError::Exists`], the kind of an I/O error, and `InvalidData`
+    /// for a refused file.
+    pub fn kind(self) -> std::io::ErrorKind {
         use std::io::ErrorKind;
-        let kind = match self {
+        match self {
             StoreError::Missing => ErrorKind::NotFound,
             StoreError::Exists => ErrorKind::AlreadyExists,
             StoreError::Io(kind) => kind,
             _ => ErrorKind::InvalidData,
-        };
-        std::io::Error::new(kind, std::format!("{}: {self}", path.display()))
+        }
+    }
+
+    /// The error as an `io::Error` of its [`kind`](Self::kind) whose message names `path`.
+    pub fn at(self, path: &std::path::Path) -> std::io::Error {
+        std::io::Error::new(self.kind(), std::format!("{}: {self}", path.display()))
     }
 }
 
 #[cfg(feature = "std")]
 impl From<StoreError> for std::io::Error {
     fn from(e: StoreError) -> Self {
-        use std::io::ErrorKind;
-        let kind = match e {
-            StoreError::Missing => ErrorKind::NotFound,
-            StoreError::Exists => ErrorKind::AlreadyExists,
-            StoreError::Io(kind) => kind,
-            _ => ErrorKind::InvalidData,
-        };
-        std::io::Error::new(kind, e)
+        std::io::Error::new(e.kind(), e)
     }
 }
 
