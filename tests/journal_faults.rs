@@ -750,3 +750,27 @@ mod random {
         }
     }
 }
+
+/// The QUIC host creates its epoch journal only in a new data directory; a restart finds it;
+/// a node whose journal was deleted, or that was handed another node's data directory, does
+/// not start.
+#[cfg(feature = "quic")]
+#[test]
+fn the_quic_host_creates_only_in_a_new_directory() {
+    use mielin_cells::quic::{Directory, Identity, WasmHost};
+    let scratch = Scratch::new();
+    let (a, b) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+    let (dir_a, dir_b) = (scratch.0.join("a"), scratch.0.join("b"));
+    drop(WasmHost::open(&a, &Directory::new(), &dir_a, 1).unwrap()); // new: created
+    drop(WasmHost::open(&a, &Directory::new(), &dir_a, 1).unwrap()); // a restart
+    drop(WasmHost::open(&b, &Directory::new(), &dir_b, 1).unwrap());
+    // b's directory handed to a.
+    let e = WasmHost::open(&a, &Directory::new(), &dir_b, 1).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("written by another node"), "{e}");
+    // a's journal deleted: the directory is not new, so it is not made again.
+    std::fs::remove_file(dir_a.join("epochs")).unwrap();
+    let e = WasmHost::open(&a, &Directory::new(), &dir_a, 1).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(e.to_string().contains("epochs"), "{e}");
+}
