@@ -21,7 +21,7 @@ use mielin_cells::mesh::{Config, FileJournal, Journal};
 use mielin_cells::quic::{
     to_hex, Directory, Driver, DriverConfig, Event, Identity, PublicKey, Role, Wake, WasmHost,
 };
-use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy};
+use mielin_cells::{AgentId, Arch, LocalKey, NodeId, NodeStatus, Policy};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -203,11 +203,20 @@ async fn node(run: Run) {
         let id = directory.insert(key, addr);
         names.nodes.insert(id, name);
     }
+    // A new node (no data directory, or an empty one) creates its journals; any other must
+    // find them, sealed with its key (a node that lost its journal must not start empty).
+    let fresh = std::fs::read_dir(&run.data).map_or(true, |mut d| d.next().is_none());
     std::fs::create_dir_all(&run.data).unwrap_or_else(|e| die(&e.to_string()));
     let mut host = WasmHost::open(&identity, &directory, &run.data, 10_000_000)
         .unwrap_or_else(|e| die(&e.to_string()));
-    let journal =
-        FileJournal::open(run.data.join("journal"), 64).unwrap_or_else(|e| die(&e.to_string()));
+    let key = LocalKey::derive(identity.secret(), identity.node_id());
+    let path = run.data.join("journal");
+    let journal = if fresh {
+        FileJournal::create(&path, identity.node_id(), &key, 64)
+    } else {
+        FileJournal::open(&path, identity.node_id(), &key, 64)
+    }
+    .unwrap_or_else(|e| die(&e.at(&path).to_string()));
     let mut cfg = DriverConfig::new(run.listen);
     cfg.mesh = Config {
         rto_ms: run.rto_ms,

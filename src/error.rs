@@ -207,6 +207,8 @@ pub enum Capacity {
     TrustList,
     /// Agents an epoch journal remembers.
     EpochJournal,
+    /// Epoch journal entries one peer's snapshots may create (a trust list's per-peer quota).
+    PeerEpochQuota,
 }
 
 impl fmt::Display for Capacity {
@@ -218,6 +220,7 @@ impl fmt::Display for Capacity {
             Capacity::DnaStore => "DNA store entries",
             Capacity::TrustList => "trust list entries",
             Capacity::EpochJournal => "epoch journal entries",
+            Capacity::PeerEpochQuota => "epoch journal entries created by one peer",
         })
     }
 }

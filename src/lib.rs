@@ -116,6 +116,7 @@ pub mod quic;
 #[cfg(feature = "wasmi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
 pub mod runtime;
+mod seal;
 mod state;
 #[cfg(feature = "std")]
 mod time;
@@ -133,6 +134,7 @@ pub use policy::{
     Arch, NodeStatus, ParseArchError, Policy, PolicyViolation, LOW_BATTERY_PERCENT,
     MAX_ARCHITECTURES,
 };
+pub use seal::{LocalKey, Part, StoreError, MAC_LEN};
 pub use state::AgentState;
 #[cfg(feature = "std")]
 pub use time::unix_now;

@@ -12,7 +12,7 @@ use mielin_cells::migration::{
     MigrationSnapshot, Route, TrustList, MAX_EPOCH, SIGNATURE_CONTEXT, TRAILER_LEN,
     V2_SIGNATURE_BLOCK_LEN,
 };
-use mielin_cells::{sha256, AgentId, CellError, NodeId, SignatureError};
+use mielin_cells::{sha256, AgentId, CellError, LocalKey, NodeId, SignatureError};
 
 const NOW: u64 = 1_790_000_000;
 const T1: NodeId = NodeId::from_bytes([0x11; 16]);
@@ -119,12 +119,13 @@ fn replay_after_restart_is_refused() {
     let _ = std::fs::remove_file(&path);
     let s = key(1);
     let bytes = handoff(&s, SOURCE, TARGET, 7);
+    let sealed = LocalKey::derive(&[0x7a; 32], TARGET);
     {
-        let journal = FileEpochJournal::open(&path, 16).unwrap();
+        let journal = FileEpochJournal::create(&path, TARGET, &sealed, 16).unwrap();
         let mut t = receiver(TARGET, journal, &[(SOURCE, &s)]);
         accept(&mut t, &bytes).unwrap();
     } // the process dies
-    let journal = FileEpochJournal::open(&path, 16).unwrap();
+    let journal = FileEpochJournal::open(&path, TARGET, &sealed, 16).unwrap();
     let mut t = receiver(TARGET, journal, &[(SOURCE, &s)]);
     assert_eq!(
         accept(&mut t, &bytes),
@@ -136,7 +137,7 @@ fn replay_after_restart_is_refused() {
         .open(&path)
         .unwrap();
     std::io::Write::write_all(&mut f, &[0xab; 10]).unwrap();
-    let journal = FileEpochJournal::open(&path, 16).unwrap();
+    let journal = FileEpochJournal::open(&path, TARGET, &sealed, 16).unwrap();
     assert_eq!(journal.last_epoch(sample_agent().id()), Some(7));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -362,12 +363,13 @@ fn replay_after_restart_is_refused_with_the_mesh_journal() {
     let _ = std::fs::remove_file(&path);
     let s = key(1);
     let bytes = handoff(&s, SOURCE, TARGET, 3);
+    let sealed = LocalKey::derive(&[0x7a; 32], TARGET);
     {
-        let mut journal = FileJournal::open(&path, 16).unwrap();
+        let mut journal = FileJournal::create(&path, TARGET, &sealed, 16).unwrap();
         let mut t = receiver(TARGET, &mut journal, &[(SOURCE, &s)]);
         accept(&mut t, &bytes).unwrap();
     }
-    let mut journal = FileJournal::open(&path, 16).unwrap();
+    let mut journal = FileJournal::open(&path, TARGET, &sealed, 16).unwrap();
     let mut t = receiver(TARGET, &mut journal, &[(SOURCE, &s)]);
     assert_eq!(
         accept(&mut t, &bytes),

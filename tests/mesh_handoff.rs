@@ -10,7 +10,7 @@ use mielin_cells::mesh::{
     AgentHost, AgentInfo, Config, FileJournal, Journal, MemJournal, MeshError, Node, Phase, Record,
 };
 use mielin_cells::migration::MigrationSnapshot;
-use mielin_cells::{Agent, AgentId, AgentState, NodeId};
+use mielin_cells::{Agent, AgentId, AgentState, LocalKey, NodeId};
 use std::collections::BTreeMap;
 
 const A: NodeId = NodeId::from_bytes([0xa1; 16]);
@@ -254,8 +254,12 @@ fn source_crash_before_deciding_restarts_from_the_file_journal() {
     let path = dir.join("a.journal");
     let _ = std::fs::remove_file(&path);
     let (id, mut ha, mut hb) = setup();
-    let mut a: Node<FileJournal, 8> =
-        Node::new(A, FileJournal::open(&path, 8).unwrap(), Config::default());
+    let sealed = LocalKey::derive(&[0x7a; 32], A);
+    let mut a: Node<FileJournal, 8> = Node::new(
+        A,
+        FileJournal::create(&path, A, &sealed, 8).unwrap(),
+        Config::default(),
+    );
     let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), Config::default());
     a.start(&mut ha, id).unwrap();
     let mut now = 0;
@@ -267,7 +271,7 @@ fn source_crash_before_deciding_restarts_from_the_file_journal() {
     while b.poll_transmit(&mut hb, &mut buf).unwrap().is_some() {}
     drop(a);
     ha.running.clear();
-    let journal = FileJournal::open(&path, 8).unwrap();
+    let journal = FileJournal::open(&path, A, &sealed, 8).unwrap();
     assert_eq!(
         journal.get(id),
         Some(Record {
@@ -285,7 +289,7 @@ fn source_crash_before_deciding_restarts_from_the_file_journal() {
     assert!(hb.running.is_empty());
     // The file says so too, after another reopen.
     drop(a);
-    let journal = FileJournal::open(&path, 8).unwrap();
+    let journal = FileJournal::open(&path, A, &sealed, 8).unwrap();
     assert_eq!(
         journal.get(id),
         Some(Record {
@@ -296,10 +300,15 @@ fn source_crash_before_deciding_restarts_from_the_file_journal() {
     // Sequence numbers survive as well (what a trust list needs).
     let mut journal = journal;
     journal.set_sequence(id, 42).unwrap();
-    assert_eq!(FileJournal::open(&path, 8).unwrap().sequence(id), Some(42));
+    assert_eq!(
+        FileJournal::open(&path, A, &sealed, 8)
+            .unwrap()
+            .sequence(id),
+        Some(42)
+    );
     // A file that is not a journal is an error, not a panic or an empty journal.
     std::fs::write(&path, b"garbage").unwrap();
-    assert!(FileJournal::open(&path, 8).is_err());
+    assert!(FileJournal::open(&path, A, &sealed, 8).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -129,7 +129,8 @@ pub trait Journal {
 #[derive(Debug, Clone, Default)]
 pub struct MemJournal<const N: usize> {
     records: heapless::LinearMap<AgentId, Record, N>,
-    sequences: heapless::LinearMap<AgentId, u64, N>,
+    /// Each agent's sequence number and the peer whose snapshot created the entry.
+    sequences: heapless::LinearMap<AgentId, (u64, Option<NodeId>), N>,
 }
 
 impl<const N: usize> MemJournal<N> {
@@ -172,39 +173,83 @@ impl<const N: usize> Journal for MemJournal<N> {
         }
     }
     fn sequence(&self, agent: AgentId) -> Option<u64> {
-        self.sequences.get(&agent).copied()
+        self.sequences.get(&agent).map(|(s, _)| *s)
     }
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
+        self.set_sequence_created(agent, seq, None)
+    }
+}
+
+impl<const N: usize> MemJournal<N> {
+    /// `set_sequence`, keeping `created_by` with a new entry (an existing one keeps its own).
+    fn set_sequence_created(
+        &mut self,
+        agent: AgentId,
+        seq: u64,
+        created_by: Option<NodeId>,
+    ) -> Result<(), MeshError> {
+        let created_by = self.sequences.get(&agent).map_or(created_by, |(_, c)| *c);
         self.sequences
-            .insert(agent, seq)
+            .insert(agent, (seq, created_by))
             .map(|_| ())
             .map_err(|_| MeshError::JournalFull)
+    }
+
+    fn created_count(&self, peer: NodeId) -> usize {
+        self.sequences
+            .values()
+            .filter(|(_, c)| *c == Some(peer))
+            .count()
     }
 }
 
 #[cfg(feature = "std")]
 mod file {
     use super::*;
+    use crate::seal::{LocalKey, Part, StoreError};
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
     use std::vec::Vec;
 
-    /// A journal in one file (feature `std`).
+    /// A journal in one file (feature `std`), sealed to its node.
     ///
     /// The file is rewritten whole on every change — a temporary file, `fsync`, then an atomic
-    /// rename — so a crash leaves the old or the new contents, never a mix. Format: the magic
-    /// `MZJ1`, then [`RECORD_LEN`]-byte records (see [`Record::encode`]), then 24-byte sequence
-    /// entries (agent id, `u64` LE) after a `u32` LE count. Meant for tens to thousands of agents;
-    /// each write costs the whole file.
+    /// rename — so a crash leaves the old or the new contents, never a mix. Meant for tens to
+    /// thousands of agents; each write costs the whole file.
+    ///
+    /// **Format** (`docs/protocol.md`, "What is persisted"): the magic `MZJL`, the version
+    /// (`u32` LE, 2), the node id (16), a `u32` LE count and [`RECORD_LEN`]-byte records (see
+    /// [`Record::encode`]), a `u32` LE count and 41-byte sequence entries (agent id, `u64` LE,
+    /// creator tag 0 this node / 1 a peer, creator node id), then an HMAC-SHA256 over every
+    /// byte before it under the node's [`LocalKey`].
+    ///
+    /// **Open** refuses, each with its own [`StoreError`]: a missing or empty file (unless
+    /// creating), a file too short for its header, another magic (the unsealed format of
+    /// version 1 is `UnsupportedVersion`), another version, another node's id, a MAC that
+    /// does not verify (an edit, corruption, or another node's key), and after the MAC, any
+    /// structure that breaks the format. A file longer than a journal of its capacity can be
+    /// is refused before it is read.
     #[derive(Debug)]
     pub struct FileJournal {
         path: PathBuf,
+        node: NodeId,
+        key: LocalKey,
         records: BTreeMap<AgentId, Record>,
-        sequences: BTreeMap<AgentId, u64>,
+        sequences: BTreeMap<AgentId, (u64, Option<NodeId>)>,
         capacity: usize,
     }
 
-    const MAGIC: &[u8; 4] = b"MZJ1";
+    const MAGIC: [u8; 4] = *b"MZJL";
+    /// The unsealed journals before version 2 started with this (and had no version field).
+    const MAGIC_V1: [u8; 4] = *b"MZJ1";
+    const VERSION: u32 = 2;
+    const DOMAIN: &str = "mielin-cells/mesh-journal/v2";
+    /// Magic, version, node id.
+    const HEADER_LEN: usize = 4 + 4 + 16;
+    /// A sequence entry: agent id, sequence number, creator tag and node id.
+    const SEQUENCE_LEN: usize = 16 + 8 + 1 + 16;
+    /// The smallest file: header, two zero counts, the MAC.
+    const MIN_LEN: usize = HEADER_LEN + 4 + 4 + crate::MAC_LEN;
 
     impl FileJournal {
         pub(super) fn has_sequence_room(&self) -> bool {
@@ -214,68 +259,234 @@ mod file {
         pub(super) fn sequence_capacity(&self) -> usize {
             self.capacity
         }
+
+        pub(super) fn created_count(&self, peer: NodeId) -> usize {
+            self.sequences
+                .values()
+                .filter(|(_, c)| *c == Some(peer))
+                .count()
+        }
+
+        /// The longest file a journal of `capacity` records and sequence numbers writes.
+        fn max_len(capacity: usize) -> u64 {
+            let per = (RECORD_LEN + SEQUENCE_LEN) as u64;
+            (MIN_LEN as u64).saturating_add(per.saturating_mul(capacity as u64))
+        }
     }
 
     impl FileJournal {
-        /// Opens the journal at `path` (an absent file is an empty journal), holding at most
-        /// `capacity` records. A file that is not a journal is an `InvalidData` error.
-        pub fn open(path: impl AsRef<Path>, capacity: usize) -> std::io::Result<FileJournal> {
-            let path = path.as_ref().to_path_buf();
-            let mut j = FileJournal {
-                path,
+        /// Creates the journal of a new node at `path`, for node `node` sealed with `key` (the
+        /// node's [`LocalKey`]), holding at most `capacity` records and as many sequence
+        /// numbers. Refused with [`StoreError::Exists`] if a file is there.
+        pub fn create(
+            path: impl AsRef<Path>,
+            node: NodeId,
+            key: &LocalKey,
+            capacity: usize,
+        ) -> Result<FileJournal, StoreError> {
+            let path = path.as_ref();
+            if path.symlink_metadata().is_ok() {
+                return Err(StoreError::Exists);
+            }
+            let j = FileJournal {
+                path: path.to_path_buf(),
+                node,
+                key: key.clone(),
                 records: BTreeMap::new(),
                 sequences: BTreeMap::new(),
                 capacity,
             };
-            let bytes = match std::fs::read(&j.path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(j),
-                Err(e) => return Err(e),
-            };
-            let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a journal");
-            let rest = bytes.strip_prefix(&MAGIC[..]).ok_or_else(bad)?;
-            if rest.len() < 4 {
-                return Err(bad());
-            }
-            let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let rest = &rest[4..];
-            let rec_bytes = n
-                .checked_mul(RECORD_LEN)
-                .filter(|&l| l <= rest.len())
-                .ok_or_else(bad)?;
-            for c in rest[..rec_bytes].chunks_exact(RECORD_LEN) {
-                let mut b = [0u8; RECORD_LEN];
-                b.copy_from_slice(c);
-                let (a, r) = Record::decode(&b).ok_or_else(bad)?;
-                j.records.insert(a, r);
-            }
-            let seqs = &rest[rec_bytes..];
-            if seqs.len() % 24 != 0 {
-                return Err(bad());
-            }
-            for c in seqs.chunks_exact(24) {
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&c[..16]);
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&c[16..]);
-                j.sequences
-                    .insert(AgentId::from_bytes(id), u64::from_le_bytes(s));
-            }
+            j.flush()?;
             Ok(j)
         }
 
-        fn flush(&self) -> std::io::Result<()> {
-            use std::io::Write;
-            let mut out = Vec::with_capacity(8 + self.records.len() * RECORD_LEN);
-            out.extend_from_slice(MAGIC);
+        /// Opens the journal of node `node` at `path`, checked against `key`, holding at most
+        /// `capacity` records. A missing file is [`StoreError::Missing`]: only
+        /// [`create`](Self::create) starts an empty journal.
+        pub fn open(
+            path: impl AsRef<Path>,
+            node: NodeId,
+            key: &LocalKey,
+            capacity: usize,
+        ) -> Result<FileJournal, StoreError> {
+            use std::io::Read;
+            let path = path.as_ref();
+            let file = match std::fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::Missing)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let len = file.metadata()?.len();
+            let limit = Self::max_len(capacity);
+            if len > limit {
+                return Err(StoreError::TooLong { limit, found: len });
+            }
+            let mut bytes = Vec::new();
+            file.take(limit).read_to_end(&mut bytes)?;
+            let mut j = FileJournal {
+                path: path.to_path_buf(),
+                node,
+                key: key.clone(),
+                records: BTreeMap::new(),
+                sequences: BTreeMap::new(),
+                capacity,
+            };
+            j.decode(&bytes)?;
+            Ok(j)
+        }
+
+        /// Checks and reads a whole file: header, node, MAC, then the structures.
+        fn decode(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+            let found = bytes.len() as u64;
+            if bytes.is_empty() {
+                return Err(StoreError::Empty);
+            }
+            if let Some(m) = bytes.get(..4) {
+                if m == MAGIC_V1 {
+                    return Err(StoreError::UnsupportedVersion {
+                        found: 1,
+                        supported: VERSION,
+                    });
+                }
+                if m != MAGIC {
+                    return Err(StoreError::BadMagic {
+                        expected: MAGIC,
+                        found: [m[0], m[1], m[2], m[3]],
+                    });
+                }
+            }
+            if bytes.len() < MIN_LEN {
+                return Err(StoreError::TooShort {
+                    part: Part::Header,
+                    offset: 0,
+                    needed: MIN_LEN as u64,
+                    found,
+                });
+            }
+            let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            if version != VERSION {
+                return Err(StoreError::UnsupportedVersion {
+                    found: version,
+                    supported: VERSION,
+                });
+            }
+            let mut node = [0u8; 16];
+            node.copy_from_slice(&bytes[8..24]);
+            let node = NodeId::from_bytes(node);
+            if node != self.node {
+                return Err(StoreError::WrongNode {
+                    expected: self.node,
+                    found: node,
+                });
+            }
+            let (body, mac) = bytes.split_at(bytes.len() - crate::MAC_LEN);
+            if !self.key.verify(DOMAIN, &[body], mac) {
+                return Err(StoreError::BadMac {
+                    part: Part::FileMac,
+                    offset: body.len() as u64,
+                });
+            }
+            // Authenticated from here on: what follows only checks the structure this crate
+            // wrote, without trusting any count beyond the bytes there are.
+            let mut at = HEADER_LEN;
+            let malformed = |part, offset: usize, reason| StoreError::Malformed {
+                part,
+                offset: offset as u64,
+                reason,
+            };
+            let count = |at: usize, item: usize, part| {
+                let n = body
+                    .get(at..at + 4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+                    .ok_or(malformed(part, at, "count cut off"))?;
+                n.checked_mul(item)
+                    .filter(|&l| l <= body.len() - at - 4)
+                    .map(|_| n)
+                    .ok_or(malformed(
+                        part,
+                        at,
+                        "count larger than the bytes that follow",
+                    ))
+            };
+            let n = count(at, RECORD_LEN, Part::Record)?;
+            at += 4;
+            for _ in 0..n {
+                let mut b = [0u8; RECORD_LEN];
+                b.copy_from_slice(&body[at..at + RECORD_LEN]);
+                let (a, r) = Record::decode(&b).ok_or(malformed(
+                    Part::Record,
+                    at,
+                    "not a hand-off record",
+                ))?;
+                if self.records.insert(a, r).is_some() {
+                    return Err(malformed(Part::Record, at, "a second record of one agent"));
+                }
+                at += RECORD_LEN;
+            }
+            let n = count(at, SEQUENCE_LEN, Part::Sequence)?;
+            at += 4;
+            for _ in 0..n {
+                let c = &body[at..at + SEQUENCE_LEN];
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&c[..16]);
+                let mut s = [0u8; 8];
+                s.copy_from_slice(&c[16..24]);
+                let mut peer = [0u8; 16];
+                peer.copy_from_slice(&c[25..41]);
+                let created_by = match c[24] {
+                    0 if peer == [0; 16] => None,
+                    1 => Some(NodeId::from_bytes(peer)),
+                    _ => return Err(malformed(Part::Sequence, at, "creator tag is not 0 or 1")),
+                };
+                let entry = (u64::from_le_bytes(s), created_by);
+                if self
+                    .sequences
+                    .insert(AgentId::from_bytes(id), entry)
+                    .is_some()
+                {
+                    return Err(malformed(Part::Sequence, at, "a second entry of one agent"));
+                }
+                at += SEQUENCE_LEN;
+            }
+            if at != body.len() {
+                return Err(malformed(
+                    Part::FileMac,
+                    at,
+                    "bytes between the last entry and the MAC",
+                ));
+            }
+            Ok(())
+        }
+
+        /// The file's bytes.
+        fn encode(&self) -> Vec<u8> {
+            let mut out = Vec::with_capacity(
+                MIN_LEN + self.records.len() * RECORD_LEN + self.sequences.len() * SEQUENCE_LEN,
+            );
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&VERSION.to_le_bytes());
+            out.extend_from_slice(self.node.as_bytes());
             out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
             for (a, r) in &self.records {
                 out.extend_from_slice(&r.encode(*a));
             }
-            for (a, s) in &self.sequences {
+            out.extend_from_slice(&(self.sequences.len() as u32).to_le_bytes());
+            for (a, (s, c)) in &self.sequences {
                 out.extend_from_slice(a.as_bytes());
                 out.extend_from_slice(&s.to_le_bytes());
+                out.push(u8::from(c.is_some()));
+                out.extend_from_slice(c.map_or([0u8; 16], |n| *n.as_bytes()).as_slice());
             }
+            let mac = self.key.mac(DOMAIN, &[&out]);
+            out.extend_from_slice(&mac);
+            out
+        }
+
+        fn flush(&self) -> std::io::Result<()> {
+            use std::io::Write;
+            let out = self.encode();
             let tmp = self.path.with_extension("tmp");
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&out)?;
@@ -301,6 +512,36 @@ mod file {
                 return Err(MeshError::JournalIo);
             }
             Ok(())
+        }
+
+        /// `set_sequence`, keeping `created_by` with a new entry (an existing one keeps its
+        /// own).
+        pub(super) fn set_sequence_created(
+            &mut self,
+            agent: AgentId,
+            seq: u64,
+            created_by: Option<NodeId>,
+        ) -> Result<(), MeshError> {
+            if !self.sequences.contains_key(&agent) && self.sequences.len() >= self.capacity {
+                return Err(MeshError::JournalFull);
+            }
+            let created_by = self.sequences.get(&agent).map_or(created_by, |(_, c)| *c);
+            self.commit(
+                |j| j.sequences.insert(agent, (seq, created_by)),
+                |j, old| match old {
+                    Some(o) => {
+                        j.sequences.insert(agent, o);
+                    }
+                    None => {
+                        j.sequences.remove(&agent);
+                    }
+                },
+            )
+        }
+
+        /// The node this journal belongs to.
+        pub fn node(&self) -> NodeId {
+            self.node
         }
     }
 
@@ -343,23 +584,10 @@ mod file {
             }
         }
         fn sequence(&self, agent: AgentId) -> Option<u64> {
-            self.sequences.get(&agent).copied()
+            self.sequences.get(&agent).map(|(s, _)| *s)
         }
         fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
-            if !self.sequences.contains_key(&agent) && self.sequences.len() >= self.capacity {
-                return Err(MeshError::JournalFull);
-            }
-            self.commit(
-                |j| j.sequences.insert(agent, seq),
-                |j, old| match old {
-                    Some(o) => {
-                        j.sequences.insert(agent, o);
-                    }
-                    None => {
-                        j.sequences.remove(&agent);
-                    }
-                },
-            )
+            self.set_sequence_created(agent, seq, None)
         }
     }
 }
@@ -387,15 +615,29 @@ macro_rules! epochs_in_mesh_journal {
             })
         }
 
-        fn record_epoch(&mut self, agent: AgentId, epoch: u64) -> Result<(), crate::CellError> {
-            Journal::set_sequence(self, agent, epoch).map_err(|e| match e {
-                MeshError::JournalFull => crate::CellError::CapacityExceeded {
-                    what: crate::Capacity::EpochJournal,
-                    capacity: self.sequence_capacity(),
-                    requested: self.sequence_capacity().saturating_add(1),
-                },
-                _ => crate::CellError::JournalFailed,
-            })
+        fn record_epoch(
+            &mut self,
+            agent: AgentId,
+            epoch: u64,
+            created_by: Option<NodeId>,
+        ) -> Result<(), crate::CellError> {
+            self.set_sequence_created(agent, epoch, created_by)
+                .map_err(|e| match e {
+                    MeshError::JournalFull => crate::CellError::CapacityExceeded {
+                        what: crate::Capacity::EpochJournal,
+                        capacity: self.sequence_capacity(),
+                        requested: self.sequence_capacity().saturating_add(1),
+                    },
+                    _ => crate::CellError::JournalFailed,
+                })
+        }
+
+        fn created_by(&self, peer: NodeId) -> usize {
+            self.created_count(peer)
+        }
+
+        fn capacity(&self) -> usize {
+            self.sequence_capacity()
         }
     };
 }

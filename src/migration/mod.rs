@@ -21,7 +21,10 @@ pub use journal::FileEpochJournal;
 pub use journal::{EpochJournal, EpochTable};
 pub use manager::{MigrationManager, PendingMigration};
 #[cfg(feature = "signatures")]
-pub use sign::{key_id, verify_v1, Ed25519Signer, TrustList, DEFAULT_MAX_SKEW_SECS};
+pub use sign::{
+    default_peer_quota, key_id, verify_v1, Ed25519Signer, EpochRefusals, TrustList,
+    DEFAULT_MAX_SKEW_SECS,
+};
 pub use snapshot::{DecodeOptions, EncodeOptions, MigrationSnapshot, SnapshotView, StateEncoding};
 #[cfg(feature = "alloc")]
 pub use store::DnaMap;

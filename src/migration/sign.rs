@@ -53,6 +53,26 @@ impl SnapshotSigner for Ed25519Signer {
     }
 }
 
+/// The per-peer quota of a trust list whose quota was not set: half its journal's capacity
+/// (at least one entry), so that no single peer can fill the journal and lock every other peer
+/// (and this node) out of new agents. [`TrustList::set_peer_quota`] sets another.
+pub fn default_peer_quota(journal_capacity: usize) -> usize {
+    (journal_capacity / 2).max(1)
+}
+
+/// New agents a [`TrustList`] refused for want of room, by cause; read it with
+/// [`TrustList::refusals`]. Counted since the list was made (not persisted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EpochRefusals {
+    /// Snapshots of a new agent refused because the sending peer's entries reached its quota
+    /// ([`Capacity::PeerEpochQuota`]).
+    pub peer_quota: u64,
+    /// New agents refused because the journal was full ([`Capacity::EpochJournal`]):
+    /// snapshots from peers, and this node's own [`TrustList::record_sent`].
+    pub journal_full: u64,
+}
+
 /// A trusted key and the one node it speaks for.
 #[derive(Debug, Clone)]
 struct Trusted {
@@ -90,6 +110,8 @@ pub struct TrustList<const K: usize, J: EpochJournal> {
     journal: J,
     max_skew_secs: u64,
     max_age_secs: Option<u64>,
+    peer_quota: Option<usize>,
+    refusals: EpochRefusals,
 }
 
 impl<const K: usize, J: EpochJournal> TrustList<K, J> {
@@ -101,7 +123,32 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
             journal,
             max_skew_secs: DEFAULT_MAX_SKEW_SECS,
             max_age_secs: None,
+            peer_quota: None,
+            refusals: EpochRefusals::default(),
         }
+    }
+
+    /// Lets each peer's snapshots create at most `max` entries in the journal (default:
+    /// [`default_peer_quota`] of the journal's capacity). Entries are never removed, so a
+    /// peer's count only grows; a peer at its quota can still move agents it already has
+    /// entries for, but new agents from it are refused with
+    /// [`CellError::CapacityExceeded`] ([`Capacity::PeerEpochQuota`]) and counted in
+    /// [`refusals`](Self::refusals). For a fair share, set the journal's capacity divided by
+    /// the number of peers (and leave room for this node's own [`record_sent`](Self::record_sent)).
+    pub fn set_peer_quota(&mut self, max: usize) {
+        self.peer_quota = Some(max);
+    }
+
+    /// The quota each peer has: the one set, or [`default_peer_quota`] of the journal's
+    /// capacity.
+    pub fn peer_quota(&self) -> usize {
+        self.peer_quota
+            .unwrap_or_else(|| default_peer_quota(self.journal.capacity()))
+    }
+
+    /// New agents refused so far because a peer's quota or the journal was full.
+    pub fn refusals(&self) -> EpochRefusals {
+        self.refusals
     }
 
     /// The node this list receives for.
@@ -155,15 +202,22 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
     /// snapshot of the agent at that epoch or below, so a replay of an earlier hand-off to this
     /// node cannot bring back a copy of an agent that has moved on. An epoch at or below the
     /// recorded one changes nothing.
+    ///
+    /// This node's own decision: a new entry is charged to no peer's quota, only to the
+    /// journal's capacity (a full journal refuses it, counted in
+    /// [`EpochRefusals::journal_full`]).
     pub fn record_sent(&mut self, agent: AgentId, epoch: u64) -> Result<(), CellError> {
-        if self
-            .journal
-            .last_epoch(agent)
-            .is_some_and(|last| epoch <= last)
-        {
-            return Ok(());
+        match self.journal.last_epoch(agent) {
+            Some(last) if epoch <= last => return Ok(()),
+            Some(_) => {}
+            None => {
+                if let Err(e) = self.journal.check_room(agent) {
+                    self.refusals.journal_full += 1;
+                    return Err(e);
+                }
+            }
         }
-        self.journal.record_epoch(agent, epoch)
+        self.journal.record_epoch(agent, epoch, None)
     }
 
     /// The journal.
@@ -179,9 +233,10 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         now_unix_secs: u64,
     ) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
         let parsed = wire::parse(bytes, &opts.limits)?;
-        let epoch = self.check(&parsed, now_unix_secs)?;
+        let (epoch, peer) = self.check(&parsed, now_unix_secs)?;
         let snapshot = into_view(parsed, opts.dna_store)?;
-        self.journal.record_epoch(snapshot.agent_id(), epoch)?;
+        self.journal
+            .record_epoch(snapshot.agent_id(), epoch, Some(peer))?;
         Ok(snapshot)
     }
 
@@ -195,14 +250,15 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         now_unix_secs: u64,
     ) -> Result<MigrationSnapshot<alloc::vec::Vec<u8>>, CellError> {
         let parsed = wire::parse(bytes, &opts.limits)?;
-        let epoch = self.check(&parsed, now_unix_secs)?;
+        let (epoch, peer) = self.check(&parsed, now_unix_secs)?;
         let (snapshot, _) = super::snapshot::into_owned(parsed, opts)?;
-        self.journal.record_epoch(snapshot.agent_id(), epoch)?;
+        self.journal
+            .record_epoch(snapshot.agent_id(), epoch, Some(peer))?;
         Ok(snapshot)
     }
 
-    /// The checks; the epoch to record.
-    fn check(&self, parsed: &Parsed<'_>, now: u64) -> Result<u64, CellError> {
+    /// The checks; the epoch to record and the peer a new entry is charged to.
+    fn check(&mut self, parsed: &Parsed<'_>, now: u64) -> Result<(u64, NodeId), CellError> {
         let reject = |e| Err(CellError::SignatureRejected(e));
         let Some(block) = parsed.signature else {
             return reject(SignatureError::Missing);
@@ -251,18 +307,33 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         if route.epoch > MAX_EPOCH {
             return reject(SignatureError::EpochOutOfRange { found: route.epoch });
         }
+        let peer = trusted.node;
         match self.journal.last_epoch(parsed.agent_id) {
             Some(last) if route.epoch <= last => reject(SignatureError::Stale {
                 last,
                 found: route.epoch,
             }),
+            Some(_) => Ok((route.epoch, peer)),
             // Only a snapshot that passed every check above can take a slot, so an attacker
-            // without a trusted key cannot fill the journal.
-            Some(_) => Ok(route.epoch),
-            None => self
-                .journal
-                .check_room(parsed.agent_id)
-                .map(|()| route.epoch),
+            // without a trusted key cannot fill the journal; and a trusted peer can fill only
+            // its quota of it, since entries are never freed.
+            None => {
+                let quota = self.peer_quota();
+                let charged = self.journal.created_by(peer);
+                if charged >= quota {
+                    self.refusals.peer_quota += 1;
+                    return Err(CellError::CapacityExceeded {
+                        what: Capacity::PeerEpochQuota,
+                        capacity: quota,
+                        requested: charged.saturating_add(1),
+                    });
+                }
+                if let Err(e) = self.journal.check_room(parsed.agent_id) {
+                    self.refusals.journal_full += 1;
+                    return Err(e);
+                }
+                Ok((route.epoch, peer))
+            }
         }
     }
 }

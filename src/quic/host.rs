@@ -220,16 +220,35 @@ fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
 impl WasmHost {
     /// A host keeping its files in `dir` (created if missing), trusting snapshots signed by the
     /// keys of `directory`, with `fuel` per agent call.
+    ///
+    /// A missing or empty `dir` is a new node: its epoch journal is created. Otherwise the
+    /// journal `dir/epochs` must be there and verify under the node's key (derived from
+    /// `identity`); a missing, damaged or copied journal is an error naming the file.
     pub fn open(
         identity: &Identity,
         directory: &Directory,
         dir: &Path,
         fuel: u64,
     ) -> io::Result<WasmHost> {
+        let node = identity.node_id();
+        // A new node (its directory missing or empty) creates its epoch journal; any other
+        // must find it, sealed with its key: a node that lost it would accept replays.
+        let fresh = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+        };
+        std::fs::create_dir_all(dir)?;
+        let key = crate::LocalKey::derive(identity.secret(), node);
+        let path = dir.join("epochs");
+        let epochs = if fresh {
+            FileEpochJournal::create(&path, node, &key, 4096)
+        } else {
+            FileEpochJournal::open(&path, node, &key, 4096)
+        }
+        .map_err(|e| e.at(&path))?;
         std::fs::create_dir_all(dir.join("agents"))?;
         std::fs::create_dir_all(dir.join("dna"))?;
-        let node = identity.node_id();
-        let epochs = FileEpochJournal::open(&dir.join("epochs"), 4096)?;
         let mut trust = TrustList::new(node, epochs);
         for (id, peer) in directory.iter() {
             let key = ed25519_dalek::VerifyingKey::from_bytes(&peer.key.0)
