@@ -113,6 +113,15 @@ impl LocalKey {
     }
 }
 
+/// A node's key seals its own version-3 containers (`FLAG_SEALED`: a stopped agent, a prepared
+/// hand-off): the tag is [`LocalKey::mac`] under the domain `"mielin-cells/container-seal/v3"`
+/// over the container's seal message.
+impl crate::migration::SnapshotSealer for LocalKey {
+    fn seal(&self, message: &[u8]) -> [u8; 32] {
+        self.mac("mielin-cells/container-seal/v3", &[message])
+    }
+}
+
 /// Which structure of a sealed file a [`StoreError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -695,3 +695,37 @@ fn every_truncation_and_appended_byte_is_refused() {
         assert!(decode(&b).is_err(), "appended {extra:#04x} accepted");
     }
 }
+
+/// A refusal journals nothing (`docs/wire-format.md`, "Decoding", when the epoch is
+/// journaled): a container refused for its DNA (not in the receiver's store), its memory or its
+/// inbox decodes later, once the receiver can, at the same epoch.
+#[test]
+fn a_refusal_burns_no_epoch() {
+    let signer = signer();
+    let bytes = snapshot(true)
+        .serialize_with(&EncodeOptions {
+            dna_by_reference: true,
+            signer: Some((&signer, 1)),
+            ..v3()
+        })
+        .unwrap();
+    let mut t = TrustList::<4, _>::new(TARGET, EpochTable::<4>::new());
+    t.trust(SOURCE, signer.verifying_key()).unwrap();
+    let empty = DnaMap::new();
+    let without = DecodeOptions {
+        dna_store: Some(&empty),
+        ..Default::default()
+    };
+    assert!(matches!(
+        t.deserialize(&bytes, &without, NOW),
+        Err(CellError::DnaNotFound { .. })
+    ));
+    assert_eq!(t.last_epoch(snapshot(true).agent_id()), None);
+    let store = store();
+    let with = DecodeOptions {
+        dna_store: Some(&store),
+        ..Default::default()
+    };
+    assert_eq!(t.deserialize(&bytes, &with, NOW).unwrap(), snapshot(true));
+    assert_eq!(t.last_epoch(snapshot(true).agent_id()), Some(1));
+}

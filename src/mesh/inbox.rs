@@ -153,6 +153,18 @@ impl Inbox {
         }
     }
 
+    /// Puts a message from `from`, a sender outside the mesh (an operator's tool on this node),
+    /// straight into the mailbox: no stream, no sequence, nothing to deduplicate (it does not
+    /// cross the network). `Full` when the mailbox is, or the payload is longer than
+    /// [`MAX_INBOX_MESSAGE_LEN`].
+    pub fn post(&mut self, from: AgentId, payload: &[u8], limits: &InboxLimits) -> Delivery {
+        if self.mailbox.len() >= limits.mailbox || payload.len() > MAX_INBOX_MESSAGE_LEN {
+            return Delivery::Full;
+        }
+        self.mailbox.push_back((from, payload.to_vec()));
+        Delivery::Accepted
+    }
+
     /// Calls `f` with each unacknowledged message, oldest first.
     pub fn outgoing(&self, f: &mut dyn FnMut(super::Outgoing<'_>)) {
         for (to, seq, m) in &self.outbox {

@@ -48,6 +48,14 @@ pub trait AgentHost {
     /// The agent now belongs to another node: free its stopped copy.
     fn release(&mut self, agent: AgentId);
 
+    /// After a restart, discards every prepared copy except those `prepared(agent, epoch)`
+    /// says the journal holds in doubt: a crash between [`prepare`](Self::prepare) and the
+    /// journal's write leaves a copy that no commit can ever reach. The default keeps nothing
+    /// on its own and does nothing.
+    fn prune(&mut self, prepared: &dyn Fn(AgentId, u64) -> bool) {
+        let _ = prepared;
+    }
+
     /// Offers message `seq` of agent `from`'s `stream`, delivered by the node `peer` (this
     /// node's own id for a sender running here), to the mailbox of `to`, an agent running here.
     ///
@@ -302,6 +310,15 @@ impl<J: Journal, const N: usize> Node<J, N> {
             // More records than timers: the rest are picked up by the next restart.
             let _ = pending.push((a, r));
         });
+        {
+            let journal = &node.journal;
+            host.prune(&|agent, epoch| {
+                matches!(
+                    journal.get(agent),
+                    Some(Record { epoch: e, phase: Phase::Prepared { .. } }) if e == epoch
+                )
+            });
+        }
         for (agent, rec) in pending {
             match rec.phase {
                 Phase::Running => host.run(agent, rec.epoch),

@@ -1,146 +1,24 @@
-//! [`WasmHost`]: an [`AgentHost`] for WebAssembly agents that keeps everything on disk and signs
-//! what it sends.
+//! [`WasmHost`]: an [`AgentHost`] for WebAssembly agents that keeps everything on disk, sealed
+//! to this node, and signs what it sends.
 
 use super::driver::RoutedHost;
 use super::identity::{to_hex, Directory, Identity};
-use crate::mesh::wasm::{self, Mailbox, Received};
-use crate::mesh::{AgentHost, AgentInfo, Delivery, MeshError};
+use crate::mesh::wasm::{self, Mailbox, SharedInbox};
+use crate::mesh::{
+    AgentHost, AgentInfo, Delivery, Inbox, InboxLimits, MeshError, Outgoing, Stream,
+};
 use crate::migration::{
-    DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, FileEpochJournal,
+    Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, FileEpochJournal,
     MigrationSnapshot, Route, StateEncoding, TrustList,
 };
 use crate::runtime::{LiveAgent, Runtime, Val};
-use crate::{Agent, AgentId, Dna, NodeId};
-use alloc::collections::{BTreeMap, VecDeque};
+use crate::{Agent, AgentId, Dna, LocalKey, NodeId};
+use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
-
-/// Messages an agent may have unacknowledged; `mesh.send` answers -1 beyond.
-const OUTBOX_CAP: usize = 8;
-/// Messages an agent's mailbox holds; deliveries beyond are answered `Full`.
-const MAILBOX_CAP: usize = 8;
-
-/// An agent's messaging state; it travels with the agent, after its snapshot, and is saved with
-/// it.
-#[derive(Clone, Default, Debug)]
-struct Inbox {
-    next_seq: BTreeMap<AgentId, u64>,
-    last_in: BTreeMap<AgentId, u64>,
-    mailbox: VecDeque<(AgentId, Vec<u8>)>,
-    outbox: Vec<(AgentId, u64, Vec<u8>)>,
-}
-
-fn id16(b: &[u8]) -> Option<AgentId> {
-    Some(AgentId::from_bytes(b.get(..16)?.try_into().ok()?))
-}
-
-impl Inbox {
-    fn encode(&self, out: &mut Vec<u8>) {
-        let n = |out: &mut Vec<u8>, x: usize| out.extend_from_slice(&(x as u32).to_le_bytes());
-        for map in [&self.next_seq, &self.last_in] {
-            n(out, map.len());
-            for (a, s) in map {
-                out.extend_from_slice(a.as_bytes());
-                out.extend_from_slice(&s.to_le_bytes());
-            }
-        }
-        n(out, self.mailbox.len());
-        for (a, m) in &self.mailbox {
-            out.extend_from_slice(a.as_bytes());
-            n(out, m.len());
-            out.extend_from_slice(m);
-        }
-        n(out, self.outbox.len());
-        for (a, s, m) in &self.outbox {
-            out.extend_from_slice(a.as_bytes());
-            out.extend_from_slice(&s.to_le_bytes());
-            n(out, m.len());
-            out.extend_from_slice(m);
-        }
-    }
-
-    /// Decodes what `encode` wrote; bounded by the input (every count is checked against the
-    /// bytes left before anything is stored).
-    fn decode(mut b: &[u8]) -> Option<Inbox> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            if n > b.len() {
-                return None;
-            }
-            let (x, rest) = b.split_at(n);
-            *b = rest;
-            Some(x)
-        }
-        fn num(b: &mut &[u8]) -> Option<usize> {
-            Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
-        }
-        fn seq(b: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
-        }
-        let mut inbox = Inbox::default();
-        for i in 0..2 {
-            for _ in 0..num(&mut b)? {
-                let a = id16(take(&mut b, 16)?)?;
-                let s = seq(&mut b)?;
-                if i == 0 {
-                    inbox.next_seq.insert(a, s)
-                } else {
-                    inbox.last_in.insert(a, s)
-                };
-            }
-        }
-        for _ in 0..num(&mut b)? {
-            let a = id16(take(&mut b, 16)?)?;
-            let l = num(&mut b)?;
-            inbox.mailbox.push_back((a, take(&mut b, l)?.to_vec()));
-        }
-        for _ in 0..num(&mut b)? {
-            let a = id16(take(&mut b, 16)?)?;
-            let s = seq(&mut b)?;
-            let l = num(&mut b)?;
-            inbox.outbox.push((a, s, take(&mut b, l)?.to_vec()));
-        }
-        b.is_empty().then_some(inbox)
-    }
-}
-
-/// The store data of a live agent: its inbox, shared with the host.
-#[derive(Clone, Default)]
-struct Mbox(Rc<RefCell<Inbox>>);
-
-impl Mailbox for Mbox {
-    fn send(&mut self, to: AgentId, payload: &[u8]) -> bool {
-        let mut i = self.0.borrow_mut();
-        if i.outbox.len() >= OUTBOX_CAP {
-            return false;
-        }
-        let s = i.next_seq.entry(to).or_insert(0);
-        *s += 1;
-        let s = *s;
-        i.outbox.push((to, s, payload.to_vec()));
-        true
-    }
-    fn recv(&mut self, out: &mut [u8]) -> Received {
-        let mut i = self.0.borrow_mut();
-        let Some((from, m)) = i.mailbox.front() else {
-            return Received::Empty;
-        };
-        let Some(dst) = out.get_mut(..m.len()) else {
-            return Received::TooLong;
-        };
-        dst.copy_from_slice(m);
-        let r = Received::Message {
-            from: *from,
-            len: m.len(),
-        };
-        i.mailbox.pop_front();
-        r
-    }
-}
 
 /// What an agent's `stats` export returns: messages received, the last number, numbers that
 /// did not follow the previous one.
@@ -154,33 +32,62 @@ pub struct AgentStats {
     pub out_of_order: i32,
 }
 
-/// WebAssembly agents on disk, signed on the wire.
+/// What [`WasmHost::decode_saved`] reads from a file the host saved.
+#[derive(Debug, Clone)]
+pub struct SavedAgent {
+    /// The agent.
+    pub agent: Agent<Vec<u8>>,
+    /// Its epoch when it was saved.
+    pub epoch: u64,
+    /// Messages waiting in its mailbox.
+    pub waiting: usize,
+    /// Messages it sent that were not acknowledged yet.
+    pub unacked: usize,
+}
+
+/// A stopped agent (a hand-off in progress): its state and its messages.
+struct Stopped {
+    agent: Agent<Vec<u8>>,
+    inbox: Inbox,
+}
+
+/// WebAssembly agents on disk, sealed to this node, signed on the wire.
 ///
 /// Agents import `mesh.send`/`mesh.recv` ([`crate::mesh::wasm`]) and may export `tick() -> i32`
 /// (called by [`WasmHost::tick`]; returns how many messages it handled, 0 when nothing
 /// changed), `start(i32)` (called once when the agent is created) and `stats() -> (i32, i32,
 /// i32)`.
 ///
-/// Durability (the protocol's assumption A2): an agent's memory, globals, mailbox, outbox and
-/// sequence numbers are written to `DIR/agents/<id>.run` (temporary file, `fsync`, rename,
-/// directory `fsync`) when it starts, stops for a hand-off, accepts a message, and after a tick
-/// that handled messages; a prepared snapshot is written to `DIR/agents/<id>.<epoch>.prep`
-/// before [`AgentHost::prepare`] returns; DNA binaries to `DIR/dna/<sha256>.wasm`.
+/// **On the wire** an agent travels as one version-3 container (`docs/wire-format.md`): its
+/// memory, globals, policy and inbox (mailbox, outbox, sequence numbers) under one Ed25519
+/// signature of this node's key, bound to the target and the epoch; DNA by reference when the
+/// target has it. Received containers are checked by a [`TrustList`] of the directory's keys,
+/// with its epochs in `DIR/epochs` (a replay is refused), and the container's signed epoch must
+/// be the epoch of the Transfer frame that carried it.
 ///
-/// Snapshots sent are version 2, bound to the route's target and epoch, signed with the node's
-/// key; DNA by reference when the target has it, memory chunked (zero chunks skipped). Received
-/// ones are checked by a [`TrustList`] of the directory's keys with its epochs in
-/// `DIR/epochs` (a replayed snapshot is refused).
+/// **On disk** (the protocol's assumption A2): an agent's state is a version-3 container
+/// *sealed* with the node's own key ([`LocalKey`], from its secret and id), addressed to this
+/// node at the agent's epoch, in `DIR/agents/<id>.run` (temporary file, `fsync`, rename,
+/// directory `fsync`), written when it starts, stops for a hand-off, accepts a message, and
+/// after a tick that handled messages; a prepared hand-off in `DIR/agents/<id>.<epoch>.prep`
+/// before [`AgentHost::prepare`] returns; DNA binaries in `DIR/dna/<sha256>.wasm` (named by
+/// their hash, which is checked when they are used). A file is loaded as strictly as bytes
+/// from a peer: a file from another node, an edited one, or one from another epoch than the
+/// journal says is refused (`docs/security.md` states which attacker this stops and which it
+/// does not).
 pub struct WasmHost {
     node: NodeId,
     dir: PathBuf,
     rt: Runtime,
     signer: Ed25519Signer,
+    key: LocalKey,
     trust: TrustList<64, FileEpochJournal>,
     dna: DnaMap,
     limits: DecodeLimits,
-    live: BTreeMap<AgentId, LiveAgent<Mbox>>,
-    stopped: BTreeMap<AgentId, (Agent<Vec<u8>>, Inbox)>,
+    inbox_limits: InboxLimits,
+    /// Agents running here, with their epoch.
+    live: BTreeMap<AgentId, (LiveAgent<SharedInbox>, u64)>,
+    stopped: BTreeMap<AgentId, Stopped>,
     routes: BTreeMap<AgentId, (NodeId, u64)>,
     captured: Option<(AgentId, u64, bool, Vec<u8>)>,
     /// Messages refused as duplicates (already accepted once).
@@ -215,6 +122,13 @@ fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::fs::File::open(d)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The agent a saved file holds.
+struct Saved {
+    agent: Agent<Vec<u8>>,
+    inbox: Inbox,
+    epoch: u64,
 }
 
 impl WasmHost {
@@ -269,12 +183,14 @@ impl WasmHost {
             dir: dir.to_path_buf(),
             rt: Runtime::new(fuel),
             signer: Ed25519Signer::from_secret(identity.secret()),
+            key,
             trust,
             dna,
             limits: DecodeLimits {
                 max_wasm_binary: 16 << 20,
                 max_wasm_state: 128 << 20,
             },
+            inbox_limits: InboxLimits::default(),
             live: BTreeMap::new(),
             stopped: BTreeMap::new(),
             routes: BTreeMap::new(),
@@ -318,40 +234,91 @@ impl WasmHost {
         }
     }
 
-    /// The bytes kept on disk for an agent: its version-1 snapshot (with DNA), then its inbox.
-    fn encode_local(&self, agent: &Agent<Vec<u8>>, inbox: &Inbox) -> Result<Vec<u8>, MeshError> {
-        let snap = MigrationSnapshot::capture_at(agent, Some(self.node), crate::unix_now())
-            .serialize()
-            .map_err(|_| refused("serialize"))?;
-        let mut bytes = (snap.len() as u32).to_le_bytes().to_vec();
-        bytes.extend_from_slice(&snap);
-        inbox.encode(&mut bytes);
-        Ok(bytes)
+    /// The bytes kept on disk for an agent: a version-3 container addressed to this node at
+    /// `epoch`, its DNA by reference (in `DIR/dna`), its inbox inside, sealed with the node's
+    /// key.
+    fn encode_local(
+        &self,
+        agent: &Agent<Vec<u8>>,
+        inbox: &Inbox,
+        epoch: u64,
+    ) -> Result<Vec<u8>, MeshError> {
+        MigrationSnapshot::capture_at(agent, Some(self.node), crate::unix_now())
+            .with_route(Route {
+                target: self.node,
+                epoch,
+            })
+            .with_inbox(inbox.to_bytes())
+            .serialize_with(&EncodeOptions {
+                version: Some(3),
+                dna_by_reference: true,
+                state: StateEncoding::Chunked,
+                sealer: Some(&self.key),
+                ..Default::default()
+            })
+            .map_err(|_| refused("serialize"))
     }
 
-    fn decode_local(&self, s: &[u8]) -> Option<(Agent<Vec<u8>>, Inbox)> {
-        let n = u32::from_le_bytes(s.get(..4)?.try_into().ok()?) as usize;
-        let snap = s.get(4..4usize.checked_add(n)?)?;
+    /// Decodes a file this host saved, as strictly as bytes from a peer: sealed with this
+    /// node's key, addressed to this node, every check of the container, the inbox's too.
+    fn decode_local(&self, bytes: &[u8]) -> Result<Saved, MeshError> {
         let opts = DecodeOptions {
             limits: self.limits,
+            dna_store: Some(&self.dna),
             ..Default::default()
         };
-        let a = MigrationSnapshot::deserialize_with(snap, &opts)
-            .ok()?
-            .into_agent()
-            .ok()?;
-        Some((a, Inbox::decode(&s[4 + n..])?))
+        let s = MigrationSnapshot::deserialize_sealed(bytes, &opts, &self.key)
+            .map_err(|_| refused("saved agent refused (seal, format or DNA)"))?;
+        let route = s.route().ok_or(refused("saved agent has no route"))?;
+        if route.target != self.node {
+            return Err(refused("saved agent is addressed to another node"));
+        }
+        let inbox = Inbox::decode(s.inbox().unwrap_or_default())
+            .map_err(|_| refused("saved agent's inbox refused"))?;
+        let agent = s.into_agent().map_err(|_| refused("restore"))?;
+        Ok(Saved {
+            agent,
+            inbox,
+            epoch: route.epoch,
+        })
+    }
+
+    /// Decodes a file a host saved, `DIR/agents/<id>.run` or `<id>.<epoch>.prep`, for an
+    /// operator's tool (`mielin inspect`): checked with the node's `key` (refused if another
+    /// node wrote it, or it was edited) within `limits`, with the DNA from `dna` if it holds
+    /// it. Returns the agent, its epoch, and how many messages wait in its mailbox and outbox.
+    pub fn decode_saved(
+        bytes: &[u8],
+        key: &LocalKey,
+        limits: DecodeLimits,
+        dna: &DnaMap,
+    ) -> Result<SavedAgent, crate::CellError> {
+        let opts = DecodeOptions {
+            limits,
+            dna_store: Some(dna),
+            ..Default::default()
+        };
+        let s = MigrationSnapshot::deserialize_sealed(bytes, &opts, key)?;
+        let epoch = s.route().map_or(0, |r| r.epoch);
+        let inbox = Inbox::decode(s.inbox().unwrap_or_default())?;
+        Ok(SavedAgent {
+            agent: s.into_agent()?,
+            epoch,
+            waiting: inbox.waiting(),
+            unacked: inbox.unacked(),
+        })
     }
 
     fn save_live(&mut self, agent: AgentId) {
-        let Some(live) = self.live.get_mut(&agent) else {
+        let Some((live, epoch)) = self.live.get_mut(&agent) else {
             return;
         };
-        let inbox = live.host().0.borrow().clone();
+        let epoch = *epoch;
+        let inbox = live.host().get().clone();
         let bytes = match live.capture() {
             Ok(a) => {
                 let a = a.clone();
-                self.encode_local(&a, &inbox)
+                self.encode_local(&a, &inbox, epoch)
             }
             Err(_) => Err(refused("capture")),
         };
@@ -365,29 +332,36 @@ impl WasmHost {
         }
     }
 
-    fn go_live(&mut self, agent: Agent<Vec<u8>>, inbox: Inbox) -> Result<(), String> {
+    fn go_live(&mut self, agent: Agent<Vec<u8>>, inbox: Inbox, epoch: u64) -> Result<(), String> {
         let id = agent.id();
         let live = self
             .rt
-            .resume(agent, Mbox(Rc::new(RefCell::new(inbox))), wasm::link)
+            .resume(
+                agent,
+                SharedInbox::new(inbox, self.inbox_limits),
+                wasm::link,
+            )
             .map_err(|e| format!("resume: {e}"))?;
-        self.live.insert(id, live);
+        self.live.insert(id, (live, epoch));
         Ok(())
     }
 
     /// Creates an agent from a WebAssembly binary, calls its `start(arg)` export if it has one,
-    /// and saves it. Then hand it to [`Driver::start`](super::Driver::start).
+    /// and saves it. Then hand it to [`Driver::start`](super::Driver::start). The agent's
+    /// message streams derive from a fresh random secret.
     pub fn create(&mut self, agent: AgentId, wasm: Vec<u8>, arg: i32) -> Result<(), String> {
         let dna = Dna::new(wasm).map_err(|e| format!("DNA: {e}"))?;
         self.keep_dna(&dna);
+        let secret = uuid::Uuid::new_v4().into_bytes();
+        let inbox = SharedInbox::new(Inbox::with_secret(secret), self.inbox_limits);
         let mut live = self
             .rt
-            .start(Agent::with_id(agent, dna), Mbox::default(), wasm::link)
+            .start(Agent::with_id(agent, dna), inbox, wasm::link)
             .map_err(|e| format!("start: {e}"))?;
         if live.call("start", &[Val::I32(arg)]).is_err() {
             // No `start` export: nothing to initialise.
         }
-        self.live.insert(agent, live);
+        self.live.insert(agent, (live, 0));
         self.save_live(agent);
         Ok(())
     }
@@ -399,15 +373,15 @@ impl WasmHost {
         agent: AgentId,
         f: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), String> {
-        let live = self.live.remove(&agent).ok_or("not running here")?;
-        let inbox = live.host().0.borrow().clone();
+        let (live, epoch) = self.live.remove(&agent).ok_or("not running here")?;
+        let inbox = live.host().get().clone();
         let mut a = live.into_agent().map_err(|e| format!("capture: {e}"))?;
         let mut mem = a.wasm_state().to_vec();
         f(&mut mem);
         a.set_wasm_state(mem);
         a.set_state(crate::AgentState::Suspended)
             .map_err(|e| format!("modify: {e}"))?;
-        self.go_live(a, inbox)?;
+        self.go_live(a, inbox, epoch)?;
         self.save_live(agent);
         Ok(())
     }
@@ -417,7 +391,7 @@ impl WasmHost {
     /// full.
     pub fn send_as(&mut self, from: AgentId, to: AgentId, payload: &[u8]) -> bool {
         let ok = match self.live.get(&from) {
-            Some(l) => l.host().clone().send(to, payload),
+            Some((l, _)) => l.host().clone().send(to, payload),
             None => false,
         };
         if ok {
@@ -426,13 +400,31 @@ impl WasmHost {
         ok
     }
 
+    /// Puts a message from `from`, a sender outside the mesh (an operator's tool), into the
+    /// mailbox of `to`, an agent running here, in the operator's own stream; saves the agent
+    /// when it is accepted. [`Delivery::Full`] when `to` does not run here or its mailbox is
+    /// full.
+    pub fn post(&mut self, to: AgentId, from: AgentId, payload: &[u8]) -> Delivery {
+        let Some((live, _)) = self.live.get(&to) else {
+            return Delivery::Full;
+        };
+        let d = live
+            .host()
+            .get_mut()
+            .post(from, payload, &self.inbox_limits);
+        if d == Delivery::Accepted {
+            self.save_live(to);
+        }
+        d
+    }
+
     /// Calls every running agent's `tick` export; saves those that handled messages. Returns
     /// how many messages were handled.
     pub fn tick(&mut self) -> u64 {
         let ids: Vec<AgentId> = self.live.keys().copied().collect();
         let mut total = 0;
         for id in ids {
-            let n = match self.live.get_mut(&id).map(|l| l.call("tick", &[])) {
+            let n = match self.live.get_mut(&id).map(|(l, _)| l.call("tick", &[])) {
                 Some(Ok(v)) => match v.first() {
                     Some(Val::I32(n)) => *n,
                     _ => 0,
@@ -454,7 +446,7 @@ impl WasmHost {
 
     /// An agent's `stats` export, if it runs here and has one.
     pub fn stats(&mut self, agent: AgentId) -> Option<AgentStats> {
-        let v = self.live.get_mut(&agent)?.call("stats", &[]).ok()?;
+        let v = self.live.get_mut(&agent)?.0.call("stats", &[]).ok()?;
         match v[..] {
             [Val::I32(received), Val::I32(last), Val::I32(out_of_order)] => Some(AgentStats {
                 received,
@@ -467,8 +459,25 @@ impl WasmHost {
 
     /// The memory size of an agent running here.
     pub fn memory_len(&mut self, agent: AgentId) -> Option<usize> {
-        let live = self.live.get_mut(&agent)?;
+        let (live, _) = self.live.get_mut(&agent)?;
         live.capture().ok().map(|a| a.wasm_state().len())
+    }
+
+    /// The agent's state for a hand-off: the stopped copy, or after a restart the saved one.
+    fn stopped_copy(&mut self, agent: AgentId) -> Result<&Stopped, MeshError> {
+        if !self.stopped.contains_key(&agent) {
+            let bytes =
+                std::fs::read(self.run_path(agent)).map_err(|_| refused("not stopped here"))?;
+            let s = self.decode_local(&bytes)?;
+            self.stopped.insert(
+                agent,
+                Stopped {
+                    agent: s.agent,
+                    inbox: s.inbox,
+                },
+            );
+        }
+        self.stopped.get(&agent).ok_or(refused("not stopped here"))
     }
 }
 
@@ -481,8 +490,8 @@ impl RoutedHost for WasmHost {
 impl AgentHost for WasmHost {
     fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
         let dna = match self.live.get(&agent) {
-            Some(l) => l.agent().dna().clone(),
-            None => self.stopped.get(&agent)?.0.dna().clone(),
+            Some((l, _)) => l.agent().dna().clone(),
+            None => self.stopped_copy(agent).ok()?.agent.dna().clone(),
         };
         Some(AgentInfo {
             dna_hash: *dna.hash(),
@@ -497,15 +506,15 @@ impl AgentHost for WasmHost {
 
     fn stop(&mut self, agent: AgentId) {
         self.save_live(agent);
-        if let Some(live) = self.live.remove(&agent) {
-            let inbox = live.host().0.borrow().clone();
+        if let Some((live, _)) = self.live.remove(&agent) {
+            let inbox = live.host().get().clone();
             match live.into_agent() {
                 Ok(mut a) => {
                     // Stopped for the hand-off; `run` resumes it if the hand-off aborts.
                     if let Err(e) = a.set_state(crate::AgentState::Suspended) {
                         self.errors.push(format!("stop: {e}"));
                     }
-                    self.stopped.insert(agent, (a, inbox));
+                    self.stopped.insert(agent, Stopped { agent: a, inbox });
                 }
                 Err(e) => self.errors.push(format!("stop: {e}")),
             }
@@ -521,32 +530,20 @@ impl AgentHost for WasmHost {
         let &(target, epoch) = self.routes.get(&agent).ok_or(refused("no route"))?;
         let cached = matches!(&self.captured, Some((a, e, d, _)) if *a == agent && *e == epoch && *d == with_dna);
         if !cached {
-            if !self.stopped.contains_key(&agent) {
-                // After a restart the stopped copy is on disk.
-                let bytes =
-                    std::fs::read(self.run_path(agent)).map_err(|_| refused("not stopped here"))?;
-                let s = self
-                    .decode_local(&bytes)
-                    .ok_or(refused("bad saved agent"))?;
-                self.stopped.insert(agent, s);
-            }
-            let (a, inbox) = self
-                .stopped
-                .get(&agent)
-                .ok_or(refused("not stopped here"))?;
-            let snap = MigrationSnapshot::capture_at(a, Some(self.node), crate::unix_now())
-                .with_route(Route { target, epoch });
-            let signed = snap
+            let node = self.node;
+            let s = self.stopped_copy(agent)?;
+            // The agent and its messages under one signature, bound to the target and epoch.
+            let bytes = MigrationSnapshot::capture_at(&s.agent, Some(node), crate::unix_now())
+                .with_route(Route { target, epoch })
+                .with_inbox(s.inbox.to_bytes())
                 .serialize_with(&EncodeOptions {
+                    version: Some(3),
                     dna_by_reference: !with_dna,
                     state: StateEncoding::Chunked,
                     signer: Some((&self.signer, epoch)),
                     ..Default::default()
                 })
                 .map_err(|_| refused("serialize"))?;
-            let mut bytes = (signed.len() as u32).to_le_bytes().to_vec();
-            bytes.extend_from_slice(&signed);
-            inbox.encode(&mut bytes);
             self.captured = Some((agent, epoch, with_dna, bytes));
         }
         let bytes = &self.captured.as_ref().ok_or(refused("capture"))?.3;
@@ -557,16 +554,24 @@ impl AgentHost for WasmHost {
         Ok(bytes.len())
     }
 
-    fn prepare(&mut self, agent: AgentId, epoch: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
-        let n = u32::from_le_bytes(
-            s.get(..4)
-                .ok_or(refused("short"))?
-                .try_into()
-                .map_err(|_| refused("short"))?,
-        ) as usize;
-        let end = 4usize.checked_add(n).ok_or(refused("short"))?;
-        let snap = s.get(4..end).ok_or(refused("short"))?;
-        let inbox = Inbox::decode(&s[end..]).ok_or(refused("bad inbox"))?;
+    fn prepare(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        _: bool,
+        bytes: &[u8],
+    ) -> Result<(), MeshError> {
+        // The frame's agent and epoch are what the protocol acts on; the container's are what
+        // the source signed. They must be one — checked before the trust list, which journals
+        // the epoch it accepts: a container sent under another frame's epoch must not burn it.
+        let c = Container::new_checked(bytes, &self.limits)
+            .map_err(|_| refused("not a version-3 container within the limits"))?;
+        if c.agent_id() != agent {
+            return Err(refused("not this agent"));
+        }
+        if c.route().epoch != epoch {
+            return Err(refused("the signed epoch is not the hand-off's"));
+        }
         let opts = DecodeOptions {
             limits: self.limits,
             dna_store: Some(&self.dna),
@@ -574,14 +579,13 @@ impl AgentHost for WasmHost {
         };
         let checked = self
             .trust
-            .deserialize(snap, &opts, crate::unix_now())
+            .deserialize(bytes, &opts, crate::unix_now())
             .map_err(|_| refused("snapshot refused (signature, route, epoch or format)"))?;
-        if checked.agent_id() != agent {
-            return Err(refused("not this agent"));
-        }
+        let inbox = Inbox::decode(checked.inbox().ok_or(refused("no inbox section"))?)
+            .map_err(|_| refused("bad inbox"))?;
         let a = checked.into_agent().map_err(|_| refused("restore"))?;
         self.keep_dna(a.dna());
-        let local = self.encode_local(&a, &inbox)?;
+        let local = self.encode_local(&a, &inbox, epoch)?;
         write_durable(&self.prep_path(agent, epoch), &local).map_err(|_| MeshError::JournalIo)?;
         Ok(())
     }
@@ -590,24 +594,46 @@ impl AgentHost for WasmHost {
         if self.live.contains_key(&agent) {
             return;
         }
+        if matches!(&self.captured, Some((a, ..)) if *a == agent) {
+            self.captured = None; // an aborted hand-off's capture
+        }
         let prep = self.prep_path(agent, epoch);
         let source = match std::fs::read(&prep) {
             Ok(b) => {
                 // Committed here: the prepared copy becomes the agent's saved state (an atomic
                 // rename, then the directory synced; the file was synced by `prepare`).
-                let run = self.run_path(agent);
-                let renamed = std::fs::rename(&prep, &run)
-                    .and_then(|()| std::fs::File::open(self.dir.join("agents"))?.sync_all());
-                if let Err(e) = renamed {
-                    self.errors.push(format!("saving agent: {e}"));
+                let saved = self.decode_local(&b).and_then(|s| {
+                    if s.epoch == epoch {
+                        Ok((s.agent, s.inbox))
+                    } else {
+                        Err(refused("prepared file of another epoch"))
+                    }
+                });
+                if saved.is_ok() {
+                    let run = self.run_path(agent);
+                    let renamed = std::fs::rename(&prep, &run)
+                        .and_then(|()| std::fs::File::open(self.dir.join("agents"))?.sync_all());
+                    if let Err(e) = renamed {
+                        self.errors.push(format!("saving agent: {e}"));
+                    }
                 }
-                self.decode_local(&b)
+                saved
             }
             Err(_) => match self.stopped.remove(&agent) {
-                Some(s) => Some(s),
+                Some(s) => Ok((s.agent, s.inbox)),
                 None => std::fs::read(self.run_path(agent))
-                    .ok()
-                    .and_then(|b| self.decode_local(&b)),
+                    .map_err(|_| refused("no saved copy"))
+                    .and_then(|b| self.decode_local(&b))
+                    .and_then(|s| {
+                        // The journal's epoch, or the one before it: a hand-off aborted here
+                        // and the node stopped before the agent was saved at the new epoch.
+                        // Anything else is another epoch's copy (a rolled-back file).
+                        if s.epoch == epoch || s.epoch.checked_add(1) == Some(epoch) {
+                            Ok((s.agent, s.inbox))
+                        } else {
+                            Err(refused("saved agent of another epoch"))
+                        }
+                    }),
             },
         };
         // Other prepared copies of this agent are obsolete.
@@ -621,13 +647,15 @@ impl AgentHost for WasmHost {
             }
         }
         match source {
-            Some((a, inbox)) => {
+            Ok((a, inbox)) => {
                 self.keep_dna(a.dna());
-                if let Err(e) = self.go_live(a, inbox) {
-                    self.errors.push(e);
+                match self.go_live(a, inbox, epoch) {
+                    // Saved at its epoch now (after an abort, one more than before).
+                    Ok(()) => self.save_live(agent),
+                    Err(e) => self.errors.push(e),
                 }
             }
-            None => self.errors.push(format!("run: no saved copy of {agent:?}")),
+            Err(e) => self.errors.push(format!("run {agent:?}: {e}")),
         }
     }
 
@@ -635,10 +663,39 @@ impl AgentHost for WasmHost {
         let _ = std::fs::remove_file(self.prep_path(agent, epoch));
     }
 
+    fn prune(&mut self, prepared: &dyn Fn(AgentId, u64) -> bool) {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("agents")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".prep") else {
+                continue;
+            };
+            let parsed = stem.split_once('.').and_then(|(id, epoch)| {
+                let id: [u8; 16] = super::identity::from_hex(id)?.try_into().ok()?;
+                Some((AgentId::from_bytes(id), epoch.parse::<u64>().ok()?))
+            });
+            // A prepared copy the journal does not hold in doubt can never be committed (a
+            // commit follows only a Prepared answer, sent after the journal write): a crash
+            // between the two left it behind, or it is not ours.
+            if parsed.is_none_or(|(a, epoch)| !prepared(a, epoch)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     fn release(&mut self, agent: AgentId) {
         self.stopped.remove(&agent);
         self.live.remove(&agent);
-        self.routes.remove(&agent);
+        // This node sent the agent away at the route's epoch: a replay of an earlier hand-off
+        // of it to this node is refused from now on.
+        if let Some((_, epoch)) = self.routes.remove(&agent) {
+            if let Err(e) = self.trust.record_sent(agent, epoch) {
+                self.errors
+                    .push(format!("recording the hand-off's epoch: {e}"));
+            }
+        }
         if matches!(&self.captured, Some((a, ..)) if *a == agent) {
             self.captured = None;
         }
@@ -648,30 +705,16 @@ impl AgentHost for WasmHost {
     fn deliver(
         &mut self,
         to: AgentId,
-        _: NodeId,
+        peer: NodeId,
         from: AgentId,
-        _: crate::mesh::Stream,
+        stream: Stream,
         seq: u64,
         payload: &[u8],
     ) -> Delivery {
-        let Some(live) = self.live.get(&to) else {
+        let Some((live, _)) = self.live.get(&to) else {
             return Delivery::Full;
         };
-        let d = {
-            let mut i = live.host().0.borrow_mut();
-            let last = i.last_in.get(&from).copied().unwrap_or(0);
-            if seq <= last {
-                Delivery::Duplicate
-            } else if seq > last + 1 {
-                Delivery::OutOfOrder
-            } else if i.mailbox.len() >= MAILBOX_CAP {
-                Delivery::Full
-            } else {
-                i.last_in.insert(from, seq);
-                i.mailbox.push_back((from, payload.to_vec()));
-                Delivery::Accepted
-            }
-        };
+        let d = live.host().offer(peer, from, stream, seq, payload);
         match d {
             Delivery::Accepted => self.save_live(to),
             Delivery::Duplicate => self.duplicates += 1,
@@ -680,31 +723,20 @@ impl AgentHost for WasmHost {
         d
     }
 
-    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(crate::mesh::Outgoing<'_>)) {
-        let inbox = match self.live.get(&agent) {
-            Some(l) => l.host().0.borrow().clone(),
-            None => match self.stopped.get(&agent) {
-                Some(s) => s.1.clone(),
-                None => return,
-            },
-        };
-        for (to, seq, m) in &inbox.outbox {
-            f(crate::mesh::Outgoing {
-                to: *to,
-                stream: [0; 16],
-                seq: *seq,
-                payload: m,
-            });
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
+        match self.live.get(&agent) {
+            Some((l, _)) => l.host().get().outgoing(f),
+            None => {
+                if let Some(s) = self.stopped.get(&agent) {
+                    s.inbox.outgoing(f);
+                }
+            }
         }
     }
 
     fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
-        if let Some(live) = self.live.get(&agent) {
-            live.host()
-                .0
-                .borrow_mut()
-                .outbox
-                .retain(|o| !(o.0 == to && o.1 == seq));
+        if let Some((live, _)) = self.live.get(&agent) {
+            live.host().get_mut().acked(to, seq);
         }
     }
 }

@@ -46,7 +46,7 @@ pub use crate::mesh::records as wire;
 
 pub use crate::mesh::certificate::CertificateError;
 pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake};
-pub use host::{AgentStats, WasmHost};
+pub use host::{AgentStats, SavedAgent, WasmHost};
 pub use identity::{from_hex, to_hex, Directory, Identity, Peer, PublicKey};
 pub use tls::{Transport, ALPN};
 

@@ -1,0 +1,242 @@
+//! `WasmHost` against forged, copied, edited and stale inputs (issue 20): what it receives is
+//! one signed container whose epoch must be the hand-off's, and what it reads back from its
+//! own disk is checked as strictly (sealed to the node, addressed to it, at the journal's
+//! epoch). Each test drives the host through `AgentHost`, as the node does.
+#![cfg(feature = "quic")]
+
+#[path = "common/v3ref.rs"]
+mod v3ref;
+
+use mielin_cells::mesh::{AgentHost, Inbox, InboxLimits, Journal, MemJournal, Node, Phase, Record};
+use mielin_cells::migration::SECTION_INBOX;
+use mielin_cells::quic::{Directory, Identity, Peer, RoutedHost, WasmHost};
+use mielin_cells::AgentId;
+use std::path::{Path, PathBuf};
+
+const COUNTER: &str = r#"(module
+  (memory 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "start") (param i32) (global.set $n (local.get 0)))
+  (func (export "stats") (result i32 i32 i32) (global.get $n) (i32.const 0) (i32.const 0)))"#;
+
+const AGENT: AgentId = AgentId::from_bytes([0xa9; 16]);
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mielin-host-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+struct Two {
+    ia: Identity,
+    ib: Identity,
+    a: WasmHost,
+    b: WasmHost,
+    dir: PathBuf,
+}
+
+/// Two hosts that trust each other; AGENT created on A with the number 7.
+fn two(name: &str) -> Two {
+    let dir = scratch(name);
+    let ia = Identity::from_seed([1; 32]);
+    let ib = Identity::from_seed([2; 32]);
+    let mut a = WasmHost::open(&ia, &Directory::new(), &dir.join("a"), 1_000_000).unwrap();
+    let mut b = WasmHost::open(&ib, &Directory::new(), &dir.join("b"), 1_000_000).unwrap();
+    let addr = "127.0.0.1:1".parse().unwrap();
+    a.trust_peer(&Peer {
+        addr,
+        key: ib.public_key(),
+    })
+    .unwrap();
+    b.trust_peer(&Peer {
+        addr,
+        key: ia.public_key(),
+    })
+    .unwrap();
+    a.create(AGENT, wat::parse_str(COUNTER).unwrap(), 7)
+        .unwrap();
+    Two { ia, ib, a, b, dir }
+}
+
+/// A's signed container of AGENT for B at `epoch`.
+fn hand_off(t: &mut Two, epoch: u64) -> Vec<u8> {
+    t.a.route(AGENT, t.ib.node_id(), epoch);
+    t.a.stop(AGENT);
+    let mut buf = vec![0u8; 1 << 20];
+    let n = t.a.capture(AGENT, true, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn run_file(dir: &Path) -> PathBuf {
+    let hex: String = AGENT
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dir.join("agents").join(format!("{hex}.run"))
+}
+
+fn number(h: &mut WasmHost) -> Option<i32> {
+    h.stats(AGENT).map(|s| s.received)
+}
+
+#[test]
+fn a_hand_off_lands_with_its_state() {
+    let mut t = two("ok");
+    let bytes = hand_off(&mut t, 1);
+    t.b.prepare(AGENT, 1, true, &bytes).unwrap();
+    t.b.run(AGENT, 1);
+    assert_eq!(number(&mut t.b), Some(7));
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// Medium: the Transfer frame's epoch was not compared with the epoch inside the signed
+/// snapshot: a pinned peer (or a relay) could replay a container signed for epoch 1 as the
+/// hand-off of epoch 2. Now the host refuses it.
+#[test]
+fn the_signed_epoch_must_be_the_hand_offs() {
+    let mut t = two("epoch");
+    let bytes = hand_off(&mut t, 1);
+    assert!(t.b.prepare(AGENT, 2, true, &bytes).is_err());
+    t.b.prepare(AGENT, 1, true, &bytes).unwrap();
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// High: the inbox rode outside the signature (`len || signed snapshot || inbox`): an on-path
+/// attacker rewrote an agent's pending messages. Now it is a section under the signature.
+#[test]
+fn a_rewritten_inbox_is_refused() {
+    let mut t = two("inbox");
+    let good = hand_off(&mut t, 1);
+    let mut p = v3ref::split(&good);
+    let mut inbox = Inbox::decode(v3ref::section(&p, SECTION_INBOX).unwrap()).unwrap();
+    inbox.send(
+        AgentId::from_bytes([6; 16]),
+        b"injected",
+        &InboxLimits::default(),
+    );
+    *v3ref::section_mut(&mut p, SECTION_INBOX) = inbox.to_bytes();
+    let forged = v3ref::join(&p);
+    assert!(t.b.prepare(AGENT, 1, true, &forged).is_err());
+    // The untouched container still goes through (the refusal was the forgery's).
+    t.b.prepare(AGENT, 1, true, &good).unwrap();
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// Risky design: the node's `.run` files were unauthenticated snapshots; a file copied from
+/// another node was run. Now it is sealed to its node and refused elsewhere.
+#[test]
+fn a_file_copied_from_another_node_is_refused() {
+    let mut t = two("copied");
+    let a_dir = t.dir.join("a");
+    let b_dir = t.dir.join("b");
+    std::fs::copy(run_file(&a_dir), run_file(&b_dir)).unwrap();
+    // B is told (as a journal would after a restart) that it runs AGENT at epoch 0.
+    t.b.run(AGENT, 0);
+    assert_eq!(number(&mut t.b), None, "not run");
+    assert!(
+        t.b.errors.iter().any(|e| e.contains("refused")),
+        "{:?}",
+        t.b.errors
+    );
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// An edited file, with every unkeyed check recomputed: refused by the seal.
+#[test]
+fn an_edited_file_is_refused() {
+    let t = two("edited");
+    let a_dir = t.dir.join("a");
+    drop(t.a);
+    let bytes = std::fs::read(run_file(&a_dir)).unwrap();
+    let mut p = v3ref::split(&bytes);
+    let mut inbox = Inbox::decode(v3ref::section(&p, SECTION_INBOX).unwrap()).unwrap();
+    inbox.send(
+        AgentId::from_bytes([6; 16]),
+        b"injected",
+        &InboxLimits::default(),
+    );
+    *v3ref::section_mut(&mut p, SECTION_INBOX) = inbox.to_bytes();
+    std::fs::write(run_file(&a_dir), v3ref::join(&p)).unwrap();
+    let mut a = WasmHost::open(&t.ia, &Directory::new(), &a_dir, 1_000_000).unwrap();
+    a.run(AGENT, 0);
+    assert_eq!(number(&mut a), None, "not run");
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// A file restored from an older copy: its epoch is not the journal's, so it is refused
+/// (within one epoch an older copy cannot be told apart locally: docs/security.md).
+#[test]
+fn a_file_of_another_epoch_is_refused() {
+    let t = two("stale");
+    let a_dir = t.dir.join("a");
+    drop(t.a);
+    let mut a = WasmHost::open(&t.ia, &Directory::new(), &a_dir, 1_000_000).unwrap();
+    // Saved at epoch 0; the journal says 2: refused.
+    a.run(AGENT, 2);
+    assert_eq!(number(&mut a), None);
+    // The journal says 1: a hand-off aborted here before the agent was saved again. It runs,
+    // and is saved at epoch 1 now.
+    a.run(AGENT, 1);
+    assert_eq!(number(&mut a), Some(7));
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// Risky design: an aborted or crashed hand-off's prepared copy never expired. A restart now
+/// keeps only the copies the journal holds in doubt.
+#[test]
+fn a_restart_prunes_prepared_copies_the_journal_does_not_hold() {
+    let mut t = two("prune");
+    let bytes = hand_off(&mut t, 1);
+    t.b.prepare(AGENT, 1, true, &bytes).unwrap();
+    let agents = t.dir.join("b").join("agents");
+    let preps = || {
+        std::fs::read_dir(&agents)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".prep")
+            })
+            .count()
+    };
+    assert_eq!(preps(), 1);
+    // The node crashed before journaling Prepared: the journal has no record.
+    let b_node = t.ib.node_id();
+    let _ = Node::<MemJournal<4>, 4>::restart(
+        b_node,
+        MemJournal::new(),
+        Default::default(),
+        &mut t.b,
+        0,
+    );
+    assert_eq!(preps(), 0, "the orphan is gone");
+    // A copy the journal holds in doubt is kept.
+    let again = hand_off_again(&mut t, 2);
+    t.b.prepare(AGENT, 2, true, &again).unwrap();
+    let mut j = MemJournal::<4>::new();
+    j.put(
+        AGENT,
+        Record {
+            epoch: 2,
+            phase: Phase::Prepared {
+                source: t.ia.node_id(),
+            },
+        },
+    )
+    .unwrap();
+    let _ = Node::<MemJournal<4>, 4>::restart(b_node, j, Default::default(), &mut t.b, 0);
+    assert_eq!(preps(), 1, "the in-doubt copy stays");
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+fn hand_off_again(t: &mut Two, epoch: u64) -> Vec<u8> {
+    t.a.route(AGENT, t.ib.node_id(), epoch);
+    let mut buf = vec![0u8; 1 << 20];
+    let n = t.a.capture(AGENT, true, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
