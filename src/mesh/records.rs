@@ -94,6 +94,28 @@ pub fn decode_status(b: &[u8]) -> Result<NodeStatus, WireError> {
     })
 }
 
+/// Reads a record header: its kind and payload length, refusing an unknown kind or a length
+/// above `max_len` (before anything of the payload is read).
+pub fn parse_header(h: &[u8; RECORD_HEADER_LEN], max_len: usize) -> Result<(u8, usize), WireError> {
+    let kind = h[0];
+    let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
+    if kind != KIND_FRAME && kind != KIND_STATUS {
+        return Err(WireError::UnknownKind(kind));
+    }
+    if len as usize > max_len {
+        return Err(WireError::TooLong { len, max: max_len });
+    }
+    Ok((kind, len as usize))
+}
+
+/// The record of `kind` (from [`parse_header`]) with payload `body`.
+pub fn record(kind: u8, body: Vec<u8>) -> Result<Record, WireError> {
+    Ok(match kind {
+        KIND_STATUS => Record::Status(decode_status(&body)?),
+        _ => Record::Frame(body),
+    })
+}
+
 /// Incremental decoder of one stream's records.
 #[derive(Debug)]
 pub struct RecordDecoder {
@@ -128,23 +150,8 @@ impl RecordDecoder {
                 if self.have < RECORD_HEADER_LEN {
                     return Ok(());
                 }
-                let kind = self.header[0];
-                let len = u32::from_le_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
-                if kind != KIND_FRAME && kind != KIND_STATUS {
-                    return Err(WireError::UnknownKind(kind));
-                }
-                if len as usize > self.max_len {
-                    return Err(WireError::TooLong {
-                        len,
-                        max: self.max_len,
-                    });
-                }
-                self.want = len as usize;
+                let (_, len) = parse_header(&self.header, self.max_len)?;
+                self.want = len;
                 self.body = Vec::new();
             }
             let n = (self.want - self.body.len()).min(bytes.len());
@@ -153,11 +160,7 @@ impl RecordDecoder {
             if self.body.len() == self.want {
                 self.have = 0;
                 let body = core::mem::take(&mut self.body);
-                let rec = match self.header[0] {
-                    KIND_STATUS => Record::Status(decode_status(&body)?),
-                    _ => Record::Frame(body),
-                };
-                f(rec);
+                f(record(self.header[0], body)?);
             }
         }
         Ok(())

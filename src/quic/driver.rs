@@ -3,7 +3,7 @@
 
 use super::identity::{Directory, Identity, PublicKey};
 use super::tls::{self, Credentials, Transport};
-use super::wire::{self, Record, RecordDecoder};
+use super::wire::{self, Record};
 use super::{Event, EventSink, HandOffReport, Inbound, Role, PROGRESS_MIN_BYTES};
 use crate::mesh::frame::{FrameKind, Repr};
 use crate::mesh::{AgentHost, Config, Journal, MeshError, Node, Phase};
@@ -48,7 +48,25 @@ pub struct DriverConfig {
     pub tick: Duration,
     /// A peer's announced status is used by [`Driver::select`] for this long.
     pub status_ttl: Duration,
+    /// Bytes of records one peer may have queued in this node, read and not yet handled.
+    /// Beyond, its streams are not read further (it waits in QUIC's flow control). Raised to
+    /// at least `max_frame_len` plus a record header, or a largest frame could never be
+    /// queued.
+    pub peer_inbox_bytes: usize,
+    /// The same for all peers together; raised to at least `peer_inbox_bytes`.
+    pub inbox_bytes: usize,
+    /// Hand-offs followed per peer for [`Event::Phase`] and [`Event::HandOff`]; a hand-off
+    /// beyond is not reported (counted in [`DriverStats::tracks_refused`]).
+    pub max_tracks_per_peer: usize,
+    /// A followed hand-off with no frame for this long is forgotten (an aborted one whose last
+    /// frame was lost, or a peer's offer that went no further; counted in
+    /// [`DriverStats::tracks_expired`]).
+    pub track_ttl: Duration,
 }
+
+/// Room beside a largest frame in a peer's default inbound budget, for the small frames of other
+/// hand-offs and messages.
+const SMALL_FRAMES: usize = 2 << 20;
 
 impl DriverConfig {
     /// Defaults, listening on `listen`: 10 s idle timeout, frames up to 80 MiB, backoff from
@@ -63,7 +81,20 @@ impl DriverConfig {
             backoff_max: Duration::from_secs(5),
             tick: Duration::from_millis(10),
             status_ttl: Duration::from_secs(10),
+            peer_inbox_bytes: (80 << 20) + SMALL_FRAMES,
+            inbox_bytes: 2 * ((80 << 20) + SMALL_FRAMES),
+            max_tracks_per_peer: 64,
+            track_ttl: Duration::from_secs(60),
         }
+    }
+
+    /// The budgets as they apply: at least a largest record per peer, at least one peer's in
+    /// all.
+    fn budgets(&self) -> (usize, usize) {
+        let peer = self
+            .peer_inbox_bytes
+            .max(self.max_frame_len.saturating_add(wire::RECORD_HEADER_LEN));
+        (peer, self.inbox_bytes.max(peer))
     }
 }
 
@@ -92,12 +123,36 @@ pub struct DriverStats {
     pub streams_refused: u64,
     /// Dials that failed.
     pub dial_failures: u64,
+    /// Hand-offs not followed for reports: their peer had `max_tracks_per_peer` already.
+    pub tracks_refused: u64,
+    /// Followed hand-offs forgotten after `track_ttl` without a frame.
+    pub tracks_expired: u64,
 }
 
 type Batch = Vec<(Vec<u8>, Option<(AgentId, u64)>)>;
 
+/// The inbound byte budgets: one semaphore of permits (bytes) per peer, one for all.
+struct Budget {
+    all: Arc<tokio::sync::Semaphore>,
+    peers: Mutex<BTreeMap<NodeId, Arc<tokio::sync::Semaphore>>>,
+    per_peer: usize,
+}
+
+impl Budget {
+    fn of(&self, peer: NodeId) -> Option<Arc<tokio::sync::Semaphore>> {
+        let mut peers = self.peers.lock().ok()?;
+        Some(
+            peers
+                .entry(peer)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_peer)))
+                .clone(),
+        )
+    }
+}
+
 struct Shared {
     endpoint: quinn::Endpoint,
+    budget: Budget,
     creds: Credentials,
     directory: Arc<RwLock<Directory>>,
     conns: Mutex<BTreeMap<NodeId, quinn::Connection>>,
@@ -150,6 +205,8 @@ struct Track {
     role: Role,
     peer: NodeId,
     started: Instant,
+    /// The last frame of the hand-off: it expires `track_ttl` after.
+    last: Instant,
     transfer_at: Option<Instant>,
     transfer_took: Option<Duration>,
     bytes: usize,
@@ -165,6 +222,8 @@ pub struct Driver<J: Journal, const N: usize> {
     writers: BTreeMap<NodeId, mpsc::Sender<Batch>>,
     statuses: BTreeMap<NodeId, (NodeStatus, Instant)>,
     tracks: BTreeMap<(AgentId, u64), Track>,
+    /// How many of `tracks` each peer has.
+    tracks_of: BTreeMap<NodeId, usize>,
     started: Instant,
     next_tick: Instant,
     buf: Vec<u8>,
@@ -206,8 +265,14 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         )?;
         let endpoint = quinn::Endpoint::server(initial, cfg.listen)?;
         let stats = Arc::new(Mutex::new(DriverStats::default()));
+        let (per_peer, all) = cfg.budgets();
         let shared = Arc::new(Shared {
             endpoint,
+            budget: Budget {
+                all: Arc::new(tokio::sync::Semaphore::new(all)),
+                peers: Mutex::new(BTreeMap::new()),
+                per_peer,
+            },
             creds,
             directory: directory.clone(),
             conns: Mutex::new(BTreeMap::new()),
@@ -234,6 +299,7 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             writers,
             statuses: BTreeMap::new(),
             tracks: BTreeMap::new(),
+            tracks_of: BTreeMap::new(),
             started: now,
             next_tick: now,
             buf: alloc::vec![0u8; cfg.max_frame_len],
@@ -325,7 +391,7 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         let mut events = Vec::new();
         let now = self.now_ms();
         match wake {
-            Wake::Inbound(Inbound::Record(peer, Record::Frame(bytes))) => {
+            Wake::Inbound(Inbound::Record(peer, Record::Frame(bytes), _credit)) => {
                 if let Ok(mut s) = self.stats.lock() {
                     s.frames_received += 1;
                 }
@@ -339,12 +405,15 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                     self.track(&mut events, kind, agent, epoch, peer, bytes.len(), false);
                 }
             }
-            Wake::Inbound(Inbound::Record(peer, Record::Status(status))) => {
+            Wake::Inbound(Inbound::Record(peer, Record::Status(status), _credit)) => {
                 self.statuses.insert(peer, (status, Instant::now()));
                 events.push(Event::Status { peer, status });
             }
             Wake::Inbound(Inbound::Event(e)) => events.push(e),
-            Wake::Timer | Wake::Tick => self.node.handle_timeout(host, now),
+            Wake::Timer | Wake::Tick => {
+                self.node.handle_timeout(host, now);
+                self.expire_tracks();
+            }
         }
         self.flush_into(host, &mut events);
         events
@@ -480,19 +549,34 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             (K::Commit, false) => (Role::Target, "committed"),
             (K::Done, true) => (Role::Target, "done"),
             (K::Abort, false) => (Role::Target, "aborted"),
+            (K::Refuse, true) => (Role::Target, "refused"),
             _ => return,
         };
         let now = Instant::now();
+        if !self.tracks.contains_key(&(agent, epoch)) {
+            // Follow at most so many hand-offs per peer: a peer offering ever new agents
+            // gets its answers, but no more of this node's memory.
+            let of_peer = self.tracks_of.entry(peer).or_insert(0);
+            if *of_peer >= self.shared.cfg.max_tracks_per_peer {
+                if let Ok(mut s) = self.stats.lock() {
+                    s.tracks_refused += 1;
+                }
+                return;
+            }
+            *of_peer += 1;
+        }
         let t = self.tracks.entry((agent, epoch)).or_insert_with(|| Track {
             role,
             peer,
             started: now,
+            last: now,
             transfer_at: None,
             transfer_took: None,
             bytes: 0,
             seen: Vec::new(),
             phases: Vec::new(),
         });
+        t.last = now;
         if t.role != role || t.seen.contains(&phase) {
             return;
         }
@@ -517,13 +601,14 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         });
         let outcome = match (role, phase) {
             (Role::Source, "done") | (Role::Target, "done") => Some(true),
-            (Role::Source, "refused") | (Role::Source, "abort") | (Role::Target, "aborted") => {
-                Some(false)
-            }
+            (Role::Source, "refused")
+            | (Role::Source, "abort")
+            | (Role::Target, "aborted")
+            | (Role::Target, "refused") => Some(false),
             _ => None,
         };
         if let Some(committed) = outcome {
-            if let Some(t) = self.tracks.remove(&(agent, epoch)) {
+            if let Some(t) = self.untrack(agent, epoch) {
                 events.push(Event::HandOff(HandOffReport {
                     agent,
                     epoch,
@@ -537,6 +622,48 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                 }));
             }
         }
+    }
+
+    /// Forgets followed hand-offs that had no frame for `track_ttl`.
+    fn expire_tracks(&mut self) {
+        let ttl = self.shared.cfg.track_ttl;
+        let stale: Vec<(AgentId, u64)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.last.elapsed() >= ttl)
+            .map(|(k, _)| *k)
+            .collect();
+        for (agent, epoch) in &stale {
+            self.untrack(*agent, *epoch);
+        }
+        let expired = stale.len() as u64;
+        if expired > 0 {
+            if let Ok(mut s) = self.stats.lock() {
+                s.tracks_expired += expired;
+            }
+        }
+    }
+
+    fn untrack(&mut self, agent: AgentId, epoch: u64) -> Option<Track> {
+        let t = self.tracks.remove(&(agent, epoch))?;
+        if let Some(n) = self.tracks_of.get_mut(&t.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.tracks_of.remove(&t.peer);
+            }
+        }
+        Some(t)
+    }
+
+    /// Bytes read from peers' streams and not yet handled (bounded by `inbox_bytes`, and by
+    /// `peer_inbox_bytes` per peer).
+    pub fn inbox_waiting(&self) -> usize {
+        self.shared.cfg.budgets().1 - self.shared.budget.all.available_permits()
+    }
+
+    /// Hand-offs followed for reports now (bounded by `max_tracks_per_peer` per peer).
+    pub fn tracked(&self) -> usize {
+        self.tracks.len()
     }
 
     /// Closes every connection and the endpoint, and waits (at most `grace`) for the peers to
@@ -605,31 +732,70 @@ async fn read_connection(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connect
     }
 }
 
-/// Decodes one stream's records (bounded by `max_frame_len` each) into the node's inbox.
+/// Reads one stream's records (each at most `max_frame_len`) into the node's inbox, within the
+/// peer's and the node's inbound byte budgets: once a record is read, its bytes are taken from
+/// both before it is queued, and come back when the driver has handled it. While a budget is
+/// spent the stream is not read further, and the peer waits in QUIC's flow control.
+///
+/// A record is read whole before it waits for budget, never halfway: a stream waiting in the
+/// middle of a record, for budget that other streams' queued records hold, could keep those
+/// streams' bytes in QUIC's connection window while its own could not arrive (a deadlock the
+/// flood test found). So a peer makes the node hold at most its connection window (in QUIC),
+/// one record per open stream, and its budget of queued records (`docs/quic.md`, "Bounds").
 async fn read_stream(shared: Arc<Shared>, peer: NodeId, mut recv: quinn::RecvStream) {
-    let mut decoder = RecordDecoder::new(shared.cfg.max_frame_len);
+    let Some(mine) = shared.budget.of(peer) else {
+        return;
+    };
+    let all = shared.budget.all.clone();
+    let refuse = |recv: &mut quinn::RecvStream, error| {
+        let _ = recv.stop(1u32.into());
+        shared.events.emit(Event::StreamRefused { peer, error });
+    };
     loop {
-        match recv.read_chunk(1 << 20, true).await {
-            Ok(Some(chunk)) => {
-                let mut records = Vec::new();
-                if let Err(e) = decoder.push(&chunk.bytes, &mut |r| records.push(r)) {
-                    let _ = recv.stop(1u32.into());
-                    shared.events.emit(Event::StreamRefused { peer, error: e });
-                    return;
-                }
-                for r in records {
-                    if shared.inbound.send(Inbound::Record(peer, r)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => {
-                if let Err(e) = decoder.finish() {
-                    shared.events.emit(Event::StreamRefused { peer, error: e });
-                }
-                return;
+        let mut head = [0u8; wire::RECORD_HEADER_LEN];
+        match recv.read_exact(&mut head).await {
+            Ok(()) => {}
+            // The stream ended between records: done.
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+            Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                return refuse(&mut recv, wire::WireError::Truncated)
             }
             Err(_) => return, // the connection's reader reports it
+        }
+        let (kind, len) = match wire::parse_header(&head, shared.cfg.max_frame_len) {
+            Ok(h) => h,
+            Err(e) => return refuse(&mut recv, e),
+        };
+        let mut body = alloc::vec![0u8; len];
+        match recv.read_exact(&mut body).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                return refuse(&mut recv, wire::WireError::Truncated)
+            }
+            Err(_) => return,
+        }
+        let record = match wire::record(kind, body) {
+            Ok(r) => r,
+            Err(e) => return refuse(&mut recv, e),
+        };
+        // Waits while the peer (or everyone) has too much queued here.
+        let need = wire::RECORD_HEADER_LEN + len;
+        let (Ok(a), Ok(b)) = (
+            mine.acquire_many(need as u32).await,
+            all.acquire_many(need as u32).await,
+        ) else {
+            return;
+        };
+        a.forget();
+        b.forget();
+        let credit = super::Credit::new(alloc::vec![(mine.clone(), need), (all.clone(), need)]);
+        if shared
+            .inbound
+            .send(Inbound::Record(peer, record, credit))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

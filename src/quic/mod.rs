@@ -244,10 +244,35 @@ pub const PROGRESS_MIN_BYTES: usize = 1 << 20;
 /// Something from the network for the driver's loop.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A record from an authenticated peer.
-    Record(NodeId, wire::Record),
+    /// A record from an authenticated peer, with the inbox bytes it holds (given back when it
+    /// is dropped, once handled).
+    Record(NodeId, wire::Record, Credit),
     /// An event from a network task.
     Event(Event),
+}
+
+/// Bytes of the driver's inbound budgets (per peer and in all, [`DriverConfig`]) that a record
+/// holds while it waits to be handled; they are given back when it is dropped. A network task
+/// takes them before it reads more of a peer's stream, so a peer that sends faster than the
+/// node handles waits in QUIC's flow control instead of growing the node's memory.
+/// `Credit::default()` holds nothing (a record made by hand, e.g. in a test).
+#[derive(Debug, Default)]
+pub struct Credit {
+    held: Vec<(alloc::sync::Arc<tokio::sync::Semaphore>, usize)>,
+}
+
+impl Credit {
+    pub(crate) fn new(held: Vec<(alloc::sync::Arc<tokio::sync::Semaphore>, usize)>) -> Credit {
+        Credit { held }
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        for (sem, n) in self.held.drain(..) {
+            sem.add_permits(n);
+        }
+    }
 }
 
 /// Where network tasks and verifiers report events; a full queue drops them.
