@@ -310,6 +310,27 @@ impl WasmHost {
         Ok(bytes)
     }
 
+    /// Decodes a file the host saved, `DIR/agents/<id>.run` or `<id>.<epoch>.prep`, within
+    /// `limits` (for an operator's tool: `mielin inspect`): the agent, and how many messages
+    /// wait in its mailbox and in its outbox. `None` when the bytes are not such a file.
+    pub fn decode_saved(
+        bytes: &[u8],
+        limits: DecodeLimits,
+    ) -> Option<(Agent<Vec<u8>>, usize, usize)> {
+        let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let snap = bytes.get(4..4usize.checked_add(n)?)?;
+        let opts = DecodeOptions {
+            limits,
+            ..Default::default()
+        };
+        let a = MigrationSnapshot::deserialize_with(snap, &opts)
+            .ok()?
+            .into_agent()
+            .ok()?;
+        let inbox = Inbox::decode(&bytes[4 + n..])?;
+        Some((a, inbox.mailbox.len(), inbox.outbox.len()))
+    }
+
     fn decode_local(&self, s: &[u8]) -> Option<(Agent<Vec<u8>>, Inbox)> {
         let n = u32::from_le_bytes(s.get(..4)?.try_into().ok()?) as usize;
         let snap = s.get(4..4usize.checked_add(n)?)?;
@@ -405,6 +426,18 @@ impl WasmHost {
             self.save_live(from);
         }
         ok
+    }
+
+    /// Puts a message from `from`, a sender outside the mesh (an operator's tool), into the
+    /// mailbox of `to`, an agent running here, with the next sequence number from that sender
+    /// (kept in the agent's inbox, so it travels with the agent); saves the agent when it is
+    /// accepted. [`Delivery::Full`] when `to` does not run here or its mailbox is full.
+    pub fn post(&mut self, to: AgentId, from: AgentId, payload: &[u8]) -> Delivery {
+        let Some(live) = self.live.get(&to) else {
+            return Delivery::Full;
+        };
+        let seq = live.host().0.borrow().last_in.get(&from).map_or(1, |s| s + 1);
+        self.deliver(to, from, seq, payload)
     }
 
     /// Calls every running agent's `tick` export; saves those that handled messages. Returns
