@@ -436,7 +436,13 @@ impl WasmHost {
         let Some(live) = self.live.get(&to) else {
             return Delivery::Full;
         };
-        let seq = live.host().0.borrow().last_in.get(&from).map_or(1, |s| s + 1);
+        let seq = live
+            .host()
+            .0
+            .borrow()
+            .last_in
+            .get(&from)
+            .map_or(1, |s| s + 1);
         self.deliver(to, from, seq, payload)
     }
 
