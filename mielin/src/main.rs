@@ -167,13 +167,15 @@ fn main() -> ExitCode {
         } => {
             let id = match mielin_cells::quic::Identity::load_or_create(&key) {
                 Ok(id) => id,
-                Err(e) => return fail(
-                    &format!(
+                Err(e) => {
+                    return fail(
+                        &format!(
                         "{}: {e} (a key file holds 64 hex digits; give a new path to create one)",
                         key.display()
                     ),
-                    1,
-                ),
+                        1,
+                    )
+                }
             };
             println!(
                 "key {} id {}",
