@@ -455,6 +455,31 @@ mod tests {
         );
     }
 
+    /// The fuzz corpus's seeds (fuzz/seed.sh) are these frames.
+    #[test]
+    fn the_fuzz_seeds_decode() {
+        assert_eq!(Request::decode(&[1, 1]), Ok(Request::Status));
+        assert_eq!(Request::decode(&[1, 2]), Ok(Request::Agents));
+        assert_eq!(
+            Request::decode(b"\x01\x04\x04\x00pong\x04\x00\x00\x00)\x00\x00\x00"),
+            Ok(Request::Send {
+                agent: "pong".into(),
+                message: 41i32.to_le_bytes().to_vec()
+            })
+        );
+        assert_eq!(
+            Request::decode(b"\x01\x05\x04\x00pong\x01\x00b"),
+            Ok(Request::Migrate {
+                agent: "pong".into(),
+                to: "b".into()
+            })
+        );
+        let mut p = vec![1, 3];
+        p.extend_from_slice(&1u64.to_le_bytes());
+        p.extend_from_slice(&2u64.to_le_bytes());
+        assert_eq!(Reply::decode(&p), Ok(Reply::Progress { sent: 1, total: 2 }));
+    }
+
     #[test]
     fn other_versions_kinds_and_text_are_refused() {
         assert_eq!(Request::decode(&[2, 1]), Err(DecodeError::Version(2)));
