@@ -56,6 +56,10 @@ pub struct NodeArgs {
     /// The protocol's retransmission timeout, milliseconds [default: 200].
     #[arg(long, value_name = "MS")]
     pub rto_ms: Option<u64>,
+    /// Read console commands on standard input (`help` lists them). Off by default, so that a
+    /// node started in the background of a shell is not stopped for reading the terminal.
+    #[arg(long)]
+    pub console: bool,
     /// On SIGTERM or Ctrl-C, how long hand-offs in flight may take to finish, seconds.
     #[arg(long, value_name = "S", default_value_t = 5)]
     pub grace: u64,

@@ -2,7 +2,7 @@
 //! disk, a file journal, a control socket for the other commands, a console on standard input,
 //! Prometheus metrics, and a clean stop on SIGTERM or Ctrl-C.
 //!
-//! Console commands (standard input, one a line): `migrate AGENT PEER`, `kick FROM TO` (FROM,
+//! Console commands (standard input with `--console`, one a line): `migrate AGENT PEER`, `kick FROM TO` (FROM,
 //! running here, sends 0 to TO), `at AGENT PEER` (where a remote agent runs), `peer NAME
 //! KEY@ADDR` (or `peer NAME=KEY@ADDR`), `stats`, `battery PERCENT`, `help`, `quit`.
 //!
@@ -278,9 +278,14 @@ async fn node(mut s: Settings) -> Result<(), String> {
         ));
     }
 
-    // Standard input, line by line, from a thread.
+    // Standard input, line by line, from a thread (with --console).
     let (tx, mut lines) = mpsc::unbounded_channel::<String>();
+    let mut stdin_open = args.console;
+    let read_stdin = args.console;
     std::thread::spawn(move || {
+        if !read_stdin {
+            return;
+        }
         for l in std::io::stdin().lock().lines() {
             let Ok(l) = l else { break };
             if tx.send(l).is_err() {
@@ -300,7 +305,6 @@ async fn node(mut s: Settings) -> Result<(), String> {
         min_battery_percent: args.min_battery,
         ..Policy::default()
     };
-    let mut stdin_open = true;
     let stop = loop {
         let mut events = Vec::new();
         let mut command = None;

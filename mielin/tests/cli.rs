@@ -210,7 +210,7 @@ fn log_lines_have_a_timestamp_and_a_level() {
     assert!(rest.trim_start().starts_with("INFO listening "), "{l}");
     a.quit();
     // A RUST_LOG that does not parse is said, and info is kept.
-    let mut b = Proc::start("b", &dir, "127.0.0.1:0", &[], &[("RUST_LOG", "=[")], None);
+    let b = Proc::start("b", &dir, "127.0.0.1:0", &[], &[("RUST_LOG", "=[")], None);
     b.wait_line(0, |l| l.starts_with("RUST_LOG=\"=[\" not understood"), T);
     assert!(b.raw_log().iter().any(|l| l.contains(" WARN RUST_LOG=")));
     b.quit();

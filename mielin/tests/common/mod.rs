@@ -73,6 +73,7 @@ impl Proc {
             None => Command::new(&bin),
         };
         cmd.arg("node")
+            .arg("--console")
             .args(["--name", name, "--listen", listen])
             .arg("--key")
             .arg(dir.join(format!("{name}.key")))
