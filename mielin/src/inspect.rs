@@ -14,6 +14,8 @@ use std::path::Path;
 const MAX_JOURNAL: u64 = 1 << 20;
 /// A module: the host's limit.
 const MAX_DNA: u64 = 16 << 20;
+/// Modules loaded to decode a snapshot that names its DNA by hash.
+const MAX_MODULES: usize = 16;
 /// What a saved agent or a snapshot may hold: the node's own limits (16 MiB of module, 128 MiB
 /// of memory) and its messages.
 pub const DEFAULT_MAX_BYTES: u64 = (16 << 20) + (128 << 20) + (1 << 20);
@@ -290,11 +292,11 @@ fn snapshot(path: &Path, max_bytes: u64, out: &mut String) -> Result<bool, Strin
         bytes.len()
     );
     // A snapshot naming its DNA by hash decodes against the modules beside it (a data
-    // directory's dna/), if any.
+    // directory's dna/), if any: at most MAX_MODULES of them, each within MAX_DNA.
     let mut store = DnaMap::new();
     if let Some(dir) = path.parent().map(|p| p.join("../dna")) {
         if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
+            for e in rd.flatten().take(MAX_MODULES) {
                 if let Ok(b) = read_bounded(&e.path(), MAX_DNA) {
                     if let Ok(d) = Dna::new(b) {
                         store.insert(&d);

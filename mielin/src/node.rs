@@ -419,6 +419,8 @@ fn running_here(st: &State) -> String {
 /// After each tick: agents ran; messages to the operator are taken out of their outboxes, and
 /// the gauges are refreshed.
 fn on_tick(st: &mut State) {
+    // A `mielin migrate` that gave up waiting.
+    st.waiting.retain(|w| !w.reply.is_closed());
     if st.host.tick() > 0 {
         let now = st.driver.now_ms();
         st.driver.node_mut().wake_messages(now);

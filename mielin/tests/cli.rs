@@ -189,7 +189,7 @@ fn sigterm_stops_cleanly_with_the_journal_intact() {
 #[test]
 fn log_lines_have_a_timestamp_and_a_level() {
     let dir = scratch("logs");
-    let mut a = Proc::start(
+    let a = Proc::start(
         "a",
         &dir,
         "127.0.0.1:0",
