@@ -73,8 +73,15 @@ fn relative_links_point_at_files_that_exist() {
             }
         }
     }
-    assert!(broken.is_empty(), "broken relative links:\n{}", broken.join("\n"));
-    assert!(checked >= 20, "only {checked} relative links found: is the parser right?");
+    assert!(
+        broken.is_empty(),
+        "broken relative links:\n{}",
+        broken.join("\n")
+    );
+    assert!(
+        checked >= 20,
+        "only {checked} relative links found: is the parser right?"
+    );
 }
 
 #[test]
