@@ -171,13 +171,13 @@ fn sigterm_stops_cleanly_with_the_journal_intact() {
         "pong runs on a again:\n{}",
         a.log()
     );
-    // An idle node stops at once.
-    a.sigterm();
+    // An idle node stops at once, on Ctrl-C (SIGINT) too.
+    a.signal("INT");
     let status = a.wait_exit(Duration::from_secs(5)).expect("exits");
     assert!(status.success());
     a.wait_line(
         0,
-        |l| l.starts_with("stopping (SIGTERM): 0 hand-offs in flight"),
+        |l| l.starts_with("stopping (Ctrl-C): 0 hand-offs in flight"),
         T,
     );
     let j = FileJournal::open(ad.join("journal"), 64).unwrap();
@@ -255,12 +255,11 @@ fn metrics_answer_and_the_control_socket_is_private_and_bounded() {
     a.wait_line(0, |l| l.starts_with("control socket "), T);
     assert_eq!(mode(&sock), 0o600, "the control socket is the owner's only");
 
-    let m = a.wait_line(0, |l| l.starts_with("metrics on http://"), T);
-    let addr = m
-        .trim_start_matches("metrics on http://")
-        .trim_end_matches("/metrics")
-        .to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "localhost by default: {m}");
+    let addr = a.metrics_addr();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "localhost by default: {addr}"
+    );
     let start = Instant::now();
     loop {
         let body = http_get(&addr, "/metrics");
@@ -393,6 +392,35 @@ fn deploy_migrate_send_and_status() {
     assert!(t.contains("epoch 1  moved to b"), "{t}");
     assert!(t.contains("connected"), "{t}");
     b.wait_line(0, |l| l == "reply pong -> operator: 100", T);
+    // The metrics count what happened: one hand-off each side, two operator messages and
+    // their replies on b.
+    let ma = http_get(&a.metrics_addr(), "/metrics");
+    let mb = http_get(&b.metrics_addr(), "/metrics");
+    for (body, line) in [
+        (
+            &ma,
+            "mielin_handoffs_total{role=\"source\",outcome=\"committed\"} 1",
+        ),
+        (
+            &ma,
+            "mielin_handoff_duration_seconds_count{role=\"source\"} 1",
+        ),
+        (&ma, "mielin_handoff_transfer_seconds_count 1"),
+        (
+            &mb,
+            "mielin_handoffs_total{role=\"target\",outcome=\"committed\"} 1",
+        ),
+        (&mb, "mielin_operator_messages_total 2"),
+        (&mb, "mielin_operator_replies_total 2"),
+        (&mb, "mielin_agents_running 1"),
+        (&mb, "mielin_peers_connected 1"),
+    ] {
+        assert!(body.contains(line), "{line} in\n{body}");
+    }
+    assert!(
+        !ma.contains("mielin_handoff_bytes_total{role=\"source\"} 0\n"),
+        "{ma}"
+    );
 
     let o = mielin(&[
         "status",

@@ -140,12 +140,29 @@ impl Proc {
 
     /// Sends SIGTERM (through kill(1): the tests use no unsafe code).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) through kill(1).
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill")
             .success();
-        assert!(ok, "kill -TERM {}", self.child.id());
+        assert!(ok, "kill -{name} {}", self.child.id());
+    }
+
+    /// The address of its metrics endpoint, from its log.
+    pub fn metrics_addr(&self) -> String {
+        let m = self.wait_line(
+            0,
+            |l| l.starts_with("metrics on http://"),
+            Duration::from_secs(20),
+        );
+        m.trim_start_matches("metrics on http://")
+            .trim_end_matches("/metrics")
+            .to_string()
     }
 
     /// Waits for the process to exit; `None` after `timeout`.
