@@ -3,7 +3,8 @@
 # certificate target's from tests/certificates/).
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records corpus/certificate
+mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
+  corpus/certificate corpus/control_request
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -39,3 +40,10 @@ done
 for v in ../tests/certificates/*.der; do
   cp "$v" "corpus/certificate/$(basename "$v" .der)"
 done
+# mielin's control socket (mielin::control): status, agents, send pong 41, migrate pong to b,
+# a progress reply.
+printf '\1\1' >corpus/control_request/status
+printf '\1\2' >corpus/control_request/agents
+printf '\1\4\4\0pong\4\0\0\0)\0\0\0' >corpus/control_request/send
+printf '\1\5\4\0pong\1\0b' >corpus/control_request/migrate
+printf '\1\3\1\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0' >corpus/control_request/progress

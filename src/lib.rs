@@ -150,6 +150,11 @@ pub const MAX_EPOCH: u64 = (1 << 48) - 1;
 #[doc = include_str!("../docs/porting.md")]
 struct PortingGuide;
 
+/// The code blocks of `docs/guide.md` (the library's tour, once the README's), run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+struct Guide;
+
 /// The `heapless` crate (0.9), re-exported because [`Policy::preferred_architectures`] and
 /// [`MigrationManager::expire`](migration::MigrationManager::expire) use its `Vec`: a policy
 /// literal can name `mielin_cells::heapless::Vec` without a dependency of its own.

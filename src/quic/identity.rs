@@ -137,18 +137,20 @@ impl Identity {
         Ok(id)
     }
 
+    /// Reads the key file at `path` (64 hexadecimal digits of seed); never creates one.
+    pub fn load(path: &Path) -> io::Result<Identity> {
+        let s = std::fs::read_to_string(path)?;
+        let seed = from_hex(s.trim())
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a mielin key file"))?;
+        Ok(Identity::from_seed(seed))
+    }
+
     /// Reads the key file at `path` (64 hexadecimal digits of seed), or creates it with a new
     /// random key (mode 0600) when it does not exist.
     pub fn load_or_create(path: &Path) -> io::Result<Identity> {
-        match std::fs::read_to_string(path) {
-            Ok(s) => {
-                let seed = from_hex(s.trim())
-                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidData, "not a mielin key file")
-                    })?;
-                Ok(Identity::from_seed(seed))
-            }
+        match Identity::load(path) {
+            Ok(id) => Ok(id),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let id = Identity::generate()?;
                 let mut opts = std::fs::OpenOptions::new();

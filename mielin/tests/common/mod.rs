@@ -1,66 +1,36 @@
-//! Starting `examples/node.rs` processes and reading what they print (shared by the QUIC
-//! process tests).
+//! Starting `mielin node` processes and reading what they log (shared by the process tests).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The node example, built once per test binary (a no-op when `.ci/quic` built it already).
+/// The `mielin` binary cargo built for these tests.
 pub fn node_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        // The variables cargo sets for a test (CARGO_MANIFEST_DIR, ...) are not the caller's:
-        // passed on, they change ring's build-script fingerprint and make the outer and inner
-        // builds rebuild each other.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            // CARGO_INCREMENTAL is part of the build's fingerprint (CI sets it to 0).
-            let keep = [
-                "CARGO_HOME",
-                "CARGO_TARGET_DIR",
-                "CARGO_TERM_COLOR",
-                "CARGO_INCREMENTAL",
-            ];
-            if (k.starts_with("CARGO_")
-                && !k.starts_with("CARGO_PROFILE_")
-                && !keep.contains(&k.as_str()))
-                || ["OUT_DIR", "TARGET", "HOST", "DEBUG", "PROFILE", "OPT_LEVEL"]
-                    .contains(&k.as_str())
-            {
-                cmd.env_remove(&k);
+    PathBuf::from(env!("CARGO_BIN_EXE_mielin"))
+}
+
+/// A log line without its timestamp and level (`2026-12-06T02:54:37.685191Z  INFO text`
+/// gives `text`); other lines (the console's answers) as they are.
+pub fn strip_log_prefix(l: &str) -> &str {
+    let b = l.as_bytes();
+    if b.len() > 20 && b[4] == b'-' && b[10] == b'T' {
+        if let Some((_, rest)) = l.split_once(' ') {
+            let rest = rest.trim_start();
+            if let Some((level, msg)) = rest.split_once(' ') {
+                if ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level) {
+                    return msg;
+                }
             }
         }
-        // The features this test was built with, so that the example is the one the same
-        // `cargo test` built (`.ci/quic` adds lz4 and simd to reuse the other steps' build).
-        let mut features = vec!["quic"];
-        if cfg!(feature = "lz4") {
-            features.push("lz4");
-        }
-        if cfg!(feature = "simd") {
-            features.push("simd");
-        }
-        let status = cmd
-            .args(["build", "--quiet", "--example", "node", "--features"])
-            .arg(features.join(","))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example node");
-        assert!(status.success(), "building the node example failed");
-        // target/<profile>/deps/<test> → target/<profile>/examples/node
-        let exe = std::env::current_exe().expect("current exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        dir.join("examples").join("node")
-    })
-    .clone()
+    }
+    l
 }
 
 pub fn agent_file() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agents/echo.wat").to_string()
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agents/echo.wat").to_string()
 }
 
 /// A fresh scratch directory.
@@ -77,13 +47,14 @@ pub struct Proc {
     child: Child,
     stdin: ChildStdin,
     lines: Arc<Mutex<Vec<String>>>,
+    raw: Arc<Mutex<Vec<String>>>,
     pub addr: String,
     pub key: String,
     pub id: String,
 }
 
 impl Proc {
-    /// Starts `node run` with `args` after the common ones, `env` added, in `netns` if given.
+    /// Starts `mielin node` with `args` after the common ones, `env` added, in `netns` if given.
     pub fn start(
         name: &str,
         dir: &Path,
@@ -101,7 +72,8 @@ impl Proc {
             }
             None => Command::new(&bin),
         };
-        cmd.arg("run")
+        cmd.arg("node")
+            .arg("--console")
             .args(["--name", name, "--listen", listen])
             .arg("--key")
             .arg(dir.join(format!("{name}.key")))
@@ -115,23 +87,21 @@ impl Proc {
         let mut child = cmd.spawn().expect("spawn node");
         let stdin = child.stdin.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
-            let lines = lines.clone();
+            let (lines, raw) = (lines.clone(), raw.clone());
             std::thread::spawn(move || {
                 for l in BufReader::new(stream).lines() {
                     let Ok(l) = l else { break };
-                    // MIELIN_NODE_TIMES=1 prefixes lines with "[seconds] ": not part of them.
-                    let l = match (l.starts_with('['), l.find("] ")) {
-                        (true, Some(i)) if std::env::var_os("MIELIN_NODE_TIMES").is_some() => {
-                            eprintln!("{l}");
-                            l[i + 2..].to_string()
-                        }
-                        _ => l,
-                    };
-                    lines.lock().unwrap().push(l);
+                    if std::env::var_os("MIELIN_TEST_VERBOSE").is_some() {
+                        eprintln!("{l}");
+                    }
+                    let stripped = strip_log_prefix(&l).to_string();
+                    raw.lock().unwrap().push(l);
+                    lines.lock().unwrap().push(stripped);
                 }
             });
         }
@@ -140,6 +110,7 @@ impl Proc {
             child,
             stdin,
             lines,
+            raw,
             addr: String::new(),
             key: String::new(),
             id: String::new(),
@@ -152,9 +123,58 @@ impl Proc {
         p
     }
 
-    /// `NAME=KEY@ADDR` for other nodes' `--peer` and `peer` command.
+    /// `NAME=KEY@ADDR` for other nodes' `--peer`.
     pub fn peer_spec(&self) -> String {
         format!("{}={}@{}", self.name, self.key, self.addr)
+    }
+
+    /// `NAME KEY@ADDR`, the console's `peer` form.
+    pub fn peer_words(&self) -> String {
+        format!("{} {}@{}", self.name, self.key, self.addr)
+    }
+
+    /// The lines as the node wrote them (with timestamps and levels).
+    pub fn raw_log(&self) -> Vec<String> {
+        self.raw.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM (through kill(1): the tests use no unsafe code).
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) through kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name} {}", self.child.id());
+    }
+
+    /// The address of its metrics endpoint, from its log.
+    pub fn metrics_addr(&self) -> String {
+        let m = self.wait_line(
+            0,
+            |l| l.starts_with("metrics on http://"),
+            Duration::from_secs(20),
+        );
+        m.trim_start_matches("metrics on http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    }
+
+    /// Waits for the process to exit; `None` after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn send(&mut self, cmd: &str) {
@@ -246,10 +266,11 @@ impl Drop for Proc {
 
 /// Pins every node in every other one (after they printed their OS-assigned addresses).
 pub fn pin_all(nodes: &mut [&mut Proc]) {
-    let specs: Vec<String> = nodes.iter().map(|p| p.peer_spec()).collect();
+    // The console's documented form, `peer NAME KEY@ADDR`.
+    let specs: Vec<String> = nodes.iter().map(|p| p.peer_words()).collect();
     for p in nodes.iter_mut() {
         for s in &specs {
-            if !s.starts_with(&format!("{}=", p.name)) {
+            if !s.starts_with(&format!("{} ", p.name)) {
                 let from = p.len();
                 p.send(&format!("peer {s}"));
                 p.wait_line(from, |l| l.starts_with("pinned "), Duration::from_secs(10));

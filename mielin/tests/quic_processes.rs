@@ -1,10 +1,10 @@
-//! Real node processes (`examples/node.rs`) on 127.0.0.1 with OS-assigned ports: a chain of
+//! Real node processes (`mielin node`) on 127.0.0.1 with OS-assigned ports: a chain of
 //! hand-offs while two agents exchange numbered messages, an unpinned node refused, and every
 //! phase of a hand-off killed with SIGKILL on either side and restarted from its file journal.
 
-mod common_quic;
+mod common;
 
-use common_quic::*;
+use common::*;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);

@@ -8,9 +8,9 @@
 //! same scenario over 127.0.0.1 through a userspace relay in this process that drops 10 % of
 //! the datagrams and delays each by 10–30 ms (so they overtake each other).
 
-mod common_quic;
+mod common;
 
-use common_quic::*;
+use common::*;
 use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;

@@ -1,0 +1,909 @@
+//! `mielin node`: the `mesh` protocol over QUIC with pinned peers, WebAssembly agents kept on
+//! disk, a file journal, a control socket for the other commands, a console on standard input,
+//! Prometheus metrics, and a clean stop on SIGTERM or Ctrl-C.
+//!
+//! Console commands (standard input with `--console`, one a line): `migrate AGENT PEER`, `kick FROM TO` (FROM,
+//! running here, sends 0 to TO), `at AGENT PEER` (where a remote agent runs), `peer NAME
+//! KEY@ADDR` (or `peer NAME=KEY@ADDR`), `stats`, `battery PERCENT`, `help`, `quit`.
+//!
+//! Test hook: `MIELIN_HALT_AT=ROLE:PHASE` (e.g. `source:decided`, `target:received`) makes the
+//! node log `halt ROLE:PHASE` and freeze at that phase of its first hand-off, for a test to kill
+//! it with SIGKILL.
+
+use crate::config::{NodeArgs, Settings};
+use crate::control_server::{self, Command};
+use crate::files::{private_dir, read_bounded, write_atomic};
+use crate::metrics::{self, Gauges, Metrics};
+use crate::names::{operator_id, Names};
+use crate::report::{handoff_summary, log_event};
+use mielin::control::{Reply, Request};
+use mielin::spec::{parse_peer, show_message};
+use mielin_cells::mesh::{AgentHost, Config, Delivery, FileJournal, Journal, MeshError, Phase};
+use mielin_cells::quic::{
+    to_hex, Directory, Driver, DriverConfig, Event, Identity, Peer, PublicKey, Role, Wake, WasmHost,
+};
+use mielin_cells::{AgentId, Arch, LocalKey, NodeId, NodeStatus, Policy};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// Agents (journal records and protocol timers) a node holds.
+const CAPACITY: usize = 64;
+/// Fuel per agent call.
+const FUEL: u64 = 10_000_000;
+
+/// A journal that counts the writes it made durable (for the metrics).
+pub struct Counted<J> {
+    inner: J,
+    syncs: Arc<AtomicU64>,
+}
+
+impl<J: Journal> Journal for Counted<J> {
+    fn get(&self, agent: AgentId) -> Option<mielin_cells::mesh::Record> {
+        self.inner.get(agent)
+    }
+    fn put(&mut self, agent: AgentId, record: mielin_cells::mesh::Record) -> Result<(), MeshError> {
+        let r = self.inner.put(agent, record);
+        self.count(&r);
+        r
+    }
+    fn remove(&mut self, agent: AgentId) -> Result<(), MeshError> {
+        let r = self.inner.remove(agent);
+        self.count(&r);
+        r
+    }
+    fn for_each(&self, f: &mut dyn FnMut(AgentId, mielin_cells::mesh::Record)) {
+        self.inner.for_each(f)
+    }
+    fn sequence(&self, agent: AgentId) -> Option<u64> {
+        self.inner.sequence(agent)
+    }
+    fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
+        let r = self.inner.set_sequence(agent, seq);
+        self.count(&r);
+        r
+    }
+}
+
+impl<J> Counted<J> {
+    fn count(&self, r: &Result<(), MeshError>) {
+        if r.is_ok() {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Drv = Driver<Counted<FileJournal>, CAPACITY>;
+
+/// A `mielin migrate` waiting for its hand-off to end.
+struct Waiter {
+    agent: AgentId,
+    epoch: u64,
+    reply: mpsc::Sender<Reply>,
+}
+
+struct State {
+    name: String,
+    data: PathBuf,
+    listen: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    key: PublicKey,
+    driver: Drv,
+    host: WasmHost,
+    names: Names,
+    metrics: Arc<Metrics>,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    connected: BTreeSet<NodeId>,
+    waiting: Vec<Waiter>,
+    /// Per agent: replies to the operator, and the last one.
+    replies: BTreeMap<AgentId, (u64, Vec<u8>)>,
+    battery: f64,
+    started: Instant,
+}
+
+fn load_wasm(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = read_bounded(path, mielin::control::MAX_MODULE as u64 * 4)?;
+    if bytes.starts_with(b"\0asm") {
+        Ok(bytes)
+    } else {
+        wat::parse_bytes(&bytes)
+            .map(|b| b.into_owned())
+            .map_err(|e| format!("{}: not a WebAssembly module: {e}", path.display()))
+    }
+}
+
+/// Runs a node until SIGTERM, Ctrl-C or `quit`.
+pub fn run(args: NodeArgs) -> Result<(), String> {
+    let settings = Settings::from_args(args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(node(settings))
+}
+
+fn in_flight(driver: &Drv) -> usize {
+    let mut n = 0;
+    driver.node().journal().for_each(&mut |_, r| {
+        if matches!(
+            r.phase,
+            Phase::Outgoing { .. } | Phase::Prepared { .. } | Phase::Moved { acked: false, .. }
+        ) {
+            n += 1;
+        }
+    });
+    n
+}
+
+async fn node(mut s: Settings) -> Result<(), String> {
+    let args = std::mem::take(&mut s.args);
+    let identity = Identity::load_or_create(&s.key).map_err(|e| {
+        format!(
+            "key file {}: {e} (a key file holds 64 hex digits; `mielin keygen FILE` writes one)",
+            s.key.display()
+        )
+    })?;
+    let (name, listen) = s.resolve_self(&identity.public_key().to_hex())?;
+    if let Some(old) = private_dir(&s.data)? {
+        tracing::warn!(
+            "data directory {} had mode {old:o}; now 0700 (it holds the journal and the control socket)",
+            s.data.display()
+        );
+    }
+    let mut names = Names::load(s.data.join("names"));
+    names.nodes.insert(identity.node_id(), name.clone());
+    let mut directory = Directory::new();
+    let mut peers = BTreeMap::new();
+    for p in &s.peers {
+        let key = PublicKey::from_hex(&p.key)
+            .ok_or_else(|| format!("peer {}: not a public key", p.name))?;
+        let id = directory.insert(key, p.addr);
+        names.nodes.insert(id, p.name.clone());
+        peers.insert(id, p.addr);
+    }
+    // A new node (an empty data directory: the rule WasmHost::open applies to its epoch
+    // journal) creates its journal; any other must find it, sealed with its key: a node that
+    // lost it would forget where its agents went.
+    let fresh = std::fs::read_dir(&s.data).map_or(true, |mut d| d.next().is_none());
+    let mut host = WasmHost::open(&identity, &directory, &s.data, FUEL)
+        .map_err(|e| format!("data directory {}: {e}", s.data.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let key = LocalKey::derive(identity.secret(), identity.node_id());
+    let path = s.data.join("journal");
+    let journal = if fresh {
+        FileJournal::create(&path, identity.node_id(), &key, CAPACITY)
+    } else {
+        FileJournal::open(&path, identity.node_id(), &key, CAPACITY)
+    }
+    .map_err(|e| {
+        format!(
+            "journal {}: {e} (`mielin inspect {} --key KEYFILE` shows what is there)",
+            path.display(),
+            s.data.display()
+        )
+    })?;
+    let journal = Counted {
+        inner: journal,
+        syncs: metrics.journal_syncs.clone(),
+    };
+    let mut cfg = DriverConfig::new(listen);
+    cfg.mesh = Config {
+        rto_ms: s.rto_ms,
+        ..Config::default()
+    };
+    cfg.tick = Duration::from_millis(s.tick_ms.max(1));
+    let control = control_server::bind(&s.data)?;
+    let driver: Drv = Driver::new(&identity, directory, journal, cfg, &mut host).map_err(|e| {
+        format!("listening on {listen}: {e} (is another node using it? pick another with --listen)")
+    })?;
+    let addr = driver.local_addr().map_err(|e| e.to_string())?;
+    let metrics_addr = match s.metrics {
+        Some(a) => {
+            let l = metrics::bind(a).await?;
+            let bound = l.local_addr().map_err(|e| e.to_string())?;
+            if !bound.ip().is_loopback() {
+                tracing::warn!("metrics served on {bound}, not a loopback address: anyone who reaches it reads them");
+            }
+            tokio::spawn(metrics::serve(l, metrics.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
+    tracing::info!(
+        "listening {addr} name {name} id {} key {}",
+        to_hex(identity.node_id().as_bytes()),
+        identity.public_key()
+    );
+    tracing::info!(
+        "control socket {} (mielin status -d {})",
+        control_server::socket_path(&s.data).display(),
+        s.data.display()
+    );
+    if let Some(m) = metrics_addr {
+        tracing::info!("metrics on http://{m}/metrics");
+    }
+    let mut st = State {
+        name,
+        data: s.data.clone(),
+        listen: addr,
+        metrics_addr,
+        key: identity.public_key(),
+        driver,
+        host,
+        names,
+        metrics,
+        peers,
+        connected: BTreeSet::new(),
+        waiting: Vec::new(),
+        replies: BTreeMap::new(),
+        battery: f64::from(args.battery),
+        started: Instant::now(),
+    };
+    for a in st.host.running() {
+        tracing::info!("running {} (restarted from the journal)", st.names.agent(a));
+    }
+    for (name, file) in &s.agents {
+        let id = st.names.agent_named(name)?;
+        if st.driver.node().journal().get(id).is_some() {
+            continue; // known from the journal (a restart)
+        }
+        let wasm = load_wasm(file)?;
+        st.host
+            .create(id, wasm, s.limit)
+            .map_err(|e| format!("agent {name} ({}): {e}", file.display()))?;
+        st.driver
+            .start(&mut st.host, id)
+            .map_err(|e| format!("agent {name}: {e}"))?;
+        tracing::info!("running {name}");
+    }
+    for spec in &args.at {
+        let (agent, peer) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--at `{spec}`: expected AGENT=PEER"))?;
+        let a = st.names.agent_named(agent)?;
+        let n = st
+            .names
+            .node_named(peer)
+            .ok_or_else(|| format!("--at `{spec}`: no peer named {peer}"))?;
+        st.driver.node_mut().set_location(a, n, 0);
+    }
+    if let Some(k) = &args.kick {
+        kick_once(&mut st, k)?;
+    }
+    let mut scheduled = Vec::new();
+    for m in &args.migrations {
+        let bad = || format!("--migrate `{m}`: expected AGENT=PEER:MS");
+        let (agent, rest) = m.split_once('=').ok_or_else(bad)?;
+        let (peer, ms) = rest.split_once(':').ok_or_else(bad)?;
+        let ms: u64 = ms.parse().map_err(|_| bad())?;
+        scheduled.push((
+            Instant::now() + Duration::from_millis(ms),
+            st.names.agent_named(agent)?,
+            peer.to_string(),
+        ));
+    }
+
+    // Standard input, line by line, from a thread (with --console).
+    let (tx, mut lines) = mpsc::unbounded_channel::<String>();
+    let mut stdin_open = args.console;
+    let read_stdin = args.console;
+    std::thread::spawn(move || {
+        if !read_stdin {
+            return;
+        }
+        for l in std::io::stdin().lock().lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Command>(16);
+    tokio::spawn(control_server::serve(control, ctl_tx, st.metrics.clone()));
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+
+    let mut low_battery_done = false;
+    let mut last_announce = Instant::now() - Duration::from_secs(1);
+    let mut last_stats = Instant::now();
+    let policy = Policy {
+        min_battery_percent: args.min_battery,
+        ..Policy::default()
+    };
+    let stop = loop {
+        let mut events = Vec::new();
+        let mut command = None;
+        tokio::select! {
+            w = st.driver.wait() => {
+                let tick = matches!(w, Wake::Tick);
+                events = st.driver.handle(&mut st.host, w);
+                if tick {
+                    on_tick(&mut st);
+                    st.battery = (f64::from(args.battery) - args.drain * st.started.elapsed().as_secs_f64()).max(0.0);
+                    if last_announce.elapsed() >= Duration::from_millis(500) {
+                        last_announce = Instant::now();
+                        st.driver.announce(&NodeStatus {
+                            battery_percent: st.battery as u8,
+                            latency_ms: 1,
+                            arch: Arch::X86_64,
+                        });
+                    }
+                    if args.stats_ms > 0 && last_stats.elapsed() >= Duration::from_millis(args.stats_ms) {
+                        last_stats = Instant::now();
+                        command = Some("stats".to_string());
+                    }
+                }
+            }
+            l = lines.recv(), if stdin_open => match l {
+                Some(l) => command = Some(l),
+                None => stdin_open = false,
+            },
+            c = ctl_rx.recv() => if let Some(c) = c {
+                handle_request(&mut st, c);
+            },
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "Ctrl-C",
+        }
+        for e in events {
+            on_event(&mut st, &e);
+        }
+        for e in st.host.errors.drain(..) {
+            tracing::error!("host-error {e}");
+        }
+        let now = Instant::now();
+        let due: Vec<_> = scheduled.iter().filter(|m| m.0 <= now).cloned().collect();
+        scheduled.retain(|m| m.0 > now);
+        for (_, agent, peer) in due {
+            let _ = migrate(&mut st, agent, &peer, None);
+        }
+        if !low_battery_done && st.battery < f64::from(args.min_battery) {
+            low_battery_done = true;
+            tracing::info!(
+                "battery {:.0}% below the policy's {}%",
+                st.battery,
+                args.min_battery
+            );
+            match st.driver.select(&policy) {
+                Some(target) => {
+                    let name = st.names.node(target);
+                    for a in st.host.running() {
+                        let _ = migrate(&mut st, a, &name, None);
+                    }
+                }
+                None => tracing::info!("no live peer fits the policy; agents stay"),
+            }
+        }
+        if let Some(c) = command {
+            if !console(&mut st, &c) {
+                break "quit";
+            }
+        }
+    };
+    shutdown(st, stop, Duration::from_secs(args.grace)).await;
+    Ok(())
+}
+
+/// `--kick FROM:TO`, once per data directory: `DATA/kicked` remembers it.
+fn kick_once(st: &mut State, spec: &str) -> Result<(), String> {
+    let (from, to) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("--kick `{spec}`: expected FROM:TO"))?;
+    let marker = st.data.join("kicked");
+    if let Ok(done) = read_bounded(&marker, 1024) {
+        tracing::info!(
+            "kick {spec}: already sent by an earlier start ({} says `{}`); not repeated",
+            marker.display(),
+            String::from_utf8_lossy(&done).trim()
+        );
+        return Ok(());
+    }
+    let (f, t) = (st.names.agent_named(from)?, st.names.agent_named(to)?);
+    if !st.host.send_as(f, t, &0i32.to_le_bytes()) {
+        return Err(format!(
+            "--kick {spec}: {from} does not run here (or its outbox is full)"
+        ));
+    }
+    // The agent (with the message in its outbox) is saved; then the marker.
+    write_atomic(&marker, format!("{spec}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", marker.display()))?;
+    let now = st.driver.now_ms();
+    st.driver.node_mut().wake_messages(now);
+    tracing::info!("kick {spec}: {from} sent 0 to {to}");
+    Ok(())
+}
+
+fn running_here(st: &State) -> String {
+    st.host
+        .running()
+        .into_iter()
+        .map(|a| st.names.agent(a))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// After each tick: agents ran; messages to the operator are taken out of their outboxes, and
+/// the gauges are refreshed.
+fn on_tick(st: &mut State) {
+    // A `mielin migrate` that gave up waiting.
+    st.waiting.retain(|w| !w.reply.is_closed());
+    if st.host.tick() > 0 {
+        let now = st.driver.now_ms();
+        st.driver.node_mut().wake_messages(now);
+    }
+    let op = operator_id();
+    for a in st.host.running() {
+        let mut got = Vec::new();
+        st.host.outgoing(a, &mut |m| {
+            if m.to == op {
+                got.push((m.seq, m.payload.to_vec()));
+            }
+        });
+        for (seq, m) in got {
+            st.host.acked(a, op, seq);
+            tracing::info!(
+                "reply {} -> operator: {}",
+                st.names.agent(a),
+                show_message(&m)
+            );
+            st.metrics.operator_reply();
+            let e = st.replies.entry(a).or_default();
+            e.0 += 1;
+            e.1 = m;
+        }
+    }
+    let d = st.driver.stats();
+    let n = st.driver.node().stats();
+    st.metrics.set_gauges(Gauges {
+        agents_running: st.host.running().len() as u64,
+        peers_connected: st.connected.len() as u64,
+        frames_sent: d.frames_sent,
+        frames_received: d.frames_received,
+        frames_dropped: d.frames_dropped,
+        messages_accepted: n.messages_accepted,
+        messages_full: n.messages_full,
+        retransmits: n.retransmits,
+    });
+}
+
+fn on_event(st: &mut State, e: &Event) {
+    let running = running_here(st);
+    log_event(&st.names, e, &running);
+    match e {
+        Event::Connected { peer, .. } => {
+            st.connected.insert(*peer);
+        }
+        Event::Disconnected { peer, .. } => {
+            st.connected.remove(peer);
+        }
+        Event::Refused { .. } => st.metrics.refusal("unpinned"),
+        Event::StreamRefused { .. } => st.metrics.refusal("stream"),
+        Event::Malformed { .. } => st.metrics.refusal("malformed"),
+        Event::Phase {
+            role: Role::Source,
+            phase: "refused",
+            ..
+        } => st.metrics.refusal("offer"),
+        Event::HandOff(r) => {
+            let role = if r.role == Role::Source {
+                "source"
+            } else {
+                "target"
+            };
+            st.metrics
+                .handoff(role, r.committed, r.bytes as u64, r.total, r.transfer);
+            if r.role == Role::Source {
+                let line = handoff_summary(&st.names, r, &running);
+                let (agent, to) = (st.names.agent(r.agent), st.names.node(r.peer));
+                st.waiting.retain(|w| {
+                    if w.agent != r.agent || w.epoch != r.epoch {
+                        return true;
+                    }
+                    let reply = if r.committed {
+                        Reply::Ok(line.clone())
+                    } else {
+                        Reply::Err(format!(
+                            "{line}\nthe hand-off was aborted and {agent} runs here again: check that {to} is up and pins this node's key (`mielin status` on {to}), then try again"
+                        ))
+                    };
+                    let _ = w.reply.try_send(reply);
+                    false
+                });
+            }
+        }
+        Event::Progress {
+            agent,
+            epoch,
+            sent,
+            total,
+            ..
+        } => {
+            for w in st
+                .waiting
+                .iter()
+                .filter(|w| w.agent == *agent && w.epoch == *epoch)
+            {
+                let _ = w.reply.try_send(Reply::Progress {
+                    sent: *sent,
+                    total: *total,
+                });
+            }
+        }
+        _ => {}
+    }
+    halt_if_asked(e);
+}
+
+/// The test hook: freezes the node at `MIELIN_HALT_AT=ROLE:PHASE` (see the module docs).
+fn halt_if_asked(e: &Event) {
+    let Event::Phase { role, phase, .. } = e else {
+        return;
+    };
+    let Ok(h) = std::env::var("MIELIN_HALT_AT") else {
+        return;
+    };
+    let r = if *role == Role::Source {
+        "source"
+    } else {
+        "target"
+    };
+    if h == format!("{r}:{phase}") {
+        tracing::info!("halt {h}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Starts a hand-off of `agent` to the peer called `peer`; its end is answered on `reply`.
+fn migrate(
+    st: &mut State,
+    agent: AgentId,
+    peer: &str,
+    reply: Option<mpsc::Sender<Reply>>,
+) -> Result<(), String> {
+    let name = st.names.agent(agent);
+    let Some(target) = st
+        .names
+        .node_named(peer)
+        .filter(|t| st.peers.contains_key(t))
+    else {
+        let known: Vec<String> = st.peers.keys().map(|p| st.names.node(*p)).collect();
+        let e = format!(
+            "migrate {name}: no peer named {peer} (pinned peers: {}); pin it in the fleet file or with `peer NAME KEY@ADDR`",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        );
+        tracing::warn!("{e}");
+        return Err(e);
+    };
+    let bytes = st.host.memory_len(agent).unwrap_or(0);
+    match st.driver.migrate(&mut st.host, agent, target) {
+        Ok((epoch, events)) => {
+            tracing::info!("migrate {name} -> {peer} epoch {epoch} (memory {bytes} bytes)");
+            if let Some(reply) = reply {
+                st.waiting.push(Waiter {
+                    agent,
+                    epoch,
+                    reply,
+                });
+            }
+            for e in events {
+                on_event(st, &e);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let why = match e {
+                MeshError::NotOwner => format!(
+                    "{name} does not run here ({}): `mielin agents` on each node shows where it is",
+                    describe(st, agent)
+                ),
+                e => format!("{e}"),
+            };
+            let e = format!("migrate {name}: {why}");
+            tracing::warn!("{e}");
+            Err(e)
+        }
+    }
+}
+
+/// Where the journal says an agent is.
+fn describe(st: &State, agent: AgentId) -> String {
+    let Some(r) = st.driver.node().journal().get(agent) else {
+        return "not known here".into();
+    };
+    let n = |id: NodeId| st.names.node(id);
+    match r.phase {
+        Phase::Running if st.host.running().contains(&agent) => "running here".into(),
+        Phase::Running => "owned here, not loaded (see the log's host-error lines)".into(),
+        Phase::Outgoing { target } => format!("being handed to {}", n(target)),
+        Phase::Prepared { source } => {
+            format!("prepared here, waiting for {}'s decision", n(source))
+        }
+        Phase::Moved {
+            target,
+            acked: true,
+        } => format!("moved to {}", n(target)),
+        Phase::Moved { target, .. } => {
+            format!("moved to {} (not yet confirmed)", n(target))
+        }
+        _ => "in an unknown phase".into(),
+    }
+}
+
+fn agents_text(st: &mut State) -> String {
+    let mut ids = Vec::new();
+    st.driver
+        .node()
+        .journal()
+        .for_each(&mut |a, r| ids.push((a, r.epoch)));
+    if ids.is_empty() {
+        return "no agents (deploy one: mielin deploy FILE.wasm -d DATA)\n".into();
+    }
+    ids.sort_by_key(|(a, _)| st.names.agent(*a));
+    let mut out = String::new();
+    for (a, epoch) in ids {
+        let mut line = format!(
+            "{:<12} {}  epoch {epoch}  {}",
+            st.names.agent(a),
+            to_hex(a.as_bytes()),
+            describe(st, a)
+        );
+        if let Some(s) = st.host.stats(a) {
+            line += &format!(
+                "  received {} last {} out-of-order {}",
+                s.received, s.last, s.out_of_order
+            );
+        }
+        if let Some((n, last)) = st.replies.get(&a) {
+            line += &format!("  replies {n} (last {})", show_message(last));
+        }
+        out += &line;
+        out.push('\n');
+    }
+    out
+}
+
+fn status_text(st: &mut State) -> String {
+    let mut o = format!(
+        "node {}  id {}  key {}\nlistening {} (QUIC)  up {} s  data {}\n",
+        st.name,
+        to_hex(st.driver.id().as_bytes()),
+        st.key,
+        st.listen,
+        st.started.elapsed().as_secs(),
+        st.data.display()
+    );
+    match st.metrics_addr {
+        Some(m) => o += &format!("metrics http://{m}/metrics\n"),
+        None => o += "metrics off\n",
+    }
+    o += "peers\n";
+    if st.peers.is_empty() {
+        o += "  none pinned (add them to a fleet file: mielin keygen --fleet)\n";
+    }
+    for (id, addr) in &st.peers {
+        o += &format!(
+            "  {:<12} {addr}  {}\n",
+            st.names.node(*id),
+            if st.connected.contains(id) {
+                "connected"
+            } else {
+                "not connected"
+            }
+        );
+    }
+    o += "agents\n";
+    for l in agents_text(st).lines() {
+        o += &format!("  {l}\n");
+    }
+    let s = st.driver.node().stats();
+    o += &format!(
+        "hand-offs committed {} aborted {} adopted {} retransmits {}\n",
+        s.committed, s.aborted, s.adopted, s.retransmits
+    );
+    o
+}
+
+fn handle_request(st: &mut State, c: Command) {
+    let answer = |r: Reply| {
+        let _ = c.reply.try_send(r);
+    };
+    match c.request {
+        Request::Status => answer(Reply::Ok(status_text(st))),
+        Request::Agents => answer(Reply::Ok(agents_text(st))),
+        Request::Deploy { name, module, arg } => {
+            let r = (|| {
+                let id = st.names.agent_named(&name)?;
+                if st.driver.node().journal().get(id).is_some() {
+                    return Err(format!(
+                        "an agent named {name} is already known here ({}): deploy it under another --name",
+                        describe(st, id)
+                    ));
+                }
+                st.host
+                    .create(id, module, arg)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                st.driver
+                    .start(&mut st.host, id)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                tracing::info!("running {name} (deployed)");
+                Ok(format!(
+                    "deployed {name} (id {}) on {}, epoch 0",
+                    to_hex(id.as_bytes()),
+                    st.name
+                ))
+            })();
+            answer(r.map_or_else(Reply::Err, Reply::Ok));
+        }
+        Request::Send { agent, message } => {
+            let r = (|| {
+                let id = st.names.agent_named(&agent)?;
+                if !st.host.running().contains(&id) {
+                    return Err(format!(
+                        "{agent} does not run on {} ({}): send to the node it runs on (its data directory: -d DIR)",
+                        st.name,
+                        describe(st, id)
+                    ));
+                }
+                match st.host.post(id, operator_id(), &message) {
+                    Delivery::Accepted => {
+                        st.metrics.operator_message();
+                        tracing::info!("message operator -> {agent}: {}", show_message(&message));
+                        Ok(format!(
+                            "{agent} on {} accepted {}",
+                            st.name,
+                            show_message(&message)
+                        ))
+                    }
+                    Delivery::Full => Err(format!(
+                        "{agent}'s mailbox is full: try again once it has run"
+                    )),
+                    d => Err(format!("{agent} refused the message ({d:?})")),
+                }
+            })();
+            answer(r.map_or_else(Reply::Err, Reply::Ok));
+        }
+        Request::Migrate { agent, to } => {
+            let r = st
+                .names
+                .agent_named(&agent)
+                .and_then(|id| migrate(st, id, &to, Some(c.reply.clone())));
+            if let Err(e) = r {
+                answer(Reply::Err(e));
+            }
+        }
+    }
+}
+
+/// A console line; `false` to stop.
+fn console(st: &mut State, line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let say = |s: String| {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{s}");
+        let _ = o.flush();
+    };
+    match words[..] {
+        ["quit"] => return false,
+        ["migrate", agent, peer] => {
+            if let Ok(a) = st.names.agent_named(agent) {
+                let _ = migrate(st, a, peer, None);
+            }
+        }
+        ["kick", from, to] => match (st.names.agent_named(from), st.names.agent_named(to)) {
+            (Ok(f), Ok(t)) if st.host.send_as(f, t, &0i32.to_le_bytes()) => {
+                let now = st.driver.now_ms();
+                st.driver.node_mut().wake_messages(now);
+            }
+            _ => say(format!("kick: {from} does not run here")),
+        },
+        ["at", agent, peer] => match (st.names.agent_named(agent), st.names.node_named(peer)) {
+            (Ok(a), Some(n)) => st.driver.node_mut().set_location(a, n, 0),
+            _ => say(format!("at: unknown peer {peer}")),
+        },
+        ["peer", ..] => match parse_peer(line.trim_start().trim_start_matches("peer")) {
+            Ok(p) => match PublicKey::from_hex(&p.key) {
+                Some(key) => {
+                    let id = st.driver.add_peer(key, p.addr);
+                    if let Err(e) = st.host.trust_peer(&Peer { addr: p.addr, key }) {
+                        tracing::warn!("peer {}: {e}", p.name);
+                    }
+                    st.names.nodes.insert(id, p.name.clone());
+                    st.peers.insert(id, p.addr);
+                    tracing::info!("pinned {} {}", p.name, p.addr);
+                }
+                None => say(format!("peer {}: not a public key", p.name)),
+            },
+            Err(e) => say(e),
+        },
+        ["battery", p] => {
+            if let Ok(p) = p.parse::<f64>() {
+                st.battery = p;
+            }
+        }
+        ["stats"] => {
+            for a in st.host.running() {
+                let epoch = st.driver.node().journal().get(a).map_or(0, |r| r.epoch);
+                match st.host.stats(a) {
+                    Some(s) => say(format!(
+                        "stats {} epoch {epoch} received {} last {} out_of_order {}",
+                        st.names.agent(a),
+                        s.received,
+                        s.last,
+                        s.out_of_order
+                    )),
+                    None => say(format!("stats {} epoch {epoch}", st.names.agent(a))),
+                }
+            }
+            let d = st.driver.stats();
+            say(format!(
+                "stats-node sent {} received {} dropped {} duplicates {} errors {}",
+                d.frames_sent,
+                d.frames_received,
+                d.frames_dropped,
+                st.host.duplicates,
+                st.host.errors.len()
+            ));
+            say("stats-end".to_string());
+        }
+        ["help"] => say(
+            "commands: migrate AGENT PEER | kick FROM TO | at AGENT PEER | peer NAME KEY@ADDR | stats | battery PERCENT | quit".into(),
+        ),
+        [] => {}
+        _ => say(format!("unknown command: {line} (try `help`)")),
+    }
+    true
+}
+
+/// The clean stop: no new work; hand-offs in flight get `grace` to end (the protocol keeps
+/// running, agents do not); then the connections close. Whatever is still in flight is in the
+/// journal, which every step already made durable: the next start resumes or aborts it.
+async fn shutdown(mut st: State, why: &str, grace: Duration) {
+    let n = in_flight(&st.driver);
+    tracing::info!(
+        "stopping ({why}): {n} hand-off{} in flight, waiting up to {} s",
+        if n == 1 { "" } else { "s" },
+        grace.as_secs()
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    while in_flight(&st.driver) > 0 {
+        tokio::select! {
+            w = st.driver.wait() => {
+                let events = st.driver.handle(&mut st.host, w);
+                for e in events {
+                    on_event(&mut st, &e);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let left = in_flight(&st.driver);
+    if left > 0 {
+        tracing::warn!(
+            "{left} hand-off(s) still in flight: the journal keeps them; the next start resumes or aborts each"
+        );
+    }
+    for w in st.waiting.drain(..) {
+        let _ = w.reply.try_send(Reply::Err(format!(
+            "the node stopped ({why}) before the hand-off ended: start it again and check `mielin agents`"
+        )));
+    }
+    let stats = st.driver.node().stats();
+    let syncs = st.metrics.journal_syncs.load(Ordering::Relaxed);
+    st.driver.shutdown(Duration::from_secs(1)).await;
+    let sock = control_server::socket_path(&st.data);
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!(
+        "shutdown: committed {} aborted {} adopted {} retransmits {} journal-syncs {syncs}; stopped cleanly",
+        stats.committed,
+        stats.aborted,
+        stats.adopted,
+        stats.retransmits
+    );
+}

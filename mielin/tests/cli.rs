@@ -1,0 +1,619 @@
+//! The `mielin` command as an operator meets it, with faults: one test per complaint of
+//! issue 26 that a process can show (`--kick` repeated on restart, SIGTERM, log lines without
+//! time or level, no metrics, the control socket, `inspect` on a data directory, config
+//! errors), plus deploy, send and migrate through the control socket.
+
+mod common;
+
+use common::*;
+use mielin_cells::mesh::{FileJournal, Journal, Phase};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+
+fn mielin(args: &[&str]) -> Output {
+    Command::new(node_bin())
+        .args(args)
+        .output()
+        .expect("run mielin")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn data(dir: &Path, name: &str) -> String {
+    dir.join(format!("{name}.d")).to_str().unwrap().to_string()
+}
+
+fn agent_of(name: &str) -> mielin_cells::AgentId {
+    let d = mielin_cells::sha256(name.as_bytes());
+    mielin_cells::AgentId::from_bytes(d[..16].try_into().unwrap())
+}
+
+/// Issue 26: "`--kick` re-runs on every restart". The node that kicked is killed mid-exchange
+/// and restarted with the same arguments: it says the kick was done, and the exchange ends with
+/// every number received once (a second kick would send 0 again: a repeated number and one
+/// message too many).
+#[test]
+fn kick_is_not_repeated_after_a_restart() {
+    let dir = scratch("kick");
+    let limit = 40;
+    let w = agent_file();
+    let mut a = Proc::start(
+        "a",
+        &dir,
+        "127.0.0.1:0",
+        &[
+            "--limit".into(),
+            limit.to_string(),
+            "--agent".into(),
+            format!("pong={w}"),
+        ],
+        &[],
+        None,
+    );
+    let b_args = |a: &Proc| -> Vec<String> {
+        vec![
+            "--limit".into(),
+            limit.to_string(),
+            "--agent".into(),
+            format!("ping={w}"),
+            "--peer".into(),
+            a.peer_spec(),
+            "--at".into(),
+            "pong=a".into(),
+            "--kick".into(),
+            "ping:pong".into(),
+            // Slow enough that the exchange is still going when b is killed.
+            "--tick-ms".into(),
+            "50".into(),
+        ]
+    };
+    let mut b = Proc::start("b", &dir, "127.0.0.1:0", &b_args(&a), &[], None);
+    let from = a.len();
+    a.send(&format!("peer {}", b.peer_words()));
+    a.wait_line(from, |l| l.starts_with("pinned b"), T);
+    a.send("at ping b");
+    b.wait_line(0, |l| l.starts_with("kick ping:pong: ping sent 0"), T);
+    let start = Instant::now();
+    while !b.stats().iter().any(|x| x.0 == "ping" && x.1 >= 2) {
+        assert!(start.elapsed() < T, "no messages: {}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.kill9();
+    let addr = b.addr.clone();
+    let mut b = Proc::start("b", &dir, &addr, &b_args(&a), &[], None);
+    let all = wait_exchange(&mut [&mut a, &mut b], limit, T);
+    check_exchange(&all, limit);
+    assert!(
+        b.has_line(0, |l| l
+            .starts_with("kick ping:pong: already sent by an earlier start")),
+        "{}",
+        b.log()
+    );
+    a.quit();
+    b.quit();
+}
+
+/// Issue 26: "SIGTERM does not shut down cleanly". An idle node stops at once with status 0,
+/// removes its socket and keeps its journal; a node whose hand-off is in flight (the target is
+/// frozen after the offer) waits its grace period, stops with status 0, says what is left, and
+/// the next start aborts that hand-off from the journal: the agent runs there again.
+#[test]
+fn sigterm_stops_cleanly_with_the_journal_intact() {
+    let dir = scratch("sigterm");
+    let w = agent_file();
+    let mut a = Proc::start(
+        "a",
+        &dir,
+        "127.0.0.1:0",
+        &[
+            "--agent".into(),
+            format!("pong={w}"),
+            "--grace".into(),
+            "1".into(),
+            // The source gives up after 8 attempts: 8 s, well after the grace.
+            "--rto-ms".into(),
+            "1000".into(),
+        ],
+        &[],
+        None,
+    );
+    let mut b = Proc::start(
+        "b",
+        &dir,
+        "127.0.0.1:0",
+        &[],
+        &[("MIELIN_HALT_AT", "target:offered")],
+        None,
+    );
+    pin_all(&mut [&mut a, &mut b]);
+    a.send("migrate pong b");
+    b.wait_line(0, |l| l == "halt target:offered", T);
+    let started = Instant::now();
+    a.sigterm();
+    let status = a
+        .wait_exit(Duration::from_secs(10))
+        .expect("a exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}\n{}", a.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a grace of 1 s took {:?}",
+        started.elapsed()
+    );
+    a.wait_line(
+        0,
+        |l| l.starts_with("stopping (SIGTERM): 1 hand-off in flight"),
+        T,
+    );
+    a.wait_line(0, |l| l.starts_with("1 hand-off(s) still in flight"), T);
+    a.wait_line(0, |l| l.ends_with("stopped cleanly"), T);
+    let ad = dir.join("a.d");
+    assert!(!ad.join("control.sock").exists(), "the socket is removed");
+    let j = open_journal(&dir, "a").expect("the journal opens");
+    let r = j.get(agent_of("pong")).expect("pong is in a's journal");
+    assert_eq!(r.epoch, 1);
+    assert!(matches!(r.phase, Phase::Outgoing { .. }), "{r:?}");
+    b.kill9();
+    // The next start aborts the undecided hand-off: pong runs on a again.
+    let mut a = Proc::start("a", &dir, "127.0.0.1:0", &[], &[], None);
+    assert!(
+        a.stats().iter().any(|s| s.0 == "pong"),
+        "pong runs on a again:\n{}",
+        a.log()
+    );
+    // An idle node stops at once, on Ctrl-C (SIGINT) too.
+    a.signal("INT");
+    let status = a.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success());
+    a.wait_line(
+        0,
+        |l| l.starts_with("stopping (Ctrl-C): 0 hand-offs in flight"),
+        T,
+    );
+    let j = open_journal(&dir, "a").unwrap();
+    let r = j.get(agent_of("pong")).unwrap();
+    assert_eq!((r.epoch, r.phase), (1, Phase::Running));
+}
+
+/// Node `name`'s journal, opened with its key (the journal is sealed to its node).
+fn open_journal(dir: &Path, name: &str) -> std::io::Result<FileJournal> {
+    let id = mielin_cells::quic::Identity::load(&dir.join(format!("{name}.key")))?;
+    let key = mielin_cells::LocalKey::derive(id.secret(), id.node_id());
+    let path = dir.join(format!("{name}.d")).join("journal");
+    FileJournal::open(&path, id.node_id(), &key, 64).map_err(|e| e.at(&path))
+}
+
+/// Issue 26: "log lines have no timestamps or levels" and RUST_LOG.
+#[test]
+fn log_lines_have_a_timestamp_and_a_level() {
+    let dir = scratch("logs");
+    let a = Proc::start(
+        "a",
+        &dir,
+        "127.0.0.1:0",
+        &[],
+        &[("RUST_LOG", "debug")],
+        None,
+    );
+    let raw = a.raw_log();
+    let l = raw
+        .iter()
+        .find(|l| l.contains(" listening "))
+        .expect("a listening line");
+    // 2026-12-06T02:54:37.685191Z  INFO listening 127.0.0.1:4101 name a ...
+    let (ts, rest) = l.split_once(' ').unwrap();
+    assert_eq!(ts.len(), 27, "RFC 3339 with microseconds: {l}");
+    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{l}");
+    assert!(ts[..4].parse::<u32>().unwrap() >= 2024, "{l}");
+    assert!(rest.trim_start().starts_with("INFO listening "), "{l}");
+    a.quit();
+    // A RUST_LOG that does not parse is said, and info is kept.
+    let b = Proc::start("b", &dir, "127.0.0.1:0", &[], &[("RUST_LOG", "=[")], None);
+    b.wait_line(0, |l| l.starts_with("RUST_LOG=\"=[\" not understood"), T);
+    assert!(b.raw_log().iter().any(|l| l.contains(" WARN RUST_LOG=")));
+    b.quit();
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Issue 26: "there are no metrics"; and the control socket: mode 0600 in a 0700 directory
+/// (tightened from 0755, with a warning), an oversized request refused from its length prefix
+/// and counted, a malformed one refused, the node still answering after both.
+#[test]
+fn metrics_answer_and_the_control_socket_is_private_and_bounded() {
+    let dir = scratch("control");
+    let ad = dir.join("a.d");
+    std::fs::create_dir_all(&ad).unwrap();
+    std::fs::set_permissions(&ad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = agent_file();
+    let a = Proc::start(
+        "a",
+        &dir,
+        "127.0.0.1:0",
+        &[
+            "--agent".into(),
+            format!("pong={w}"),
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
+        ],
+        &[],
+        None,
+    );
+    a.wait_line(0, |l| l.contains("had mode 755; now 0700"), T);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ad), 0o700);
+    let sock = ad.join("control.sock");
+    a.wait_line(0, |l| l.starts_with("control socket "), T);
+    assert_eq!(mode(&sock), 0o600, "the control socket is the owner's only");
+
+    let addr = a.metrics_addr();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "localhost by default: {addr}"
+    );
+    let start = Instant::now();
+    loop {
+        let body = http_get(&addr, "/metrics");
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("content-type: text/plain; version=0.0.4"));
+        for family in [
+            "# TYPE mielin_handoffs_total counter",
+            "mielin_handoffs_total{role=\"source\",outcome=\"committed\"} 0",
+            "# TYPE mielin_handoff_duration_seconds histogram",
+            "mielin_handoff_duration_seconds_bucket{role=\"source\",le=\"+Inf\"} 0",
+            "mielin_refusals_total{reason=\"unpinned\"} 0",
+            "# TYPE mielin_journal_syncs_total counter",
+            "mielin_operator_messages_total 0",
+        ] {
+            assert!(body.contains(family), "{family} in\n{body}");
+        }
+        if body.contains("mielin_agents_running 1") {
+            break;
+        }
+        assert!(start.elapsed() < T, "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
+
+    // A length prefix over the bound: refused before any body is read.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let too_long = (mielin::control::MAX_REQUEST as u32 + 1).to_le_bytes();
+    s.write_all(&too_long).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let r = mielin::control::Reply::decode(&reply[4..]).unwrap();
+    match r {
+        mielin::control::Reply::Err(e) => {
+            assert!(e.contains("over the limit of"), "{e}")
+        }
+        r => panic!("{r:?}"),
+    }
+    // A body that is not a request.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[3, 0, 0, 0, 1, 99, 0]).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    match mielin::control::Reply::decode(&reply[4..]).unwrap() {
+        mielin::control::Reply::Err(e) => assert!(e.contains("unknown kind 99"), "{e}"),
+        r => panic!("{r:?}"),
+    }
+    // Still answering; the refusals are counted.
+    let o = mielin(&["status", "-d", ad.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("pong"), "{}", text(&o));
+    let body = http_get(&addr, "/metrics");
+    assert!(body.contains("mielin_refusals_total{reason=\"control_oversized\"} 1"));
+    assert!(body.contains("mielin_refusals_total{reason=\"control_malformed\"} 1"));
+    a.quit();
+}
+
+/// deploy, migrate, send, agents and status through the control socket, and what they say
+/// when they cannot.
+#[test]
+fn deploy_migrate_send_and_status() {
+    let dir = scratch("commands");
+    let (ad, bd) = (data(&dir, "a"), data(&dir, "b"));
+    let mut a = Proc::start("a", &dir, "127.0.0.1:0", &[], &[], None);
+    let mut b = Proc::start("b", &dir, "127.0.0.1:0", &[], &[], None);
+    pin_all(&mut [&mut a, &mut b]);
+    let w = agent_file();
+    let o = mielin(&["deploy", &w, "--name", "pong", "-d", &ad]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).starts_with("deployed pong (id "), "{}", text(&o));
+    let o = mielin(&["deploy", &w, "--name", "pong", "-d", &ad]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("already known here (running here)"),
+        "{}",
+        text(&o)
+    );
+
+    let o = mielin(&["migrate", "pong", "--to", "nowhere", "-d", &ad]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("no peer named nowhere (pinned peers: b)"),
+        "{}",
+        text(&o)
+    );
+    let o = mielin(&["migrate", "pong", "--to", "b", "-d", &ad]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.starts_with("handoff pong epoch 1 source to b committed bytes "),
+        "{t}"
+    );
+    for part in [
+        " total ",
+        " rate ",
+        " memory full ",
+        " dna carried ",
+        "done@",
+    ] {
+        assert!(t.contains(part), "{part} in {t}");
+    }
+
+    let o = mielin(&["send", "pong", "41", "-d", &ad]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("does not run on a (moved to b)"),
+        "{}",
+        text(&o)
+    );
+    for n in [41, 99] {
+        let o = mielin(&["send", "pong", &n.to_string(), "-d", &bd]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(text(&o).trim(), format!("pong on b accepted {n}"));
+        // One at a time: the agent answers each before the next.
+        let start = Instant::now();
+        while !text(&mielin(&["agents", "-d", &bd])).contains(&format!("(last {})", n + 1)) {
+            assert!(start.elapsed() < T, "{}", b.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let t = text(&mielin(&["agents", "-d", &bd]));
+    assert!(
+        t.contains("epoch 1  running here  received 2 last 99"),
+        "{t}"
+    );
+    assert!(t.contains("replies 2 (last 100)"), "{t}");
+    let t = text(&mielin(&["status", "-d", &ad]));
+    assert!(t.starts_with("node a  id "), "{t}");
+    assert!(t.contains("epoch 1  moved to b"), "{t}");
+    assert!(t.contains("connected"), "{t}");
+    b.wait_line(0, |l| l == "reply pong -> operator: 100", T);
+    // The metrics count what happened: one hand-off each side, two operator messages and
+    // their replies on b.
+    let ma = http_get(&a.metrics_addr(), "/metrics");
+    let mb = http_get(&b.metrics_addr(), "/metrics");
+    for (body, line) in [
+        (
+            &ma,
+            "mielin_handoffs_total{role=\"source\",outcome=\"committed\"} 1",
+        ),
+        (
+            &ma,
+            "mielin_handoff_duration_seconds_count{role=\"source\"} 1",
+        ),
+        (&ma, "mielin_handoff_transfer_seconds_count 1"),
+        (
+            &mb,
+            "mielin_handoffs_total{role=\"target\",outcome=\"committed\"} 1",
+        ),
+        (&mb, "mielin_operator_messages_total 2"),
+        (&mb, "mielin_operator_replies_total 2"),
+        (&mb, "mielin_agents_running 1"),
+        (&mb, "mielin_peers_connected 1"),
+    ] {
+        assert!(body.contains(line), "{line} in\n{body}");
+    }
+    assert!(
+        !ma.contains("mielin_handoff_bytes_total{role=\"source\"} 0\n"),
+        "{ma}"
+    );
+
+    let o = mielin(&[
+        "status",
+        "-d",
+        dir.join("nothing").to_str().unwrap(),
+        "--wait",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no node is running on"), "{}", text(&o));
+    a.quit();
+    b.quit();
+}
+
+/// Issue 26: "`inspect` cannot read the node's own data files". A stopped node's directory,
+/// its journal, a saved agent; then a journal over the bound, a truncated agent, a bound
+/// below a file's size, and a file that is nothing mielin knows: a clear failure, never a
+/// panic.
+#[test]
+fn inspect_reads_a_data_dir_within_bounds() {
+    let dir = scratch("inspect");
+    let w = agent_file();
+    let a = Proc::start(
+        "a",
+        &dir,
+        "127.0.0.1:0",
+        &["--agent".into(), format!("pong={w}")],
+        &[],
+        None,
+    );
+    a.quit();
+    let ad = dir.join("a.d");
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let key = p(&dir.join("a.key"));
+    let mielin = |args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend(["--key", key.as_str()]);
+        mielin(&v)
+    };
+    // Without the node's key its sealed files are not read, and inspect says so.
+    let o = self::mielin(&["inspect", &p(&ad)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("sealed to its node: give the node's key file"));
+    let o = mielin(&["inspect", &p(&ad)]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let id = mielin_cells::quic::to_hex(agent_of("pong").as_bytes());
+    assert!(
+        t.contains(&format!("pong         {id}  epoch 0  running here")),
+        "{t}"
+    );
+    assert!(
+        t.contains("control.sock    absent: no node is running here"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("{id}.run: ")), "{t}");
+    assert!(t.contains("memory 65536 bytes"), "{t}");
+    assert!(t.contains("dna/ (modules: 1)"), "{t}");
+    let o = mielin(&["inspect", &p(&ad.join("journal"))]);
+    assert!(
+        o.status.success() && text(&o).contains("1 records"),
+        "{}",
+        text(&o)
+    );
+
+    let run = ad.join("agents").join(format!("{id}.run"));
+    let o = mielin(&["inspect", &p(&run), "--max-bytes", "100"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("over the 100-byte limit"), "{}", text(&o));
+    let bytes = std::fs::read(&run).unwrap();
+    std::fs::write(&run, &bytes[..bytes.len() / 2]).unwrap();
+    let o = mielin(&["inspect", &p(&ad)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a file this node sealed, or damaged"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(ad.join("journal"), vec![0u8; 2 << 20]).unwrap();
+    let o = mielin(&["inspect", &p(&ad)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("over the 1048576-byte limit for a journal"),
+        "{}",
+        text(&o)
+    );
+    // A journal of the format before sealing, and one that is not a journal at all.
+    std::fs::write(ad.join("journal"), b"MZJ1\xff\xff\xff\xff").unwrap();
+    let o = mielin(&["inspect", &p(&ad.join("journal"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("FAILED: unsupported version 1"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(ad.join("journal"), b"junk and more junk").unwrap();
+    let o = mielin(&["inspect", &p(&ad.join("journal"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("journal         18 bytes: FAILED"),
+        "{}",
+        text(&o)
+    );
+    let junk = dir.join("junk.bin");
+    std::fs::write(&junk, b"hello").unwrap();
+    let o = mielin(&["inspect", &p(&junk)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("nothing mielin reads"), "{}", text(&o));
+    for snapshot in ["v1-basic.bin", "v1-cross.bin"] {
+        let v = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/vectors")
+            .join(snapshot);
+        if v.exists() {
+            let o = mielin(&["inspect", &p(&v)]);
+            assert!(text(&o).contains("snapshot "), "{}", text(&o));
+        }
+    }
+}
+
+/// A config file instead of flags, and config mistakes that say where and what to do.
+#[test]
+fn config_file_and_its_errors() {
+    let dir = scratch("config");
+    let o = mielin(&["keygen", dir.join("b.key").to_str().unwrap()]);
+    assert!(o.status.success());
+    let bkey = text(&o).split_whitespace().nth(1).unwrap().to_string();
+    let cfg = dir.join("a.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"alpha\"\nkey = \"a.key\"\ndata = \"a.d\"\nlisten = \"127.0.0.1:0\"\nmetrics = \"off\"\n\n[[peer]]\nname = \"b\"\nkey = \"{bkey}\"\naddr = \"127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(node_bin())
+        .args(["node", "--config", cfg.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Paths in the file are relative to it.
+    let ad = dir.join("a.d");
+    let o = mielin(&["status", "-d", ad.to_str().unwrap(), "--wait", "20"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = text(&o);
+    assert!(t.starts_with("node alpha "), "{t}");
+    assert!(t.contains("metrics off"), "{t}");
+    assert!(t.contains("b            127.0.0.1:9  not connected"), "{t}");
+    assert!(dir.join("a.key").exists());
+
+    std::fs::write(
+        &cfg,
+        "name = \"a\"\nkey = \"a.key\"\ndata = \"a.d\"\nlisten_on = 4\n",
+    )
+    .unwrap();
+    let o = mielin(&["node", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(
+        t.contains("a.toml") && t.contains("unknown field `listen_on`"),
+        "{t}"
+    );
+    assert!(t.contains("docs/cli.md"), "{t}");
+    let o = mielin(&["node", "--data", dir.join("x.d").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("`mielin keygen FILE` creates one"),
+        "{}",
+        text(&o)
+    );
+    let o = mielin(&[
+        "node",
+        "--key",
+        dir.join("b.key").to_str().unwrap(),
+        "--data",
+        dir.join("x.d").to_str().unwrap(),
+        "--peer",
+        "b 1234@127.0.0.1:1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("the key must be 64 hex digits"),
+        "{}",
+        text(&o)
+    );
+}
