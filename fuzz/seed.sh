@@ -4,13 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
-  corpus/certificate corpus/control_request
+  corpus/certificate corpus/control_request corpus/container corpus/inbox
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
   v2-*)
     # Mode 3 (no size claim), then the frame as it is.
     { printf '\3'; cat "$v"; } >"corpus/frame_v2/$name"
+    cp "$v" "corpus/snapshot_bytes/$name"
+    continue
+    ;;
+  v3-*)
+    # Mode 7 (no length claim), then the container as it is.
+    { printf '\7'; cat "$v"; } >"corpus/container/$name"
     cp "$v" "corpus/snapshot_bytes/$name"
     continue
     ;;
@@ -47,3 +53,16 @@ printf '\1\2' >corpus/control_request/agents
 printf '\1\4\4\0pong\4\0\0\0)\0\0\0' >corpus/control_request/send
 printf '\1\5\4\0pong\1\0b' >corpus/control_request/migrate
 printf '\1\3\1\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0' >corpus/control_request/progress
+# Inbox sections: an empty one (a secret, four counts of 0), and the cross vector's
+# (tests/vectors/case.rs: a message each way and a stream).
+printf '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0' >corpus/inbox/empty
+python3 - <<'PY'
+import re
+src = open("../tests/vectors/case.rs").read()
+body = src[src.index("pub static INBOX"):]
+body = body[body.index("= [") + 3:body.index("];")]
+out = bytearray()
+for tok in re.findall(r"0x[0-9a-f]{2}|b'.'", body):
+    out.append(int(tok, 16) if tok.startswith("0x") else ord(tok[2]))
+open("corpus/inbox/case", "wb").write(out)
+PY

@@ -46,8 +46,9 @@ pub fn snapshot(data: &[u8]) {
                 e, NEEDS_ALLOC,
                 "only chunked memory is for the owned decoder alone"
             );
-            // Version 2's chunked memory also decodes into a buffer, to the same snapshot.
-            if data[4] == 2 {
+            // Version 2's and 3's chunked memory also decodes into a buffer, to the same
+            // snapshot.
+            if data[4] >= 2 {
                 let mut buf = vec![0u8; owned.wasm_state().len()];
                 let into = MigrationSnapshot::decode_into(data, &Default::default(), &mut buf);
                 assert!(
@@ -55,9 +56,11 @@ pub fn snapshot(data: &[u8]) {
                     "decode_into and deserialize disagree"
                 );
             }
+            // Version 3 re-encodes as version 3 (its inbox has nowhere else to go).
             let again = owned
                 .serialize_with(&EncodeOptions {
                     state: StateEncoding::Chunked,
+                    version: (data[4] == 3).then_some(3),
                     ..Default::default()
                 })
                 .unwrap();

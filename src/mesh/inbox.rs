@@ -95,8 +95,12 @@ impl Inbox {
             return false;
         }
         let s = self.next_seq.entry(to).or_insert(0);
-        *s += 1;
-        let seq = *s;
+        // A stream that used every number takes no more (an inbox decoded from a peer's
+        // bytes may say so); nothing wraps around to a number already used.
+        let Some(seq) = s.checked_add(1) else {
+            return false;
+        };
+        *s = seq;
         self.outbox.push_back((to, seq, payload.to_vec()));
         true
     }
@@ -142,7 +146,7 @@ impl Inbox {
         };
         if seq <= last {
             Delivery::Duplicate
-        } else if seq > last + 1 {
+        } else if last.checked_add(1) != Some(seq) {
             Delivery::OutOfOrder
         } else if self.mailbox.len() >= limits.mailbox || payload.len() > MAX_INBOX_MESSAGE_LEN {
             Delivery::Full
@@ -435,6 +439,22 @@ mod tests {
         assert_eq!(i.offer(M, B, [0xee; 16], 1, b"", &l), Delivery::Full);
         // Another peer still gets through.
         assert_eq!(i.offer(X, B, b_stream(), 1, b"", &l), Delivery::Accepted);
+    }
+
+    /// Found by the `inbox` fuzz target: an inbox whose numbers are at their end (which a
+    /// peer's bytes may claim) took one more and overflowed.
+    #[test]
+    fn numbers_at_their_end_do_not_wrap() {
+        let l = InboxLimits::default();
+        let mut i = Inbox::new();
+        i.next_seq.insert(A, u64::MAX);
+        assert!(!i.send(A, b"x", &l));
+        i.last_in.insert((B, b_stream()), (u64::MAX, X));
+        assert_eq!(
+            i.offer(X, B, b_stream(), u64::MAX, b"", &l),
+            Delivery::Duplicate
+        );
+        assert_eq!(Inbox::decode(&i.to_bytes()), Ok(i));
     }
 
     #[test]

@@ -27,6 +27,8 @@ use panic_semihosting as _;
 static VECTOR: &[u8] = include_bytes!(env!("MIELIN_CROSS_VECTOR"));
 /// The same snapshot in wire format version 2, addressed to the target at epoch 1.
 static VECTOR_V2: &[u8] = include_bytes!("../../../tests/vectors/v2-cross.bin");
+/// The same again in version 3, the container, with the agent's inbox section.
+static VECTOR_V3: &[u8] = include_bytes!("../../../tests/vectors/v3-cross.bin");
 
 /// Room for the serialized snapshot (2,239 bytes for the case's agent).
 #[cfg(not(feature = "alloc"))]
@@ -112,6 +114,15 @@ fn run() -> Result<(), Failure> {
         .with_route(case::route())
         .serialize_into(buf2)?;
     check_v2(&agent, &buf2[..n2])?;
+    // The container, written without an allocator into the same buffer.
+    let n3 = snapshot
+        .clone()
+        .with_route(case::route())
+        .with_inbox(&case::INBOX[..])
+        .serialize_into_with(&case::v3_options(), buf2)?;
+    let memory3 = cortex_m::singleton!(: [u8; case::MEMORY_LEN] = [0; case::MEMORY_LEN])
+        .ok_or(Failure::Check("version-3 memory buffer taken once"))?;
+    check_v3(&agent, &buf2[..n3], memory3)?;
 
     // Zero-copy: the view borrows `bytes`.
     let received = MigrationSnapshot::view(bytes)?;
@@ -137,6 +148,13 @@ fn run() -> Result<(), Failure> {
     print_hex(&bytes);
     let v2 = snapshot.clone().with_route(case::route()).serialize()?;
     check_v2(&agent, &v2)?;
+    let v3 = snapshot
+        .clone()
+        .with_route(case::route())
+        .with_inbox(case::INBOX.to_vec())
+        .serialize_with(&case::v3_options())?;
+    let mut memory3 = alloc::vec![0u8; case::MEMORY_LEN];
+    check_v3(&agent, &v3, &mut memory3)?;
     let received = MigrationSnapshot::deserialize(&bytes)?;
     finish(&mut agent, &received, &bytes)
 }
@@ -146,7 +164,7 @@ fn init_heap() {
     use core::mem::MaybeUninit;
     use embedded_alloc::LlffHeap as Heap;
 
-    const HEAP_SIZE: usize = 16 * 1024;
+    const HEAP_SIZE: usize = 32 * 1024;
     #[global_allocator]
     static HEAP: Heap = Heap::empty();
     static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
@@ -215,6 +233,30 @@ fn check_v2<B: AsRef<[u8]>>(agent: &Agent<B>, bytes: &[u8]) -> Result<(), Failur
     check(
         view.restore()? == *agent,
         "the version-2 vector restores to the same agent here",
+    )?;
+    Ok(())
+}
+
+/// Version 3: the bytes written here equal the x86_64 vector, which decodes here without an
+/// allocator (its zero and raw chunks into `memory`, the tree root checked) to the same agent
+/// and the same inbox bytes.
+fn check_v3<B: AsRef<[u8]>>(
+    agent: &Agent<B>,
+    bytes: &[u8],
+    memory: &mut [u8],
+) -> Result<(), Failure> {
+    check(
+        bytes == VECTOR_V3,
+        "version-3 container bytes equal the x86_64 vector",
+    )?;
+    let view = MigrationSnapshot::decode_into(VECTOR_V3, &Default::default(), memory)?;
+    check(
+        view.route() == Some(case::route()) && view.inbox() == Some(&case::INBOX[..]),
+        "the version-3 vector names the route and carries the inbox",
+    )?;
+    check(
+        view.restore()? == *agent,
+        "the version-3 vector restores to the same agent here",
     )?;
     Ok(())
 }

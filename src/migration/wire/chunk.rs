@@ -190,11 +190,26 @@ impl ZeroDigest {
 
     pub fn of(&self, len: usize) -> [u8; 32] {
         if len == CHUNK_SIZE {
-            *self.0.get_or_init(|| chunk_digest(&[0u8; CHUNK_SIZE]))
+            *self.0.get_or_init(|| zeros_digest(CHUNK_SIZE))
         } else {
-            chunk_digest(&[0u8; CHUNK_SIZE][..len])
+            zeros_digest(len)
         }
     }
+}
+
+/// The SHA-256 of `len` zero bytes, hashed from a 64-byte block rather than a 4 KiB one: a
+/// 4 KiB array of zeros would sit in a microcontroller's flash.
+fn zeros_digest(len: usize) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let block = [0u8; 64];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        h.update(&block[..n]);
+        left -= n;
+    }
+    h.finalize().into()
 }
 
 /// Chunk `i` of `memory` (of `len` bytes) read from `base` with zeros past its end.
