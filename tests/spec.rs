@@ -480,3 +480,133 @@ fn huge_length_prefix() {
         CellError::DeserializationFailed(expected)
     );
 }
+
+/// Version 2's and version 3's smallest sizes, as `docs/wire-format.md` states them: each one
+/// built, decoded, and stated in the text.
+#[test]
+fn smallest_sizes_of_versions_2_and_3() {
+    use mielin_cells::migration::{Container, DecodeLimits, Route};
+    let doc = read("docs/wire-format.md");
+    let signer = Ed25519Signer::from_secret(&[7; 32]);
+    let agent = smallest_agent();
+    let mut store = DnaMap::new();
+    store.insert(agent.dna());
+    let opts = DecodeOptions {
+        dna_store: Some(&store),
+        ..Default::default()
+    };
+    let route = Route {
+        target: mielin_cells::NodeId::from_bytes([0x22; 16]),
+        epoch: 1,
+    };
+    let snapshot = MigrationSnapshot::capture_at(&agent, None, 0).with_route(route);
+    let size = |version: u16, by_ref: bool, signed: bool| {
+        let bytes = snapshot
+            .serialize_with(&EncodeOptions {
+                version: Some(version),
+                dna_by_reference: by_ref,
+                signer: signed.then_some((&signer as _, 1)),
+                ..Default::default()
+            })
+            .unwrap();
+        MigrationSnapshot::deserialize_with(&bytes, &opts).unwrap();
+        bytes.len()
+    };
+    assert_eq!(size(2, true, false), 196);
+    assert_eq!(size(2, false, false), 204);
+    assert_eq!(size(2, false, true), 276);
+    assert!(doc.contains(
+        "The\nsmallest that decodes is 196 bytes: DNA by reference, no memory, and the shortest tail, 4 bytes"
+    ));
+    assert!(doc.contains("204 with the 8-byte empty module, 276 of\nthose signed"));
+    assert_eq!(
+        std::fs::read(root().join("tests/vectors/v2-minimal.bin"))
+            .unwrap()
+            .len(),
+        208
+    );
+    // Nothing shorter than 196 decodes as version 2: 192 is the frame's minimum, and a tail
+    // is at least 4 bytes (battery, latency, two counts).
+    assert_eq!(size(3, true, false), 208);
+    assert_eq!(size(3, false, false), 228);
+    assert_eq!(size(3, false, true), 228 + 72);
+    assert_eq!(
+        std::fs::read(root().join("tests/vectors/v3-minimal.bin"))
+            .unwrap()
+            .len(),
+        232
+    );
+    assert!(doc.contains("with an empty memory section it is 208 (DNA by reference), and with\nthe 8-byte empty module 228; `v3-minimal.bin` is 232"));
+    // By manifest, by reference: the header, one table entry, a 4-byte tail, the trailer.
+    let by_ref = snapshot
+        .serialize_with(&EncodeOptions {
+            version: Some(3),
+            dna_by_reference: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut p = common::v3ref::split(&by_ref);
+    p.sections.retain(|s| s.0 == mielin_cells::migration::SECTION_TAIL);
+    p.header[6] |= 0x02;
+    let manifest = common::v3ref::join(&p);
+    assert_eq!(manifest.len(), 196);
+    let c = Container::new_checked(&manifest[..], &DecodeLimits::DEFAULT).unwrap();
+    c.check_trailer().unwrap();
+    assert!(doc.contains("The smallest container\nthat decodes is 196 bytes"));
+    assert!(matches!(
+        Container::new_checked(&manifest[..179], &DecodeLimits::DEFAULT),
+        Err(DecodeError::TooShort { needed: 180, .. })
+    ));
+    assert!(doc.contains("at least 148 + 32 = 180\n   bytes (`TooShort`)"));
+}
+
+/// The trust list's order at step 5 and the `FromTheFuture` boundary, as the text states them:
+/// an unknown key is `UnknownKey` whatever its signature (it is never verified), and a
+/// timestamp exactly `skew` ahead is accepted, one second more refused.
+#[test]
+fn trust_list_order_and_the_future_boundary() {
+    use mielin_cells::migration::{Route, DEFAULT_MAX_SKEW_SECS};
+    let doc = read("docs/wire-format.md");
+    assert!(doc.contains("`timestamp > now + skew` is `FromTheFuture`"));
+    assert!(doc.contains("`timestamp == now + skew` is accepted"));
+    assert!(doc.contains("so an unknown key is\n   `UnknownKey`, not `Invalid`"));
+    let source = mielin_cells::NodeId::from_bytes([0x5a; 16]);
+    let target = mielin_cells::NodeId::from_bytes([0xa5; 16]);
+    let known = Ed25519Signer::from_secret(&[7; 32]);
+    let unknown = Ed25519Signer::from_secret(&[8; 32]);
+    let now = 1_790_000_000;
+    let bytes = |signer: &Ed25519Signer, at: u64, epoch: u64| {
+        MigrationSnapshot::capture_at(&smallest_agent(), Some(source), at)
+            .with_route(Route { target, epoch })
+            .serialize_with(&EncodeOptions {
+                signer: Some((signer, epoch)),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let mut t = TrustList::<4, _>::new(target, EpochTable::<4>::new());
+    t.trust(source, known.verifying_key()).unwrap();
+    let mut store = DnaMap::new();
+    store.insert(smallest_agent().dna());
+    let opts = DecodeOptions {
+        dna_store: Some(&store),
+        ..Default::default()
+    };
+    // An unknown key with its signature broken too: UnknownKey.
+    let mut b = bytes(&unknown, now, 1);
+    let at = b.len() - 32 - 1;
+    b[at] ^= 1;
+    common::reseal_v2(&mut b);
+    assert!(matches!(
+        t.deserialize(&b, &opts, now),
+        Err(CellError::SignatureRejected(SignatureError::UnknownKey { .. }))
+    ));
+    // The boundary.
+    let late = bytes(&known, now + DEFAULT_MAX_SKEW_SECS + 1, 1);
+    assert!(matches!(
+        t.deserialize(&late, &opts, now),
+        Err(CellError::SignatureRejected(SignatureError::FromTheFuture { .. }))
+    ));
+    let edge = bytes(&known, now + DEFAULT_MAX_SKEW_SECS, 1);
+    t.deserialize(&edge, &opts, now).unwrap();
+}
