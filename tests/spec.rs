@@ -546,7 +546,8 @@ fn smallest_sizes_of_versions_2_and_3() {
         })
         .unwrap();
     let mut p = common::v3ref::split(&by_ref);
-    p.sections.retain(|s| s.0 == mielin_cells::migration::SECTION_TAIL);
+    p.sections
+        .retain(|s| s.0 == mielin_cells::migration::SECTION_TAIL);
     p.header[6] |= 0x02;
     let manifest = common::v3ref::join(&p);
     assert_eq!(manifest.len(), 196);
@@ -599,13 +600,17 @@ fn trust_list_order_and_the_future_boundary() {
     common::reseal_v2(&mut b);
     assert!(matches!(
         t.deserialize(&b, &opts, now),
-        Err(CellError::SignatureRejected(SignatureError::UnknownKey { .. }))
+        Err(CellError::SignatureRejected(
+            SignatureError::UnknownKey { .. }
+        ))
     ));
     // The boundary.
     let late = bytes(&known, now + DEFAULT_MAX_SKEW_SECS + 1, 1);
     assert!(matches!(
         t.deserialize(&late, &opts, now),
-        Err(CellError::SignatureRejected(SignatureError::FromTheFuture { .. }))
+        Err(CellError::SignatureRejected(
+            SignatureError::FromTheFuture { .. }
+        ))
     ));
     let edge = bytes(&known, now + DEFAULT_MAX_SKEW_SECS, 1);
     t.deserialize(&edge, &opts, now).unwrap();
