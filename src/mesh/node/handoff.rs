@@ -1,0 +1,375 @@
+//! The hand-off's two sides: the source offers, transfers and commits; the target prepares
+//! and runs. Both resume from the journal after a crash ([`Node::restart`]).
+
+use super::*;
+
+impl<J: Journal, const N: usize> Node<J, N> {
+    /// A node coming back from a crash: resumes what its journal says. Agents it owns run
+    /// again; a hand-off it offered but had not decided is aborted (it never sent a commit);
+    /// in-doubt hand-offs ask their source again; unconfirmed commits are re-sent.
+    pub fn restart<H: AgentHost>(
+        id: NodeId,
+        journal: J,
+        config: Config,
+        host: &mut H,
+        now: u64,
+    ) -> Self {
+        let mut node = Node::new(id, journal, config);
+        let mut pending: heapless::Vec<(AgentId, Record), N> = heapless::Vec::new();
+        node.journal.for_each(&mut |a, r| {
+            // More records than timers: the rest are picked up by the next restart.
+            let _ = pending.push((a, r));
+        });
+        {
+            let journal = &node.journal;
+            host.prune(&|agent, epoch| {
+                matches!(
+                    journal.get(agent),
+                    Some(Record { epoch: e, phase: Phase::Prepared { .. } }) if e == epoch
+                )
+            });
+        }
+        for (agent, rec) in pending {
+            match rec.phase {
+                Phase::Running => host.run(agent, rec.epoch),
+                Phase::Outgoing { target } => node.abort_outgoing(host, agent, rec.epoch, target),
+                Phase::Prepared { .. } | Phase::Moved { acked: false, .. } => {
+                    node.set_timer(agent, now, None, None);
+                }
+                Phase::Moved { acked: true, .. } => {
+                    node.set_timer(agent, now + config.tombstone_ttl_ms, None, None);
+                }
+            }
+        }
+        node
+    }
+
+    /// Answers an Offer without keeping any state.
+    pub(super) fn on_offer<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+        dna_hash: &[u8; 32],
+    ) {
+        if self.answered_by_record(agent, p, from, rec) {
+            return;
+        }
+        let out = if host.has_dna(dna_hash) {
+            OutBody::HaveDna
+        } else {
+            OutBody::NeedDna
+        };
+        self.queue(from, agent, p, Out::Control(out));
+    }
+
+    /// What a target answers an Offer or a Transfer for attempt `p` from what it already
+    /// knows of the agent: a higher epoch fences it, the same attempt already prepared or run is
+    /// answered again, a copy it runs or is sending refuses it, and a full prepared table
+    /// refuses it as busy. Returns whether it answered (the caller then does nothing more).
+    pub(super) fn answered_by_record(
+        &mut self,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) -> bool {
+        if let Some(r) = rec {
+            if r.epoch > p {
+                self.stats.fenced += 1;
+                return true;
+            }
+            match r.phase {
+                Phase::Prepared { source } if r.epoch == p => {
+                    if source == from {
+                        self.queue(from, agent, p, Out::Control(OutBody::Prepared));
+                    }
+                    return true;
+                }
+                Phase::Running if r.epoch == p => {
+                    self.queue(from, agent, p, Out::Control(OutBody::Done));
+                    return true;
+                }
+                Phase::Running | Phase::Outgoing { .. } => {
+                    self.refuse(from, agent, p, RefuseReason::Conflict);
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        if !self.room_for_prepared(agent, rec) {
+            self.refuse(from, agent, p, RefuseReason::Busy);
+            return true;
+        }
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_transfer<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        now: u64,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+        with_dna: bool,
+        payload: &[u8],
+    ) {
+        if self.answered_by_record(agent, p, from, rec) {
+            return;
+        }
+        if host.prepare(agent, p, with_dna, payload).is_err() {
+            self.refuse(from, agent, p, RefuseReason::Invalid);
+            return;
+        }
+        let prepared = Record {
+            epoch: p,
+            phase: Phase::Prepared { source: from },
+        };
+        if self.journal.put(agent, prepared).is_err() {
+            host.discard(agent, p);
+            self.refuse(from, agent, p, RefuseReason::Busy);
+            return;
+        }
+        // An older in-doubt copy is superseded: a higher epoch exists only if that attempt was
+        // decided without this node (aborted).
+        if let Some(Record {
+            epoch,
+            phase: Phase::Prepared { .. },
+        }) = rec
+        {
+            host.discard(agent, epoch);
+        }
+        self.set_timer(agent, now + self.config.rto_ms, None, None);
+        self.queue(from, agent, p, Out::Control(OutBody::Prepared));
+    }
+
+    pub(super) fn on_commit<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) {
+        let Some(r) = rec else {
+            // A commit is sent only after this node prepared the agent durably; the record goes
+            // away only once the agent ran here, moved on and its tombstone expired (an abort
+            // never follows a commit). So the hand-off did complete here: confirm it.
+            self.queue(from, agent, p, Out::Control(OutBody::Done));
+            return;
+        };
+        match r.phase {
+            Phase::Prepared { source } if r.epoch == p && source == from => {
+                let running = Record {
+                    epoch: p,
+                    phase: Phase::Running,
+                };
+                if self.journal.put(agent, running).is_err() {
+                    return; // the source re-sends the commit
+                }
+                self.timers.remove(&agent);
+                host.run(agent, p);
+                self.stats.adopted += 1;
+                self.queue(from, agent, p, Out::Control(OutBody::Done));
+            }
+            _ if r.epoch > p || (r.epoch == p && r.phase == Phase::Running) => {
+                self.queue(from, agent, p, Out::Control(OutBody::Done));
+            }
+            _ => self.stats.fenced += 1,
+        }
+    }
+
+    pub(super) fn on_abort<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) {
+        if let Some(Record {
+            epoch,
+            phase: Phase::Prepared { source },
+        }) = rec
+        {
+            if epoch == p && source == from && self.journal.remove(agent).is_ok() {
+                self.timers.remove(&agent);
+                host.discard(agent, p);
+            }
+        }
+    }
+
+    pub(super) fn on_prepared<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        now: u64,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) {
+        match rec {
+            Some(Record {
+                epoch,
+                phase: Phase::Outgoing { target },
+            }) if epoch == p && target == from => {
+                // The decision. Durable before anyone hears of it.
+                let moved = Record {
+                    epoch: p,
+                    phase: Phase::Moved {
+                        target,
+                        acked: false,
+                    },
+                };
+                if self.journal.put(agent, moved).is_err() {
+                    return; // undecided; the target asks again
+                }
+                host.release(agent);
+                self.stats.committed += 1;
+                self.set_timer(agent, now + self.config.rto_ms, None, None);
+                self.queue(from, agent, p, Out::Control(OutBody::Commit));
+            }
+            Some(Record {
+                epoch,
+                phase: Phase::Moved { target, .. },
+            }) if epoch == p && target == from => {
+                self.queue(from, agent, p, Out::Control(OutBody::Commit));
+            }
+            // Not offered to `from` at `p`, or decided otherwise: never committed here. (A
+            // forgotten tombstone means the target confirmed and runs; it ignores the Abort.)
+            _ => self.queue(from, agent, p, Out::Control(OutBody::Abort)),
+        }
+    }
+
+    pub(super) fn abort_outgoing<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        epoch: u64,
+        target: NodeId,
+    ) {
+        let running = Record {
+            epoch,
+            phase: Phase::Running,
+        };
+        if self.journal.put(agent, running).is_err() {
+            return; // still undecided; the timer tries again
+        }
+        self.timers.remove(&agent);
+        host.run(agent, epoch);
+        self.stats.aborted += 1;
+        self.queue(target, agent, epoch, Out::Control(OutBody::Abort));
+    }
+
+    pub(super) fn room_for_prepared(&self, agent: AgentId, rec: Option<Record>) -> bool {
+        if matches!(
+            rec,
+            Some(Record {
+                phase: Phase::Prepared { .. },
+                ..
+            })
+        ) {
+            return true;
+        }
+        if !self.timers.contains_key(&agent) && self.timers.len() >= N {
+            return false;
+        }
+        let mut in_doubt = 0usize;
+        self.journal.for_each(&mut |_, r| {
+            if matches!(r.phase, Phase::Prepared { .. }) {
+                in_doubt += 1;
+            }
+        });
+        in_doubt < self.config.max_in_doubt
+    }
+
+    /// Source side: the target's answer to an Offer (whether it needs the DNA); the Transfer
+    /// follows.
+    pub(super) fn on_dna_answer(
+        &mut self,
+        now: u64,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+        need: bool,
+    ) {
+        if let Some(Record {
+            epoch,
+            phase: Phase::Outgoing { target },
+        }) = rec
+        {
+            if epoch == p && target == from {
+                self.queue(from, agent, p, Out::Transfer { with_dna: need });
+                if let Some(t) = self.timers.get_mut(&agent) {
+                    t.with_dna = Some(need);
+                    t.deadline = now + self.config.rto_ms;
+                    t.attempts = 0;
+                }
+            }
+        }
+    }
+
+    /// Source side: the target refused the open hand-off; it is aborted.
+    pub(super) fn on_refuse<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) {
+        if let Some(Record {
+            epoch,
+            phase: Phase::Outgoing { target },
+        }) = rec
+        {
+            if epoch == p && target == from {
+                self.abort_outgoing(host, agent, p, from);
+            }
+        }
+    }
+
+    /// Source side: the target confirmed the commit; the tombstone is kept until it expires.
+    pub(super) fn on_done(
+        &mut self,
+        now: u64,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+    ) {
+        if let Some(Record {
+            epoch,
+            phase:
+                Phase::Moved {
+                    target,
+                    acked: false,
+                },
+        }) = rec
+        {
+            if epoch == p
+                && target == from
+                && self
+                    .journal
+                    .put(
+                        agent,
+                        Record {
+                            epoch,
+                            phase: Phase::Moved {
+                                target,
+                                acked: true,
+                            },
+                        },
+                    )
+                    .is_ok()
+            {
+                self.set_timer(agent, now + self.config.tombstone_ttl_ms, None, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Messages between agents: delivery, acknowledgement and where addressees run.
+
+use super::*;
+
+impl<J: Journal, const N: usize> Node<J, N> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_deliver<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        to: AgentId,
+        from: NodeId,
+        (sender, stream): (AgentId, Stream),
+        seq: u64,
+        payload: &[u8],
+        rec: Option<Record>,
+    ) {
+        let (epoch, out) = match rec {
+            Some(Record {
+                epoch,
+                phase: Phase::Running,
+            }) => {
+                let status = self.deliver_local(host, to, from, (sender, stream), seq, payload);
+                (
+                    epoch,
+                    Out::Delivered {
+                        sender,
+                        seq,
+                        status,
+                    },
+                )
+            }
+            Some(Record {
+                epoch,
+                phase: Phase::Moved { target, .. },
+            }) => {
+                self.stats.moved_answers += 1;
+                (epoch, Out::Moved { node: target })
+            }
+            Some(Record { epoch, .. }) => (
+                epoch,
+                Out::Delivered {
+                    sender,
+                    seq,
+                    status: DeliveryStatus::Busy,
+                },
+            ),
+            None => (
+                0,
+                Out::Delivered {
+                    sender,
+                    seq,
+                    status: DeliveryStatus::Unknown,
+                },
+            ),
+        };
+        self.queue(from, to, epoch, out);
+    }
+
+    pub(super) fn deliver_local<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        to: AgentId,
+        peer: NodeId,
+        (sender, stream): (AgentId, Stream),
+        seq: u64,
+        payload: &[u8],
+    ) -> DeliveryStatus {
+        match host.deliver(to, peer, sender, stream, seq, payload) {
+            Delivery::Accepted => {
+                self.stats.messages_accepted += 1;
+                DeliveryStatus::Accepted
+            }
+            Delivery::Duplicate => DeliveryStatus::Accepted,
+            Delivery::OutOfOrder => DeliveryStatus::OutOfOrder,
+            Delivery::Full => {
+                self.stats.messages_full += 1;
+                DeliveryStatus::Full
+            }
+        }
+    }
+
+    /// For every agent running here, sends its oldest unacknowledged message to each addressee
+    /// (one in flight per pair keeps them in order), or delivers it locally.
+    pub(super) fn scan_messages<H: AgentHost>(&mut self, host: &mut H) {
+        let mut running: heapless::Vec<AgentId, N> = heapless::Vec::new();
+        self.journal.for_each(&mut |a, r| {
+            if r.phase == Phase::Running {
+                let _ = running.push(a);
+            }
+        });
+        for sender in running {
+            // The oldest message per addressee, at most 16 addressees per scan.
+            let mut heads: heapless::Vec<(AgentId, u64), 16> = heapless::Vec::new();
+            host.outgoing(sender, &mut |m| {
+                if !heads.iter().any(|h| h.0 == m.to) {
+                    let _ = heads.push((m.to, m.seq));
+                }
+            });
+            for (to, seq) in heads {
+                let local = self.journal.get(to);
+                match local {
+                    Some(Record {
+                        phase: Phase::Running,
+                        ..
+                    }) => {
+                        let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
+                        if let Some((stream, n)) =
+                            message_payload(host, sender, to, seq, &mut payload)
+                        {
+                            let here = self.id;
+                            let m = (sender, stream);
+                            if self.deliver_local(host, to, here, m, seq, &payload[..n])
+                                == DeliveryStatus::Accepted
+                            {
+                                host.acked(sender, to, seq);
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Record {
+                        epoch,
+                        phase: Phase::Moved { target, .. },
+                    }) => self.learn(to, target, epoch),
+                    _ => {}
+                }
+                let node = match self.locations.get(&to) {
+                    Some(l) => Some(l.0),
+                    None => host.locate(to),
+                };
+                if let Some(node) = node.filter(|n| *n != self.id) {
+                    let epoch = self.locations.get(&to).map_or(0, |l| l.1);
+                    self.ask(sender, to, node);
+                    self.queue(node, to, epoch, Out::Deliver { sender, seq });
+                }
+            }
+        }
+    }
+
+    /// Remembers that `sender`'s message for `to` went to `node`. Full: the entry of a pair whose
+    /// sender no longer runs here is replaced, else any (the pair is asked again next scan).
+    pub(super) fn ask(&mut self, sender: AgentId, to: AgentId, node: NodeId) {
+        if self.asked.insert((sender, to), node).is_ok() {
+            return;
+        }
+        let journal = &self.journal;
+        let victim = self
+            .asked
+            .keys()
+            .find(|(s, _)| {
+                !matches!(
+                    journal.get(*s),
+                    Some(Record {
+                        phase: Phase::Running,
+                        ..
+                    })
+                )
+            })
+            .or_else(|| self.asked.keys().next())
+            .copied();
+        if let Some(v) = victim {
+            self.asked.remove(&v);
+            let _ = self.asked.insert((sender, to), node);
+        }
+    }
+
+    /// Whether a message for `agent` was sent to `node`.
+    pub(super) fn was_asked(&self, agent: AgentId, node: NodeId) -> bool {
+        self.asked
+            .iter()
+            .any(|((_, to), n)| *to == agent && *n == node)
+    }
+
+    pub(super) fn learn(&mut self, agent: AgentId, node: NodeId, epoch: u64) {
+        match self.locations.get_mut(&agent) {
+            Some(l) if l.1 > epoch => {}
+            Some(l) => *l = (node, epoch),
+            None => {
+                if self.locations.insert(agent, (node, epoch)).is_err() {
+                    // Full: forget the entry with the lowest epoch (a cache; the directory
+                    // answers again).
+                    if let Some(victim) = self
+                        .locations
+                        .iter()
+                        .min_by_key(|(_, l)| l.1)
+                        .map(|(a, _)| *a)
+                    {
+                        self.locations.remove(&victim);
+                        let _ = self.locations.insert(agent, (node, epoch));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A redirect: `agent` runs on `node` now. Believed only from a node this one sent the
+    /// agent's messages to, or handed the agent to itself (its tombstone points there).
+    pub(super) fn on_moved(
+        &mut self,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        rec: Option<Record>,
+        node: NodeId,
+    ) {
+        let handed_there = matches!(
+            rec,
+            Some(Record {
+                phase: Phase::Moved { target, .. },
+                ..
+            }) if target == from
+        );
+        if !handed_there && !self.was_asked(agent, from) {
+            self.stats.unsolicited += 1;
+            return;
+        }
+        if node != self.id {
+            self.learn(agent, node, p);
+        }
+    }
+
+    /// What became of message `seq` from `sender` to `agent`. Only the node the message went to
+    /// can say.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_delivered<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        agent: AgentId,
+        p: u64,
+        from: NodeId,
+        sender: AgentId,
+        seq: u64,
+        status: DeliveryStatus,
+    ) {
+        if self.asked.get(&(sender, agent)) != Some(&from) {
+            self.stats.unsolicited += 1;
+            return;
+        }
+        match status {
+            DeliveryStatus::Unknown => {
+                if self.locations.get(&agent).is_some_and(|l| l.0 == from) {
+                    self.locations.remove(&agent);
+                }
+            }
+            _ => self.learn(agent, from, p),
+        }
+        let sender_here = matches!(
+            self.journal.get(sender),
+            Some(Record {
+                phase: Phase::Running,
+                ..
+            })
+        );
+        if status == DeliveryStatus::Accepted && sender_here {
+            host.acked(sender, agent, seq);
+        }
+    }
+}
+
+/// Copies message `seq` from `sender` to `to` out of the host's outgoing messages; its stream
+/// and length.
+pub(super) fn message_payload<H: AgentHost>(
+    host: &mut H,
+    sender: AgentId,
+    to: AgentId,
+    seq: u64,
+    out: &mut [u8; frame::MAX_MESSAGE_LEN],
+) -> Option<(Stream, usize)> {
+    let mut found = None;
+    host.outgoing(sender, &mut |m| {
+        if found.is_none()
+            && m.to == to
+            && m.seq == seq
+            && m.payload.len() <= frame::MAX_MESSAGE_LEN
+        {
+            out[..m.payload.len()].copy_from_slice(m.payload);
+            found = Some((m.stream, m.payload.len()));
+        }
+    });
+    found
+}

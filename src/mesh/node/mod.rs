@@ -1,0 +1,384 @@
+//! The hand-off state machine: events in, frames out.
+//!
+//! What the node holds and the commands it takes are here; the hand-off's two sides, messages,
+//! timers and the writing of frames are in the submodules.
+
+mod handoff;
+mod host;
+mod messages;
+#[cfg(test)]
+mod tests;
+mod timers;
+mod transmit;
+
+use super::frame::{self, Body, DeliveryStatus, RefuseReason, Repr};
+use super::journal::{Journal, Phase, Record};
+use super::MeshError;
+use crate::{AgentId, NodeId};
+
+/// Frames a node queues before [`Node::poll_transmit`] takes them. When the queue is full a new
+/// frame is dropped, as a lossy network would drop it; every frame the protocol depends on is
+/// re-sent by a timer, so this costs time, never safety.
+pub const OUTBOX: usize = 32;
+
+pub use host::{AgentHost, AgentInfo, Delivery, Outgoing, Stream};
+
+/// Timing and limits of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// Retransmission timeout, milliseconds.
+    pub rto_ms: u64,
+    /// Retransmissions of an Offer or Transfer before the source aborts the hand-off.
+    pub max_attempts: u8,
+    /// How long a confirmed tombstone is kept to answer `Moved`, milliseconds.
+    pub tombstone_ttl_ms: u64,
+    /// At most this many hand-offs held in doubt (prepared) on this node; more Offers are
+    /// refused with `Busy`.
+    pub max_in_doubt: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rto_ms: 200,
+            max_attempts: 8,
+            tombstone_ttl_ms: 60_000,
+            max_in_doubt: 4,
+        }
+    }
+}
+
+/// A frame ready to send: `len` bytes at the start of the buffer given to
+/// [`Node::poll_transmit`], for node `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// The destination.
+    pub to: NodeId,
+    /// The frame's length.
+    pub len: usize,
+}
+
+/// Counters, for the embedder's logs and the simulator's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Hand-offs this node decided to commit (as source).
+    pub committed: u64,
+    /// Hand-offs this node aborted (as source).
+    pub aborted: u64,
+    /// Agents this node started running after a commit (as target).
+    pub adopted: u64,
+    /// Frames re-sent by a timer.
+    pub retransmits: u64,
+    /// Frames ignored because their epoch is lower than the one known here.
+    pub fenced: u64,
+    /// Frames that failed to decode.
+    pub malformed: u64,
+    /// Frames dropped because the outbox was full.
+    pub outbox_drops: u64,
+    /// Messages put in a local agent's mailbox (from a frame or from a local sender).
+    pub messages_accepted: u64,
+    /// Message deliveries answered `Full` (back-pressure).
+    pub messages_full: u64,
+    /// `Moved` answers from tombstones.
+    pub moved_answers: u64,
+    /// `Delivered` and `Moved` frames ignored because they came from a node this one did not
+    /// ask (a bystander acknowledging a message it never received, or redirecting an agent it
+    /// never held).
+    pub unsolicited: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Out {
+    Control(OutBody),
+    Transfer {
+        with_dna: bool,
+    },
+    /// A message from `sender` to the pending frame's agent; the payload is read from the host
+    /// when the frame is written.
+    Deliver {
+        sender: AgentId,
+        seq: u64,
+    },
+    Delivered {
+        sender: AgentId,
+        seq: u64,
+        status: DeliveryStatus,
+    },
+    Moved {
+        node: NodeId,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OutBody {
+    Offer(AgentInfo),
+    HaveDna,
+    NeedDna,
+    Refuse(RefuseReason),
+    Prepared,
+    Commit,
+    Abort,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    to: NodeId,
+    agent: AgentId,
+    epoch: u64,
+    out: Out,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    deadline: u64,
+    attempts: u8,
+    /// Source side: the DNA answer, once the target gave it.
+    with_dna: Option<bool>,
+    info: Option<AgentInfo>,
+}
+
+/// One node of the mesh: the hand-off protocol for up to `N` agents with a timer each.
+///
+/// Sans-IO: feed it [`Node::handle_frame`], [`Node::handle_timeout`] and commands, drain
+/// [`Node::poll_transmit`], wake it at [`Node::poll_timeout`]. The [`Journal`] is the truth about
+/// ownership; the node's own tables (timers, outbox) are volatile and rebuilt by
+/// [`Node::restart`].
+#[derive(Debug)]
+pub struct Node<J: Journal, const N: usize> {
+    id: NodeId,
+    journal: J,
+    config: Config,
+    timers: heapless::LinearMap<AgentId, Timer, N>,
+    outbox: heapless::Deque<Pending, OUTBOX>,
+    /// Where addressees run, as last learned, with the epoch that told us.
+    locations: heapless::LinearMap<AgentId, (NodeId, u64), N>,
+    /// The node each (sender, addressee) pair's message was last sent to: only that node's
+    /// `Delivered` or `Moved` is believed.
+    asked: heapless::LinearMap<(AgentId, AgentId), NodeId, N>,
+    next_message_scan: u64,
+    stats: Stats,
+}
+
+impl<J: Journal, const N: usize> Node<J, N> {
+    /// A node with an empty or existing journal; call [`Node::restart`] instead when the journal
+    /// may hold records (after a crash).
+    pub fn new(id: NodeId, journal: J, config: Config) -> Self {
+        Node {
+            id,
+            journal,
+            config,
+            timers: heapless::LinearMap::new(),
+            outbox: heapless::Deque::new(),
+            locations: heapless::LinearMap::new(),
+            asked: heapless::LinearMap::new(),
+            next_message_scan: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    /// The journal, mutably: for the per-agent sequence numbers of a trust list
+    /// ([`Journal::set_sequence`]). Changing hand-off records behind the node's back voids its
+    /// guarantees.
+    pub fn journal_mut(&mut self) -> &mut J {
+        &mut self.journal
+    }
+
+    /// The journal, taken back (what survives a simulated crash).
+    pub fn into_journal(self) -> J {
+        self.journal
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether the node has nothing left to send or retransmit, except tombstone expiry.
+    pub fn is_quiet(&self) -> bool {
+        self.outbox.is_empty()
+            && self.timers.iter().all(|(a, _)| {
+                matches!(
+                    self.journal.get(*a),
+                    Some(Record {
+                        phase: Phase::Moved { acked: true, .. },
+                        ..
+                    }) | None
+                )
+            })
+    }
+
+    /// Starts owning a new agent at epoch 0 and runs it.
+    pub fn start<H: AgentHost>(&mut self, host: &mut H, agent: AgentId) -> Result<(), MeshError> {
+        if self.journal.get(agent).is_some() {
+            return Err(MeshError::AlreadyKnown);
+        }
+        self.journal.put(
+            agent,
+            Record {
+                epoch: 0,
+                phase: Phase::Running,
+            },
+        )?;
+        host.run(agent, 0);
+        Ok(())
+    }
+
+    /// Starts handing `agent` off to `target`: the agent stops here and is offered at the next
+    /// epoch. The hand-off ends committed (the target runs it) or aborted (it runs here again,
+    /// at that next epoch).
+    pub fn migrate<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        now: u64,
+        agent: AgentId,
+        target: NodeId,
+    ) -> Result<(), MeshError> {
+        if target == self.id {
+            return Err(MeshError::SelfTarget);
+        }
+        let epoch = match self.journal.get(agent) {
+            Some(Record {
+                epoch,
+                phase: Phase::Running,
+            }) => epoch
+                .checked_add(1)
+                .filter(|e| *e <= crate::MAX_EPOCH)
+                .ok_or(MeshError::EpochExhausted)?,
+            _ => return Err(MeshError::NotOwner),
+        };
+        if self.timers.len() >= N && !self.timers.contains_key(&agent) {
+            return Err(MeshError::Busy);
+        }
+        let info = host.describe(agent).ok_or(MeshError::HostRefused {
+            reason: "agent unknown to the host",
+        })?;
+        self.journal.put(
+            agent,
+            Record {
+                epoch,
+                phase: Phase::Outgoing { target },
+            },
+        )?;
+        host.stop(agent);
+        self.set_timer(agent, now + self.config.rto_ms, None, Some(info));
+        self.queue(target, agent, epoch, Out::Control(OutBody::Offer(info)));
+        Ok(())
+    }
+
+    /// Records where `agent` runs, as the embedder's directory says. A location learned with a
+    /// higher epoch replaces it; a lower one never does.
+    pub fn set_location(&mut self, agent: AgentId, node: NodeId, epoch: u64) {
+        self.learn(agent, node, epoch);
+    }
+
+    /// Where this node would send a message for `agent` now.
+    pub fn location(&self, agent: AgentId) -> Option<NodeId> {
+        self.locations.get(&agent).map(|l| l.0)
+    }
+
+    /// Makes the next [`Node::handle_timeout`] send agents' outgoing messages at once (call it
+    /// after an agent sent one).
+    pub fn wake_messages(&mut self, now: u64) {
+        self.next_message_scan = now;
+    }
+
+    /// Handles one frame from peer `from` (authenticated by the transport). A frame that does
+    /// not decode is an error and changes nothing; a frame that is stale, duplicated or
+    /// unexpected in the agent's phase is ignored (or answered), never an error.
+    pub fn handle_frame<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        now: u64,
+        from: NodeId,
+        bytes: &[u8],
+    ) -> Result<(), MeshError> {
+        let repr = match Repr::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.malformed += 1;
+                return Err(e);
+            }
+        };
+        if from == self.id {
+            return Ok(());
+        }
+        let agent = AgentId::from_bytes(repr.agent);
+        let p = repr.epoch;
+        let rec = self.journal.get(agent);
+        match repr.body {
+            Body::Offer { dna_hash, .. } => self.on_offer(host, agent, p, from, rec, &dna_hash),
+            Body::Transfer { with_dna, payload } => {
+                self.on_transfer(host, now, agent, p, from, rec, with_dna, payload)
+            }
+            Body::Commit => self.on_commit(host, agent, p, from, rec),
+            Body::Abort => self.on_abort(host, agent, p, from, rec),
+            Body::HaveDna => self.on_dna_answer(now, agent, p, from, rec, false),
+            Body::NeedDna => self.on_dna_answer(now, agent, p, from, rec, true),
+            Body::Prepared => self.on_prepared(host, now, agent, p, from, rec),
+            Body::Refuse(_) => self.on_refuse(host, agent, p, from, rec),
+            Body::Done => self.on_done(now, agent, p, from, rec),
+            Body::Moved { node } => self.on_moved(agent, p, from, rec, NodeId::from_bytes(node)),
+            Body::Deliver {
+                sender,
+                stream,
+                seq,
+                payload,
+            } => self.on_deliver(
+                host,
+                agent,
+                from,
+                (AgentId::from_bytes(sender), stream),
+                seq,
+                payload,
+                rec,
+            ),
+            Body::Delivered {
+                sender,
+                seq,
+                status,
+            } => self.on_delivered(
+                host,
+                agent,
+                p,
+                from,
+                AgentId::from_bytes(sender),
+                seq,
+                status,
+            ),
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, to: NodeId, agent: AgentId, p: u64, why: RefuseReason) {
+        self.queue(to, agent, p, Out::Control(OutBody::Refuse(why)));
+    }
+
+    fn queue(&mut self, to: NodeId, agent: AgentId, epoch: u64, out: Out) {
+        if to == self.id {
+            return;
+        }
+        if self
+            .outbox
+            .push_back(Pending {
+                to,
+                agent,
+                epoch,
+                out,
+            })
+            .is_err()
+        {
+            self.stats.outbox_drops += 1;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Writing queued frames out.
+
+use super::messages::message_payload;
+use super::*;
+
+impl<J: Journal, const N: usize> Node<J, N> {
+    /// Takes the next frame to send, written at the start of `buf`. `Ok(None)`: nothing to
+    /// send. An error drops that one frame (a timer re-sends what matters).
+    pub fn poll_transmit<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, MeshError> {
+        let p = loop {
+            let Some(p) = self.outbox.pop_front() else {
+                return Ok(None);
+            };
+            // A snapshot is captured only while the hand-off is still open: a Transfer queued
+            // before the decision is obsolete after it.
+            if let Out::Transfer { .. } = p.out {
+                let open = matches!(
+                    self.journal.get(p.agent),
+                    Some(Record { epoch, phase: Phase::Outgoing { target } })
+                        if epoch == p.epoch && target == p.to
+                );
+                if !open {
+                    continue;
+                }
+            }
+            if let Out::Deliver { sender, seq } = p.out {
+                let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
+                let Some((stream, n)) = message_payload(host, sender, p.agent, seq, &mut payload)
+                else {
+                    continue; // acknowledged meanwhile
+                };
+                let len = Repr {
+                    agent: *p.agent.as_bytes(),
+                    epoch: p.epoch,
+                    body: Body::Deliver {
+                        sender: *sender.as_bytes(),
+                        stream,
+                        seq,
+                        payload: &payload[..n],
+                    },
+                }
+                .emit(buf)?;
+                return Ok(Some(Transmit { to: p.to, len }));
+            }
+            break p;
+        };
+        let agent = *p.agent.as_bytes();
+        let len = match p.out {
+            Out::Deliver { .. } => 0, // written above
+            Out::Delivered {
+                sender,
+                seq,
+                status,
+            } => Repr {
+                agent,
+                epoch: p.epoch,
+                body: Body::Delivered {
+                    sender: *sender.as_bytes(),
+                    seq,
+                    status,
+                },
+            }
+            .emit(buf)?,
+            Out::Moved { node } => Repr {
+                agent,
+                epoch: p.epoch,
+                body: Body::Moved {
+                    node: *node.as_bytes(),
+                },
+            }
+            .emit(buf)?,
+            Out::Transfer { with_dna } => {
+                frame::emit_transfer_with(buf, &agent, p.epoch, with_dna, |out| {
+                    host.capture(p.agent, with_dna, out)
+                })?
+            }
+            Out::Control(b) => {
+                let body = match b {
+                    OutBody::Offer(i) => Body::Offer {
+                        dna_hash: i.dna_hash,
+                        snapshot_len: i.snapshot_len,
+                        dna_len: i.dna_len,
+                    },
+                    OutBody::HaveDna => Body::HaveDna,
+                    OutBody::NeedDna => Body::NeedDna,
+                    OutBody::Refuse(r) => Body::Refuse(r),
+                    OutBody::Prepared => Body::Prepared,
+                    OutBody::Commit => Body::Commit,
+                    OutBody::Abort => Body::Abort,
+                    OutBody::Done => Body::Done,
+                };
+                Repr {
+                    agent,
+                    epoch: p.epoch,
+                    body,
+                }
+                .emit(buf)?
+            }
+        };
+        Ok(Some(Transmit { to: p.to, len }))
+    }
+}
