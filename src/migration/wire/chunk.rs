@@ -109,8 +109,8 @@ fn lz4_into(packed: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
 /// root rather than these bytes, four different snapshots) decode to the same chunk. Walks the
 /// sequences (tokens and lengths, skipping literals and offsets) of a block that decoded, with
 /// every index checked anyway.
-#[cfg(any(feature = "lz4", test))]
-pub(crate) fn last_match_nibble_is_zero(block: &[u8]) -> bool {
+#[cfg(feature = "lz4")]
+fn last_match_nibble_is_zero(block: &[u8]) -> bool {
     // A length nibble of 15 continues in bytes that add up until one is below 255.
     fn length(block: &[u8], at: &mut usize, nibble: u8) -> Option<usize> {
         let mut n = usize::from(nibble);

@@ -20,8 +20,6 @@
 //! [`TreeBuilder`] computes the root from the leaves in order with a stack of at most one
 //! digest per level (64 levels), no allocation.
 
-#[cfg(test)]
-use super::memory::{chunk_digest, CHUNK_SIZE};
 use sha2::{Digest, Sha256};
 
 /// The prefix of an inner node's hash input.
@@ -102,30 +100,29 @@ impl TreeBuilder {
     }
 }
 
-/// The version-3 root of `memory`, hashing each byte once. Allocates nothing.
-#[cfg(test)]
-pub(crate) fn tree_root(memory: &[u8]) -> [u8; 32] {
-    let mut t = TreeBuilder::new(memory.len() as u64);
-    for chunk in memory.chunks(CHUNK_SIZE) {
-        t.push(&chunk_digest(chunk));
-    }
-    t.finish()
-}
-
-/// The version-3 root from chunk digests given in order.
-#[cfg(test)]
-pub(crate) fn tree_root_of_digests(memory_len: u64, leaves: &[[u8; 32]]) -> [u8; 32] {
-    let mut t = TreeBuilder::new(memory_len);
-    for leaf in leaves {
-        t.push(leaf);
-    }
-    t.finish()
-}
-
 #[cfg(all(test, feature = "alloc"))]
 mod tests {
+    use super::super::memory::{chunk_digest, CHUNK_SIZE};
     use super::*;
     use alloc::vec::Vec;
+
+    /// The version-3 root of `memory`, hashing each byte once. Allocates nothing.
+    fn tree_root(memory: &[u8]) -> [u8; 32] {
+        let mut t = TreeBuilder::new(memory.len() as u64);
+        for chunk in memory.chunks(CHUNK_SIZE) {
+            t.push(&chunk_digest(chunk));
+        }
+        t.finish()
+    }
+
+    /// The version-3 root from chunk digests given in order.
+    fn tree_root_of_digests(memory_len: u64, leaves: &[[u8; 32]]) -> [u8; 32] {
+        let mut t = TreeBuilder::new(memory_len);
+        for leaf in leaves {
+            t.push(leaf);
+        }
+        t.finish()
+    }
 
     /// The recursive definition, written as the module docs state it.
     fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
