@@ -11,7 +11,8 @@
 //!   exactly once.
 //!
 //! `MIELIN_SIM_SEED=<n>` replays one seed verbosely; `MIELIN_SIM_SEEDS=<n>` sets how many seeds
-//! run (default 2000); `MIELIN_SIM_FIRST=<n>` where they start.
+//! run (default 300, what `cargo test` and CI run; the release run of docs/protocol.md runs 2000
+//! and more); `MIELIN_SIM_FIRST=<n>` where they start.
 
 use mielin_cells::mesh::{
     AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Outgoing, Phase,
@@ -818,7 +819,7 @@ fn handoffs_survive_faults() {
         }
         return;
     }
-    let seeds = env_u64("MIELIN_SIM_SEEDS").unwrap_or(if cfg!(miri) { 1 } else { 2000 });
+    let seeds = env_u64("MIELIN_SIM_SEEDS").unwrap_or(if cfg!(miri) { 1 } else { 300 });
     let first = env_u64("MIELIN_SIM_FIRST").unwrap_or(0);
     let start = std::time::Instant::now();
     let mut total = Figures::default();

@@ -102,8 +102,11 @@ impl Record {
 /// Two tables, both keyed by [`AgentId`]:
 /// - the hand-off [`Record`] of each agent this node owns, offers, holds in doubt or remembers
 ///   as moved (a tombstone);
-/// - a sequence number per agent: the highest one accepted (for a trust list, so that a restart
-///   does not reopen replays).
+/// - a sequence number per agent: the agent's **fence**, the highest epoch this node has
+///   prepared from a verified snapshot, run or decided itself. [`Node`](super::Node) raises it
+///   and refuses any hand-off below it (docs/protocol.md, "The fence"); a trust list given the
+///   same journal records the epochs it accepts in it, so a restart does not reopen replays.
+///   Entries are never removed: when the table is full, new agents are refused.
 ///
 /// **Contract**: when `put`, `remove` or `set_sequence` returns `Ok`, the change survives a crash
 /// (written and flushed). A write that fails leaves the old value in place. The protocol's
@@ -118,7 +121,7 @@ pub trait Journal {
     fn remove(&mut self, agent: AgentId) -> Result<(), MeshError>;
     /// Calls `f` with every record, in no particular order (used on restart).
     fn for_each(&self, f: &mut dyn FnMut(AgentId, Record));
-    /// The highest sequence number recorded for the agent.
+    /// The highest sequence number (epoch) recorded for the agent: its fence.
     fn sequence(&self, agent: AgentId) -> Option<u64>;
     /// Durably records a sequence number for the agent (replacing the old one).
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError>;

@@ -32,7 +32,10 @@ impl<J: Journal, const N: usize> Node<J, N> {
         for (agent, rec) in pending {
             match rec.phase {
                 Phase::Running => host.run(agent, rec.epoch),
-                Phase::Outgoing { target } => node.abort_outgoing(host, agent, rec.epoch, target),
+                Phase::Outgoing { target } => {
+                    node.abort_outgoing(host, agent, rec.epoch, target);
+                    node.retry_abort_later(agent, now);
+                }
                 Phase::Prepared { .. } | Phase::Moved { acked: false, .. } => {
                     node.set_timer(agent, now, None, None);
                 }
@@ -76,11 +79,21 @@ impl<J: Journal, const N: usize> Node<J, N> {
         from: NodeId,
         rec: Option<Record>,
     ) -> bool {
+        // The fence: below it nothing is prepared; at it, only what the journal record matches
+        // (the same attempt, answered again below). The source hears `Stale`, so it stops
+        // re-sending; it aborts only if that attempt is still open there, which a fence above it
+        // rules out (epochs rise only with ownership).
+        let at_record = rec.is_some_and(|r| r.epoch == p);
+        let fenced = match self.journal.sequence(agent) {
+            Some(f) => p < f || (p == f && !at_record),
+            None => false,
+        };
+        if fenced || rec.is_some_and(|r| r.epoch > p) {
+            self.stats.fenced += 1;
+            self.refuse(from, agent, p, RefuseReason::Stale);
+            return true;
+        }
         if let Some(r) = rec {
-            if r.epoch > p {
-                self.stats.fenced += 1;
-                return true;
-            }
             match r.phase {
                 Phase::Prepared { source } if r.epoch == p => {
                     if source == from {
@@ -94,6 +107,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
                 Phase::Running | Phase::Outgoing { .. } => {
                     self.refuse(from, agent, p, RefuseReason::Conflict);
+                    return true;
+                }
+                Phase::Moved { .. } if r.epoch == p => {
+                    // Handed on at this very epoch: the frame is a stale duplicate.
+                    self.stats.fenced += 1;
+                    self.refuse(from, agent, p, RefuseReason::Stale);
                     return true;
                 }
                 _ => {}
@@ -123,6 +142,13 @@ impl<J: Journal, const N: usize> Node<J, N> {
         }
         if host.prepare(agent, p, with_dna, payload).is_err() {
             self.refuse(from, agent, p, RefuseReason::Invalid);
+            return;
+        }
+        // Verified: the fence rises before the record says Prepared, so that no later abort or
+        // expiry of the record can let this epoch be prepared again.
+        if self.raise_fence(agent, p).is_err() {
+            host.discard(agent, p);
+            self.refuse(from, agent, p, RefuseReason::Busy);
             return;
         }
         let prepared = Record {
@@ -156,10 +182,15 @@ impl<J: Journal, const N: usize> Node<J, N> {
         rec: Option<Record>,
     ) {
         let Some(r) = rec else {
-            // A commit is sent only after this node prepared the agent durably; the record goes
-            // away only once the agent ran here, moved on and its tombstone expired (an abort
-            // never follows a commit). So the hand-off did complete here: confirm it.
-            self.queue(from, agent, p, Out::Control(OutBody::Done));
+            // Nothing to run. A commit for an attempt this node prepared (at or below the fence)
+            // is confirmed, so the source stops re-sending: its record went away after the
+            // agent ran here and moved on, or after an abort the source's commit crossed. A
+            // commit above the fence was never prepared here and is ignored.
+            if self.journal.sequence(agent).is_some_and(|f| p <= f) {
+                self.queue(from, agent, p, Out::Control(OutBody::Done));
+            } else {
+                self.stats.fenced += 1;
+            }
             return;
         };
         match r.phase {
@@ -263,6 +294,21 @@ impl<J: Journal, const N: usize> Node<J, N> {
         host.run(agent, epoch);
         self.stats.aborted += 1;
         self.queue(target, agent, epoch, Out::Control(OutBody::Abort));
+    }
+
+    /// If `agent` is still offered after an abort whose journal write failed, arms its timer
+    /// so that [`Node::handle_timeout`] tries the abort again (the agent is stopped until then).
+    pub(super) fn retry_abort_later(&mut self, agent: AgentId, now: u64) {
+        if let Some(Record {
+            phase: Phase::Outgoing { .. },
+            ..
+        }) = self.journal.get(agent)
+        {
+            self.set_timer(agent, now + self.config.rto_ms, None, None);
+            if let Some(t) = self.timers.get_mut(&agent) {
+                t.attempts = self.config.max_attempts;
+            }
+        }
     }
 
     pub(super) fn room_for_prepared(&self, agent: AgentId, rec: Option<Record>) -> bool {

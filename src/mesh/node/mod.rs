@@ -69,8 +69,11 @@ pub struct Stats {
     pub adopted: u64,
     /// Frames re-sent by a timer.
     pub retransmits: u64,
-    /// Frames ignored because their epoch is lower than the one known here.
+    /// Hand-off frames refused or ignored because their epoch is below the agent's fence (or at
+    /// it without matching the journal): stale duplicates, never prepared or run.
     pub fenced: u64,
+    /// Agents refused because the fence table was full (or could not be written).
+    pub fence_full: u64,
     /// Frames that failed to decode.
     pub malformed: u64,
     /// Frames dropped because the outbox was full.
@@ -220,9 +223,11 @@ impl<J: Journal, const N: usize> Node<J, N> {
 
     /// Starts owning a new agent at epoch 0 and runs it.
     pub fn start<H: AgentHost>(&mut self, host: &mut H, agent: AgentId) -> Result<(), MeshError> {
-        if self.journal.get(agent).is_some() {
+        // An id this node has seen before never starts again at epoch 0.
+        if self.journal.get(agent).is_some() || self.journal.sequence(agent).is_some() {
             return Err(MeshError::AlreadyKnown);
         }
+        self.raise_fence(agent, 0)?;
         self.journal.put(
             agent,
             Record {
@@ -263,6 +268,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         let info = host.describe(agent).ok_or(MeshError::HostRefused {
             reason: "agent unknown to the host",
         })?;
+        self.raise_fence(agent, epoch)?;
         self.journal.put(
             agent,
             Record {
@@ -358,6 +364,19 @@ impl<J: Journal, const N: usize> Node<J, N> {
             ),
         }
         Ok(())
+    }
+
+    /// Durably raises the agent's fence to `epoch` (never lowers it). Called only with the
+    /// epoch of a snapshot the host verified or of the node's own decision. An error (the table
+    /// is full, or the write failed) is counted; the caller refuses what needed the fence.
+    fn raise_fence(&mut self, agent: AgentId, epoch: u64) -> Result<(), MeshError> {
+        if self.journal.sequence(agent).is_some_and(|f| f >= epoch) {
+            return Ok(());
+        }
+        let epoch = epoch.min(crate::MAX_EPOCH);
+        self.journal.set_sequence(agent, epoch).inspect_err(|_| {
+            self.stats.fence_full += 1;
+        })
     }
 
     fn refuse(&mut self, to: NodeId, agent: AgentId, p: u64, why: RefuseReason) {

@@ -35,6 +35,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 Phase::Outgoing { target } => {
                     if timer.attempts >= self.config.max_attempts {
                         self.abort_outgoing(host, agent, rec.epoch, target);
+                        self.retry_abort_later(agent, now);
                         continue;
                     }
                     let out = match (timer.with_dna, timer.info) {
@@ -44,6 +45,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                             Some(info) => Out::Control(OutBody::Offer(info)),
                             None => {
                                 self.abort_outgoing(host, agent, rec.epoch, target);
+                                self.retry_abort_later(agent, now);
                                 continue;
                             }
                         },
