@@ -85,11 +85,11 @@ struct Trusted {
 /// the node it signs for, at most `K`), and an [`EpochJournal`] of the highest epoch per agent
 /// it has accepted or sent.
 ///
-/// Every snapshot must be signed, in wire format version 2. Decoding through a trust list
+/// Every snapshot must be signed, in wire format version 2 or 3. Decoding through a trust list
 /// checks, in order, after the frame and trailer and before the DNA is resolved or memory
 /// decoded (each refusal its own [`SignatureError`]):
 ///
-/// 1. a signature is present (`Missing`) and binds a route, i.e. version 2 (`Unbound`);
+/// 1. a signature is present (`Missing`) and binds a route, i.e. version 2 or 3 (`Unbound`);
 /// 2. its key is trusted (`UnknownKey`), its `s` is below the group order (`Malleable`), and it
 ///    verifies with `verify_strict` over [`SIGNATURE_CONTEXT`](super::SIGNATURE_CONTEXT) and
 ///    the digest (`Invalid`);

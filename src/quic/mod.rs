@@ -14,8 +14,9 @@
 //!   agent over or send a message; the refusal is reported as [`Event::Refused`] with its
 //!   address, the id its key claims and a [`RefusalReason`].
 //!   The authenticated peer is the `from` of [`Node::handle_frame`](crate::mesh::Node::handle_frame).
-//! - **Snapshots stay signed** on top of TLS: [`WasmHost`] signs each snapshot for its target
-//!   and epoch (wire format version 2) with the node key, and verifies received ones with a
+//! - **Snapshots stay signed** on top of TLS: [`WasmHost`] sends each agent as a signed
+//!   version-3 container (wire format, with its inbox inside) bound to its target and epoch,
+//!   signed with the node key, and verifies received ones with a
 //!   [`TrustList`](crate::migration::TrustList) holding the pinned keys, so a relay or a
 //!   compromised connection cannot forge an agent.
 //! - **Mapping.** One connection per peer (whichever side dialled first; simultaneous dials may
@@ -25,7 +26,9 @@
 //!   ([`wire`]). Lost streams are the protocol's lost frames: its timers re-send.
 //! - **Flow control and bounds.** QUIC's windows ([`Transport`]); a peer's record is refused
 //!   above [`DriverConfig::max_frame_len`] before its payload is read; at most
-//!   `Transport::max_streams` streams per connection.
+//!   `Transport::max_streams` streams per connection; inbound bytes held per peer and in total
+//!   are budgeted, and so are the hand-offs tracked per peer and their lifetime (`docs/quic.md`,
+//!   "Bounds").
 //! - **Reconnects** with exponential backoff ([`DriverConfig::backoff_min`] to `backoff_max`);
 //!   frames meant for a peer in backoff are dropped like lost packets. **Idle timeout** and
 //!   keep-alive in [`Transport`]. **Clean shutdown**: [`Driver::shutdown`].
@@ -35,7 +38,8 @@
 //!
 //! The loop is the embedder's: `wait` (async, cancel-safe), then `handle` (sync, with the
 //! host), which returns [`Event`]s — hand-off phases, reports with bytes and times,
-//! connections, refusals. `docs/quic.md` shows `examples/node.rs`, a node you can run.
+//! connections, refusals. The `mielin` command (its own package) is a node you can run
+//! (`docs/cli.md`).
 
 mod driver;
 mod host;
