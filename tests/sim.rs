@@ -320,6 +320,8 @@ struct Figures {
     dropped: u64,
     duplicated: u64,
     delayed: u64,
+    /// Old frames delivered again long after they were sent (the stale-duplicate fault).
+    replayed: u64,
     partitions: u64,
     crashes: u64,
     retransmits: u64,
@@ -340,6 +342,7 @@ impl std::ops::AddAssign for Figures {
         self.dropped += o.dropped;
         self.duplicated += o.duplicated;
         self.delayed += o.delayed;
+        self.replayed += o.replayed;
         self.partitions += o.partitions;
         self.crashes += o.crashes;
         self.retransmits += o.retransmits;
@@ -368,7 +371,15 @@ struct Sim {
     fig: Figures,
     verbose: bool,
     faults: bool,
+    /// Frames sent so far (a bounded sample), for the stale-duplicate fault: an old frame
+    /// delivered again long after, after aborts, tombstone expiry and further hand-offs.
+    history: Vec<(usize, usize, Vec<u8>)>,
+    /// The stale-duplicate fault's switch (`MIELIN_SIM_STALE=0` turns it off).
+    stale: bool,
 }
+
+/// How many sent frames the stale-duplicate fault keeps to choose from.
+const HISTORY: usize = 4096;
 
 impl Sim {
     fn new(seed: u64, verbose: bool) -> Sim {
@@ -421,6 +432,8 @@ impl Sim {
             fig: Figures::default(),
             verbose,
             faults: true,
+            history: Vec::new(),
+            stale: env_u64("MIELIN_SIM_STALE") != Some(0),
         }
     }
 
@@ -454,6 +467,14 @@ impl Sim {
                     .expect("known node");
                 let bytes = buf[..t.len].to_vec();
                 self.fig.packets += 1;
+                if self.faults && self.stale {
+                    if self.history.len() < HISTORY {
+                        self.history.push((i, to, bytes.clone()));
+                    } else {
+                        let k = self.rng.below(HISTORY as u64) as usize;
+                        self.history[k] = (i, to, bytes.clone());
+                    }
+                }
                 let copies = if self.faults && self.rng.chance(50) {
                     self.fig.duplicated += 1;
                     2
@@ -607,6 +628,19 @@ impl Sim {
                     self.cuts.insert((a.min(b), a.max(b)), until);
                     self.fig.partitions += 1;
                 }
+            }
+            if self.stale && !self.history.is_empty() && self.rng.chance(100) {
+                let k = self.rng.below(self.history.len() as u64) as usize;
+                let (from, to, bytes) = self.history[k].clone();
+                self.order += 1;
+                self.net.push(Packet {
+                    at: self.now + 1,
+                    order: self.order,
+                    from,
+                    to,
+                    bytes,
+                });
+                self.fig.replayed += 1;
             }
             if self.rng.chance(4) {
                 let i = self.rng.below(NODES as u64) as usize;
@@ -883,6 +917,7 @@ fn handoffs_survive_faults() {
     if seeds >= 100 {
         assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
         assert!(total.partitions > 0 && total.duplicated > 0 && total.fenced > 0);
+        assert!(total.replayed > 0 || std::env::var("MIELIN_SIM_STALE").as_deref() == Ok("0"));
         assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
     }
 }
