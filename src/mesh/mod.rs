@@ -18,7 +18,7 @@
 //! - `certificate` (feature `quic`): a peer's Ed25519 key from its TLS certificates, read by
 //!   rustls' own parser (the QUIC driver pins peers by it).
 //! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
-//! - [`Inbox`] (feature `alloc`): an agent's mailbox, outbox and sequence numbers, and their
+//! - `Inbox` (feature `alloc`): an agent's mailbox, outbox and sequence numbers, and their
 //!   wire form, the inbox section of a version-3 container.
 //!
 //! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.

@@ -59,7 +59,7 @@ pub trait AgentHost {
     /// [`Delivery::Duplicate`]; `seq > last + 1`: [`Delivery::OutOfOrder`]; no room:
     /// [`Delivery::Full`]. The stream is a token only the sender's and the addressee's hosts
     /// see, so a peer that names another node's agent cannot make that agent's messages look
-    /// like duplicates; [`Inbox`](crate::mesh::Inbox) implements the rule. The default keeps no
+    /// like duplicates; `Inbox` (feature `alloc`) implements the rule. The default keeps no
     /// mailboxes and answers `Full`.
     fn deliver(
         &mut self,
@@ -77,7 +77,7 @@ pub trait AgentHost {
     /// Calls `f` with each message `agent` sent and the mesh has not yet acknowledged, oldest
     /// first. The host keeps them durably and inside the agent's snapshot, and numbers them per
     /// addressee from 1 in the agent's stream to that addressee
-    /// ([`Inbox::stream`](crate::mesh::Inbox::stream)). The default has none.
+    /// (`Inbox::stream`). The default has none.
     fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
         let _ = (agent, f);
     }
