@@ -19,7 +19,9 @@ use mielin_cells::mesh::{
     Stream,
 };
 use mielin_cells::{AgentId, NodeId};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 const NODES: usize = 4;
 const AGENTS: usize = 6;
@@ -149,6 +151,10 @@ struct SimHost {
     running: BTreeMap<AgentId, u64>,
     /// The simulator's directory: who runs what (refreshed every step).
     directory: BTreeMap<AgentId, NodeId>,
+    /// Set by the node's journal when the node crashed in the middle of a write: from then on,
+    /// until the simulator takes the node down, nothing the host does is durable or visible
+    /// (the process is gone).
+    dead: Rc<Cell<bool>>,
 }
 
 impl AgentHost for SimHost {
@@ -195,6 +201,9 @@ impl AgentHost for SimHost {
         with_dna: bool,
         s: &[u8],
     ) -> Result<(), MeshError> {
+        if self.dead.get() {
+            return Err(MeshError::JournalIo);
+        }
         let bad = MeshError::HostRefused {
             reason: "bad snapshot",
         };
@@ -214,6 +223,9 @@ impl AgentHost for SimHost {
         Ok(())
     }
     fn run(&mut self, agent: AgentId, epoch: u64) {
+        if self.dead.get() {
+            return;
+        }
         if let Some(c) = self.prepared.remove(&(agent, epoch)) {
             self.owned.insert(agent, c);
         }
@@ -225,10 +237,16 @@ impl AgentHost for SimHost {
         self.running.insert(agent, epoch);
     }
     fn discard(&mut self, agent: AgentId, epoch: u64) {
+        if self.dead.get() {
+            return;
+        }
         self.prepared.remove(&(agent, epoch));
     }
     fn release(&mut self, agent: AgentId) {
         self.running.remove(&agent);
+        if self.dead.get() {
+            return;
+        }
         self.owned.remove(&agent);
     }
     // Dedup per sender agent: the simulated network is honest, so which node delivered a
@@ -242,6 +260,9 @@ impl AgentHost for SimHost {
         seq: u64,
         p: &[u8],
     ) -> Delivery {
+        if self.dead.get() {
+            return Delivery::Full;
+        }
         assert!(
             self.running.contains_key(&to),
             "delivery to {to:?}, which does not run here"
@@ -274,6 +295,9 @@ impl AgentHost for SimHost {
         }
     }
     fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
+        if self.dead.get() {
+            return;
+        }
         if let Some(st) = self.owned.get_mut(&agent) {
             st.outbox.retain(|&(t, s)| !(t == to && s == seq));
         }
@@ -283,12 +307,76 @@ impl AgentHost for SimHost {
     }
 }
 
-type SimNode = Node<MemJournal<CAP>, CAP>;
+/// The journal the simulator gives each node: a [`MemJournal`] with the write faults (their
+/// switch is `MIELIN_SIM_WRITES=0`): a write that fails (nothing changes, the node sees
+/// `JournalIo`), and a crash at a chosen write, inside a frame's handling, a timer or a restart
+/// alike (the write in flight lands or not; the node is taken down once the event returns, and
+/// until then nothing it writes or does in the host lasts).
+struct SimJournal {
+    inner: MemJournal<CAP>,
+    rng: Rng,
+    /// Writes that fail, per mille.
+    fail: u64,
+    /// Writes to go before the crash, if one is armed.
+    crash_in: Option<u32>,
+    dead: Rc<Cell<bool>>,
+    failed: u64,
+}
+
+impl SimJournal {
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut MemJournal<CAP>) -> Result<(), MeshError>,
+    ) -> Result<(), MeshError> {
+        if self.dead.get() {
+            return Err(MeshError::JournalIo);
+        }
+        if let Some(n) = self.crash_in.as_mut() {
+            if *n == 0 {
+                self.crash_in = None;
+                self.dead.set(true);
+                if self.rng.chance(500) {
+                    let _ = f(&mut self.inner);
+                }
+                return Err(MeshError::JournalIo);
+            }
+            *n -= 1;
+        }
+        if self.fail > 0 && self.rng.chance(self.fail) {
+            self.failed += 1;
+            return Err(MeshError::JournalIo);
+        }
+        f(&mut self.inner)
+    }
+}
+
+impl Journal for SimJournal {
+    fn get(&self, agent: AgentId) -> Option<mielin_cells::mesh::Record> {
+        self.inner.get(agent)
+    }
+    fn put(&mut self, agent: AgentId, r: mielin_cells::mesh::Record) -> Result<(), MeshError> {
+        self.write(|j| j.put(agent, r))
+    }
+    fn remove(&mut self, agent: AgentId) -> Result<(), MeshError> {
+        self.write(|j| j.remove(agent))
+    }
+    fn for_each(&self, f: &mut dyn FnMut(AgentId, mielin_cells::mesh::Record)) {
+        self.inner.for_each(f)
+    }
+    fn sequence(&self, agent: AgentId) -> Option<u64> {
+        self.inner.sequence(agent)
+    }
+    fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
+        self.write(|j| j.set_sequence(agent, seq))
+    }
+}
+
+type SimNode = Node<SimJournal, CAP>;
 
 struct Slot {
     node: Option<SimNode>,
     /// The journal while the node is down.
-    saved: Option<MemJournal<CAP>>,
+    saved: Option<SimJournal>,
     host: SimHost,
     down_until: u64,
 }
@@ -296,8 +384,14 @@ struct Slot {
 impl Slot {
     fn journal(&self) -> &MemJournal<CAP> {
         match &self.node {
-            Some(n) => n.journal(),
-            None => self.saved.as_ref().unwrap(),
+            Some(n) => &n.journal().inner,
+            None => &self.saved.as_ref().unwrap().inner,
+        }
+    }
+    fn journal_mut(&mut self) -> &mut SimJournal {
+        match &mut self.node {
+            Some(n) => n.journal_mut(),
+            None => self.saved.as_mut().unwrap(),
         }
     }
 }
@@ -322,6 +416,11 @@ struct Figures {
     delayed: u64,
     /// Old frames delivered again long after they were sent (the stale-duplicate fault).
     replayed: u64,
+    /// Journal writes that failed (the write faults).
+    failed_writes: u64,
+    /// Crashes in the middle of a journal write, and how many of those were inside a restart.
+    write_crashes: u64,
+    restart_crashes: u64,
     partitions: u64,
     crashes: u64,
     retransmits: u64,
@@ -343,6 +442,9 @@ impl std::ops::AddAssign for Figures {
         self.duplicated += o.duplicated;
         self.delayed += o.delayed;
         self.replayed += o.replayed;
+        self.failed_writes += o.failed_writes;
+        self.write_crashes += o.write_crashes;
+        self.restart_crashes += o.restart_crashes;
         self.partitions += o.partitions;
         self.crashes += o.crashes;
         self.retransmits += o.retransmits;
@@ -376,7 +478,12 @@ struct Sim {
     history: Vec<(usize, usize, Vec<u8>)>,
     /// The stale-duplicate fault's switch (`MIELIN_SIM_STALE=0` turns it off).
     stale: bool,
+    /// The write faults' switch (`MIELIN_SIM_WRITES=0` turns them off).
+    writes: bool,
 }
+
+/// Journal writes that fail while faults are on, per mille.
+const FAILED_WRITES: u64 = 20;
 
 /// How many sent frames the stale-duplicate fault keeps to choose from.
 const HISTORY: usize = 4096;
@@ -391,13 +498,28 @@ impl Sim {
             max_in_doubt: 2 + rng.below(4) as usize,
         };
         let mut slots: Vec<Slot> = (0..NODES)
-            .map(|i| Slot {
-                node: Some(Node::new(node_id(i), MemJournal::new(), config)),
-                saved: None,
-                host: SimHost::default(),
-                down_until: 0,
+            .map(|i| {
+                let dead = Rc::new(Cell::new(false));
+                let journal = SimJournal {
+                    inner: MemJournal::new(),
+                    rng: Rng(seed ^ (0x5157_0000 + i as u64)),
+                    fail: 0,
+                    crash_in: None,
+                    dead: dead.clone(),
+                    failed: 0,
+                };
+                Slot {
+                    node: Some(Node::new(node_id(i), journal, config)),
+                    saved: None,
+                    host: SimHost {
+                        dead,
+                        ..SimHost::default()
+                    },
+                    down_until: 0,
+                }
             })
             .collect();
+        let writes = env_u64("MIELIN_SIM_WRITES") != Some(0);
         for a in 0..AGENTS {
             let n = rng.below(NODES as u64) as usize;
             let agent = agent_id(a);
@@ -417,6 +539,11 @@ impl Sim {
                 .start(&mut slot.host, agent)
                 .unwrap();
         }
+        if writes {
+            for s in &mut slots {
+                s.journal_mut().fail = FAILED_WRITES;
+            }
+        }
         Sim {
             rng,
             now: 0,
@@ -434,6 +561,7 @@ impl Sim {
             faults: true,
             history: Vec::new(),
             stale: env_u64("MIELIN_SIM_STALE") != Some(0),
+            writes,
         }
     }
 
@@ -528,13 +656,30 @@ impl Sim {
             };
             node.handle_frame(&mut slot.host, now, node_id(p.from), &p.bytes)
                 .expect("frames from honest peers decode");
+            self.reap(p.to, false);
             self.check(|| format!("after a frame {} -> {}", p.from, p.to));
+        }
+    }
+
+    /// Takes node `i` down if it crashed in the middle of a journal write (inside a restart if
+    /// `restarting`).
+    fn reap(&mut self, i: usize, restarting: bool) {
+        if self.slots[i].node.is_some() && self.slots[i].host.dead.get() {
+            self.fig.write_crashes += 1;
+            if restarting {
+                self.fig.restart_crashes += 1;
+            }
+            self.log(|| format!("node {i} crashed at a journal write"));
+            self.crash(i);
         }
     }
 
     fn crash(&mut self, i: usize) {
         let slot = &mut self.slots[i];
-        let node = slot.node.take().unwrap();
+        let mut node = slot.node.take().unwrap();
+        let j = node.journal_mut();
+        j.dead.set(false);
+        j.crash_in = None;
         let st = node.stats();
         self.fig.retransmits += st.retransmits;
         self.fig.fenced += st.fenced;
@@ -542,7 +687,9 @@ impl Sim {
         self.fig.aborted += st.aborted;
         self.fig.mailbox_full += st.messages_full;
         self.fig.moved_answers += st.moved_answers;
-        slot.saved = Some(node.into_journal());
+        let mut j = node.into_journal();
+        self.fig.failed_writes += std::mem::take(&mut j.failed);
+        slot.saved = Some(j);
         slot.host.running.clear();
         slot.down_until = self.now + 50 + self.rng.below(1_000);
         self.fig.crashes += 1;
@@ -562,6 +709,7 @@ impl Sim {
             now,
         ));
         self.log(|| format!("restart node {i}"));
+        self.reap(i, true);
     }
 
     fn step(&mut self) {
@@ -649,6 +797,13 @@ impl Sim {
                     self.check(|| format!("after crashing {i}"));
                 }
             }
+            // A crash at one of a node's next few journal writes, up or down (then inside its
+            // restart).
+            if self.writes && self.rng.chance(6) {
+                let i = self.rng.below(NODES as u64) as usize;
+                let n = self.rng.below(4) as u32;
+                self.slots[i].journal_mut().crash_in = Some(n);
+            }
         }
         for i in 0..NODES {
             if self.slots[i].node.is_none()
@@ -669,18 +824,27 @@ impl Sim {
                     continue;
                 };
                 if matches!(node.journal().get(a), Some(r) if r.phase == Phase::Running) && i != t {
-                    node.migrate(&mut slot.host, now, a, node_id(t)).unwrap();
-                    self.fig.migrations_started += 1;
-                    self.log(|| format!("migrate {a:?} {i} -> {t}"));
+                    match node.migrate(&mut slot.host, now, a, node_id(t)) {
+                        Ok(()) => {
+                            self.fig.migrations_started += 1;
+                            self.log(|| format!("migrate {a:?} {i} -> {t}"));
+                        }
+                        // A failed journal write (the write faults): nothing started.
+                        Err(MeshError::JournalIo) => {}
+                        Err(e) => panic!("migrate {a:?} {i} -> {t}: {e:?}"),
+                    }
+                    self.reap(i, false);
                 }
             }
         }
         // Timers, then the network.
         let now = self.now;
-        for slot in &mut self.slots {
+        for i in 0..NODES {
+            let slot = &mut self.slots[i];
             if let Some(node) = slot.node.as_mut() {
                 node.handle_timeout(&mut slot.host, now);
             }
+            self.reap(i, false);
         }
         self.check(|| "after timers".into());
         self.drain();
@@ -764,6 +928,11 @@ impl Sim {
         // Heal: no new faults, links restored, every node up.
         self.faults = false;
         self.cuts.clear();
+        for s in &mut self.slots {
+            let j = s.journal_mut();
+            j.fail = 0;
+            j.crash_in = None;
+        }
         self.log(|| "heal".into());
         let deadline = self.now + HEAL_MS;
         while !self.quiet() {
@@ -808,6 +977,7 @@ impl Sim {
             assert_eq!(runs, 1, "{a:?} runs on {runs} nodes after healing");
         }
         for s in &self.slots {
+            self.fig.failed_writes += s.node.as_ref().unwrap().journal().failed;
             let st = s.node.as_ref().unwrap().stats();
             self.fig.retransmits += st.retransmits;
             self.fig.fenced += st.fenced;
@@ -918,6 +1088,10 @@ fn handoffs_survive_faults() {
         assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
         assert!(total.partitions > 0 && total.duplicated > 0 && total.fenced > 0);
         assert!(total.replayed > 0 || std::env::var("MIELIN_SIM_STALE").as_deref() == Ok("0"));
+        if std::env::var("MIELIN_SIM_WRITES").as_deref() != Ok("0") {
+            assert!(total.failed_writes > 0 && total.write_crashes > 0);
+            assert!(total.restart_crashes > 0);
+        }
         assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
     }
 }
