@@ -79,6 +79,7 @@ const CONFIG: Config = Config {
     max_attempts: 3,
     tombstone_ttl_ms: 1_000,
     max_in_doubt: 4,
+    undelivered_ms: 10_000,
 };
 
 impl World {

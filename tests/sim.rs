@@ -496,6 +496,7 @@ impl Sim {
             max_attempts: 2 + rng.below(6) as u8,
             tombstone_ttl_ms: 200 + rng.below(2_000),
             max_in_doubt: 2 + rng.below(4) as usize,
+            undelivered_ms: 2_000,
         };
         let mut slots: Vec<Slot> = (0..NODES)
             .map(|i| {

@@ -47,7 +47,8 @@ pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 pub use journal::FileJournal;
 pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
 pub use node::{
-    AgentHost, AgentInfo, Config, Delivery, Node, Outgoing, Stats, Stream, Transmit, OUTBOX,
+    AgentHost, AgentInfo, Config, Delivery, Node, Outgoing, Stalled, Stats, Stream, Transmit,
+    MAX_LOOKUP_BACKOFF, OUTBOX, STALLED,
 };
 
 /// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a

@@ -80,8 +80,10 @@ impl<J: Journal, const N: usize> Node<J, N> {
     }
 
     /// For every agent running here, sends its oldest unacknowledged message to each addressee
-    /// (one in flight per pair keeps them in order), or delivers it locally.
-    pub(super) fn scan_messages<H: AgentHost>(&mut self, host: &mut H) {
+    /// (one in flight per pair keeps them in order), or delivers it locally; reports a message
+    /// that has waited longer than [`Config::undelivered_ms`].
+    pub(super) fn scan_messages<H: AgentHost>(&mut self, host: &mut H, now: u64) {
+        let mut heads = heapless::LinearMap::<(AgentId, AgentId), Head, N>::new();
         let mut running: heapless::Vec<AgentId, N> = heapless::Vec::new();
         self.journal.for_each(&mut |a, r| {
             if r.phase == Phase::Running {
@@ -90,13 +92,14 @@ impl<J: Journal, const N: usize> Node<J, N> {
         });
         for sender in running {
             // The oldest message per addressee, at most 16 addressees per scan.
-            let mut heads: heapless::Vec<(AgentId, u64), 16> = heapless::Vec::new();
+            let mut pairs: heapless::Vec<(AgentId, u64), 16> = heapless::Vec::new();
             host.outgoing(sender, &mut |m| {
-                if !heads.iter().any(|h| h.0 == m.to) {
-                    let _ = heads.push((m.to, m.seq));
+                if !pairs.iter().any(|h| h.0 == m.to) {
+                    let _ = pairs.push((m.to, m.seq));
                 }
             });
-            for (to, seq) in heads {
+            for (to, seq) in pairs {
+                self.watch(&mut heads, now, sender, to, seq);
                 let local = self.journal.get(to);
                 match local {
                     Some(Record {
@@ -125,7 +128,13 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
                 let node = match self.locations.get(&to) {
                     Some(l) => Some(l.0),
-                    None => host.locate(to),
+                    // No node known: ask the host's directory, backing off while lookups
+                    // keep answering `Unknown`.
+                    None if self.lookups.get(&to).is_some_and(|l| l.next > now) => None,
+                    None => {
+                        self.stats.lookups += 1;
+                        host.locate(to)
+                    }
                 };
                 if let Some(node) = node.filter(|n| *n != self.id) {
                     let epoch = self.locations.get(&to).map_or(0, |l| l.1);
@@ -134,6 +143,47 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
             }
         }
+        self.heads = heads;
+    }
+
+    /// Carries the pair's head into this scan's table and reports it once it has waited too
+    /// long. Pairs beyond the table's room are not watched (the table holds `N`, as many as
+    /// the pairs `ask` remembers).
+    fn watch(
+        &mut self,
+        heads: &mut heapless::LinearMap<(AgentId, AgentId), Head, N>,
+        now: u64,
+        sender: AgentId,
+        to: AgentId,
+        seq: u64,
+    ) {
+        let mut head = match self.heads.get(&(sender, to)) {
+            Some(h) if h.seq == seq => *h,
+            _ => Head {
+                seq,
+                since: now,
+                reported: false,
+            },
+        };
+        let waited = now.saturating_sub(head.since);
+        if !head.reported && waited >= self.config.undelivered_ms {
+            head.reported = true;
+            self.stats.undelivered += 1;
+            let sent_to = self
+                .asked
+                .get(&(sender, to))
+                .copied()
+                .or_else(|| self.locations.get(&to).map(|l| l.0));
+            // A full queue drops the report, not the count.
+            let _ = self.stalled.push_back(Stalled {
+                sender,
+                to,
+                seq,
+                sent_to,
+                waited_ms: waited,
+            });
+        }
+        let _ = heads.insert((sender, to), head);
     }
 
     /// Remembers that `sender`'s message for `to` went to `node`. Full: the entry of a pair whose
@@ -170,7 +220,33 @@ impl<J: Journal, const N: usize> Node<J, N> {
             .any(|((_, to), n)| *to == agent && *n == node)
     }
 
+    /// A node answered that it does not know `agent`: the next lookup waits twice as long as
+    /// the last, from one retransmission timeout up to [`MAX_LOOKUP_BACKOFF`] of them.
+    fn back_off(&mut self, agent: AgentId, now: u64) {
+        let unknown = self
+            .lookups
+            .get(&agent)
+            .map_or(0, |l| l.unknown)
+            .saturating_add(1);
+        let factor = 1u64 << (unknown - 1).min(MAX_LOOKUP_BACKOFF.trailing_zeros() as u8);
+        let next = now.saturating_add(self.config.rto_ms.saturating_mul(factor));
+        let l = Lookup { next, unknown };
+        if self.lookups.insert(agent, l).is_err() {
+            // Full: the entry due soonest makes room (it would look again first anyway).
+            if let Some(v) = self
+                .lookups
+                .iter()
+                .min_by_key(|(_, l)| l.next)
+                .map(|(a, _)| *a)
+            {
+                self.lookups.remove(&v);
+                let _ = self.lookups.insert(agent, l);
+            }
+        }
+    }
+
     pub(super) fn learn(&mut self, agent: AgentId, node: NodeId, epoch: u64) {
+        self.lookups.remove(&agent);
         match self.locations.get_mut(&agent) {
             Some(l) if l.1 > epoch => {}
             Some(l) => *l = (node, epoch),
@@ -224,6 +300,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
     pub(super) fn on_delivered<H: AgentHost>(
         &mut self,
         host: &mut H,
+        now: u64,
         agent: AgentId,
         p: u64,
         from: NodeId,
@@ -240,8 +317,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 if self.locations.get(&agent).is_some_and(|l| l.0 == from) {
                     self.locations.remove(&agent);
                 }
+                self.back_off(agent, now);
             }
-            _ => self.learn(agent, from, p),
+            _ => {
+                self.lookups.remove(&agent);
+                self.learn(agent, from, p)
+            }
         }
         let sender_here = matches!(
             self.journal.get(sender),

@@ -21,6 +21,10 @@ use crate::{AgentId, NodeId};
 /// re-sent by a timer, so this costs time, never safety.
 pub const OUTBOX: usize = 32;
 
+/// The longest wait between two lookups of an addressee that keep answering `Unknown`, in
+/// retransmission timeouts ([`Config::rto_ms`]); the waits double from one up to this.
+pub const MAX_LOOKUP_BACKOFF: u64 = 8;
+
 pub use host::{AgentHost, AgentInfo, Delivery, Outgoing, Stream};
 
 /// Timing and limits of a node.
@@ -35,6 +39,9 @@ pub struct Config {
     /// At most this many hand-offs held in doubt (prepared) on this node; more Offers are
     /// refused with `Busy`.
     pub max_in_doubt: usize,
+    /// A message still unacknowledged this long after it became its pair's oldest is reported
+    /// once ([`Node::poll_stalled`], [`Stats::undelivered`]), milliseconds. It keeps being sent.
+    pub undelivered_ms: u64,
 }
 
 impl Default for Config {
@@ -44,6 +51,7 @@ impl Default for Config {
             max_attempts: 8,
             tombstone_ttl_ms: 60_000,
             max_in_doubt: 4,
+            undelivered_ms: 10_000,
         }
     }
 }
@@ -88,6 +96,47 @@ pub struct Stats {
     /// ask (a bystander acknowledging a message it never received, or redirecting an agent it
     /// never held).
     pub unsolicited: u64,
+    /// Lookups of an addressee's node through [`AgentHost::locate`] (none known, or the last
+    /// one answered `Unknown`).
+    pub lookups: u64,
+    /// Messages reported as not delivered within [`Config::undelivered_ms`].
+    pub undelivered: u64,
+}
+
+/// A message that has waited longer than [`Config::undelivered_ms`] to be acknowledged
+/// ([`Node::poll_stalled`]): the embedder logs it. The node keeps sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stalled {
+    /// The sending agent (running on this node).
+    pub sender: AgentId,
+    /// The addressee.
+    pub to: AgentId,
+    /// The message's number in the sender's stream to it.
+    pub seq: u64,
+    /// Where it was last sent, if anywhere (`None`: no node is known for the addressee).
+    pub sent_to: Option<NodeId>,
+    /// How long it has waited, milliseconds.
+    pub waited_ms: u64,
+}
+
+/// Reports of stalled messages held until [`Node::poll_stalled`] takes them; more are counted
+/// in [`Stats::undelivered`] only.
+pub const STALLED: usize = 8;
+
+/// The oldest unacknowledged message of a (sender, addressee) pair, as the last scan saw it.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u64,
+    since: u64,
+    reported: bool,
+}
+
+/// Backoff of lookups for an addressee with no known node: the next lookup is not before
+/// `next`; `unknown` answers in a row so far.
+#[derive(Debug, Clone, Copy)]
+struct Lookup {
+    next: u64,
+    unknown: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +208,11 @@ pub struct Node<J: Journal, const N: usize> {
     /// The node each (sender, addressee) pair's message was last sent to: only that node's
     /// `Delivered` or `Moved` is believed.
     asked: heapless::LinearMap<(AgentId, AgentId), NodeId, N>,
+    /// Each pair's oldest message, to report one that waits too long.
+    heads: heapless::LinearMap<(AgentId, AgentId), Head, N>,
+    stalled: heapless::Deque<Stalled, STALLED>,
+    /// Addressees whose lookup answered `Unknown`: when to look again.
+    lookups: heapless::LinearMap<AgentId, Lookup, N>,
     next_message_scan: u64,
     stats: Stats,
 }
@@ -175,6 +229,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
             outbox: heapless::Deque::new(),
             locations: heapless::LinearMap::new(),
             asked: heapless::LinearMap::new(),
+            heads: heapless::LinearMap::new(),
+            stalled: heapless::Deque::new(),
+            lookups: heapless::LinearMap::new(),
             next_message_scan: 0,
             stats: Stats::default(),
         }
@@ -293,6 +350,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
         self.locations.get(&agent).map(|l| l.0)
     }
 
+    /// The next report of a message not acknowledged within [`Config::undelivered_ms`], oldest
+    /// first (each stalled message is reported once; see [`Stalled`]).
+    pub fn poll_stalled(&mut self) -> Option<Stalled> {
+        self.stalled.pop_front()
+    }
+
     /// Makes the next [`Node::handle_timeout`] send agents' outgoing messages at once (call it
     /// after an agent sent one).
     pub fn wake_messages(&mut self, now: u64) {
@@ -355,6 +418,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 status,
             } => self.on_delivered(
                 host,
+                now,
                 agent,
                 p,
                 from,

@@ -14,7 +14,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
     pub fn handle_timeout<H: AgentHost>(&mut self, host: &mut H, now: u64) {
         if now >= self.next_message_scan {
             self.next_message_scan = now + self.config.rto_ms;
-            self.scan_messages(host);
+            self.scan_messages(host, now);
         }
         let mut due: heapless::Vec<AgentId, N> = heapless::Vec::new();
         for (a, t) in self.timers.iter() {
