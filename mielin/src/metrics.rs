@@ -66,6 +66,7 @@ pub struct Gauges {
     pub messages_accepted: u64,
     pub messages_full: u64,
     pub retransmits: u64,
+    pub messages_undelivered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -223,7 +224,7 @@ impl Metrics {
         d.transfer_seconds
             .render(&mut o, "mielin_handoff_transfer_seconds", "");
         let g = d.gauges;
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "mielin_frames_sent_total",
                 "Protocol frames sent to peers.",
@@ -248,6 +249,11 @@ impl Metrics {
                 "mielin_messages_accepted_total",
                 "Agent messages put in a local agent's mailbox by the mesh.",
                 g.messages_accepted,
+            ),
+            (
+                "mielin_messages_undelivered_total",
+                "Agent messages reported as not acknowledged within the node's undelivered time.",
+                g.messages_undelivered,
             ),
             (
                 "mielin_messages_full_total",

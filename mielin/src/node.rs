@@ -457,6 +457,17 @@ fn on_tick(st: &mut State) {
             e.1 = m;
         }
     }
+    while let Some(m) = st.driver.node_mut().poll_stalled() {
+        tracing::warn!(
+            "message {} -> {} #{} not delivered after {} ms (last sent to {}); still trying",
+            st.names.agent(m.sender),
+            st.names.agent(m.to),
+            m.seq,
+            m.waited_ms,
+            m.sent_to
+                .map_or_else(|| "no node: none known".to_string(), |n| st.names.node(n)),
+        );
+    }
     let d = st.driver.stats();
     let n = st.driver.node().stats();
     st.metrics.set_gauges(Gauges {
@@ -468,6 +479,7 @@ fn on_tick(st: &mut State) {
         messages_accepted: n.messages_accepted,
         messages_full: n.messages_full,
         retransmits: n.retransmits,
+        messages_undelivered: n.undelivered,
     });
 }
 

@@ -156,6 +156,11 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         self.node
     }
 
+    /// The nodes whose keys are trusted, in the order they were added.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.keys.iter().map(|t| t.node)
+    }
+
     /// Trusts `key` to send agents from `node`. Refused: a weak (small-order) key
     /// ([`SignatureError::WeakKey`]), a key whose id another trusted key already has or that is
     /// already trusted for another node ([`SignatureError::KeyIdCollision`]), or a full list.

@@ -89,6 +89,8 @@ pub struct WasmHost {
     live: BTreeMap<AgentId, (LiveAgent<SharedInbox>, u64)>,
     stopped: BTreeMap<AgentId, Stopped>,
     routes: BTreeMap<AgentId, (NodeId, u64)>,
+    /// Per addressee, the next trusted peer `locate` names.
+    probes: BTreeMap<AgentId, usize>,
     captured: Option<(AgentId, u64, bool, Vec<u8>)>,
     /// Messages refused as duplicates (already accepted once).
     pub duplicates: u64,
@@ -194,6 +196,7 @@ impl WasmHost {
             live: BTreeMap::new(),
             stopped: BTreeMap::new(),
             routes: BTreeMap::new(),
+            probes: BTreeMap::new(),
             captured: None,
             duplicates: 0,
             errors: Vec::new(),
@@ -739,4 +742,29 @@ impl AgentHost for WasmHost {
             live.host().get_mut().acked(to, seq);
         }
     }
+
+    /// The directory of a node that keeps none: where this node last handed the agent, else
+    /// each trusted peer in turn, one per lookup. The node backs off between lookups answered
+    /// `Unknown` (doubling from one retransmission timeout to
+    /// [`MAX_LOOKUP_BACKOFF`](crate::mesh::MAX_LOOKUP_BACKOFF) of them), so an agent running on
+    /// one of `P` peers is found within `P` lookups.
+    fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
+        if let Some((n, _)) = self.routes.get(&agent) {
+            return Some(*n);
+        }
+        let peers: Vec<NodeId> = self.trust.nodes().filter(|n| *n != self.node).collect();
+        if peers.is_empty() {
+            return None;
+        }
+        if self.probes.len() >= MAX_PROBES && !self.probes.contains_key(&agent) {
+            self.probes.clear(); // a cursor lost only restarts that agent's round
+        }
+        let k = self.probes.entry(agent).or_insert(0);
+        let node = peers[*k % peers.len()];
+        *k = k.wrapping_add(1);
+        Some(node)
+    }
 }
+
+/// Addressees whose lookup cursor [`WasmHost`] keeps.
+const MAX_PROBES: usize = 1024;
