@@ -272,3 +272,38 @@ fn kill_target_mid_handoff_and_restart_without_hints() {
         println!("{halt}: exchange finished {took:?} after the restart");
     }
 }
+
+#[test]
+fn kill_source_after_offer() {
+    kill_at("source:offer");
+}
+
+#[test]
+fn kill_source_after_transfer() {
+    kill_at("source:transfer");
+}
+
+#[test]
+fn kill_source_after_decision() {
+    kill_at("source:decided");
+}
+
+#[test]
+fn kill_source_after_done() {
+    kill_at("source:done");
+}
+
+#[test]
+fn kill_target_after_offer() {
+    kill_at("target:offered");
+}
+
+#[test]
+fn kill_target_after_prepare() {
+    kill_at("target:received");
+}
+
+#[test]
+fn kill_target_after_commit() {
+    kill_at("target:committed");
+}
