@@ -143,10 +143,12 @@ enum MeshOp {
     Put(AgentId, Record),
     Remove(AgentId),
     Epoch(AgentId, u64, Option<NodeId>),
+    Generation(u64),
 }
 
-/// Records, sequence numbers of the agents the operations use, entries charged to P1 and P2.
-type MeshState = (Vec<(AgentId, Record)>, Vec<Option<u64>>, [usize; 2]);
+/// Records, sequence numbers of the agents the operations use, entries charged to P1 and P2,
+/// the generation.
+type MeshState = (Vec<(AgentId, Record)>, Vec<Option<u64>>, [usize; 2], u64);
 
 impl Durable for Mesh {
     type Store = MeshStore;
@@ -157,7 +159,7 @@ impl Durable for Mesh {
         "mesh FileJournal"
     }
     fn header_len(&self) -> usize {
-        4 + 4 + 16
+        4 + 4 + 16 + 8
     }
     fn recovers_torn_tail(&self) -> bool {
         false // rewritten whole and renamed: a tail is never a crash, always damage
@@ -182,6 +184,7 @@ impl Durable for Mesh {
                 .journal
                 .record_epoch(*a, *e, *c)
                 .map_err(|e| e.to_string()),
+            MeshOp::Generation(g) => s.journal.set_generation(*g).map_err(|e| e.to_string()),
         }
     }
     fn image(&self, s: &MeshStore) -> Option<Vec<u8>> {
@@ -199,6 +202,7 @@ impl Durable for Mesh {
             records,
             sequences,
             [s.journal.created_by(P1), s.journal.created_by(P2)],
+            s.journal.generation(),
         )
     }
     fn edit(&self, op: &MeshOp) -> MeshOp {
@@ -218,6 +222,7 @@ impl Durable for Mesh {
                 },
             ),
             MeshOp::Epoch(a, e, c) => MeshOp::Epoch(a, e - 1, c),
+            MeshOp::Generation(g) => MeshOp::Generation(g - 1),
         }
     }
 }
@@ -235,6 +240,7 @@ fn mesh_ops() -> Vec<MeshOp> {
     let rec = |epoch, phase| Record { epoch, phase };
     vec![
         MeshOp::Put(agent(1), rec(0, Phase::Running)),
+        MeshOp::Generation(1),
         MeshOp::Epoch(agent(1), 3, Some(P1)),
         MeshOp::Put(agent(2), rec(4, Phase::Prepared { source: P1 })),
         MeshOp::Put(agent(1), rec(1, Phase::Outgoing { target: P2 })),
@@ -250,6 +256,7 @@ fn mesh_ops() -> Vec<MeshOp> {
             ),
         ),
         MeshOp::Epoch(agent(1), 5, None),
+        MeshOp::Generation(2),
         MeshOp::Remove(agent(2)),
     ]
 }
@@ -659,9 +666,55 @@ fn an_oversized_mesh_journal_is_refused_unread() {
         FileJournal::open(dir.file(), A, &k.key, 2).unwrap_err(),
         StoreError::UnsupportedVersion {
             found: 1,
-            supported: 2
+            supported: 3
         }
     );
+}
+
+/// A version-2 mesh journal (before the generation) is read as generation 0 and written
+/// back as version 3; the generation survives a restart; an edited version byte is refused.
+#[test]
+fn a_version_2_mesh_journal_opens_as_generation_0() {
+    let dir = Scratch::new();
+    let k = keys(A, 1);
+    // Version 2, by hand: magic, version, node, one record, no sequence numbers, MAC.
+    let rec = Record {
+        epoch: 4,
+        phase: Phase::Running,
+    };
+    let mut v2 = b"MZJL".to_vec();
+    v2.extend_from_slice(&2u32.to_le_bytes());
+    v2.extend_from_slice(A.as_bytes());
+    v2.extend_from_slice(&1u32.to_le_bytes());
+    v2.extend_from_slice(&rec.encode(agent(1)));
+    v2.extend_from_slice(&0u32.to_le_bytes());
+    let mac = k.key.mac("mielin-cells/mesh-journal/v2", &[&v2]);
+    v2.extend_from_slice(&mac);
+    std::fs::write(dir.file(), &v2).unwrap();
+    let mut j = FileJournal::open(dir.file(), A, &k.key, 4).unwrap();
+    assert_eq!((j.get(agent(1)), j.generation()), (Some(rec), 0));
+    j.set_generation(7).unwrap();
+    let bytes = std::fs::read(dir.file()).unwrap();
+    assert_eq!(
+        &bytes[4..8],
+        &3u32.to_le_bytes(),
+        "written back as version 3"
+    );
+    assert_eq!(
+        &bytes[24..32],
+        &7u64.to_le_bytes(),
+        "the generation after the node id"
+    );
+    let j = FileJournal::open(dir.file(), A, &k.key, 4).unwrap();
+    assert_eq!((j.get(agent(1)), j.generation()), (Some(rec), 7));
+    // The version is under the MAC: a version-3 file relabelled 2 does not verify.
+    let mut relabelled = bytes.clone();
+    relabelled[4] = 2;
+    std::fs::write(dir.file(), &relabelled).unwrap();
+    assert!(matches!(
+        FileJournal::open(dir.file(), A, &k.key, 4),
+        Err(StoreError::BadMac { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ const CONFIG: Config = Config {
     tombstone_ttl_ms: 1_000,
     max_in_doubt: 4,
     undelivered_ms: 10_000,
+    rollback_check_ms: 2_000,
+    strict_rollback: false,
 };
 
 impl World {
@@ -370,6 +372,12 @@ impl Journal for Flaky {
     }
     fn sequence(&self, agent: AgentId) -> Option<u64> {
         self.inner.sequence(agent)
+    }
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+    fn set_generation(&mut self, g: u64) -> Result<(), MeshError> {
+        self.inner.set_generation(g)
     }
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
         self.inner.set_sequence(agent, seq)

@@ -91,6 +91,28 @@ fn samples() -> Vec<(&'static str, Repr<'static>)> {
                 },
             ),
         ),
+        (
+            "epoch-query",
+            r(
+                7,
+                Body::EpochQuery {
+                    generation: 3,
+                    boot: 0x0102_0304_0506_0708,
+                },
+            ),
+        ),
+        (
+            "epoch-answer",
+            r(
+                9,
+                Body::EpochAnswer {
+                    generation: 3,
+                    boot: 0x0102_0304_0506_0708,
+                    seen_generation: 2,
+                    state: frame::SeenState::Decided,
+                },
+            ),
+        ),
     ]
 }
 

@@ -4,8 +4,8 @@
 //! longer than `Config::undelivered_ms` once.
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, MemJournal, MeshError, Node, Outgoing, Stream,
-    MAX_LOOKUP_BACKOFF,
+    AgentHost, AgentInfo, Config, Delivery, MemJournal, MeshError, Node, Notice, Outgoing, Stalled,
+    Stream, MAX_LOOKUP_BACKOFF,
 };
 use mielin_cells::{AgentId, NodeId};
 use std::collections::BTreeMap;
@@ -21,6 +21,8 @@ const CONFIG: Config = Config {
     tombstone_ttl_ms: 1_000,
     max_in_doubt: 4,
     undelivered_ms: 1_000,
+    rollback_check_ms: 2_000,
+    strict_rollback: false,
 };
 
 /// Runs agents that only send and receive numbered messages; its directory answers with the
@@ -164,6 +166,13 @@ impl World {
         }
     }
 
+    fn stalled(&mut self) -> Option<Stalled> {
+        match self.nodes[0].poll_notice()? {
+            Notice::Undelivered(s) => Some(s),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn restart_sender_node(&mut self) {
         let journal = self.nodes[0].journal().clone();
         self.nodes[0] = Node::restart(self.ids[0], journal, CONFIG, &mut self.hosts[0], self.now);
@@ -252,20 +261,15 @@ fn a_message_that_waits_too_long_is_reported_once_and_still_sent() {
     w.send(1);
     while w.now < CONFIG.undelivered_ms {
         w.step();
-        assert_eq!(
-            w.nodes[0].poll_stalled(),
-            None,
-            "reported early at {}",
-            w.now
-        );
+        assert_eq!(w.stalled(), None, "reported early at {}", w.now);
     }
     w.step();
-    let s = w.nodes[0].poll_stalled().expect("reported");
+    let s = w.stalled().expect("reported");
     assert_eq!((s.sender, s.to, s.seq, s.sent_to), (SENDER, TO, 1, None));
     assert!(s.waited_ms >= CONFIG.undelivered_ms, "{s:?}");
     for _ in 0..200 {
         w.step();
-        assert_eq!(w.nodes[0].poll_stalled(), None, "reported twice");
+        assert_eq!(w.stalled(), None, "reported twice");
     }
     assert_eq!(w.nodes[0].stats().undelivered, 1);
     // The directory learns the node: the message goes, and the next one that stalls is
@@ -280,9 +284,7 @@ fn a_message_that_waits_too_long_is_reported_once_and_still_sent() {
     for _ in 0..(CONFIG.undelivered_ms / STEP + 2) {
         w.step();
     }
-    let s = w.nodes[0]
-        .poll_stalled()
-        .expect("the second message reported");
+    let s = w.stalled().expect("the second message reported");
     assert_eq!((s.seq, s.sent_to), (2, Some(w.ids[2])));
     assert_eq!(w.nodes[0].stats().undelivered, 2);
 }

@@ -15,8 +15,8 @@
 //! and more); `MIELIN_SIM_FIRST=<n>` where they start.
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Outgoing, Phase,
-    Stream,
+    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Notice, Outgoing,
+    Phase, Stream,
 };
 use mielin_cells::{AgentId, NodeId};
 use std::cell::Cell;
@@ -141,6 +141,15 @@ fn payload(from: AgentId, to: AgentId, seq: u64) -> Vec<u8> {
     p
 }
 
+/// What a host keeps durably (the rollback fault restores an older copy of it with the
+/// journal's, as a VM snapshot or a restored backup would).
+#[derive(Clone)]
+struct Durable {
+    owned: BTreeMap<AgentId, AgentSt>,
+    prepared: BTreeMap<(AgentId, u64), AgentSt>,
+    dna: BTreeSet<[u8; 32]>,
+}
+
 /// A fake host. Durable: owned and prepared copies, DNA held. Volatile (lost in a crash): which
 /// agents run.
 #[derive(Default)]
@@ -155,6 +164,16 @@ struct SimHost {
     /// until the simulator takes the node down, nothing the host does is durable or visible
     /// (the process is gone).
     dead: Rc<Cell<bool>>,
+}
+
+impl SimHost {
+    fn durable(&self) -> Durable {
+        Durable {
+            owned: self.owned.clone(),
+            prepared: self.prepared.clone(),
+            dna: self.dna.clone(),
+        }
+    }
 }
 
 impl AgentHost for SimHost {
@@ -369,6 +388,12 @@ impl Journal for SimJournal {
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
         self.write(|j| j.set_sequence(agent, seq))
     }
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+    fn set_generation(&mut self, g: u64) -> Result<(), MeshError> {
+        self.write(|j| j.set_generation(g))
+    }
 }
 
 type SimNode = Node<SimJournal, CAP>;
@@ -379,6 +404,10 @@ struct Slot {
     saved: Option<SimJournal>,
     host: SimHost,
     down_until: u64,
+    /// An older copy of the journal and the host's durable state, for the rollback fault.
+    old: Option<(MemJournal<CAP>, Durable)>,
+    /// Agents this node's rollback checks found stale (from its notices).
+    stale: BTreeSet<AgentId>,
 }
 
 impl Slot {
@@ -386,6 +415,19 @@ impl Slot {
         match &self.node {
             Some(n) => &n.journal().inner,
             None => &self.saved.as_ref().unwrap().inner,
+        }
+    }
+    /// The node's notices: the agents its rollback checks found stale.
+    fn drain_notices(&mut self, stale: &mut BTreeSet<AgentId>) {
+        if let Some(n) = self.node.as_mut() {
+            while let Some(notice) = n.poll_notice() {
+                if std::env::var_os("MIELIN_SIM_SEED").is_some() {
+                    println!("  notice {:?}: {notice:?}", n.id());
+                }
+                if let Notice::RolledBack { agent, .. } = notice {
+                    stale.insert(agent);
+                }
+            }
         }
     }
     fn journal_mut(&mut self) -> &mut SimJournal {
@@ -418,6 +460,14 @@ struct Figures {
     replayed: u64,
     /// Journal writes that failed (the write faults).
     failed_writes: u64,
+    /// Nodes restored from an older copy of their journal and host files (the rollback
+    /// fault), the agents whose newer epoch a peer had seen (what the check must find), and
+    /// those the checks found.
+    rollbacks: u64,
+    rollback_losses: u64,
+    rollback_detected: u64,
+    /// Agents run after a restart without every peer's answer.
+    unchecked: u64,
     /// Crashes in the middle of a journal write, and how many of those were inside a restart.
     write_crashes: u64,
     restart_crashes: u64,
@@ -443,6 +493,10 @@ impl std::ops::AddAssign for Figures {
         self.delayed += o.delayed;
         self.replayed += o.replayed;
         self.failed_writes += o.failed_writes;
+        self.rollbacks += o.rollbacks;
+        self.rollback_losses += o.rollback_losses;
+        self.rollback_detected += o.rollback_detected;
+        self.unchecked += o.unchecked;
         self.write_crashes += o.write_crashes;
         self.restart_crashes += o.restart_crashes;
         self.partitions += o.partitions;
@@ -480,6 +534,13 @@ struct Sim {
     stale: bool,
     /// The write faults' switch (`MIELIN_SIM_WRITES=0` turns them off).
     writes: bool,
+    /// Whether this seed has the rollback fault (`MIELIN_SIM_ROLLBACK=0`: no seed has): then
+    /// every node checks strictly, and once a node was rolled back only the safety properties
+    /// are checked (at most one running copy, no stale epoch running), plus that every agent
+    /// whose newer epoch a peer had seen is found stale.
+    rollback: bool,
+    /// A node was rolled back, and the agents whose loss its check must find.
+    rolled: Option<(usize, BTreeSet<AgentId>)>,
 }
 
 /// Journal writes that fail while faults are on, per mille.
@@ -491,12 +552,16 @@ const HISTORY: usize = 4096;
 impl Sim {
     fn new(seed: u64, verbose: bool) -> Sim {
         let mut rng = Rng(seed);
+        let rto_ms = 20 + rng.below(60);
+        let rollback = env_u64("MIELIN_SIM_ROLLBACK") != Some(0) && seed % 4 == 3;
         let config = Config {
-            rto_ms: 20 + rng.below(60),
+            rto_ms,
             max_attempts: 2 + rng.below(6) as u8,
             tombstone_ttl_ms: 200 + rng.below(2_000),
             max_in_doubt: 2 + rng.below(4) as usize,
             undelivered_ms: 2_000,
+            rollback_check_ms: rto_ms * (2 + rng.below(10)),
+            strict_rollback: rollback,
         };
         let mut slots: Vec<Slot> = (0..NODES)
             .map(|i| {
@@ -517,6 +582,8 @@ impl Sim {
                         ..SimHost::default()
                     },
                     down_until: 0,
+                    old: None,
+                    stale: BTreeSet::new(),
                 }
             })
             .collect();
@@ -563,6 +630,8 @@ impl Sim {
             history: Vec::new(),
             stale: env_u64("MIELIN_SIM_STALE") != Some(0),
             writes,
+            rollback,
+            rolled: None,
         }
     }
 
@@ -655,6 +724,22 @@ impl Sim {
             let Some(node) = slot.node.as_mut() else {
                 continue; // down: lost
             };
+            if self.verbose {
+                if let Ok(r) = mielin_cells::mesh::frame::Repr::decode(&p.bytes) {
+                    let a = AgentId::from_bytes(r.agent);
+                    let before = node.journal().get(a);
+                    println!(
+                        "[{:>6}]   {} -> {}: {:?} {:?}@{} (record {:?})",
+                        now,
+                        p.from,
+                        p.to,
+                        a,
+                        r.body.kind(),
+                        r.epoch,
+                        before
+                    );
+                }
+            }
             node.handle_frame(&mut slot.host, now, node_id(p.from), &p.bytes)
                 .expect("frames from honest peers decode");
             self.reap(p.to, false);
@@ -677,6 +762,9 @@ impl Sim {
 
     fn crash(&mut self, i: usize) {
         let slot = &mut self.slots[i];
+        let mut stale = std::mem::take(&mut slot.stale);
+        slot.drain_notices(&mut stale);
+        slot.stale = stale;
         let mut node = slot.node.take().unwrap();
         let j = node.journal_mut();
         j.dead.set(false);
@@ -688,6 +776,7 @@ impl Sim {
         self.fig.aborted += st.aborted;
         self.fig.mailbox_full += st.messages_full;
         self.fig.moved_answers += st.moved_answers;
+        self.fig.unchecked += st.rollback_unchecked;
         let mut j = node.into_journal();
         self.fig.failed_writes += std::mem::take(&mut j.failed);
         slot.saved = Some(j);
@@ -697,19 +786,85 @@ impl Sim {
         self.log(|| format!("crash node {i}"));
     }
 
+    /// The rollback fault: node `i` (down) comes back with the older copy of its journal and
+    /// host files. Once per seed. The oracle forgets epochs only that node knew (nothing can
+    /// find them again), and notes the agents whose newer epoch a peer has seen.
+    fn roll_back(&mut self, i: usize) {
+        let Some((journal, durable)) = self.slots[i].old.take() else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        slot.saved.as_mut().unwrap().inner = journal.clone();
+        slot.host.owned = durable.owned;
+        slot.host.prepared = durable.prepared;
+        slot.host.dna = durable.dna;
+        let mut losses = BTreeSet::new();
+        for a in (0..AGENTS).map(agent_id) {
+            let seen_elsewhere = (0..NODES)
+                .filter(|&j| j != i)
+                .filter_map(|j| {
+                    let jr = self.slots[j].journal();
+                    let fence = jr.sequence(a);
+                    let rec = jr.get(a).map(|r| r.epoch);
+                    fence.max(rec)
+                })
+                .max();
+            if let Some(r) = journal.get(a) {
+                let would_run = matches!(r.phase, Phase::Running | Phase::Outgoing { .. });
+                if would_run && seen_elsewhere.is_some_and(|s| s > r.epoch) {
+                    losses.insert(a);
+                }
+            }
+            // What the oracle may still call stale: epochs some journal's record still holds
+            // (each ran, or runs once its hand-off ends). A fence can be above every run
+            // (raised for a hand-off whose record was never written), so fences do not count.
+            let known = (0..NODES)
+                .filter_map(|j| self.slots[j].journal().get(a).map(|r| r.epoch))
+                .max();
+            match (known, self.max_epoch.get(&a).copied()) {
+                (Some(k), Some(m)) => {
+                    self.max_epoch.insert(a, k.min(m));
+                }
+                _ => {
+                    self.max_epoch.remove(&a);
+                }
+            }
+        }
+        self.fig.rollbacks += 1;
+        self.fig.rollback_losses += losses.len() as u64;
+        self.log(|| {
+            let mut recs = Vec::new();
+            journal.for_each(&mut |a, r| recs.push((a, r, journal.sequence(a))));
+            format!(
+                "roll back node {i}; losses {losses:?}; restored {recs:?}; oracle {:?}",
+                self.max_epoch
+            )
+        });
+        self.rolled = Some((i, losses));
+    }
+
     fn recover(&mut self, i: usize) {
         let now = self.now;
         let config = self.config;
+        let boot = self.rng.next();
+        let peers: Vec<NodeId> = (0..NODES).filter(|&j| j != i).map(node_id).collect();
         let slot = &mut self.slots[i];
         let journal = slot.saved.take().unwrap();
-        slot.node = Some(Node::restart(
+        slot.node = Some(Node::restart_checked(
             node_id(i),
             journal,
             config,
             &mut slot.host,
-            now,
+            (now, boot),
+            &peers,
         ));
-        self.log(|| format!("restart node {i}"));
+        self.log(|| {
+            let j = self.slots[i].node.as_ref().unwrap().journal();
+            format!(
+                "restart node {i} generation {} boot {boot:x}",
+                j.generation()
+            )
+        });
         self.reap(i, true);
     }
 
@@ -731,7 +886,9 @@ impl Sim {
                         st.outbox.push((to, seq));
                         let n = self.sent.entry((a, to)).or_insert(0);
                         *n += 1;
-                        assert_eq!(*n, seq, "sequence numbers of {a:?} went back");
+                        if self.rolled.is_none() {
+                            assert_eq!(*n, seq, "sequence numbers of {a:?} went back");
+                        }
                         self.fig.messages_sent += 1;
                         woke.push(i);
                     }
@@ -739,11 +896,13 @@ impl Sim {
                 if !st.mailbox.is_empty() && self.rng.chance(200) {
                     let (from, seq) = st.mailbox.remove(0);
                     let c = self.consumed.entry((from, a)).or_insert(0);
-                    assert_eq!(
-                        seq,
-                        *c + 1,
-                        "{a:?} consumed message {seq} from {from:?} after {c}"
-                    );
+                    if self.rolled.is_none() {
+                        assert_eq!(
+                            seq,
+                            *c + 1,
+                            "{a:?} consumed message {seq} from {from:?} after {c}"
+                        );
+                    }
                     *c = seq;
                     self.fig.messages_consumed += 1;
                 }
@@ -791,10 +950,21 @@ impl Sim {
                 });
                 self.fig.replayed += 1;
             }
+            if self.rollback && self.rolled.is_none() {
+                // Keep an older copy now and then; a crash may come back with it.
+                for s in &mut self.slots {
+                    if s.node.is_some() && self.rng.chance(20) {
+                        s.old = Some((s.journal().clone(), s.host.durable()));
+                    }
+                }
+            }
             if self.rng.chance(4) {
                 let i = self.rng.below(NODES as u64) as usize;
                 if self.slots[i].node.is_some() {
                     self.crash(i);
+                    if self.rollback && self.rolled.is_none() && self.rng.chance(300) {
+                        self.roll_back(i);
+                    }
                     self.check(|| format!("after crashing {i}"));
                 }
             }
@@ -830,8 +1000,9 @@ impl Sim {
                             self.fig.migrations_started += 1;
                             self.log(|| format!("migrate {a:?} {i} -> {t}"));
                         }
-                        // A failed journal write (the write faults): nothing started.
-                        Err(MeshError::JournalIo) => {}
+                        // A failed journal write (the write faults), or an agent the
+                        // rollback check holds: nothing started.
+                        Err(MeshError::JournalIo | MeshError::Busy) => {}
                         Err(e) => panic!("migrate {a:?} {i} -> {t}: {e:?}"),
                     }
                     self.reap(i, false);
@@ -848,6 +1019,11 @@ impl Sim {
             self.reap(i, false);
         }
         self.check(|| "after timers".into());
+        for s in &mut self.slots {
+            let mut stale = std::mem::take(&mut s.stale);
+            s.drain_notices(&mut stale);
+            s.stale = stale;
+        }
         self.drain();
         self.deliver_due();
         self.drain();
@@ -874,6 +1050,10 @@ impl Sim {
                 *max = e;
                 let c = self.slots[i].host.owned[&a].counter;
                 let mc = self.max_counter.entry(a).or_insert(c);
+                if self.rolled.is_some() {
+                    // A rollback may lose the agent's progress; only its epoch is checked.
+                    *mc = c;
+                }
                 assert!(
                     c >= *mc,
                     "{a:?} state went back from {mc} to {c} on {i} {}",
@@ -904,7 +1084,11 @@ impl Sim {
                     _ => {}
                 }
             }
-            assert!(owners.len() == 1, "{a:?} has owners {owners:?} {}", when());
+            // After a rollback the restored node may hold an out-of-date owner record, never
+            // run (checked above); and a lost only copy has no owner.
+            if self.rolled.is_none() {
+                assert!(owners.len() == 1, "{a:?} has owners {owners:?} {}", when());
+            }
         }
     }
 
@@ -925,6 +1109,9 @@ impl Sim {
     fn run(&mut self) {
         while self.now < FAULT_MS {
             self.step();
+        }
+        if self.rolled.is_some() {
+            return self.heal_after_rollback();
         }
         // Heal: no new faults, links restored, every node up.
         self.faults = false;
@@ -979,6 +1166,7 @@ impl Sim {
         }
         for s in &self.slots {
             self.fig.failed_writes += s.node.as_ref().unwrap().journal().failed;
+            self.fig.unchecked += s.node.as_ref().unwrap().stats().rollback_unchecked;
             let st = s.node.as_ref().unwrap().stats();
             self.fig.retransmits += st.retransmits;
             self.fig.fenced += st.fenced;
@@ -991,6 +1179,41 @@ impl Sim {
         for ((from, to), &sent) in &self.sent {
             let got = self.consumed.get(&(*from, *to)).copied().unwrap_or(0);
             assert_eq!(got, sent, "{from:?} -> {to:?}: {sent} sent, {got} consumed");
+        }
+    }
+}
+
+impl Sim {
+    /// Healing after the rollback fault: no liveness is promised (a node may have lost what it
+    /// acknowledged, or the only copy of an agent's newest epoch), so a fixed time with the
+    /// safety checks of every step, then: every agent whose newer epoch a peer had seen was
+    /// found stale by the restored node's check.
+    fn heal_after_rollback(&mut self) {
+        self.faults = false;
+        self.cuts.clear();
+        for s in &mut self.slots {
+            let j = s.journal_mut();
+            j.fail = 0;
+            j.crash_in = None;
+        }
+        let end = self.now + 10_000;
+        while self.now < end {
+            self.step();
+        }
+        let (i, losses) = self.rolled.clone().unwrap();
+        let mut stale = std::mem::take(&mut self.slots[i].stale);
+        self.slots[i].drain_notices(&mut stale);
+        for a in &losses {
+            assert!(
+                stale.contains(a),
+                "node {i} was rolled back and a peer had seen {a:?} at a higher epoch, but its check did not find it (found {stale:?})"
+            );
+        }
+        self.fig.rollback_detected += losses.len() as u64;
+        for s in &self.slots {
+            if let Some(n) = s.node.as_ref() {
+                self.fig.unchecked += n.stats().rollback_unchecked;
+            }
         }
     }
 }
@@ -1089,6 +1312,9 @@ fn handoffs_survive_faults() {
         assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
         assert!(total.partitions > 0 && total.duplicated > 0 && total.fenced > 0);
         assert!(total.replayed > 0 || std::env::var("MIELIN_SIM_STALE").as_deref() == Ok("0"));
+        if std::env::var("MIELIN_SIM_ROLLBACK").as_deref() != Ok("0") {
+            assert!(total.rollbacks > 0 && total.rollback_losses > 0);
+        }
         if std::env::var("MIELIN_SIM_WRITES").as_deref() != Ok("0") {
             assert!(total.failed_writes > 0 && total.write_crashes > 0);
             assert!(total.restart_crashes > 0);

@@ -56,6 +56,11 @@ pub struct NodeArgs {
     /// The protocol's retransmission timeout, milliseconds [default: 200].
     #[arg(long, value_name = "MS")]
     pub rto_ms: Option<u64>,
+    /// After a restart, run no agent until every pinned peer has said it has not seen the
+    /// agent at a higher epoch (a journal restored from an older copy). Without it, an agent
+    /// runs after 2 s even if some peers did not answer, and that is logged.
+    #[arg(long)]
+    pub strict_rollback: bool,
     /// Read console commands on standard input (`help` lists them). Off by default, so that a
     /// node started in the background of a shell is not stopped for reading the terminal.
     #[arg(long)]
@@ -131,6 +136,7 @@ struct FileConfig {
     limit: Option<i32>,
     tick_ms: Option<u64>,
     rto_ms: Option<u64>,
+    strict_rollback: Option<bool>,
     #[serde(default)]
     peer: Vec<PeerEntry>,
     #[serde(default)]
@@ -159,6 +165,7 @@ pub struct Settings {
     pub limit: i32,
     pub tick_ms: u64,
     pub rto_ms: u64,
+    pub strict_rollback: bool,
     pub args: NodeArgs,
 }
 
@@ -301,6 +308,7 @@ impl Settings {
             limit: args.limit.or(file.limit).unwrap_or(1_000_000),
             tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(10),
             rto_ms: args.rto_ms.or(file.rto_ms).unwrap_or(200),
+            strict_rollback: args.strict_rollback || file.strict_rollback.unwrap_or(false),
             args,
         })
     }

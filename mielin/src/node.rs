@@ -18,7 +18,9 @@ use crate::names::{operator_id, Names};
 use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
-use mielin_cells::mesh::{AgentHost, Config, Delivery, FileJournal, Journal, MeshError, Phase};
+use mielin_cells::mesh::{
+    AgentHost, Config, Delivery, FileJournal, Journal, MeshError, Notice, Phase,
+};
 use mielin_cells::quic::{
     to_hex, Directory, Driver, DriverConfig, Event, Identity, Peer, PublicKey, Role, Wake, WasmHost,
 };
@@ -66,6 +68,14 @@ impl<J: Journal> Journal for Counted<J> {
     }
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
         let r = self.inner.set_sequence(agent, seq);
+        self.count(&r);
+        r
+    }
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+    fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
+        let r = self.inner.set_generation(generation);
         self.count(&r);
         r
     }
@@ -195,6 +205,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
     let mut cfg = DriverConfig::new(listen);
     cfg.mesh = Config {
         rto_ms: s.rto_ms,
+        strict_rollback: s.strict_rollback,
         ..Config::default()
     };
     cfg.tick = Duration::from_millis(s.tick_ms.max(1));
@@ -457,16 +468,8 @@ fn on_tick(st: &mut State) {
             e.1 = m;
         }
     }
-    while let Some(m) = st.driver.node_mut().poll_stalled() {
-        tracing::warn!(
-            "message {} -> {} #{} not delivered after {} ms (last sent to {}); still trying",
-            st.names.agent(m.sender),
-            st.names.agent(m.to),
-            m.seq,
-            m.waited_ms,
-            m.sent_to
-                .map_or_else(|| "no node: none known".to_string(), |n| st.names.node(n)),
-        );
+    while let Some(n) = st.driver.node_mut().poll_notice() {
+        log_notice(&st.names, n);
     }
     let d = st.driver.stats();
     let n = st.driver.node().stats();
@@ -481,6 +484,49 @@ fn on_tick(st: &mut State) {
         retransmits: n.retransmits,
         messages_undelivered: n.undelivered,
     });
+}
+
+/// What the node reports that an operator must see.
+fn log_notice(names: &Names, n: Notice) {
+    match n {
+        Notice::Undelivered(m) => tracing::warn!(
+            "message {} -> {} #{} not delivered after {} ms (last sent to {}); still trying",
+            names.agent(m.sender),
+            names.agent(m.to),
+            m.seq,
+            m.waited_ms,
+            m.sent_to
+                .map_or_else(|| "no node: none known".to_string(), |n| names.node(n)),
+        ),
+        Notice::RolledBack {
+            agent,
+            epoch,
+            seen,
+            by,
+        } => tracing::error!(
+            "rollback: {} is at epoch {epoch} in this node's journal but {} has seen epoch {seen}; the journal is an older copy, the agent is not run here",
+            names.agent(agent),
+            names.node(by)
+        ),
+        Notice::Unchecked {
+            agent,
+            epoch,
+            answered,
+            asked,
+        } => tracing::warn!(
+            "rollback not checked: {} runs at epoch {epoch} with {answered} of {asked} peers answering (--strict-rollback waits for all)",
+            names.agent(agent)
+        ),
+        Notice::JournalRolledBack {
+            generation,
+            seen,
+            by,
+        } => tracing::error!(
+            "rollback: this restart is generation {generation} but {} saw generation {seen}: the journal is an older copy",
+            names.node(by)
+        ),
+        _ => tracing::warn!("{n:?}"),
+    }
 }
 
 fn on_event(st: &mut State, e: &Event) {

@@ -24,6 +24,12 @@
 //!             addressee                                                       = 42 + n
 //!   Delivered 16 sender agent, 8 sequence (u64), 1 status; the header's agent
 //!             is the addressee and its epoch the addressee's epoch            = 25
+//!   EpochQuery  8 the asker's generation, 8 its boot number (u64 each); the
+//!             header's epoch is the epoch the asker holds                     = 16
+//!   EpochAnswer 8 generation and 8 boot of the query, 8 the highest
+//!             generation of the asker the answering node saw in another boot
+//!             (u64 each), 1 what it holds at that epoch (SeenState); the header's epoch is the
+//!             highest epoch the answering node has seen                        = 25
 //!   HaveDna, NeedDna, Prepared, Commit, Abort, Done: empty
 //! ```
 //!
@@ -84,6 +90,11 @@ pub enum FrameKind {
     Deliver = 11,
     /// The addressee's node: what became of a message.
     Delivered = 12,
+    /// A restarting node to a peer: the highest epoch you have seen of this agent? (The
+    /// rollback check, docs/protocol.md.)
+    EpochQuery = 13,
+    /// The peer's answer to an [`FrameKind::EpochQuery`].
+    EpochAnswer = 14,
 }
 
 impl FrameKind {
@@ -102,6 +113,8 @@ impl FrameKind {
             10 => FrameKind::Moved,
             11 => FrameKind::Deliver,
             12 => FrameKind::Delivered,
+            13 => FrameKind::EpochQuery,
+            14 => FrameKind::EpochAnswer,
             _ => return None,
         })
     }
@@ -113,6 +126,8 @@ impl FrameKind {
             FrameKind::Refuse => 1,
             FrameKind::Moved => 16,
             FrameKind::Delivered => 25,
+            FrameKind::EpochQuery => 16,
+            FrameKind::EpochAnswer => 25,
             FrameKind::Transfer | FrameKind::Deliver => return None,
             _ => 0,
         })
@@ -252,6 +267,9 @@ impl<T: AsRef<[u8]>> Frame<T> {
         if kind == FrameKind::Delivered && DeliveryStatus::from_tag(b[HEADER_LEN + 24]).is_none() {
             return Err(MeshError::BadFlags);
         }
+        if kind == FrameKind::EpochAnswer && SeenState::from_tag(b[HEADER_LEN + 24]).is_none() {
+            return Err(MeshError::BadFlags);
+        }
         Ok(())
     }
 
@@ -349,6 +367,52 @@ pub enum Body<'a> {
         /// What became of it.
         status: DeliveryStatus,
     },
+    /// See [`FrameKind::EpochQuery`].
+    EpochQuery {
+        /// The asker's generation (its journal's restart count), echoed in the answer.
+        generation: u64,
+        /// A number the asker chose for this boot, echoed in the answer: two boots with one
+        /// generation (a journal rolled back by one restart) differ in it.
+        boot: u64,
+    },
+    /// See [`FrameKind::EpochAnswer`].
+    EpochAnswer {
+        /// The generation of the query answered.
+        generation: u64,
+        /// The boot of the query answered.
+        boot: u64,
+        /// The highest generation of the asker the answering node saw in another boot
+        /// (0: none).
+        seen_generation: u64,
+        /// What the answering node holds of the agent at the epoch it reports.
+        state: SeenState,
+    },
+}
+
+/// What a node holds of an agent at the epoch it reports in an [`Body::EpochAnswer`]; the
+/// discriminant is the byte on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SeenState {
+    /// No record at that epoch (only its fence, or nothing).
+    Nothing = 0,
+    /// A prepared copy, in doubt.
+    Prepared = 1,
+    /// A decision: it runs the agent, offers it, or handed it on at that epoch to a node
+    /// other than the asker.
+    Decided = 2,
+}
+
+impl SeenState {
+    /// The state for this byte.
+    pub const fn from_tag(tag: u8) -> Option<SeenState> {
+        Some(match tag {
+            0 => SeenState::Nothing,
+            1 => SeenState::Prepared,
+            2 => SeenState::Decided,
+            _ => return None,
+        })
+    }
 }
 
 /// What became of a message, as its addressee's node reports it.
@@ -407,6 +471,8 @@ impl Body<'_> {
             Body::Moved { .. } => FrameKind::Moved,
             Body::Deliver { .. } => FrameKind::Deliver,
             Body::Delivered { .. } => FrameKind::Delivered,
+            Body::EpochQuery { .. } => FrameKind::EpochQuery,
+            Body::EpochAnswer { .. } => FrameKind::EpochAnswer,
         }
     }
 }
@@ -444,6 +510,16 @@ impl<'a> Repr<'a> {
                 sender: arr(b, 0),
                 seq: le_u64(b, 16),
                 status: DeliveryStatus::from_tag(b[24]).unwrap_or(DeliveryStatus::Unknown),
+            },
+            FrameKind::EpochQuery => Body::EpochQuery {
+                generation: le_u64(b, 0),
+                boot: le_u64(b, 8),
+            },
+            FrameKind::EpochAnswer => Body::EpochAnswer {
+                generation: le_u64(b, 0),
+                boot: le_u64(b, 8),
+                seen_generation: le_u64(b, 16),
+                state: SeenState::from_tag(b[24]).unwrap_or(SeenState::Nothing),
             },
         };
         Repr {
@@ -528,6 +604,21 @@ impl<'a> Repr<'a> {
                 b[..16].copy_from_slice(&sender);
                 b[16..24].copy_from_slice(&seq.to_le_bytes());
                 b[24] = status.tag();
+            }
+            Body::EpochQuery { generation, boot } => {
+                b[..8].copy_from_slice(&generation.to_le_bytes());
+                b[8..].copy_from_slice(&boot.to_le_bytes());
+            }
+            Body::EpochAnswer {
+                generation,
+                boot,
+                seen_generation,
+                state,
+            } => {
+                b[..8].copy_from_slice(&generation.to_le_bytes());
+                b[8..16].copy_from_slice(&boot.to_le_bytes());
+                b[16..24].copy_from_slice(&seen_generation.to_le_bytes());
+                b[24] = state as u8;
             }
             _ => {}
         }

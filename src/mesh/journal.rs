@@ -125,6 +125,13 @@ pub trait Journal {
     fn sequence(&self, agent: AgentId) -> Option<u64>;
     /// Durably records a sequence number for the agent (replacing the old one).
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError>;
+    /// How many times a node restarted from this journal: [`Node::restart`](super::Node::restart)
+    /// raises it before it runs anything, and peers remember the highest they were asked
+    /// with, so a journal restored from a copy older than the last restart shows
+    /// (docs/protocol.md, "Rollback"). 0 for a new journal.
+    fn generation(&self) -> u64;
+    /// Durably records the generation.
+    fn set_generation(&mut self, generation: u64) -> Result<(), MeshError>;
 }
 
 /// A journal in memory with room for `N` records and `N` sequence numbers: what a simulator
@@ -134,6 +141,7 @@ pub struct MemJournal<const N: usize> {
     records: heapless::LinearMap<AgentId, Record, N>,
     /// Each agent's sequence number and the peer whose snapshot created the entry.
     sequences: heapless::LinearMap<AgentId, (u64, Option<NodeId>), N>,
+    generation: u64,
 }
 
 impl<const N: usize> MemJournal<N> {
@@ -142,6 +150,7 @@ impl<const N: usize> MemJournal<N> {
         MemJournal {
             records: heapless::LinearMap::new(),
             sequences: heapless::LinearMap::new(),
+            generation: 0,
         }
     }
 
@@ -180,6 +189,13 @@ impl<const N: usize> Journal for MemJournal<N> {
     }
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
         self.set_sequence_created(agent, seq, None)
+    }
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+    fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
+        self.generation = generation;
+        Ok(())
     }
 }
 
@@ -221,7 +237,7 @@ mod file {
     /// thousands of agents; each write costs the whole file.
     ///
     /// **Format** (`docs/protocol.md`, "What is persisted"): the magic `MZJL`, the version
-    /// (`u32` LE, 2), the node id (16), a `u32` LE count and [`RECORD_LEN`]-byte records (see
+    /// (`u32` LE, 3), the node id (16), the generation (`u64` LE), a `u32` LE count and [`RECORD_LEN`]-byte records (see
     /// [`Record::encode`]), a `u32` LE count and 41-byte sequence entries (agent id, `u64` LE,
     /// creator tag 0 this node / 1 a peer, creator node id), then an HMAC-SHA256 over every
     /// byte before it under the node's [`LocalKey`].
@@ -239,16 +255,22 @@ mod file {
         key: LocalKey,
         records: BTreeMap<AgentId, Record>,
         sequences: BTreeMap<AgentId, (u64, Option<NodeId>)>,
+        generation: u64,
         capacity: usize,
     }
 
     const MAGIC: [u8; 4] = *b"MZJL";
     /// The unsealed journals before version 2 started with this (and had no version field).
     const MAGIC_V1: [u8; 4] = *b"MZJ1";
-    const VERSION: u32 = 2;
-    const DOMAIN: &str = "mielin-cells/mesh-journal/v2";
-    /// Magic, version, node id.
-    const HEADER_LEN: usize = 4 + 4 + 16;
+    /// Version 3 added the generation. Version 2 files (the same without it) are read as
+    /// generation 0 and written back as version 3.
+    const VERSION: u32 = 3;
+    const DOMAIN: &str = "mielin-cells/mesh-journal/v3";
+    const DOMAIN_V2: &str = "mielin-cells/mesh-journal/v2";
+    /// Magic, version, node id, generation.
+    const HEADER_LEN: usize = 4 + 4 + 16 + 8;
+    /// Version 2's header: no generation.
+    const HEADER_LEN_V2: usize = 4 + 4 + 16;
     /// A sequence entry: agent id, sequence number, creator tag and node id.
     const SEQUENCE_LEN: usize = 16 + 8 + 1 + 16;
     /// The smallest file: header, two zero counts, the MAC.
@@ -297,6 +319,7 @@ mod file {
                 key: key.clone(),
                 records: BTreeMap::new(),
                 sequences: BTreeMap::new(),
+                generation: 0,
                 capacity,
             };
             j.flush()?;
@@ -334,6 +357,7 @@ mod file {
                 key: key.clone(),
                 records: BTreeMap::new(),
                 sequences: BTreeMap::new(),
+                generation: 0,
                 capacity,
             };
             j.decode(&bytes)?;
@@ -360,7 +384,8 @@ mod file {
                     });
                 }
             }
-            if bytes.len() < MIN_LEN {
+            let min_v2 = MIN_LEN - (HEADER_LEN - HEADER_LEN_V2);
+            if bytes.len() < min_v2 {
                 return Err(StoreError::TooShort {
                     part: Part::Header,
                     offset: 0,
@@ -369,10 +394,22 @@ mod file {
                 });
             }
             let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-            if version != VERSION {
-                return Err(StoreError::UnsupportedVersion {
-                    found: version,
-                    supported: VERSION,
+            let (header_len, domain) = match version {
+                VERSION => (HEADER_LEN, DOMAIN),
+                2 => (HEADER_LEN_V2, DOMAIN_V2),
+                _ => {
+                    return Err(StoreError::UnsupportedVersion {
+                        found: version,
+                        supported: VERSION,
+                    })
+                }
+            };
+            if bytes.len() < header_len + 8 + crate::MAC_LEN {
+                return Err(StoreError::TooShort {
+                    part: Part::Header,
+                    offset: 0,
+                    needed: (header_len + 8 + crate::MAC_LEN) as u64,
+                    found,
                 });
             }
             let mut node = [0u8; 16];
@@ -385,7 +422,7 @@ mod file {
                 });
             }
             let (body, mac) = bytes.split_at(bytes.len() - crate::MAC_LEN);
-            if !self.key.verify(DOMAIN, &[body], mac) {
+            if !self.key.verify(domain, &[body], mac) {
                 return Err(StoreError::BadMac {
                     part: Part::FileMac,
                     offset: body.len() as u64,
@@ -393,7 +430,12 @@ mod file {
             }
             // Authenticated from here on: what follows only checks the structure this crate
             // wrote, without trusting any count beyond the bytes there are.
-            let mut at = HEADER_LEN;
+            if version == VERSION {
+                let mut g = [0u8; 8];
+                g.copy_from_slice(&body[HEADER_LEN_V2..HEADER_LEN]);
+                self.generation = u64::from_le_bytes(g);
+            }
+            let mut at = header_len;
             let malformed = |part, offset: usize, reason| StoreError::Malformed {
                 part,
                 offset: offset as u64,
@@ -471,6 +513,7 @@ mod file {
             out.extend_from_slice(&MAGIC);
             out.extend_from_slice(&VERSION.to_le_bytes());
             out.extend_from_slice(self.node.as_bytes());
+            out.extend_from_slice(&self.generation.to_le_bytes());
             out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
             for (a, r) in &self.records {
                 out.extend_from_slice(&r.encode(*a));
@@ -591,6 +634,15 @@ mod file {
         }
         fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
             self.set_sequence_created(agent, seq, None)
+        }
+        fn generation(&self) -> u64 {
+            self.generation
+        }
+        fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
+            self.commit(
+                |j| core::mem::replace(&mut j.generation, generation),
+                |j, old| j.generation = old,
+            )
         }
     }
 }

@@ -47,8 +47,8 @@ pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 pub use journal::FileJournal;
 pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
 pub use node::{
-    AgentHost, AgentInfo, Config, Delivery, Node, Outgoing, Stalled, Stats, Stream, Transmit,
-    MAX_LOOKUP_BACKOFF, OUTBOX, STALLED,
+    AgentHost, AgentInfo, Config, Delivery, Node, Notice, Outgoing, Stalled, Stats, Stream,
+    Transmit, CHECK_PEERS, MAX_LOOKUP_BACKOFF, NOTICES, OUTBOX,
 };
 
 /// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a

@@ -290,7 +290,20 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                 writers.insert(id, wtx);
             }
         }
-        let node = Node::restart(identity.node_id(), journal, cfg.mesh, host, 0);
+        // The rollback check asks every peer of the directory before an agent runs again.
+        let peers: Vec<NodeId> = directory
+            .read()
+            .map(|d| d.iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        let boot = boot_number();
+        let node = Node::restart_checked(
+            identity.node_id(),
+            journal,
+            cfg.mesh,
+            host,
+            (0, boot),
+            &peers,
+        );
         let now = Instant::now();
         let mut d = Driver {
             node,
@@ -960,4 +973,13 @@ async fn send_batch(
     // Waits until the peer has read everything (or the stream failed).
     let _ = s.stopped().await;
     Ok(())
+}
+
+/// A number for this boot of the node (the rollback check's; it must differ between boots):
+/// the wall clock in nanoseconds mixed with the process id.
+fn boot_number() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32)
 }

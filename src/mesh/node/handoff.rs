@@ -6,7 +6,9 @@ use super::*;
 impl<J: Journal, const N: usize> Node<J, N> {
     /// A node coming back from a crash: resumes what its journal says. Agents it owns run
     /// again; a hand-off it offered but had not decided is aborted (it never sent a commit);
-    /// in-doubt hand-offs ask their source again; unconfirmed commits are re-sent.
+    /// in-doubt hand-offs ask their source again; unconfirmed commits are re-sent. The
+    /// journal's generation is raised. Nothing checks that the journal is not an older copy:
+    /// [`Node::restart_checked`] asks the peers first.
     pub fn restart<H: AgentHost>(
         id: NodeId,
         journal: J,
@@ -15,6 +17,19 @@ impl<J: Journal, const N: usize> Node<J, N> {
         now: u64,
     ) -> Self {
         let mut node = Node::new(id, journal, config);
+        let generation = node.journal.generation().saturating_add(1);
+        if node.journal.set_generation(generation).is_err() {
+            node.stats.journal_errors += 1;
+        }
+        node.resume(host, now, false);
+        node
+    }
+
+    /// What a restart does with each record; with `checking`, agents that would run are held
+    /// for the rollback check instead.
+    pub(super) fn resume<H: AgentHost>(&mut self, host: &mut H, now: u64, checking: bool) {
+        let node = self;
+        let config = node.config;
         let mut pending: heapless::Vec<(AgentId, Record), N> = heapless::Vec::new();
         node.journal.for_each(&mut |a, r| {
             // More records than timers: the rest are picked up by the next restart.
@@ -31,7 +46,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
         }
         for (agent, rec) in pending {
             match rec.phase {
+                Phase::Running if checking => node.hold(agent, rec.epoch, None),
                 Phase::Running => host.run(agent, rec.epoch),
+                Phase::Outgoing { target } if checking => node.hold(agent, rec.epoch, Some(target)),
                 Phase::Outgoing { target } => {
                     node.abort_outgoing(host, agent, rec.epoch, target);
                     node.retry_abort_later(agent, now);
@@ -44,7 +61,6 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
             }
         }
-        node
     }
 
     /// Answers an Offer without keeping any state.
@@ -264,14 +280,22 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 self.set_timer(agent, now + self.config.rto_ms, None, None);
                 self.queue(from, agent, p, Out::Control(OutBody::Commit));
             }
+            // Committed, and the target has not confirmed: the decision again.
             Some(Record {
                 epoch,
-                phase: Phase::Moved { target, .. },
+                phase:
+                    Phase::Moved {
+                        target,
+                        acked: false,
+                    },
             }) if epoch == p && target == from => {
                 self.queue(from, agent, p, Out::Control(OutBody::Commit));
             }
-            // Not offered to `from` at `p`, or decided otherwise: never committed here. (A
-            // forgotten tombstone means the target confirmed and runs; it ignores the Abort.)
+            // Not offered to `from` at `p`, or decided otherwise: never committed here. A
+            // target that confirmed (`Done`: it runs the agent) and asks again is a late
+            // duplicate, which the running target ignores, or a target whose journal was
+            // rolled back to before the commit, which must not run that old copy: both get
+            // Abort, as a forgotten tombstone does.
             _ => self.queue(from, agent, p, Out::Control(OutBody::Abort)),
         }
     }

@@ -14,7 +14,22 @@ impl<J: Journal, const N: usize> Node<J, N> {
         payload: &[u8],
         rec: Option<Record>,
     ) {
+        let held = self.held.get(&to).map(|h| h.stale);
         let (epoch, out) = match rec {
+            // Held by the rollback check: wait (busy); found stale: not here (unknown), so
+            // the sender looks for the real copy.
+            Some(Record { epoch, .. }) if held.is_some() => (
+                epoch,
+                Out::Delivered {
+                    sender,
+                    seq,
+                    status: if held == Some(true) {
+                        DeliveryStatus::Unknown
+                    } else {
+                        DeliveryStatus::Busy
+                    },
+                },
+            ),
             Some(Record {
                 epoch,
                 phase: Phase::Running,
@@ -85,8 +100,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
     pub(super) fn scan_messages<H: AgentHost>(&mut self, host: &mut H, now: u64) {
         let mut heads = heapless::LinearMap::<(AgentId, AgentId), Head, N>::new();
         let mut running: heapless::Vec<AgentId, N> = heapless::Vec::new();
+        let held = &self.held;
         self.journal.for_each(&mut |a, r| {
-            if r.phase == Phase::Running {
+            if r.phase == Phase::Running && !held.contains_key(&a) {
                 let _ = running.push(a);
             }
         });
@@ -102,10 +118,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 self.watch(&mut heads, now, sender, to, seq);
                 let local = self.journal.get(to);
                 match local {
+                    // Held by the rollback check: delivered once it runs.
+                    Some(_) if self.held.get(&to).is_some_and(|h| !h.stale) => continue,
                     Some(Record {
                         phase: Phase::Running,
                         ..
-                    }) => {
+                    }) if !self.is_held(to) => {
                         let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
                         if let Some((stream, n)) =
                             message_payload(host, sender, to, seq, &mut payload)
@@ -174,14 +192,13 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 .get(&(sender, to))
                 .copied()
                 .or_else(|| self.locations.get(&to).map(|l| l.0));
-            // A full queue drops the report, not the count.
-            let _ = self.stalled.push_back(Stalled {
+            self.notice(Notice::Undelivered(Stalled {
                 sender,
                 to,
                 seq,
                 sent_to,
                 waited_ms: waited,
-            });
+            }));
         }
         let _ = heads.insert((sender, to), head);
     }

@@ -6,6 +6,7 @@
 mod handoff;
 mod host;
 mod messages;
+mod rollback;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -26,6 +27,7 @@ pub const OUTBOX: usize = 32;
 pub const MAX_LOOKUP_BACKOFF: u64 = 8;
 
 pub use host::{AgentHost, AgentInfo, Delivery, Outgoing, Stream};
+pub use rollback::{Notice, CHECK_PEERS, NOTICES};
 
 /// Timing and limits of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,8 +42,15 @@ pub struct Config {
     /// refused with `Busy`.
     pub max_in_doubt: usize,
     /// A message still unacknowledged this long after it became its pair's oldest is reported
-    /// once ([`Node::poll_stalled`], [`Stats::undelivered`]), milliseconds. It keeps being sent.
+    /// once ([`Notice::Undelivered`], [`Stats::undelivered`]), milliseconds. It keeps being
+    /// sent.
     pub undelivered_ms: u64,
+    /// How long a restart's rollback check ([`Node::restart_checked`]) waits for every peer's
+    /// answer before it runs an agent anyway (and reports it), milliseconds.
+    pub rollback_check_ms: u64,
+    /// Never run an agent after a restart until every peer asked has answered, and run none
+    /// once a peer shows the whole journal is older than a restart it saw.
+    pub strict_rollback: bool,
 }
 
 impl Default for Config {
@@ -52,6 +61,8 @@ impl Default for Config {
             tombstone_ttl_ms: 60_000,
             max_in_doubt: 4,
             undelivered_ms: 10_000,
+            rollback_check_ms: 2_000,
+            strict_rollback: false,
         }
     }
 }
@@ -101,10 +112,19 @@ pub struct Stats {
     pub lookups: u64,
     /// Messages reported as not delivered within [`Config::undelivered_ms`].
     pub undelivered: u64,
+    /// Agents not run after a restart because a peer had seen them at a higher epoch (the
+    /// journal was rolled back).
+    pub rolled_back: u64,
+    /// Agents run after a restart without every peer's answer (rollback not ruled out).
+    pub rollback_unchecked: u64,
+    /// Restarts whose whole journal a peer showed to be older than an earlier restart.
+    pub journal_rollbacks: u64,
+    /// Journal writes of the generation that failed.
+    pub journal_errors: u64,
 }
 
 /// A message that has waited longer than [`Config::undelivered_ms`] to be acknowledged
-/// ([`Node::poll_stalled`]): the embedder logs it. The node keeps sending it.
+/// ([`Notice::Undelivered`]): the embedder logs it. The node keeps sending it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stalled {
     /// The sending agent (running on this node).
@@ -118,10 +138,6 @@ pub struct Stalled {
     /// How long it has waited, milliseconds.
     pub waited_ms: u64,
 }
-
-/// Reports of stalled messages held until [`Node::poll_stalled`] takes them; more are counted
-/// in [`Stats::undelivered`] only.
-pub const STALLED: usize = 8;
 
 /// The oldest unacknowledged message of a (sender, addressee) pair, as the last scan saw it.
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +187,16 @@ enum OutBody {
     Commit,
     Abort,
     Done,
+    EpochQuery {
+        generation: u64,
+        boot: u64,
+    },
+    EpochAnswer {
+        generation: u64,
+        boot: u64,
+        seen_generation: u64,
+        state: frame::SeenState,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +236,12 @@ pub struct Node<J: Journal, const N: usize> {
     asked: heapless::LinearMap<(AgentId, AgentId), NodeId, N>,
     /// Each pair's oldest message, to report one that waits too long.
     heads: heapless::LinearMap<(AgentId, AgentId), Head, N>,
-    stalled: heapless::Deque<Stalled, STALLED>,
+    notices: heapless::Deque<Notice, NOTICES>,
+    /// Agents a restart's rollback check holds (not run), and the check itself.
+    held: heapless::LinearMap<AgentId, rollback::Held, N>,
+    check: Option<rollback::Check>,
+    /// What each peer's queries said of its boots.
+    generations: heapless::LinearMap<NodeId, rollback::Boots, CHECK_PEERS>,
     /// Addressees whose lookup answered `Unknown`: when to look again.
     lookups: heapless::LinearMap<AgentId, Lookup, N>,
     next_message_scan: u64,
@@ -230,7 +261,10 @@ impl<J: Journal, const N: usize> Node<J, N> {
             locations: heapless::LinearMap::new(),
             asked: heapless::LinearMap::new(),
             heads: heapless::LinearMap::new(),
-            stalled: heapless::Deque::new(),
+            notices: heapless::Deque::new(),
+            held: heapless::LinearMap::new(),
+            check: None,
+            generations: heapless::LinearMap::new(),
             lookups: heapless::LinearMap::new(),
             next_message_scan: 0,
             stats: Stats::default(),
@@ -266,7 +300,8 @@ impl<J: Journal, const N: usize> Node<J, N> {
 
     /// Whether the node has nothing left to send or retransmit, except tombstone expiry.
     pub fn is_quiet(&self) -> bool {
-        self.outbox.is_empty()
+        self.check.is_none()
+            && self.outbox.is_empty()
             && self.timers.iter().all(|(a, _)| {
                 matches!(
                     self.journal.get(*a),
@@ -319,6 +354,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 .ok_or(MeshError::EpochExhausted)?,
             _ => return Err(MeshError::NotOwner),
         };
+        if self.is_held(agent) {
+            return Err(MeshError::Busy);
+        }
         if self.timers.len() >= N && !self.timers.contains_key(&agent) {
             return Err(MeshError::Busy);
         }
@@ -350,12 +388,6 @@ impl<J: Journal, const N: usize> Node<J, N> {
         self.locations.get(&agent).map(|l| l.0)
     }
 
-    /// The next report of a message not acknowledged within [`Config::undelivered_ms`], oldest
-    /// first (each stalled message is reported once; see [`Stalled`]).
-    pub fn poll_stalled(&mut self) -> Option<Stalled> {
-        self.stalled.pop_front()
-    }
-
     /// Makes the next [`Node::handle_timeout`] send agents' outgoing messages at once (call it
     /// after an agent sent one).
     pub fn wake_messages(&mut self, now: u64) {
@@ -385,6 +417,22 @@ impl<J: Journal, const N: usize> Node<J, N> {
         let agent = AgentId::from_bytes(repr.agent);
         let p = repr.epoch;
         let rec = self.journal.get(agent);
+        // An agent the rollback check holds takes part in no hand-off until it is cleared:
+        // offers are refused as busy, answers ignored (their senders retransmit).
+        if self.is_held(agent) {
+            match repr.body {
+                Body::Offer { .. } | Body::Transfer { .. } => {
+                    self.refuse(from, agent, p, RefuseReason::Busy);
+                    return Ok(());
+                }
+                Body::Deliver { .. }
+                | Body::Delivered { .. }
+                | Body::Moved { .. }
+                | Body::EpochQuery { .. }
+                | Body::EpochAnswer { .. } => {}
+                _ => return Ok(()),
+            }
+        }
         match repr.body {
             Body::Offer { dna_hash, .. } => self.on_offer(host, agent, p, from, rec, &dna_hash),
             Body::Transfer { with_dna, payload } => {
@@ -425,6 +473,23 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 AgentId::from_bytes(sender),
                 seq,
                 status,
+            ),
+            Body::EpochQuery { generation, boot } => {
+                self.on_epoch_query(agent, from, generation, boot)
+            }
+            Body::EpochAnswer {
+                generation,
+                boot,
+                seen_generation,
+                state,
+            } => self.on_epoch_answer(
+                host,
+                now,
+                agent,
+                (p, state),
+                from,
+                (generation, boot),
+                seen_generation,
             ),
         }
         Ok(())

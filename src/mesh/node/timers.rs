@@ -7,11 +7,16 @@ impl<J: Journal, const N: usize> Node<J, N> {
     /// periodic scan of outgoing messages).
     pub fn poll_timeout(&self) -> Option<u64> {
         let t = self.timers.values().map(|t| t.deadline).min();
-        Some(t.map_or(self.next_message_scan, |t| t.min(self.next_message_scan)))
+        let t = t.map_or(self.next_message_scan, |t| t.min(self.next_message_scan));
+        Some(self.check_timeout().map_or(t, |c| c.min(t)))
     }
 
     /// Re-sends, gives up or expires whatever is due at `now`, and sends agents' messages.
     pub fn handle_timeout<H: AgentHost>(&mut self, host: &mut H, now: u64) {
+        if self.check.is_some() {
+            self.settle_all(host, now);
+            self.query_peers(now);
+        }
         if now >= self.next_message_scan {
             self.next_message_scan = now + self.config.rto_ms;
             self.scan_messages(host, now);

@@ -92,6 +92,20 @@ impl<J: Journal, const N: usize> Node<J, N> {
                     OutBody::Commit => Body::Commit,
                     OutBody::Abort => Body::Abort,
                     OutBody::Done => Body::Done,
+                    OutBody::EpochQuery { generation, boot } => {
+                        Body::EpochQuery { generation, boot }
+                    }
+                    OutBody::EpochAnswer {
+                        generation,
+                        boot,
+                        seen_generation,
+                        state,
+                    } => Body::EpochAnswer {
+                        generation,
+                        boot,
+                        seen_generation,
+                        state,
+                    },
                 };
                 Repr {
                     agent,
