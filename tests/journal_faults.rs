@@ -804,9 +804,9 @@ mod random {
     }
 }
 
-/// The QUIC host creates its epoch journal only in a new data directory; a restart finds it;
-/// a node whose journal was deleted, or that was handed another node's data directory, does
-/// not start.
+/// The QUIC host creates its journal (the node's, shared with its trust list) only in a new
+/// data directory; a restart finds it; a node whose journal was deleted, or that was handed
+/// another node's data directory, does not start.
 #[cfg(feature = "quic")]
 #[test]
 fn the_quic_host_creates_only_in_a_new_directory() {
@@ -822,8 +822,47 @@ fn the_quic_host_creates_only_in_a_new_directory() {
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("written by another node"), "{e}");
     // a's journal deleted: the directory is not new, so it is not made again.
-    std::fs::remove_file(dir_a.join("epochs")).unwrap();
+    std::fs::remove_file(dir_a.join("journal")).unwrap();
     let e = WasmHost::open(&a, &Directory::new(), &dir_a, 1).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
-    assert!(e.to_string().contains("epochs"), "{e}");
+    assert!(e.to_string().contains("journal"), "{e}");
+    assert!(!dir_a.join("epochs").exists(), "no second table");
+}
+
+/// A data directory from before the journal was shared: the trust list's epochs file is merged
+/// into the journal (each agent's highest epoch and the peer that created it) and renamed; the
+/// trust list and the node's fence then read one table.
+#[cfg(feature = "quic")]
+#[test]
+fn the_quic_host_merges_an_old_epochs_file_into_the_journal() {
+    use mielin_cells::quic::{Directory, Identity, WasmHost};
+    let scratch = Scratch::new();
+    let id = Identity::from_seed([7; 32]);
+    let node = id.node_id();
+    let key = LocalKey::derive(id.secret(), node);
+    for with_journal in [false, true] {
+        let dir = scratch.0.join(format!("old-{with_journal}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        if with_journal {
+            let mut j = FileJournal::create(dir.join("journal"), node, &key, 64).unwrap();
+            j.record_epoch(agent(1), 9, None).unwrap(); // higher than the file's: kept
+        }
+        let mut e = FileEpochJournal::create(&dir.join("epochs"), node, &key, 4096).unwrap();
+        e.record_epoch(agent(1), 4, Some(P1)).unwrap();
+        e.record_epoch(agent(2), 6, Some(P2)).unwrap();
+        drop(e);
+        let host = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap();
+        let shared = host.journal();
+        let j = shared.lock();
+        let first = if with_journal { 9 } else { 4 };
+        assert_eq!(j.sequence(agent(1)), Some(first));
+        assert_eq!(j.sequence(agent(2)), Some(6));
+        assert_eq!(j.created_by(P2), 1);
+        assert!(!dir.join("epochs").exists() && dir.join("epochs.merged").exists());
+        drop(j);
+        drop(host);
+        // And it stays merged across a restart.
+        let host = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap();
+        assert_eq!(host.journal().lock().sequence(agent(2)), Some(6));
+    }
 }

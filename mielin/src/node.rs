@@ -19,12 +19,12 @@ use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
 use mielin_cells::mesh::{
-    AgentHost, Config, Delivery, FileJournal, Journal, MeshError, Notice, Phase,
+    AgentHost, Config, Delivery, FileJournal, Journal, MeshError, Notice, Phase, SharedJournal,
 };
 use mielin_cells::quic::{
     to_hex, Directory, Driver, DriverConfig, Event, Identity, Peer, PublicKey, Role, Wake, WasmHost,
 };
-use mielin_cells::{AgentId, Arch, LocalKey, NodeId, NodeStatus, Policy};
+use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -89,7 +89,7 @@ impl<J> Counted<J> {
     }
 }
 
-type Drv = Driver<Counted<FileJournal>, CAPACITY>;
+type Drv = Driver<Counted<SharedJournal<FileJournal>>, CAPACITY>;
 
 /// A `mielin migrate` waiting for its hand-off to end.
 struct Waiter {
@@ -177,29 +177,19 @@ async fn node(mut s: Settings) -> Result<(), String> {
         names.nodes.insert(id, p.name.clone());
         peers.insert(id, p.addr);
     }
-    // A new node (an empty data directory: the rule WasmHost::open applies to its epoch
-    // journal) creates its journal; any other must find it, sealed with its key: a node that
-    // lost it would forget where its agents went.
-    let fresh = std::fs::read_dir(&s.data).map_or(true, |mut d| d.next().is_none());
-    let mut host = WasmHost::open(&identity, &directory, &s.data, FUEL)
-        .map_err(|e| format!("data directory {}: {e}", s.data.display()))?;
-    let metrics = Arc::new(Metrics::default());
-    let key = LocalKey::derive(identity.secret(), identity.node_id());
-    let path = s.data.join("journal");
-    let journal = if fresh {
-        FileJournal::create(&path, identity.node_id(), &key, CAPACITY)
-    } else {
-        FileJournal::open(&path, identity.node_id(), &key, CAPACITY)
-    }
-    .map_err(|e| {
+    // A new node (an empty data directory) creates its journal; any other must find it,
+    // sealed with its key: a node that lost it would forget where its agents went and accept
+    // replays. The host opens it and shares it with its trust list: one table of epochs.
+    let mut host = WasmHost::open(&identity, &directory, &s.data, FUEL).map_err(|e| {
         format!(
-            "journal {}: {e} (`mielin inspect {} --key KEYFILE` shows what is there)",
-            path.display(),
+            "data directory {}: {e} (`mielin inspect {} --key KEYFILE` shows what is there)",
+            s.data.display(),
             s.data.display()
         )
     })?;
+    let metrics = Arc::new(Metrics::default());
     let journal = Counted {
-        inner: journal,
+        inner: host.journal(),
         syncs: metrics.journal_syncs.clone(),
     };
     let mut cfg = DriverConfig::new(listen);

@@ -650,6 +650,93 @@ mod file {
 #[cfg(feature = "std")]
 pub use file::FileJournal;
 
+#[cfg(feature = "std")]
+pub use shared::SharedJournal;
+
+#[cfg(feature = "std")]
+mod shared {
+    use super::*;
+    use std::sync::{Arc, Mutex, MutexGuard};
+
+    /// One journal, two holders (feature `std`): the [`Node`](super::super::Node), which keeps
+    /// hand-off records and each agent's fence in it, and a
+    /// [`TrustList`](crate::migration::TrustList), which records in the same sequence table the
+    /// epochs of the snapshots it accepts and sends. One table, so the fence and the replay
+    /// check can never disagree (docs/protocol.md, "The fence"). Clones share the journal.
+    #[derive(Debug)]
+    pub struct SharedJournal<J>(Arc<Mutex<J>>);
+
+    impl<J> Clone for SharedJournal<J> {
+        fn clone(&self) -> Self {
+            SharedJournal(self.0.clone())
+        }
+    }
+
+    impl<J> SharedJournal<J> {
+        /// Shares `journal`.
+        pub fn new(journal: J) -> Self {
+            SharedJournal(Arc::new(Mutex::new(journal)))
+        }
+
+        /// The journal, locked. A holder that panicked while writing left it as its last
+        /// completed write did (each write is whole or not at all), so a poisoned lock is
+        /// taken over.
+        pub fn lock(&self) -> MutexGuard<'_, J> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+
+    impl<J: Journal> Journal for SharedJournal<J> {
+        fn get(&self, agent: AgentId) -> Option<Record> {
+            self.lock().get(agent)
+        }
+        fn put(&mut self, agent: AgentId, record: Record) -> Result<(), MeshError> {
+            self.lock().put(agent, record)
+        }
+        fn remove(&mut self, agent: AgentId) -> Result<(), MeshError> {
+            self.lock().remove(agent)
+        }
+        fn for_each(&self, f: &mut dyn FnMut(AgentId, Record)) {
+            self.lock().for_each(f)
+        }
+        fn sequence(&self, agent: AgentId) -> Option<u64> {
+            self.lock().sequence(agent)
+        }
+        fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
+            self.lock().set_sequence(agent, seq)
+        }
+        fn generation(&self) -> u64 {
+            self.lock().generation()
+        }
+        fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
+            self.lock().set_generation(generation)
+        }
+    }
+
+    impl<J: crate::migration::EpochJournal> crate::migration::EpochJournal for SharedJournal<J> {
+        fn last_epoch(&self, agent: AgentId) -> Option<u64> {
+            self.lock().last_epoch(agent)
+        }
+        fn check_room(&self, agent: AgentId) -> Result<(), crate::CellError> {
+            self.lock().check_room(agent)
+        }
+        fn record_epoch(
+            &mut self,
+            agent: AgentId,
+            epoch: u64,
+            created_by: Option<NodeId>,
+        ) -> Result<(), crate::CellError> {
+            self.lock().record_epoch(agent, epoch, created_by)
+        }
+        fn created_by(&self, peer: NodeId) -> usize {
+            self.lock().created_by(peer)
+        }
+        fn capacity(&self) -> usize {
+            self.lock().capacity()
+        }
+    }
+}
+
 /// A mesh journal keeps the trust list's epochs too (its sequence numbers), so a node has one
 /// journal to make durable: lend it to a [`TrustList`](crate::migration::TrustList) with
 /// `TrustList::new(node_id, &mut journal)` (or through [`Node::journal_mut`](super::Node)).

@@ -44,7 +44,7 @@ pub mod wasm;
 pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
-pub use journal::FileJournal;
+pub use journal::{FileJournal, SharedJournal};
 pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
 pub use node::{
     AgentHost, AgentInfo, Config, Delivery, Node, Notice, Outgoing, Stalled, Stats, Stream,

@@ -5,11 +5,12 @@ use super::driver::RoutedHost;
 use super::identity::{to_hex, Directory, Identity};
 use crate::mesh::wasm::{self, Mailbox, SharedInbox};
 use crate::mesh::{
-    AgentHost, AgentInfo, Delivery, Inbox, InboxLimits, MeshError, Outgoing, Stream,
+    AgentHost, AgentInfo, Delivery, FileJournal, Inbox, InboxLimits, MeshError, Outgoing,
+    SharedJournal, Stream,
 };
 use crate::migration::{
-    Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, FileEpochJournal,
-    MigrationSnapshot, Route, StateEncoding, TrustList,
+    Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochJournal,
+    FileEpochJournal, MigrationSnapshot, Route, StateEncoding, TrustList,
 };
 use crate::runtime::{LiveAgent, Runtime, Val};
 use crate::{Agent, AgentId, Dna, LocalKey, NodeId};
@@ -62,8 +63,10 @@ struct Stopped {
 /// memory, globals, policy and inbox (mailbox, outbox, sequence numbers) under one Ed25519
 /// signature of this node's key, bound to the target and the epoch; DNA by reference when the
 /// target has it. Received containers are checked by a [`TrustList`] of the directory's keys,
-/// with its epochs in `DIR/epochs` (a replay is refused), and the container's signed epoch must
-/// be the epoch of the Transfer frame that carried it.
+/// which records the epochs it accepts and sends in the node's journal, `DIR/journal`: the same
+/// sequence table that holds the node's fence ([`WasmHost::journal`] is what the node is given),
+/// so a replay is refused by one table. The container's signed epoch must be the epoch of the
+/// Transfer frame that carried it.
 ///
 /// **On disk** (the protocol's assumption A2): an agent's state is a version-3 container
 /// *sealed* with the node's own key ([`LocalKey`], from its secret and id), addressed to this
@@ -81,7 +84,8 @@ pub struct WasmHost {
     rt: Runtime,
     signer: Ed25519Signer,
     key: LocalKey,
-    trust: TrustList<64, FileEpochJournal>,
+    trust: TrustList<64, SharedJournal<FileJournal>>,
+    journal: SharedJournal<FileJournal>,
     dna: DnaMap,
     limits: DecodeLimits,
     inbox_limits: InboxLimits,
@@ -111,6 +115,38 @@ fn refused(reason: &'static str) -> MeshError {
     MeshError::HostRefused { reason }
 }
 
+/// Fence entries (and at most as many records) of the node's journal: a node knows at most this
+/// many agents over its life, because an agent's fence entry is never removed. The trust list's
+/// own epoch file had the same bound. The file grows with the entries written, not with this
+/// bound (4,096 fence entries are 168 KB).
+pub const JOURNAL_CAPACITY: usize = 4096;
+
+/// Merges the trust list's epochs of a directory from before the journal was shared into the
+/// journal (each agent's highest epoch, with the peer that created it), then renames the file
+/// `epochs.merged` once the journal has them durably.
+fn merge_epochs(
+    journal: &mut FileJournal,
+    legacy: &Path,
+    node: NodeId,
+    key: &crate::LocalKey,
+) -> io::Result<()> {
+    let epochs = FileEpochJournal::open(legacy, node, key, 4096).map_err(|e| e.at(legacy))?;
+    for (agent, epoch, created_by) in epochs.entries() {
+        if journal.last_epoch(agent).is_some_and(|e| e >= epoch) {
+            continue;
+        }
+        journal
+            .record_epoch(agent, epoch, created_by)
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "{}: merging into the journal (capacity {JOURNAL_CAPACITY}): {e}",
+                    legacy.display()
+                ))
+            })?;
+    }
+    std::fs::rename(legacy, legacy.with_extension("merged"))
+}
+
 /// Writes `bytes` to `path` atomically and durably.
 fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -137,9 +173,16 @@ impl WasmHost {
     /// A host keeping its files in `dir` (created if missing), trusting snapshots signed by the
     /// keys of `directory`, with `fuel` per agent call.
     ///
-    /// A missing or empty `dir` is a new node: its epoch journal is created. Otherwise the
-    /// journal `dir/epochs` must be there and verify under the node's key (derived from
-    /// `identity`); a missing, damaged or copied journal is an error naming the file.
+    /// A missing or empty `dir` is a new node: its journal `dir/journal` (a
+    /// [`FileJournal`] of [`JOURNAL_CAPACITY`] records and fence entries) is created. Otherwise
+    /// it must be there and verify under the node's key (derived from `identity`); a missing,
+    /// damaged or copied journal is an error naming the file. A directory from before the
+    /// journal was shared keeps the trust list's epochs in `dir/epochs`: they are merged into
+    /// the journal (which is created if only they are there) and the file is renamed
+    /// `epochs.merged`.
+    ///
+    /// Give [`WasmHost::journal`] to the node ([`Driver::new`](super::Driver::new)): the fence
+    /// and the trust list then share one table.
     pub fn open(
         identity: &Identity,
         directory: &Directory,
@@ -156,16 +199,22 @@ impl WasmHost {
         };
         std::fs::create_dir_all(dir)?;
         let key = crate::LocalKey::derive(identity.secret(), node);
-        let path = dir.join("epochs");
-        let epochs = if fresh {
-            FileEpochJournal::create(&path, node, &key, 4096)
+        let path = dir.join("journal");
+        let legacy = dir.join("epochs");
+        let only_legacy = !fresh && !path.exists() && legacy.exists();
+        let mut journal = if fresh || only_legacy {
+            FileJournal::create(&path, node, &key, JOURNAL_CAPACITY)
         } else {
-            FileEpochJournal::open(&path, node, &key, 4096)
+            FileJournal::open(&path, node, &key, JOURNAL_CAPACITY)
         }
         .map_err(|e| e.at(&path))?;
+        if legacy.exists() {
+            merge_epochs(&mut journal, &legacy, node, &key)?;
+        }
         std::fs::create_dir_all(dir.join("agents"))?;
         std::fs::create_dir_all(dir.join("dna"))?;
-        let mut trust = TrustList::new(node, epochs);
+        let journal = SharedJournal::new(journal);
+        let mut trust = TrustList::new(node, journal.clone());
         for (id, peer) in directory.iter() {
             let key = ed25519_dalek::VerifyingKey::from_bytes(&peer.key.0)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad peer key"))?;
@@ -187,6 +236,7 @@ impl WasmHost {
             signer: Ed25519Signer::from_secret(identity.secret()),
             key,
             trust,
+            journal,
             dna,
             limits: DecodeLimits {
                 max_wasm_binary: 16 << 20,
@@ -201,6 +251,11 @@ impl WasmHost {
             duplicates: 0,
             errors: Vec::new(),
         })
+    }
+
+    /// The node's journal, shared with this host's trust list: give it to the node.
+    pub fn journal(&self) -> SharedJournal<FileJournal> {
+        self.journal.clone()
     }
 
     /// Trusts snapshots signed by `peer`'s key for its node (a peer pinned while running).
