@@ -67,6 +67,9 @@ pub struct Gauges {
     pub messages_full: u64,
     pub retransmits: u64,
     pub messages_undelivered: u64,
+    pub rollback_refused: u64,
+    pub rollback_unchecked: u64,
+    pub journal_rollbacks: u64,
 }
 
 #[derive(Debug, Default)]
@@ -224,7 +227,7 @@ impl Metrics {
         d.transfer_seconds
             .render(&mut o, "mielin_handoff_transfer_seconds", "");
         let g = d.gauges;
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "mielin_frames_sent_total",
                 "Protocol frames sent to peers.",
@@ -254,6 +257,21 @@ impl Metrics {
                 "mielin_messages_undelivered_total",
                 "Agent messages reported as not acknowledged within the node's undelivered time.",
                 g.messages_undelivered,
+            ),
+            (
+                "mielin_rollback_refused_total",
+                "Agents not run after a restart because a peer saw them at a later epoch (the journal is an older copy).",
+                g.rollback_refused,
+            ),
+            (
+                "mielin_rollback_unchecked_total",
+                "Agents run after a restart before every peer answered the rollback check.",
+                g.rollback_unchecked,
+            ),
+            (
+                "mielin_journal_rollbacks_total",
+                "Peers that saw a later restart generation than this journal's.",
+                g.journal_rollbacks,
             ),
             (
                 "mielin_messages_full_total",

@@ -473,6 +473,9 @@ fn on_tick(st: &mut State) {
         messages_full: n.messages_full,
         retransmits: n.retransmits,
         messages_undelivered: n.undelivered,
+        rollback_refused: n.rolled_back,
+        rollback_unchecked: n.rollback_unchecked,
+        journal_rollbacks: n.journal_rollbacks,
     });
 }
 

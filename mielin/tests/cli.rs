@@ -281,6 +281,10 @@ fn metrics_answer_and_the_control_socket_is_private_and_bounded() {
             "mielin_refusals_total{reason=\"unpinned\"} 0",
             "# TYPE mielin_journal_syncs_total counter",
             "mielin_operator_messages_total 0",
+            "# TYPE mielin_messages_undelivered_total counter",
+            "mielin_rollback_refused_total 0",
+            "mielin_rollback_unchecked_total 0",
+            "mielin_journal_rollbacks_total 0",
         ] {
             assert!(body.contains(family), "{family} in\n{body}");
         }

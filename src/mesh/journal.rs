@@ -237,8 +237,8 @@ mod file {
     /// thousands of agents; each write costs the whole file.
     ///
     /// **Format** (`docs/protocol.md`, "What is persisted"): the magic `MZJL`, the version
-    /// (`u32` LE, 3), the node id (16), the generation (`u64` LE), a `u32` LE count and [`RECORD_LEN`]-byte records (see
-    /// [`Record::encode`]), a `u32` LE count and 41-byte sequence entries (agent id, `u64` LE,
+    /// (`u32` LE, 3), the node id (16), the generation (`u64` LE), a `u32` LE count and
+    /// [`RECORD_LEN`]-byte records (see [`Record::encode`]), a `u32` LE count and 41-byte sequence entries (agent id, `u64` LE,
     /// creator tag 0 this node / 1 a peer, creator node id), then an HMAC-SHA256 over every
     /// byte before it under the node's [`LocalKey`].
     ///
