@@ -865,4 +865,13 @@ fn the_quic_host_merges_an_old_epochs_file_into_the_journal() {
         let host = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap();
         assert_eq!(host.journal().lock().sequence(agent(2)), Some(6));
     }
+    // An old directory that holds agents but lost its journal is refused, not started empty:
+    // the journal said where those agents are.
+    let dir = scratch.0.join("old-lost-journal");
+    std::fs::create_dir_all(dir.join("agents")).unwrap();
+    std::fs::write(dir.join("agents").join("x.run"), b"sealed state").unwrap();
+    FileEpochJournal::create(&dir.join("epochs"), node, &key, 4096).unwrap();
+    let err = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap_err();
+    assert!(err.to_string().contains("journal"), "{err}");
+    assert!(!dir.join("journal").exists());
 }

@@ -454,3 +454,395 @@ fn an_offer_left_open_by_a_restart_runs_once_the_target_discarded_its_copy() {
     w.run_for(500, |_| true);
     assert_eq!(w.running(), vec![(0, 1)]);
 }
+
+// Found by a review of the check: each ran two copies, pinned the generation, lost records
+// or skipped the check without a word before it was fixed.
+
+use mielin_cells::mesh::frame::{Body, FrameKind, Repr, SeenState};
+
+fn kind(f: &Frame) -> FrameKind {
+    Repr::decode(&f.2).unwrap().body.kind()
+}
+
+/// Review finding A: a target restored to a Prepared record runs a stale epoch when its source still has an
+/// unconfirmed tombstone (its Done answers were lost).
+#[test]
+fn a_target_rolled_back_to_a_prepared_copy_does_not_run_it() {
+    let mut w = World::new(3, true);
+    w.hosts[0].owned = Some(42);
+    let h = &mut w.hosts[0];
+    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
+    let (now, id1) = (w.now, w.ids[1]);
+    let h = &mut w.hosts[0];
+    w.nodes[0]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id1)
+        .unwrap();
+    // Node 1's frames to node 0 after its Prepared are lost (Done never arrives); copy node 1's
+    // journal while it holds the prepared copy.
+    let mut old = None;
+    for _ in 0..100 {
+        for f in w.drain() {
+            if f.0 == 1 && f.1 == 0 && kind(&f) == FrameKind::Done {
+                continue;
+            }
+            w.deliver(&f);
+        }
+        if old.is_none()
+            && matches!(
+                w.journal(1).get(AGENT).map(|r| r.phase),
+                Some(Phase::Prepared { .. })
+            )
+        {
+            old = Some((w.journal(1), w.hosts[1].clone()));
+        }
+        w.now += 10;
+        for i in 0..3 {
+            if let Some(n) = w.nodes[i].as_mut() {
+                n.handle_timeout(&mut w.hosts[i], w.now);
+            }
+        }
+    }
+    assert_eq!(w.running(), vec![(1, 1)]);
+    // Node 1 hands it on to node 2 (epoch 2); Done from 1 to 0 still lost.
+    let (now, id2) = (w.now, w.ids[2]);
+    let h = &mut w.hosts[1];
+    w.nodes[1]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id2)
+        .unwrap();
+    w.run_for(1_000, |f| {
+        !(f.0 == 1 && f.1 == 0 && kind(f) == FrameKind::Done)
+    });
+    assert_eq!(w.running(), vec![(2, 2)]);
+    assert!(matches!(
+        w.journal(0).get(AGENT).map(|r| r.phase),
+        Some(Phase::Moved { acked: false, .. })
+    ));
+    // Node 1 comes back from the copy taken while it held the prepared copy at epoch 1.
+    let (j, h) = old.unwrap();
+    w.nodes[1] = None;
+    w.restart(1, j, h);
+    w.run_for(2_000, |_| true); // check() panics on two running copies
+    assert_eq!(w.running(), vec![(2, 2)]);
+}
+
+/// Non-strict: after the deadline the agent runs although the target still holds its prepared
+/// copy at that epoch (the discard was never confirmed); a Commit on its way then runs a second.
+#[test]
+fn not_strict_the_deadline_does_not_run_an_agent_whose_target_still_holds_a_copy() {
+    let mut w = World::new(2, false);
+    w.hosts[0].owned = Some(5);
+    let h = &mut w.hosts[0];
+    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
+    let (now, id1) = (w.now, w.ids[1]);
+    let h = &mut w.hosts[0];
+    w.nodes[0]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id1)
+        .unwrap();
+    let mut commit = None;
+    let mut outgoing = None;
+    for _ in 0..20 {
+        if outgoing.is_none() {
+            let r = w.journal(0).get(AGENT);
+            if matches!(r.map(|r| r.phase), Some(Phase::Outgoing { .. })) {
+                outgoing = Some((w.journal(0), w.hosts[0].clone()));
+            }
+        }
+        for f in w.drain() {
+            if kind(&f) == FrameKind::Commit {
+                commit = Some(f);
+            } else {
+                w.deliver(&f);
+            }
+        }
+        w.now += 10;
+    }
+    let commit = commit.unwrap();
+    let (j, h) = outgoing.unwrap();
+    w.nodes[0] = None;
+    w.restart(0, j, h);
+    // Node 0's Aborts are lost for longer than rollback_check_ms.
+    w.run_for(1_500, |f| kind(f) != FrameKind::Abort);
+    assert_eq!(w.running(), vec![], "held: node 1 still holds its copy");
+    assert!(matches!(
+        w.journal(1).get(AGENT).map(|r| r.phase),
+        Some(Phase::Prepared { .. })
+    ));
+    w.deliver(&commit); // check() panics on two running copies
+                        // Once the Aborts get through, exactly one copy runs.
+    w.run_for(2_000, |_| true);
+    assert_eq!(w.running().len(), 1, "{:?}", w.running());
+}
+
+/// A generation from the wire above `MAX_EPOCH` is refused: one answer would otherwise pin
+/// the journal's generation at `u64::MAX`, and every later restart would look rolled back.
+#[test]
+fn a_generation_from_the_wire_above_the_bound_is_ignored() {
+    let mut w = World::new(2, true);
+    w.hosts[0].owned = Some(1);
+    let h = &mut w.hosts[0];
+    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
+    let j = w.journal(0);
+    let h = w.hosts[0].clone();
+    w.restart(0, j, h);
+    // Answer node 0's query as node 1 with seen_generation = u64::MAX.
+    let mut buf = vec![0u8; 128];
+    let len = Repr {
+        agent: *AGENT.as_bytes(),
+        epoch: 0,
+        body: Body::EpochAnswer {
+            generation: 1,
+            boot: w.boots,
+            seen_generation: u64::MAX,
+            state: SeenState::Nothing,
+        },
+    }
+    .emit(&mut buf)
+    .unwrap();
+    let id1 = w.ids[1];
+    let now = w.now;
+    let h = &mut w.hosts[0];
+    w.nodes[0]
+        .as_mut()
+        .unwrap()
+        .handle_frame(h, now, id1, &buf[..len])
+        .unwrap();
+    assert_eq!(w.journal(0).generation(), 1);
+    assert_eq!(w.node(0).stats().malformed, 1);
+    assert_eq!(w.node(0).stats().journal_rollbacks, 0);
+    // The honest answers clear the agent, and later restarts too.
+    for generation in 1..4 {
+        if generation > 1 {
+            let j = w.journal(0);
+            let h = w.hosts[0].clone();
+            w.restart(0, j, h);
+        }
+        w.run_for(1_000, |_| true);
+        assert_eq!(w.journal(0).generation(), generation);
+        assert_eq!(w.running(), vec![(0, 0)]);
+        assert!(w.notices(0).is_empty());
+    }
+}
+
+/// A node writes no more records than its tables hold (`N`), whatever the journal's own
+/// capacity: a restart resumes at most `N`, so a record beyond would never run again.
+#[test]
+fn a_node_refuses_more_records_than_it_resumes() {
+    type Small = Node<MemJournal<8>, 2>;
+    let id = NodeId::from_bytes([1; 16]);
+    let mut host = PlainHost {
+        owned: Some(1),
+        ..Default::default()
+    };
+    let mut n: Small = Node::new(id, MemJournal::new(), config(false));
+    for k in 0..2u8 {
+        n.start(&mut host, AgentId::from_bytes([k + 1; 16]))
+            .unwrap();
+    }
+    assert_eq!(
+        n.start(&mut host, AgentId::from_bytes([3; 16])),
+        Err(MeshError::JournalFull)
+    );
+    let j = n.into_journal();
+    let mut count = 0;
+    j.for_each(&mut |_, _| count += 1);
+    assert_eq!(count, 2);
+    struct Count(usize);
+    impl AgentHost for Count {
+        fn describe(&mut self, _: AgentId) -> Option<AgentInfo> {
+            None
+        }
+        fn has_dna(&mut self, _: &[u8; 32]) -> bool {
+            true
+        }
+        fn stop(&mut self, _: AgentId) {}
+        fn capture(&mut self, _: AgentId, _: bool, _: &mut [u8]) -> Result<usize, MeshError> {
+            Err(MeshError::Truncated)
+        }
+        fn prepare(&mut self, _: AgentId, _: u64, _: bool, _: &[u8]) -> Result<(), MeshError> {
+            Ok(())
+        }
+        fn run(&mut self, _: AgentId, _: u64) {
+            self.0 += 1;
+        }
+        fn discard(&mut self, _: AgentId, _: u64) {}
+        fn release(&mut self, _: AgentId) {}
+    }
+    let mut c = Count(0);
+    let n: Small = Node::restart(id, j, config(false), &mut c, 0);
+    assert_eq!(c.0, count, "every Running record runs again");
+    assert_eq!(n.stats().records_beyond, 0);
+}
+
+/// No peers: nothing to ask. Not strict, the agent runs at once, reported as unchecked;
+/// strict, it never runs.
+#[test]
+fn with_no_peers_the_agent_runs_unchecked_or_strict_never() {
+    for strict in [false, true] {
+        let id = NodeId::from_bytes([1; 16]);
+        let mut host = PlainHost {
+            owned: Some(1),
+            ..Default::default()
+        };
+        let mut n: TestNode = Node::new(id, MemJournal::new(), config(strict));
+        n.start(&mut host, AGENT).unwrap();
+        let j = n.into_journal();
+        host.running = None;
+        let mut n: TestNode = Node::restart_checked(id, j, config(strict), &mut host, (0, 1), &[]);
+        n.handle_timeout(&mut host, 10_000);
+        let mut notices = Vec::new();
+        while let Some(x) = n.poll_notice() {
+            notices.push(x);
+        }
+        if strict {
+            assert_eq!(host.running, None, "strict: never");
+            assert!(notices.is_empty(), "{notices:?}");
+        } else {
+            assert_eq!(host.running, Some(0));
+            assert_eq!(n.stats().rollback_unchecked, 1);
+            assert!(
+                matches!(
+                    notices[..],
+                    [Notice::Unchecked {
+                        agent: AGENT,
+                        answered: 0,
+                        asked: 0,
+                        ..
+                    }]
+                ),
+                "{notices:?}"
+            );
+        }
+    }
+}
+
+/// Strict: the check makes the abort durable (Running, still held) and sends Abort; a crash
+/// before the target discarded leaves a Running record whose next check takes the target's
+/// Prepared answer as harmless and runs it; the Commit still on its way runs a second copy.
+#[test]
+fn a_crash_after_the_checks_abort_still_waits_for_the_discard() {
+    let mut w = World::new(2, true);
+    w.hosts[0].owned = Some(5);
+    let h = &mut w.hosts[0];
+    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
+    let (now, id1) = (w.now, w.ids[1]);
+    let h = &mut w.hosts[0];
+    w.nodes[0]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id1)
+        .unwrap();
+    let mut commit = None;
+    let mut outgoing = None;
+    for _ in 0..20 {
+        if outgoing.is_none() {
+            let r = w.journal(0).get(AGENT);
+            if matches!(r.map(|r| r.phase), Some(Phase::Outgoing { .. })) {
+                outgoing = Some((w.journal(0), w.hosts[0].clone()));
+            }
+        }
+        for f in w.drain() {
+            if kind(&f) == FrameKind::Commit {
+                commit = Some(f);
+            } else {
+                w.deliver(&f);
+            }
+        }
+        w.now += 10;
+    }
+    let commit = commit.unwrap();
+    let (j, h) = outgoing.unwrap();
+    w.nodes[0] = None;
+    w.restart(0, j, h.clone());
+    // One round: node 1 answers Prepared, node 0 makes its abort durable; its Abort is lost.
+    w.run_for(300, |f| kind(f) != FrameKind::Abort);
+    assert_eq!(
+        w.journal(0).get(AGENT).map(|r| r.phase),
+        Some(Phase::Running)
+    );
+    assert_eq!(w.running(), vec![]);
+    // Crash and restart from the journal as it is (no rollback this time).
+    let j = w.journal(0);
+    w.nodes[0] = None;
+    w.restart(0, j, h);
+    w.run_for(300, |f| kind(f) != FrameKind::Abort);
+    assert_eq!(w.running(), vec![], "node 1 still holds its prepared copy");
+    w.deliver(&commit); // check() panics on two running copies
+    w.run_for(2_000, |_| true);
+    assert_eq!(w.running().len(), 1, "{:?}", w.running());
+}
+
+/// A journal rolled back to a tombstone has lost the fence above it: the check raises it to
+/// what a peer holds a record of, so the late duplicates of a later hand-off to this node
+/// (Transfer and Commit at an epoch the copy never saw) prepare and run nothing.
+#[test]
+fn a_rolled_back_tombstone_gets_its_fence_back_from_the_peers() {
+    let mut w = World::new(2, false);
+    w.hosts[0].owned = Some(42);
+    let h = &mut w.hosts[0];
+    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
+    let (now, id1) = (w.now, w.ids[1]);
+    let h = &mut w.hosts[0];
+    w.nodes[0]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id1)
+        .unwrap();
+    w.run_for(1_000, |_| true);
+    assert_eq!(w.running(), vec![(1, 1)]);
+    let old = (w.journal(0), w.hosts[0].clone());
+    assert_eq!(old.0.sequence(AGENT), Some(1));
+    // Node 1 hands it back (epoch 2); its Transfer and Commit are kept for a late replay.
+    let (now, id0) = (w.now, w.ids[0]);
+    let h = &mut w.hosts[1];
+    w.nodes[1]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id0)
+        .unwrap();
+    let mut late = Vec::new();
+    for _ in 0..100 {
+        for f in w.drain() {
+            if f.0 == 1 && matches!(kind(&f), FrameKind::Transfer | FrameKind::Commit) {
+                late.push(f.clone());
+            }
+            w.deliver(&f);
+        }
+        w.now += 10;
+        for i in 0..2 {
+            if let Some(n) = w.nodes[i].as_mut() {
+                n.handle_timeout(&mut w.hosts[i], w.now);
+            }
+        }
+    }
+    assert_eq!(w.running(), vec![(0, 2)]);
+    // And node 0 hands it to node 1 again (epoch 3).
+    let (now, id1) = (w.now, w.ids[1]);
+    let h = &mut w.hosts[0];
+    w.nodes[0]
+        .as_mut()
+        .unwrap()
+        .migrate(h, now, AGENT, id1)
+        .unwrap();
+    w.run_for(1_000, |_| true);
+    assert_eq!(w.running(), vec![(1, 3)]);
+    // Node 0 comes back with the copy from before epoch 2: a tombstone at 1, fence 1.
+    w.nodes[0] = None;
+    w.restart(0, old.0, old.1);
+    w.run_for(1_000, |_| true);
+    assert_eq!(
+        w.journal(0).sequence(AGENT),
+        Some(3),
+        "raised from node 1's record"
+    );
+    for f in &late {
+        w.deliver(f); // check() panics on two running copies
+    }
+    w.run_for(1_000, |_| true);
+    assert_eq!(w.running(), vec![(1, 3)]);
+}

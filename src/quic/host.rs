@@ -178,8 +178,8 @@ impl WasmHost {
     /// it must be there and verify under the node's key (derived from `identity`); a missing,
     /// damaged or copied journal is an error naming the file. A directory from before the
     /// journal was shared keeps the trust list's epochs in `dir/epochs`: they are merged into
-    /// the journal (which is created if only they are there) and the file is renamed
-    /// `epochs.merged`.
+    /// the journal and the file is renamed `epochs.merged`. The journal is created from them
+    /// only if `dir/agents` is empty; with agents there, a missing journal is an error.
     ///
     /// Give [`WasmHost::journal`] to the node ([`Driver::new`](super::Driver::new)): the fence
     /// and the trust list then share one table.
@@ -201,7 +201,14 @@ impl WasmHost {
         let key = crate::LocalKey::derive(identity.secret(), node);
         let path = dir.join("journal");
         let legacy = dir.join("epochs");
-        let only_legacy = !fresh && !path.exists() && legacy.exists();
+        // A directory from before the journal was shared, with no journal of the node's own:
+        // its journal is created from the epochs. Not when it holds agents: then a journal
+        // was lost (the `mielin` node kept one there), and starting empty would forget where
+        // they are.
+        let holds_agents = std::fs::read_dir(dir.join("agents"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        let only_legacy = !fresh && !path.exists() && legacy.exists() && !holds_agents;
         let mut journal = if fresh || only_legacy {
             FileJournal::create(&path, node, &key, JOURNAL_CAPACITY)
         } else {

@@ -31,10 +31,15 @@ impl<J: Journal, const N: usize> Node<J, N> {
         let node = self;
         let config = node.config;
         let mut pending: heapless::Vec<(AgentId, Record), N> = heapless::Vec::new();
+        let mut beyond = 0u64;
         node.journal.for_each(&mut |a, r| {
-            // More records than timers: the rest are picked up by the next restart.
-            let _ = pending.push((a, r));
+            // The node never writes more than `N` records (`room_for_record`); a journal
+            // written by a node with larger tables can hold more, and those are counted.
+            if pending.push((a, r)).is_err() {
+                beyond += 1;
+            }
         });
+        node.stats.records_beyond += beyond;
         {
             let journal = &node.journal;
             host.prune(&|agent, epoch| {
@@ -46,18 +51,29 @@ impl<J: Journal, const N: usize> Node<J, N> {
         }
         for (agent, rec) in pending {
             match rec.phase {
-                Phase::Running if checking => node.hold(agent, rec.epoch, None),
+                Phase::Running if checking => node.hold(agent, rec.epoch, None, None),
+                Phase::Prepared { source } if checking => {
+                    node.hold(agent, rec.epoch, None, Some(source))
+                }
                 Phase::Running => host.run(agent, rec.epoch),
-                Phase::Outgoing { target } if checking => node.hold(agent, rec.epoch, Some(target)),
+                Phase::Outgoing { target } if checking => {
+                    node.hold(agent, rec.epoch, Some(target), None)
+                }
                 Phase::Outgoing { target } => {
                     node.abort_outgoing(host, agent, rec.epoch, target);
                     node.retry_abort_later(agent, now);
                 }
                 Phase::Prepared { .. } | Phase::Moved { acked: false, .. } => {
                     node.set_timer(agent, now, None, None);
+                    if checking {
+                        node.ask_about_tombstone(agent, rec.epoch);
+                    }
                 }
                 Phase::Moved { acked: true, .. } => {
                     node.set_timer(agent, now + config.tombstone_ttl_ms, None, None);
+                    if checking {
+                        node.ask_about_tombstone(agent, rec.epoch);
+                    }
                 }
             }
         }
@@ -335,6 +351,19 @@ impl<J: Journal, const N: usize> Node<J, N> {
         }
     }
 
+    /// Whether the journal may hold a record for `agent`: it has one, or it holds fewer than
+    /// `N`. A journal may hold more records than the node's tables (a `FileJournal` opened
+    /// with a larger capacity), but a restart picks up only `N` of them: a record beyond would
+    /// never run again.
+    pub(super) fn room_for_record(&self, agent: AgentId) -> bool {
+        if self.journal.get(agent).is_some() {
+            return true;
+        }
+        let mut records = 0usize;
+        self.journal.for_each(&mut |_, _| records += 1);
+        records < N
+    }
+
     pub(super) fn room_for_prepared(&self, agent: AgentId, rec: Option<Record>) -> bool {
         if matches!(
             rec,
@@ -346,6 +375,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
             return true;
         }
         if !self.timers.contains_key(&agent) && self.timers.len() >= N {
+            return false;
+        }
+        if !self.room_for_record(agent) {
             return false;
         }
         let mut in_doubt = 0usize;

@@ -14,7 +14,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         payload: &[u8],
         rec: Option<Record>,
     ) {
-        let held = self.held.get(&to).map(|h| h.stale);
+        let held = self.held_stale(to);
         let (epoch, out) = match rec {
             // Held by the rollback check: wait (busy); found stale: not here (unknown), so
             // the sender looks for the real copy.
@@ -102,7 +102,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         let mut running: heapless::Vec<AgentId, N> = heapless::Vec::new();
         let held = &self.held;
         self.journal.for_each(&mut |a, r| {
-            if r.phase == Phase::Running && !held.contains_key(&a) {
+            if r.phase == Phase::Running && held.get(&a).is_none_or(|h| h.tombstone) {
                 let _ = running.push(a);
             }
         });
@@ -119,7 +119,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 let local = self.journal.get(to);
                 match local {
                     // Held by the rollback check: delivered once it runs.
-                    Some(_) if self.held.get(&to).is_some_and(|h| !h.stale) => continue,
+                    Some(_) if self.held_stale(to) == Some(false) => continue,
                     Some(Record {
                         phase: Phase::Running,
                         ..

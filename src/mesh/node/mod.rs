@@ -121,6 +121,9 @@ pub struct Stats {
     pub journal_rollbacks: u64,
     /// Journal writes of the generation that failed.
     pub journal_errors: u64,
+    /// Records a restart found beyond the node's `N` (a journal written by a node with larger
+    /// tables): not resumed by this node.
+    pub records_beyond: u64,
 }
 
 /// A message that has waited longer than [`Config::undelivered_ms`] to be acknowledged
@@ -318,6 +321,9 @@ impl<J: Journal, const N: usize> Node<J, N> {
         // An id this node has seen before never starts again at epoch 0.
         if self.journal.get(agent).is_some() || self.journal.sequence(agent).is_some() {
             return Err(MeshError::AlreadyKnown);
+        }
+        if !self.room_for_record(agent) {
+            return Err(MeshError::JournalFull);
         }
         self.raise_fence(agent, 0)?;
         self.journal.put(

@@ -67,13 +67,21 @@ pub(super) struct Held {
     pub(super) epoch: u64,
     /// The target of the hand-off a restart aborts, for an `Outgoing` record.
     outgoing: Option<NodeId>,
-    /// The target told to discard its prepared copy (after the abort was made durable), whose
-    /// answer must show it gone before the agent runs.
-    discarding: Option<NodeId>,
+    /// The source of a `Prepared` record: the agent is not run but its hand-off resumed (the
+    /// source asked again) once cleared; until then a Commit is ignored.
+    prepared_from: Option<NodeId>,
+    /// Peers (bit `i` for `Check::peers[i]`) that hold a prepared copy at `epoch` and were
+    /// told to discard it (after this node's abort was durable): the agent does not run, not
+    /// even after the deadline, until each one's answer shows the copy gone.
+    discarding: u32,
     /// Peers that answered (bit `i` for `Check::peers[i]`).
     answered: u32,
     /// A peer had seen it above `epoch`: it stays stopped here.
     pub(super) stale: bool,
+    /// A tombstone (`Moved`): nothing runs or waits for it; the peers' answers only raise its
+    /// fence to the highest epoch they have seen, which a rolled-back journal may have lost
+    /// (a stale duplicate above the old fence would otherwise be prepared and run).
+    pub(super) tombstone: bool,
 }
 
 /// What a node knows of a peer's boots, from its queries.
@@ -105,13 +113,14 @@ pub(super) struct Check {
 impl<J: Journal, const N: usize> Node<J, N> {
     /// [`Node::restart`], with the rollback check: the journal's generation is raised, and
     /// every agent that would run again (`Running`, or `Outgoing`, whose hand-off a restart
-    /// aborts) is held until each of `peers` (at most [`CHECK_PEERS`]) says it has not seen
-    /// the agent at a higher epoch. An agent a peer has seen higher is never run here
-    /// ([`Notice::RolledBack`], [`Stats::rolled_back`]). Without every answer after
-    /// [`Config::rollback_check_ms`] the agent runs and that is reported
-    /// ([`Notice::Unchecked`]), unless [`Config::strict_rollback`], which waits for every
-    /// peer. With no peers there is nothing to ask: agents run at once, reported as unchecked
-    /// (strict: never).
+    /// aborts) or could be committed here (`Prepared`) is held until each of `peers` (at most
+    /// [`CHECK_PEERS`]) says it has not seen the agent at a higher epoch. An agent a peer has
+    /// seen higher is never run here ([`Notice::RolledBack`], [`Stats::rolled_back`]).
+    /// Without every answer after [`Config::rollback_check_ms`] the agent runs (or its
+    /// hand-off resumes) and that is reported ([`Notice::Unchecked`]), unless
+    /// [`Config::strict_rollback`], which waits for every peer; but never while a peer that
+    /// answered holds a prepared copy at the epoch this node would run. With no peers there is
+    /// nothing to ask: agents run at once, reported as unchecked (strict: never).
     ///
     /// `boot` is a number that differs between boots (random, or a clock reading): a journal
     /// rolled back by exactly one restart repeats a generation, and only the boot number tells
@@ -152,21 +161,45 @@ impl<J: Journal, const N: usize> Node<J, N> {
     }
 
     /// Holds an agent the check must clear before it runs.
-    pub(super) fn hold(&mut self, agent: AgentId, epoch: u64, outgoing: Option<NodeId>) {
+    pub(super) fn hold(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        outgoing: Option<NodeId>,
+        prepared_from: Option<NodeId>,
+    ) {
         let held = Held {
             epoch,
             outgoing,
-            discarding: None,
+            prepared_from,
+            discarding: 0,
             answered: 0,
             stale: false,
+            tombstone: false,
         };
         // The table has room for every record the restart picked up (both hold `N`).
         let _ = self.held.insert(agent, held);
     }
 
+    /// Asks the peers about a tombstone too, to raise its fence (it is not held).
+    pub(super) fn ask_about_tombstone(&mut self, agent: AgentId, epoch: u64) {
+        self.hold(agent, epoch, None, None);
+        if let Some(h) = self.held.get_mut(&agent) {
+            h.tombstone = true;
+        }
+    }
+
     /// Whether the agent is held by the check (not yet cleared, or found stale).
     pub(super) fn is_held(&self, agent: AgentId) -> bool {
-        self.held.contains_key(&agent)
+        self.held.get(&agent).is_some_and(|h| !h.tombstone)
+    }
+
+    /// Whether a held agent was found stale: `None` if it is not held.
+    pub(super) fn held_stale(&self, agent: AgentId) -> Option<bool> {
+        self.held
+            .get(&agent)
+            .filter(|h| !h.tombstone)
+            .map(|h| h.stale)
     }
 
     /// Asks the peers that have not answered, once per retransmission timeout.
@@ -294,7 +327,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         (generation, boot): (u64, u64),
         seen_generation: u64,
     ) {
-        let Some(check) = self.check.as_mut() else {
+        let Some(check) = self.check.as_ref() else {
             return;
         };
         // An answer to an earlier restart's check says nothing of this journal.
@@ -304,37 +337,68 @@ impl<J: Journal, const N: usize> Node<J, N> {
         let Some(i) = check.peers.iter().position(|p| *p == from) else {
             return;
         };
-        if seen_generation >= check.generation && !check.journal_rolled_back {
-            check.journal_rolled_back = true;
-            let generation = check.generation;
-            self.stats.journal_rollbacks += 1;
-            self.notice(Notice::JournalRolledBack {
-                generation,
-                seen: seen_generation,
-                by: from,
-            });
-            // The next restart must be above what the peer saw.
-            if self
-                .journal
-                .set_generation(seen_generation.saturating_add(1))
-                .is_err()
+        // Generations count restarts: one from the wire above the epochs' bound is not a
+        // peer's memory, and would pin this journal's generation at the top for good.
+        if seen_generation > crate::MAX_EPOCH {
+            self.stats.malformed += 1;
+            return;
+        }
+        let (this_generation, reported) = (check.generation, check.journal_rolled_back);
+        if seen_generation >= this_generation {
+            if !reported {
+                if let Some(c) = self.check.as_mut() {
+                    c.journal_rolled_back = true;
+                }
+                self.stats.journal_rollbacks += 1;
+                self.notice(Notice::JournalRolledBack {
+                    generation: this_generation,
+                    seen: seen_generation,
+                    by: from,
+                });
+            }
+            // The next restart must be above what every peer saw.
+            if seen_generation >= self.journal.generation()
+                && self
+                    .journal
+                    .set_generation(seen_generation.saturating_add(1))
+                    .is_err()
             {
                 self.stats.journal_errors += 1;
             }
         }
         let strict_stale = self.check.as_ref().is_some_and(|c| c.journal_rolled_back)
             && self.config.strict_rollback;
-        let Some(h) = self.held.get_mut(&agent) else {
+        let Some(h) = self.held.get(&agent).copied() else {
             return;
         };
         if h.stale {
             return;
         }
-        if seen == h.epoch && state == SeenState::Prepared {
-            let epoch = h.epoch;
-            if h.outgoing == Some(from) {
-                // The abort's decision first, durable (Abort is never sent while the record
-                // could still commit), then the discard; the agent stays held.
+        let epoch = h.epoch;
+        if h.tombstone {
+            // What the journal may have lost: the fence, raised to an epoch the peer holds a
+            // record of (a decision or a prepared copy; an authenticated peer's answer,
+            // capped at MAX_EPOCH like every fence). Not to a bare fence: that may be this
+            // node's own, echoed back (its fence is above its record after a crash between
+            // the two writes of `migrate`), and would then make it take its own agent for
+            // stale at its next restart.
+            let recorded = state != SeenState::Nothing;
+            if recorded && seen > epoch && self.raise_fence(agent, seen).is_err() {
+                return; // asked again next round
+            }
+            if let Some(h) = self.held.get_mut(&agent) {
+                h.answered |= 1 << i;
+            }
+            self.settle(host, now, agent);
+            return;
+        }
+        if seen == epoch && state == SeenState::Prepared && h.prepared_from.is_none() {
+            // A peer holds a prepared copy at the epoch this node would run it at: the target
+            // of an offer made here at that epoch, which the restart aborts (or which an
+            // earlier check aborted before a crash). The abort first, durable (Abort is never
+            // sent while the record could still commit), then the discard; the agent stays
+            // held until this peer's answer shows the copy gone, deadline or not.
+            if h.outgoing.is_some() {
                 let running = Record {
                     epoch,
                     phase: Phase::Running,
@@ -342,35 +406,41 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 if self.journal.put(agent, running).is_err() {
                     return; // asked again next round
                 }
-                if let Some(h) = self.held.get_mut(&agent) {
-                    h.outgoing = None;
-                    h.discarding = Some(from);
-                }
                 self.stats.aborted += 1;
             }
-            if self
-                .held
-                .get(&agent)
-                .is_some_and(|h| h.discarding == Some(from))
-            {
-                self.queue(from, agent, epoch, Out::Control(OutBody::Abort));
-                return; // not answered until the copy is gone
+            if let Some(h) = self.held.get_mut(&agent) {
+                h.outgoing = None;
+                h.discarding |= 1 << i;
+                // Asked again until an answer shows the copy gone (this one may be a late
+                // duplicate of an answer from before the discard).
+                h.answered &= !(1 << i);
             }
+            self.queue(from, agent, epoch, Out::Control(OutBody::Abort));
+            return; // not answered until the copy is gone
         }
         let Some(h) = self.held.get_mut(&agent) else {
             return;
         };
-        if h.discarding == Some(from) {
-            h.discarding = None;
-        }
+        h.discarding &= !(1 << i);
         h.answered |= 1 << i;
-        if seen > h.epoch || (seen == h.epoch && state == SeenState::Decided) {
-            let epoch = h.epoch;
-            self.mark_stale(agent, epoch, seen, from);
+        // A decision at this epoch by any node but the source of a held Prepared record (whose
+        // own state at that epoch the resumed hand-off settles) cannot be explained by this
+        // journal.
+        let decided_elsewhere =
+            seen == epoch && state == SeenState::Decided && h.prepared_from != Some(from);
+        if seen > epoch && h.prepared_from.is_some() && !strict_stale {
+            // A prepared copy some node has seen past: its hand-off was aborted by the source
+            // (which needs no answer to abort) and the agent moved on, or it was committed here
+            // and moved on after the copy of this journal was taken. Either way it must never
+            // run: it is discarded, as an Abort would (the fence stays).
+            if self.journal.remove(agent).is_ok() {
+                self.held.remove(&agent);
+                host.discard(agent, epoch);
+                self.stats.fenced += 1;
+            }
             return;
         }
-        if strict_stale {
-            let epoch = h.epoch;
+        if seen > epoch || decided_elsewhere || strict_stale {
             self.mark_stale(agent, epoch, seen, from);
             return;
         }
@@ -398,7 +468,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
         let Some(h) = self.held.get(&agent).copied() else {
             return;
         };
-        if h.stale {
+        if h.stale || h.discarding != 0 {
             return;
         }
         let asked = check.peers.len();
@@ -407,8 +477,17 @@ impl<J: Journal, const N: usize> Node<J, N> {
         } else {
             u32::MAX >> (32 - asked)
         };
-        let complete = h.answered & all == all;
-        let late = now >= check.deadline && !self.config.strict_rollback;
+        // With no peer to ask the check is never complete: the agent runs unchecked at once,
+        // or, strict, never.
+        let complete = asked > 0 && h.answered & all == all;
+        let late = (asked == 0 || now >= check.deadline) && !self.config.strict_rollback;
+        if h.tombstone {
+            // Its timers run as after any restart; only the asking ends here.
+            if complete || now >= check.deadline || asked == 0 {
+                self.held.remove(&agent);
+            }
+            return;
+        }
         if !complete && !late {
             return;
         }
@@ -422,9 +501,11 @@ impl<J: Journal, const N: usize> Node<J, N> {
             });
         }
         self.held.remove(&agent);
-        match h.outgoing {
-            None => host.run(agent, h.epoch),
-            Some(target) => {
+        match (h.prepared_from, h.outgoing) {
+            // In doubt: ask the source again, as a plain restart does.
+            (Some(_), _) => self.set_timer(agent, now, None, None),
+            (None, None) => host.run(agent, h.epoch),
+            (None, Some(target)) => {
                 self.abort_outgoing(host, agent, h.epoch, target);
                 self.retry_abort_later(agent, now);
             }
