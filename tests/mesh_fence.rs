@@ -5,62 +5,14 @@
 #![cfg(feature = "std")]
 
 use mielin_cells::mesh::frame::{Body, Repr};
-use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Journal, MemJournal, MeshError, Node, Phase, Record,
-};
+use mielin_cells::mesh::{Config, Journal, MemJournal, MeshError, Node, Phase, Record};
 use mielin_cells::{AgentId, NodeId};
-use std::collections::BTreeMap;
 
 const AGENT: AgentId = AgentId::from_bytes([0xa9; 16]);
 
-/// Keeps the agent as the epoch its state was captured at; trusts every snapshot.
-#[derive(Default)]
-struct PlainHost {
-    owned: Option<u64>,
-    prepared: BTreeMap<u64, u64>,
-    running: Option<u64>,
-}
-
-impl AgentHost for PlainHost {
-    fn describe(&mut self, _: AgentId) -> Option<AgentInfo> {
-        self.owned.map(|_| AgentInfo {
-            dna_hash: [7; 32],
-            snapshot_len: 8,
-            dna_len: 0,
-        })
-    }
-    fn has_dna(&mut self, _: &[u8; 32]) -> bool {
-        true
-    }
-    fn stop(&mut self, _: AgentId) {
-        self.running = None;
-    }
-    fn capture(&mut self, _: AgentId, _: bool, out: &mut [u8]) -> Result<usize, MeshError> {
-        let v = self
-            .owned
-            .ok_or(MeshError::HostRefused { reason: "none" })?;
-        out[..8].copy_from_slice(&v.to_le_bytes());
-        Ok(8)
-    }
-    fn prepare(&mut self, _: AgentId, e: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
-        let b: [u8; 8] = s.try_into().map_err(|_| MeshError::Truncated)?;
-        self.prepared.insert(e, u64::from_le_bytes(b));
-        Ok(())
-    }
-    fn run(&mut self, _: AgentId, epoch: u64) {
-        if let Some(v) = self.prepared.remove(&epoch) {
-            self.owned = Some(v);
-        }
-        self.running = Some(epoch);
-    }
-    fn discard(&mut self, _: AgentId, epoch: u64) {
-        self.prepared.remove(&epoch);
-    }
-    fn release(&mut self, _: AgentId) {
-        self.owned = None;
-        self.running = None;
-    }
-}
+#[path = "common/plain_host.rs"]
+mod plain_host;
+use plain_host::PlainHost;
 
 type TestNode = Node<MemJournal<8>, 8>;
 

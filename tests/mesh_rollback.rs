@@ -6,7 +6,6 @@ use mielin_cells::mesh::{
     AgentHost, AgentInfo, Config, Journal, MemJournal, MeshError, Node, Notice, Phase, Record,
 };
 use mielin_cells::{AgentId, NodeId};
-use std::collections::BTreeMap;
 
 const AGENT: AgentId = AgentId::from_bytes([0xa7; 16]);
 const RTO: u64 = 100;
@@ -23,55 +22,9 @@ fn config(strict: bool) -> Config {
     }
 }
 
-/// Keeps the agent as a number (its state); trusts every snapshot.
-#[derive(Default, Clone)]
-struct PlainHost {
-    owned: Option<u64>,
-    prepared: BTreeMap<u64, u64>,
-    running: Option<u64>,
-}
-
-impl AgentHost for PlainHost {
-    fn describe(&mut self, _: AgentId) -> Option<AgentInfo> {
-        self.owned.map(|_| AgentInfo {
-            dna_hash: [7; 32],
-            snapshot_len: 8,
-            dna_len: 0,
-        })
-    }
-    fn has_dna(&mut self, _: &[u8; 32]) -> bool {
-        true
-    }
-    fn stop(&mut self, _: AgentId) {
-        self.running = None;
-    }
-    fn capture(&mut self, _: AgentId, _: bool, out: &mut [u8]) -> Result<usize, MeshError> {
-        let v = self
-            .owned
-            .ok_or(MeshError::HostRefused { reason: "none" })?;
-        out[..8].copy_from_slice(&v.to_le_bytes());
-        Ok(8)
-    }
-    fn prepare(&mut self, _: AgentId, e: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
-        let b: [u8; 8] = s.try_into().map_err(|_| MeshError::Truncated)?;
-        self.prepared.insert(e, u64::from_le_bytes(b));
-        Ok(())
-    }
-    fn run(&mut self, _: AgentId, epoch: u64) {
-        if let Some(v) = self.prepared.remove(&epoch) {
-            self.owned = Some(v);
-        }
-        assert!(self.owned.is_some(), "run without a copy");
-        self.running = Some(epoch);
-    }
-    fn discard(&mut self, _: AgentId, epoch: u64) {
-        self.prepared.remove(&epoch);
-    }
-    fn release(&mut self, _: AgentId) {
-        self.owned = None;
-        self.running = None;
-    }
-}
+#[path = "common/plain_host.rs"]
+mod plain_host;
+use plain_host::PlainHost;
 
 type TestNode = Node<MemJournal<8>, 8>;
 type Frame = (usize, usize, Vec<u8>);
@@ -164,14 +117,30 @@ impl World {
                     self.deliver(&f);
                 }
             }
-            self.now += 10;
-            for i in 0..self.nodes.len() {
-                if let Some(n) = self.nodes[i].as_mut() {
-                    n.handle_timeout(&mut self.hosts[i], self.now);
-                }
-            }
+            self.tick();
             self.check();
         }
+    }
+
+    /// 10 ms pass: every node's timers.
+    fn tick(&mut self) {
+        self.now += 10;
+        for i in 0..self.nodes.len() {
+            if let Some(n) = self.nodes[i].as_mut() {
+                n.handle_timeout(&mut self.hosts[i], self.now);
+            }
+        }
+    }
+
+    /// Node `from` hands the agent to node `to`.
+    fn migrate(&mut self, from: usize, to: usize) {
+        let (now, id) = (self.now, self.ids[to]);
+        let h = &mut self.hosts[from];
+        self.nodes[from]
+            .as_mut()
+            .unwrap()
+            .migrate(h, now, AGENT, id)
+            .unwrap();
     }
 
     fn check(&self) {
@@ -203,13 +172,7 @@ fn started_then_moved(w: &mut World) -> (MemJournal<8>, PlainHost) {
     let h = &mut w.hosts[0];
     w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
     let before = (w.journal(0), w.hosts[0].clone());
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
+    w.migrate(0, 1);
     w.run_for(1_000, |_| true);
     assert_eq!(w.running(), vec![(1, 1)], "handed to node 1");
     before
@@ -358,13 +321,7 @@ fn open_offer_with_a_commit_on_its_way(w: &mut World) -> (MemJournal<8>, PlainHo
     w.hosts[0].owned = Some(5);
     let h = &mut w.hosts[0];
     w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
+    w.migrate(0, 1);
     let mut commit = None;
     let mut outgoing = None;
     for _ in 0..20 {
@@ -472,13 +429,7 @@ fn a_target_rolled_back_to_a_prepared_copy_does_not_run_it() {
     w.hosts[0].owned = Some(42);
     let h = &mut w.hosts[0];
     w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
+    w.migrate(0, 1);
     // Node 1's frames to node 0 after its Prepared are lost (Done never arrives); copy node 1's
     // journal while it holds the prepared copy.
     let mut old = None;
@@ -497,22 +448,11 @@ fn a_target_rolled_back_to_a_prepared_copy_does_not_run_it() {
         {
             old = Some((w.journal(1), w.hosts[1].clone()));
         }
-        w.now += 10;
-        for i in 0..3 {
-            if let Some(n) = w.nodes[i].as_mut() {
-                n.handle_timeout(&mut w.hosts[i], w.now);
-            }
-        }
+        w.tick();
     }
     assert_eq!(w.running(), vec![(1, 1)]);
     // Node 1 hands it on to node 2 (epoch 2); Done from 1 to 0 still lost.
-    let (now, id2) = (w.now, w.ids[2]);
-    let h = &mut w.hosts[1];
-    w.nodes[1]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id2)
-        .unwrap();
+    w.migrate(1, 2);
     w.run_for(1_000, |f| {
         !(f.0 == 1 && f.1 == 0 && kind(f) == FrameKind::Done)
     });
@@ -534,36 +474,7 @@ fn a_target_rolled_back_to_a_prepared_copy_does_not_run_it() {
 #[test]
 fn not_strict_the_deadline_does_not_run_an_agent_whose_target_still_holds_a_copy() {
     let mut w = World::new(2, false);
-    w.hosts[0].owned = Some(5);
-    let h = &mut w.hosts[0];
-    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
-    let mut commit = None;
-    let mut outgoing = None;
-    for _ in 0..20 {
-        if outgoing.is_none() {
-            let r = w.journal(0).get(AGENT);
-            if matches!(r.map(|r| r.phase), Some(Phase::Outgoing { .. })) {
-                outgoing = Some((w.journal(0), w.hosts[0].clone()));
-            }
-        }
-        for f in w.drain() {
-            if kind(&f) == FrameKind::Commit {
-                commit = Some(f);
-            } else {
-                w.deliver(&f);
-            }
-        }
-        w.now += 10;
-    }
-    let commit = commit.unwrap();
-    let (j, h) = outgoing.unwrap();
+    let (j, h, commit) = open_offer_with_a_commit_on_its_way(&mut w);
     w.nodes[0] = None;
     w.restart(0, j, h);
     // Node 0's Aborts are lost for longer than rollback_check_ms.
@@ -573,8 +484,9 @@ fn not_strict_the_deadline_does_not_run_an_agent_whose_target_still_holds_a_copy
         w.journal(1).get(AGENT).map(|r| r.phase),
         Some(Phase::Prepared { .. })
     ));
-    w.deliver(&commit); // check() panics on two running copies
-                        // Once the Aborts get through, exactly one copy runs.
+    // check() panics on two running copies.
+    w.deliver(&commit);
+    // Once the Aborts get through, exactly one copy runs.
     w.run_for(2_000, |_| true);
     assert_eq!(w.running().len(), 1, "{:?}", w.running());
 }
@@ -727,36 +639,7 @@ fn with_no_peers_the_agent_runs_unchecked_or_strict_never() {
 #[test]
 fn a_crash_after_the_checks_abort_still_waits_for_the_discard() {
     let mut w = World::new(2, true);
-    w.hosts[0].owned = Some(5);
-    let h = &mut w.hosts[0];
-    w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
-    let mut commit = None;
-    let mut outgoing = None;
-    for _ in 0..20 {
-        if outgoing.is_none() {
-            let r = w.journal(0).get(AGENT);
-            if matches!(r.map(|r| r.phase), Some(Phase::Outgoing { .. })) {
-                outgoing = Some((w.journal(0), w.hosts[0].clone()));
-            }
-        }
-        for f in w.drain() {
-            if kind(&f) == FrameKind::Commit {
-                commit = Some(f);
-            } else {
-                w.deliver(&f);
-            }
-        }
-        w.now += 10;
-    }
-    let commit = commit.unwrap();
-    let (j, h) = outgoing.unwrap();
+    let (j, h, commit) = open_offer_with_a_commit_on_its_way(&mut w);
     w.nodes[0] = None;
     w.restart(0, j, h.clone());
     // One round: node 1 answers Prepared, node 0 makes its abort durable; its Abort is lost.
@@ -786,25 +669,13 @@ fn a_rolled_back_tombstone_gets_its_fence_back_from_the_peers() {
     w.hosts[0].owned = Some(42);
     let h = &mut w.hosts[0];
     w.nodes[0].as_mut().unwrap().start(h, AGENT).unwrap();
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
+    w.migrate(0, 1);
     w.run_for(1_000, |_| true);
     assert_eq!(w.running(), vec![(1, 1)]);
     let old = (w.journal(0), w.hosts[0].clone());
     assert_eq!(old.0.sequence(AGENT), Some(1));
     // Node 1 hands it back (epoch 2); its Transfer and Commit are kept for a late replay.
-    let (now, id0) = (w.now, w.ids[0]);
-    let h = &mut w.hosts[1];
-    w.nodes[1]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id0)
-        .unwrap();
+    w.migrate(1, 0);
     let mut late = Vec::new();
     for _ in 0..100 {
         for f in w.drain() {
@@ -813,22 +684,11 @@ fn a_rolled_back_tombstone_gets_its_fence_back_from_the_peers() {
             }
             w.deliver(&f);
         }
-        w.now += 10;
-        for i in 0..2 {
-            if let Some(n) = w.nodes[i].as_mut() {
-                n.handle_timeout(&mut w.hosts[i], w.now);
-            }
-        }
+        w.tick();
     }
     assert_eq!(w.running(), vec![(0, 2)]);
     // And node 0 hands it to node 1 again (epoch 3).
-    let (now, id1) = (w.now, w.ids[1]);
-    let h = &mut w.hosts[0];
-    w.nodes[0]
-        .as_mut()
-        .unwrap()
-        .migrate(h, now, AGENT, id1)
-        .unwrap();
+    w.migrate(0, 1);
     w.run_for(1_000, |_| true);
     assert_eq!(w.running(), vec![(1, 3)]);
     // Node 0 comes back with the copy from before epoch 2: a tombstone at 1, fence 1.
