@@ -45,6 +45,9 @@
 
 mod precopy;
 mod rewrite;
+#[cfg(feature = "transform")]
+#[cfg_attr(docsrs, doc(cfg(feature = "transform")))]
+pub mod transform;
 
 pub use precopy::PreCopy;
 

@@ -1,0 +1,195 @@
+//! The deploy-time Asyncify transform (feature `transform`): what it produces from real modules
+//! (the rustc guest, WAT), the record it appends, and what it refuses. Needs `wasm-opt`
+//! (Debian's `binaryen`, version 108 here); the tests that run it say so and pass without it
+//! only where the refusal is the point.
+#![cfg(feature = "transform")]
+
+use mielin_cells::runtime::transform::{
+    transform, wasm_opt_version, TransformError, TransformOptions, TransformRecord,
+    UnwindingImport, ASYNCIFY_EXPORTS, RECORD_SECTION,
+};
+use mielin_cells::sha256;
+use std::path::Path;
+
+fn exports(module: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ExportSection(r) = payload.unwrap() {
+            names.extend(r.into_iter().map(|e| e.unwrap().name.to_string()));
+        }
+    }
+    names
+}
+
+const RECV: &str = r#"(module
+  (import "mesh" "recv_wait" (func $recv (result i32)))
+  (import "env" "log" (func $log (param i32)))
+  (memory 1)
+  (global $sum (mut i32) (i32.const 0))
+  (func (export "run") (result i32)
+    (local $m i32)
+    (loop $l
+      (local.set $m (call $recv))
+      (call $log (local.get $m))
+      (global.set $sum (i32.add (global.get $sum) (local.get $m)))
+      (br_if $l (i32.ne (local.get $m) (i32.const 0))))
+    (global.get $sum)))"#;
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_rust_guests_are_transformed_or_refused() {
+    // `tests/guest.wasm` imports nothing: nothing could unwind.
+    assert_eq!(
+        transform(
+            &read("guest.wasm"),
+            &TransformOptions::new(&[("env", "yield")])
+        ),
+        Err(TransformError::NoUnwindingImport)
+    );
+    // rustc's output (no `target_features` section, `memory.copy` in it) goes through.
+    let guest = read("midcall-guest.wasm");
+    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]);
+    let out = transform(&guest, &opts).unwrap();
+    let record = TransformRecord::find(&out).unwrap();
+    assert_eq!(record.original, sha256(&guest));
+    assert_eq!(
+        record.imports,
+        [
+            UnwindingImport::new("mesh", "recv_wait"),
+            UnwindingImport::new("env", "yield")
+        ]
+    );
+    let names = exports(&out);
+    for name in ["serve", "deep", "crunch"]
+        .into_iter()
+        .chain(ASYNCIFY_EXPORTS)
+    {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+}
+
+#[test]
+fn a_wat_module_gets_asyncify_exports_and_a_record() {
+    let wasm = wat::parse_str(RECV).unwrap();
+    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]);
+    let out = transform(&wasm, &opts).unwrap();
+    let names = exports(&out);
+    for name in ASYNCIFY_EXPORTS {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+    let record = TransformRecord::find(&out).expect("a record");
+    assert_eq!(record.original, sha256(&wasm));
+    assert_eq!(record.transform, "asyncify");
+    assert!(
+        record.tool.starts_with("wasm-opt version"),
+        "{}",
+        record.tool
+    );
+    // Only the imports the module has are instrumented and recorded.
+    assert_eq!(record.imports, [UnwindingImport::new("mesh", "recv_wait")]);
+    // Deterministic: the same input gives the same DNA.
+    assert_eq!(transform(&wasm, &opts).unwrap(), out);
+    // The record survives a round trip, and anything after it is refused.
+    let bytes = record.to_bytes().unwrap();
+    assert_eq!(TransformRecord::from_bytes(&bytes), Some(record.clone()));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(TransformRecord::from_bytes(&longer), None);
+    for cut in 0..bytes.len() {
+        assert_eq!(
+            TransformRecord::from_bytes(&bytes[..cut]),
+            None,
+            "cut {cut}"
+        );
+    }
+    // Transforming the output again is refused.
+    assert_eq!(
+        transform(&out, &opts),
+        Err(TransformError::AlreadyTransformed)
+    );
+    assert!(RECORD_SECTION.starts_with("mielin"));
+}
+
+#[test]
+fn what_asyncify_cannot_handle_is_refused() {
+    let opts = TransformOptions::new(&[("mesh", "recv_wait")]);
+    let cases: [(&str, TransformError); 6] = [
+        (
+            r#"(module (import "mesh" "recv_wait" (func (result i32)))
+                 (func (export "f") (local i32)))"#,
+            TransformError::NoMemory,
+        ),
+        (
+            r#"(module (import "mesh" "recv_wait" (func (result i32))) (memory 1)
+                 (func (export "f") (local externref)))"#,
+            TransformError::ReferenceTypedLocal { function: 1 },
+        ),
+        (
+            r#"(module (import "mesh" "recv_wait" (func (result i32))) (memory 1)
+                 (func (export "f") (param funcref)))"#,
+            TransformError::ReferenceTypedLocal { function: 1 },
+        ),
+        (
+            r#"(module (import "mesh" "recv_wait" (func (result i32))) (memory 1)
+                 (func $g (result i32) (call 0))
+                 (func (export "f") (result i32) (return_call $g)))"#,
+            TransformError::TailCall,
+        ),
+        (
+            r#"(module (import "mesh" "recv_wait" (func (result i32))) (memory 1)
+                 (func (export "asyncify_get_state") (result i32) (i32.const 0)))"#,
+            TransformError::AlreadyTransformed,
+        ),
+        (
+            r#"(module (import "env" "other" (func (result i32))) (memory 1))"#,
+            TransformError::NoUnwindingImport,
+        ),
+    ];
+    for (text, why) in cases {
+        let wasm = wat::parse_str(text).unwrap();
+        assert_eq!(transform(&wasm, &opts), Err(why), "{text}");
+    }
+    assert_eq!(
+        transform(b"\0asm\x01\0\0\0\x05", &opts),
+        Err(TransformError::InvalidModule)
+    );
+    let wasm = wat::parse_str(RECV).unwrap();
+    for bad in [
+        ("me.sh", "recv_wait"),
+        ("mesh", "recv,x"),
+        ("mesh", ""),
+        ("", "x"),
+    ] {
+        assert_eq!(
+            transform(&wasm, &TransformOptions::new(&[bad])),
+            Err(TransformError::BadImportName),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_or_failing_wasm_opt_is_an_error() {
+    let wasm = wat::parse_str(RECV).unwrap();
+    let mut opts = TransformOptions::new(&[("mesh", "recv_wait")]);
+    opts.wasm_opt = "/nonexistent/wasm-opt".into();
+    assert_eq!(transform(&wasm, &opts), Err(TransformError::WasmOptMissing));
+    assert_eq!(
+        wasm_opt_version(Path::new("/nonexistent/wasm-opt")),
+        Err(TransformError::WasmOptMissing)
+    );
+    // `false` starts and fails: its exit code is reported.
+    opts.wasm_opt = "false".into();
+    assert!(matches!(
+        transform(&wasm, &opts),
+        Err(TransformError::WasmOptFailed { .. })
+    ));
+}
