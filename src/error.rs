@@ -598,6 +598,20 @@ pub enum ExecutionError {
     WrongAgent,
     /// A carried global's type differs from the module's global of that index.
     GlobalTypeMismatch,
+    /// The call was suspended in the middle (an import unwound it, `runtime::midcall`): resume
+    /// it with `LiveAgent::resume_call`. Also: another export was called while a call is
+    /// suspended, which is refused.
+    CallSuspended,
+    /// `LiveAgent::resume_call` with no suspended call.
+    NotSuspended,
+    /// An unwind did not fit its buffer. Refused before anything outside the buffer was
+    /// written (the buffer ends where memory ends, so the write past it trapped); the call is
+    /// lost and the agent `Suspended`.
+    UnwindBufferOverflow,
+    /// A suspended call that does not fit the instance: the module is not transformed, the
+    /// buffer lies outside memory or its header is not a finished unwind, or the export is
+    /// missing; or a rewind that did not reach the import that suspended.
+    BadSuspendedCall,
 }
 
 impl fmt::Display for ExecutionError {
@@ -649,6 +663,14 @@ impl fmt::Display for ExecutionError {
             }
             ExecutionError::GlobalTypeMismatch => {
                 f.write_str("a carried global does not match the module's global type")
+            }
+            ExecutionError::CallSuspended => f.write_str("the call is suspended in the middle"),
+            ExecutionError::NotSuspended => f.write_str("no call is suspended"),
+            ExecutionError::UnwindBufferOverflow => {
+                f.write_str("the call stack did not fit the unwind buffer")
+            }
+            ExecutionError::BadSuspendedCall => {
+                f.write_str("the suspended call does not fit the instance")
             }
         }
     }

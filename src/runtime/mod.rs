@@ -43,6 +43,7 @@
 //! [`Runtime::resume`] does not. The rewrite is deterministic, so every node derives the same
 //! module from the same DNA; the agent's DNA and hash stay those of the original binary.
 
+pub mod midcall;
 mod precopy;
 mod rewrite;
 #[cfg(feature = "transform")]
@@ -53,6 +54,7 @@ pub use precopy::PreCopy;
 
 use crate::globals::{self, Globals};
 use crate::{Agent, AgentState, CellError, ExecutionError, GlobalValue, Refusal, Trap};
+use alloc::string::String;
 use alloc::vec::Vec;
 pub use wasmi::{Caller, Val};
 use wasmi::{
@@ -179,6 +181,7 @@ impl Runtime {
             .map(|name| instance.get_global(&store, name))
             .collect::<Option<Vec<Global>>>()
             .ok_or(failed(ExecutionError::MissingStateExport))?;
+        let asyncify = midcall::Asyncify::find(&instance, &store);
         let live = LiveAgent {
             agent,
             store,
@@ -186,6 +189,8 @@ impl Runtime {
             memory,
             globals,
             fuel_per_call: self.fuel_per_call,
+            asyncify,
+            interrupted: None,
         };
         Ok((live, rewritten.has_start))
     }
@@ -264,6 +269,10 @@ pub struct LiveAgent<T> {
     memory: Option<Memory>,
     globals: Vec<Global>,
     fuel_per_call: u64,
+    /// Asyncify's exports, if the module went through the deploy-time transform.
+    asyncify: Option<midcall::Asyncify>,
+    /// The export whose call is suspended in the middle, if one is (`midcall`).
+    interrupted: Option<String>,
 }
 
 impl<T> LiveAgent<T> {
@@ -289,7 +298,31 @@ impl<T> LiveAgent<T> {
     /// panic), [`NotRunning`](ExecutionError::NotRunning). After a trap, running out of fuel or a
     /// failed host function the agent is `Suspended`: its memory may be half-updated, and it runs
     /// again only when the embedder moves it back to `Running` with [`set_state`](Self::set_state).
+    ///
+    /// In a module transformed for mid-call capture (`runtime::transform`), an import may
+    /// suspend the call ([`midcall`]): then this is [`ExecutionError::CallSuspended`], the
+    /// agent stays `Running`, and [`resume_call`](Self::resume_call) continues it
+    /// ([`run`](Self::run) says the same without an error). While a call is suspended, every
+    /// other call is refused with the same error.
     pub fn call(&mut self, export: &str, args: &[Val]) -> Result<Vec<Val>, CellError> {
+        if self.interrupted.is_some() {
+            return Err(failed(ExecutionError::CallSuspended));
+        }
+        let outcome = self.invoke(export, args);
+        self.settle(export, outcome)
+    }
+
+    /// Runs `export` as [`call`](Self::call) does, and returns its results, or
+    /// [`Completion::Suspended`](midcall::Completion::Suspended) if an import suspended it.
+    pub fn run(&mut self, export: &str, args: &[Val]) -> Result<midcall::Completion, CellError> {
+        if self.interrupted.is_some() {
+            return Err(failed(ExecutionError::CallSuspended));
+        }
+        midcall::Completion::from_call(self.call(export, args))
+    }
+
+    /// Calls `export` with a fresh fuel allowance; on an error the agent is `Suspended`.
+    fn invoke(&mut self, export: &str, args: &[Val]) -> Result<Vec<Val>, CellError> {
         let state = self.agent.state();
         if state != AgentState::Running {
             return Err(failed(ExecutionError::NotRunning { found: state }));

@@ -1,0 +1,454 @@
+//! Mid-call capture (features `transform`, which brings `wasmi`): agents suspended inside a
+//! call by an import, captured, moved to a fresh runtime (a second node) and resumed there, with
+//! the same result as a run that never moved.
+//!
+//! - a blocking receive: guests written as `loop { let m = recv_wait(); handle(m) }`, in WAT and
+//!   in Rust (`tests/midcall-guest.wasm`, from `examples/guest-midcall`);
+//! - preemption: CPU-bound guests with a yield point at an outer loop header, suspended when the
+//!   call's fuel runs low and migrated several times;
+//! - an unwind that does not fit its buffer, refused before it writes outside it;
+//! - what `restore_call` and `resume_call` refuse.
+#![cfg(feature = "transform")]
+
+use mielin_cells::migration::MigrationSnapshot;
+use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable, SuspendedCall};
+use mielin_cells::runtime::transform::{transform, TransformOptions};
+use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
+use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, ExecutionError};
+use std::collections::VecDeque;
+use std::path::Path;
+
+/// The host of every test: the mid-call state, a mailbox, and the preemption policy.
+#[derive(Default)]
+struct Host {
+    mid: MidCall,
+    mailbox: VecDeque<Vec<u8>>,
+    /// A yield point suspends when less fuel than this is left (0: never).
+    reserve: u64,
+    yields: u64,
+    /// The fuel left at each yield point.
+    last_fuel: Vec<u64>,
+}
+
+impl Suspendable for Host {
+    fn mid_call(&mut self) -> &mut MidCall {
+        &mut self.mid
+    }
+}
+
+/// `mesh.recv_wait(ptr, cap) -> len` (suspends while the mailbox is empty) and `env.yield()`
+/// (suspends when the call's fuel runs below the host's reserve).
+fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
+    imports.func_wrap(
+        "mesh",
+        "recv_wait",
+        |mut caller: Caller<'_, Host>, ptr: i32, cap: i32| -> Result<i32, wasmi::Error> {
+            midcall::enter(&mut caller)?;
+            let Some(message) = caller.data_mut().mailbox.pop_front() else {
+                midcall::suspend(&mut caller, b"recv")?;
+                return Ok(0);
+            };
+            let n = message.len().min(cap.max(0) as usize);
+            let memory = caller
+                .get_export("memory")
+                .and_then(wasmi::Extern::into_memory)
+                .ok_or_else(|| wasmi::Error::new("no memory"))?;
+            memory.write(&mut caller, ptr as u32 as usize, &message[..n])?;
+            Ok(n as i32)
+        },
+    )?;
+    imports.func_wrap(
+        "env",
+        "yield",
+        |mut caller: Caller<'_, Host>| -> Result<(), wasmi::Error> {
+            if midcall::enter(&mut caller)?.is_some() {
+                return Ok(()); // just resumed here: go on
+            }
+            caller.data_mut().yields += 1;
+            let left = caller.get_fuel().unwrap_or(0);
+            caller.data_mut().last_fuel.push(left);
+            let reserve = caller.data().reserve;
+            if reserve > 0 && midcall::fuel_below(&caller, reserve) {
+                midcall::suspend(&mut caller, b"yield")?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn transformed(wasm: &[u8]) -> Vec<u8> {
+    transform(
+        wasm,
+        &TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]),
+    )
+    .unwrap()
+}
+
+fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
+    let dna = Dna::new(wasm.to_vec()).unwrap();
+    let id = AgentId::derive(dna.hash(), 0);
+    rt.start(Agent::with_id(id, dna), host, link).unwrap()
+}
+
+/// Node A captures the agent (suspended in a call or not) into bytes; node B, a runtime of its
+/// own, restores and resumes it. The host's mailbox and policy go along (as the inbox would).
+/// Only bytes cross.
+fn migrate(live: LiveAgent<Host>, fuel: u64) -> LiveAgent<Host> {
+    let mut live = live;
+    let call = live.suspended_call().map(|c| c.to_bytes().unwrap());
+    let mailbox = std::mem::take(&mut live.host_mut().mailbox);
+    let reserve = live.host().reserve;
+    let agent = live.into_agent().unwrap();
+    let bytes = MigrationSnapshot::capture_at(&agent, None, 1)
+        .serialize()
+        .unwrap();
+    drop(agent);
+
+    let rt = Runtime::new(fuel);
+    let restored = MigrationSnapshot::deserialize(&bytes)
+        .unwrap()
+        .restore()
+        .unwrap();
+    let host = Host {
+        mailbox,
+        reserve,
+        ..Host::default()
+    };
+    let mut live = rt.resume(restored, host, link).unwrap();
+    if let Some(call) = call {
+        live.restore_call(SuspendedCall::from_bytes(&call).unwrap())
+            .unwrap();
+    }
+    live
+}
+
+fn returned(c: Completion) -> Vec<Val> {
+    match c {
+        Completion::Returned(v) => v,
+        Completion::Suspended => panic!("suspended"),
+    }
+}
+
+fn i64_of(v: &[Val]) -> i64 {
+    match v {
+        [Val::I64(x)] => *x,
+        other => panic!("{other:?}"),
+    }
+}
+
+const RECV_WAT: &str = r#"(module
+  (import "mesh" "recv_wait" (func $recv (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; loop { n = recv_wait(); if n == 0 { return acc } fold(message) }
+  (func (export "serve") (param $seed i32) (result i64)
+    (local $acc i64) (local $n i32) (local $i i32)
+    (local.set $acc (i64.extend_i32_u (local.get $seed)))
+    (loop $l
+      (local.set $n (call $recv (i32.const 64) (i32.const 64)))
+      (if (i32.eqz (local.get $n)) (then (return (local.get $acc))))
+      (local.set $i (i32.const 0))
+      (loop $b
+        (local.set $acc
+          (i64.add (i64.mul (local.get $acc) (i64.const 31))
+                   (i64.load8_u offset=64 (local.get $i))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $b (i32.lt_u (local.get $i) (local.get $n))))
+      (br $l))
+    (local.get $acc))
+  ;; `depth` frames, then one receive at the bottom.
+  (func $down (param $d i32) (result i64)
+    (if (result i64) (i32.eqz (local.get $d))
+      (then (i64.extend_i32_u (call $recv (i32.const 64) (i32.const 8))))
+      (else (i64.add (call $down (i32.sub (local.get $d) (i32.const 1)))
+                     (i64.extend_i32_u (local.get $d))))))
+  (func (export "deep") (param i32) (result i64) (call $down (local.get 0))))"#;
+
+const MESSAGES: [&[u8]; 5] = [b"hello", b"world", b"a longer message here", b"x", b""];
+
+#[test]
+fn a_receive_loop_moves_at_every_receive_and_ends_as_an_unmoved_run() {
+    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
+    let fuel = 1_000_000;
+
+    // Unmoved: every message there from the start, no suspension.
+    let mut host = Host::default();
+    host.mailbox.extend(MESSAGES.iter().map(|m| m.to_vec()));
+    let mut stayed = start(&Runtime::new(fuel), &wasm, host);
+    let unmoved = i64_of(&returned(stayed.run("serve", &[Val::I32(7)]).unwrap()));
+
+    // Moved: the mailbox is empty at every receive; the agent suspends, moves to a fresh
+    // runtime, gets one message, and resumes there.
+    let mut live = start(&Runtime::new(fuel), &wasm, Host::default());
+    assert!(matches!(
+        live.run("serve", &[Val::I32(7)]).unwrap(),
+        Completion::Suspended
+    ));
+    assert!(live.is_suspended_in_call());
+    // No other call while suspended.
+    assert_eq!(
+        live.call("deep", &[Val::I32(1)]).unwrap_err(),
+        CellError::ExecutionFailed(ExecutionError::CallSuspended)
+    );
+    let mut result = None;
+    for (i, m) in MESSAGES.iter().enumerate() {
+        live = migrate(live, fuel);
+        live.host_mut().mailbox.push_back(m.to_vec());
+        match live.resume_call().unwrap() {
+            Completion::Suspended => assert!(i + 1 < MESSAGES.len()),
+            Completion::Returned(v) => {
+                assert_eq!(i + 1, MESSAGES.len());
+                result = Some(i64_of(&v));
+            }
+        }
+    }
+    assert_eq!(result, Some(unmoved));
+    assert!(!live.is_suspended_in_call());
+    // Between calls again: an ordinary call works.
+    live.host_mut().mailbox.push_back(b"z".to_vec());
+    live.call("deep", &[Val::I32(3)]).unwrap();
+}
+
+#[test]
+fn the_rust_guest_serves_and_crunches_across_moves() {
+    let original = read("midcall-guest.wasm");
+    let wasm = transformed(&original);
+    let fuel = 2_000_000;
+    let messages: [&[u8]; 6] = [
+        b"the quick brown fox",
+        b"jumps over the lazy dog",
+        b"the dog sleeps",
+        b"",
+        b"fox fox fox",
+        b"stop",
+    ];
+
+    // The original module, never suspended (every message there), is the reference.
+    let mut host = Host::default();
+    host.mailbox.extend(messages.iter().map(|m| m.to_vec()));
+    let mut reference = start(&Runtime::new(fuel), &original, host);
+    let unmoved = i64_of(&reference.call("serve", &[]).unwrap());
+
+    let mut live = start(&Runtime::new(fuel), &wasm, Host::default());
+    assert!(matches!(
+        live.run("serve", &[]).unwrap(),
+        Completion::Suspended
+    ));
+    let mut result = None;
+    for m in messages {
+        live = migrate(live, fuel);
+        live.host_mut().mailbox.push_back(m.to_vec());
+        if let Completion::Returned(v) = live.resume_call().unwrap() {
+            result = Some(i64_of(&v));
+        }
+    }
+    assert_eq!(result, Some(unmoved));
+
+    // Suspended under 100 frames of rustc's code, the receive buffer on the shadow stack: the
+    // stack pointer (an unexported mutable global, carried like every other) travels with it.
+    let mut host = Host::default();
+    host.mailbox.push_back(vec![9, 9]);
+    let mut reference = start(&Runtime::new(fuel), &original, host);
+    let unmoved = i64_of(&reference.call("deep", &[Val::I32(100)]).unwrap());
+    let mut live = start(&Runtime::new(fuel), &wasm, Host::default());
+    assert!(matches!(
+        live.run("deep", &[Val::I32(100)]).unwrap(),
+        Completion::Suspended
+    ));
+    assert!(!live.capture().unwrap().globals().is_empty());
+    live = migrate(live, fuel);
+    live.host_mut().mailbox.push_back(vec![9, 9]);
+    assert_eq!(i64_of(&returned(live.resume_call().unwrap())), unmoved);
+
+    // CPU-bound: 10^6 steps with a yield point every 1,000; the call is preempted whenever
+    // less fuel is left than one outer iteration and a half takes, and moved at every
+    // preemption.
+    let steps = 1_000_000i64;
+    let mut reference = start(&Runtime::new(u64::MAX / 2), &original, Host::default());
+    let unmoved = i64_of(&reference.call("crunch", &[Val::I64(steps)]).unwrap());
+    // The fuel one outer iteration takes (from one yield point to the next): the guest time
+    // from "fuel low" to a suspended agent is at most that. The reserve covers it.
+    let per_iteration = |f: &[u64]| f[0] - f[1];
+    let original_cost = per_iteration(&reference.host().last_fuel);
+    let mut probe = start(&Runtime::new(u64::MAX / 2), &wasm, Host::default());
+    probe.call("crunch", &[Val::I64(steps)]).unwrap();
+    let cost = per_iteration(&probe.host().last_fuel);
+    eprintln!(
+        "fuel per outer iteration of 1,000 steps: original {original_cost}, transformed {cost}"
+    );
+    let fuel = 400_000;
+    let host = Host {
+        reserve: cost + cost / 2,
+        ..Host::default()
+    };
+    let mut live = start(&Runtime::new(fuel), &wasm, host);
+    let mut outcome = live.run("crunch", &[Val::I64(steps)]).unwrap();
+    let mut moves = 0;
+    while let Completion::Suspended = outcome {
+        live = migrate(live, fuel);
+        moves += 1;
+        outcome = live.resume_call().unwrap();
+    }
+    assert_eq!(i64_of(&returned(outcome)), unmoved);
+    assert!(moves >= 5, "{moves} moves");
+}
+
+const CRUNCH_WAT: &str = r#"(module
+  (import "env" "yield" (func $yield))
+  (memory (export "memory") 1)
+  (func (export "crunch") (param $steps i64) (result i64)
+    (local $x i64) (local $done i64) (local $j i32)
+    (local.set $x (i64.const 0x1234567887654321))
+    (block $out
+      (loop $outer
+        (br_if $out (i64.ge_u (local.get $done) (local.get $steps)))
+        (call $yield)
+        (local.set $j (i32.const 0))
+        (loop $inner
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
+        (local.set $done (i64.add (local.get $done) (i64.const 1000)))
+        (br $outer)))
+    (local.get $x)))"#;
+
+#[test]
+fn a_cpu_bound_wat_loop_is_preempted_and_moved_several_times() {
+    let original = wat::parse_str(CRUNCH_WAT).unwrap();
+    let wasm = transformed(&original);
+    let steps = 200_000i64;
+    let mut reference = start(&Runtime::new(u64::MAX / 2), &original, Host::default());
+    let unmoved = i64_of(&reference.call("crunch", &[Val::I64(steps)]).unwrap());
+
+    // Without preemption the call runs out of fuel and is lost.
+    let fuel = 300_000;
+    let mut plain = start(&Runtime::new(fuel), &wasm, Host::default());
+    assert_eq!(
+        plain.call("crunch", &[Val::I64(steps)]).unwrap_err(),
+        CellError::ExecutionFailed(ExecutionError::OutOfFuel)
+    );
+
+    let host = Host {
+        reserve: 50_000,
+        ..Host::default()
+    };
+    let mut live = start(&Runtime::new(fuel), &wasm, host);
+    let mut outcome = live.run("crunch", &[Val::I64(steps)]).unwrap();
+    let mut moves = 0;
+    while let Completion::Suspended = outcome {
+        let call = live.suspended_call().unwrap();
+        assert_eq!(call.export, "crunch");
+        assert_eq!(call.host_state, b"yield");
+        live = migrate(live, fuel);
+        moves += 1;
+        outcome = live.resume_call().unwrap();
+    }
+    assert_eq!(i64_of(&returned(outcome)), unmoved);
+    assert!(moves >= 5, "{moves} moves");
+}
+
+#[test]
+fn an_unwind_that_does_not_fit_is_refused_before_it_writes_outside_its_buffer() {
+    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
+    let host = Host {
+        mid: MidCall::new(64),
+        ..Host::default()
+    };
+    let mut live = start(&Runtime::new(1_000_000), &wasm, host);
+    // Shallow: fits in 64 bytes.
+    assert!(matches!(
+        live.run("deep", &[Val::I32(0)]).unwrap(),
+        Completion::Suspended
+    ));
+    let buffer = live.suspended_call().unwrap().buffer;
+    assert_eq!(buffer.len, 64);
+    live.host_mut().mailbox.push_back(vec![5]);
+    assert_eq!(
+        i64_of(&returned(live.resume_call().unwrap())),
+        1 // one byte received
+    );
+
+    // Deep: 50 frames do not fit. The memory before the buffer is as it was.
+    let before = live.capture().unwrap().wasm_state().to_vec();
+    let err = live.run("deep", &[Val::I32(50)]).unwrap_err();
+    assert_eq!(
+        err,
+        CellError::ExecutionFailed(ExecutionError::UnwindBufferOverflow)
+    );
+    let after = live.capture().unwrap();
+    assert_eq!(after.state(), AgentState::Suspended);
+    let start = buffer.start as usize;
+    assert_eq!(after.wasm_state().len(), before.len());
+    assert_eq!(&after.wasm_state()[..start], &before[..start]);
+    // The instance is back to normal: moved back to Running, it runs an ordinary call.
+    live.set_state(AgentState::Running).unwrap();
+    live.host_mut().mailbox.push_back(vec![1]);
+    live.call("deep", &[Val::I32(50)]).unwrap();
+}
+
+#[test]
+fn a_suspended_call_that_does_not_fit_is_refused() {
+    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
+    let rt = Runtime::new(1_000_000);
+    let mut live = start(&rt, &wasm, Host::default());
+    assert_eq!(
+        live.resume_call().unwrap_err(),
+        CellError::ExecutionFailed(ExecutionError::NotSuspended)
+    );
+    assert!(matches!(
+        live.run("serve", &[Val::I32(1)]).unwrap(),
+        Completion::Suspended
+    ));
+    let call = live.suspended_call().unwrap();
+    let bytes = call.to_bytes().unwrap();
+    assert_eq!(SuspendedCall::from_bytes(&bytes).unwrap(), call);
+    // Every truncation and any trailing byte are refused by the decoder.
+    for cut in 0..bytes.len() {
+        assert!(SuspendedCall::from_bytes(&bytes[..cut]).is_err(), "{cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(SuspendedCall::from_bytes(&longer).is_err());
+
+    let agent = live.into_agent().unwrap();
+    let fresh = |agent: &Agent<Vec<u8>>| {
+        let restored = MigrationSnapshot::capture_at(agent, None, 1)
+            .restore()
+            .unwrap();
+        rt.resume(restored, Host::default(), link).unwrap()
+    };
+    let bad = CellError::ExecutionFailed(ExecutionError::BadSuspendedCall);
+    let mut broken = call.clone();
+    broken.buffer.start += 8; // not where the header is
+    assert_eq!(fresh(&agent).restore_call(broken).unwrap_err(), bad);
+    let mut broken = call.clone();
+    broken.buffer.start = u32::MAX - 4; // past memory, and its end overflows
+    assert_eq!(fresh(&agent).restore_call(broken).unwrap_err(), bad);
+    let mut broken = call.clone();
+    broken.export = "nope".into();
+    assert_eq!(
+        fresh(&agent).restore_call(broken).unwrap_err(),
+        CellError::ExecutionFailed(ExecutionError::MissingExport)
+    );
+    // A module that is not transformed cannot take a suspended call.
+    let plain = wat::parse_str(RECV_WAT).unwrap();
+    let mut untransformed = start(&rt, &plain, Host::default());
+    assert_eq!(untransformed.restore_call(call.clone()).unwrap_err(), bad);
+    // The right one is taken, once.
+    let mut good = fresh(&agent);
+    good.restore_call(call.clone()).unwrap();
+    assert_eq!(good.restore_call(call).unwrap_err(), bad);
+    good.host_mut().mailbox.push_back(Vec::new());
+    assert_eq!(i64_of(&returned(good.resume_call().unwrap())), 1);
+}
