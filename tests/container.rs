@@ -12,8 +12,9 @@ use common::{sample_agent, SOURCE, TARGET};
 use mielin_cells::mesh::{Inbox, InboxLimits};
 use mielin_cells::migration::{
     Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochTable,
-    MigrationSnapshot, Route, SnapshotSealer, StateEncoding, TrustList, CHUNK_SIZE, SECTION_BINARY,
-    SECTION_INBOX, SECTION_MEMORY, SECTION_MEMORY_DELTA, SECTION_TAIL, V3_HEADER_LEN,
+    MigrationSnapshot, Route, SnapshotSealer, StateEncoding, TrustList, CHUNK_SIZE,
+    MAX_CALL_SECTION_LEN, SECTION_BINARY, SECTION_CALL, SECTION_INBOX, SECTION_MEMORY,
+    SECTION_MEMORY_DELTA, SECTION_TAIL, V3_HEADER_LEN,
 };
 use mielin_cells::{
     sha256, AgentId, CellError, DecodeError, Digested, LimitedField, SignatureError, MAX_EPOCH,
@@ -418,8 +419,21 @@ fn each_check_has_its_own_error_in_order() {
         ),
         (
             "an unknown kind that may not be skipped",
-            with(&|p| p.sections.push((0x0006, vec![1, 2, 3]))),
-            DecodeError::UnknownSection { kind: 6 }.into(),
+            with(&|p| p.sections.push((0x0007, vec![1, 2, 3]))),
+            DecodeError::UnknownSection { kind: 7 }.into(),
+        ),
+        (
+            "a call section longer than its bound",
+            with(&|p| {
+                p.sections
+                    .push((SECTION_CALL, vec![0; MAX_CALL_SECTION_LEN + 1]))
+            }),
+            DecodeError::SectionTooLarge {
+                kind: SECTION_CALL,
+                limit: MAX_CALL_SECTION_LEN,
+                found: MAX_CALL_SECTION_LEN + 1,
+            }
+            .into(),
         ),
         (
             "no tail",

@@ -16,7 +16,8 @@ use common::{sample_agent, SOURCE, TARGET};
 use mielin_cells::mesh::{Inbox, InboxLimits};
 use mielin_cells::migration::{
     Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochTable,
-    MigrationSnapshot, Route, StateEncoding, TrustList, CHUNK_SIZE, SECTION_MEMORY,
+    MigrationSnapshot, Route, StateEncoding, TrustList, CHUNK_SIZE, MAX_CALL_SECTION_LEN,
+    SECTION_BINARY, SECTION_CALL, SECTION_INBOX, SECTION_MEMORY, SECTION_TAIL,
 };
 use mielin_cells::{AgentId, Dna, NodeId, Policy};
 use std::path::PathBuf;
@@ -136,6 +137,66 @@ fn every_flag_combination() {
             }
         }
     }
+}
+
+/// The call section of `v3-call-signed.bin`, in `runtime::midcall::SuspendedCall`'s encoding:
+/// format 1, the export `serve`, the unwind buffer at 0x2000 (4,096 bytes), host state `recv`.
+const CALL: &[u8] = b"\x01\x05serve\x00\x20\x00\x00\x00\x10\x00\x00\x04\x00recv";
+
+/// An agent captured in the middle of a call: the flag vectors' agent, memory and inbox, plus a
+/// call section; the binary carried, memory chunked, signed. Containers without a call section
+/// (every other vector) are agents captured between calls.
+#[test]
+fn suspended_call() {
+    let signer = Ed25519Signer::from_secret(&[7; 32]);
+    let s = snapshot().with_call(CALL.to_vec());
+    let bytes = s
+        .serialize_with(&EncodeOptions {
+            version: Some(3),
+            state: StateEncoding::Chunked,
+            signer: Some((&signer as _, 1)),
+            ..Default::default()
+        })
+        .unwrap();
+    golden("v3-call-signed.bin", &bytes);
+    let back = MigrationSnapshot::deserialize(&bytes).unwrap();
+    assert_eq!(back.call(), Some(CALL));
+    assert_eq!(back, s);
+    let p = v3ref::split(&bytes);
+    assert_eq!(v3ref::join(&p), bytes);
+    assert_eq!(
+        p.sections.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [
+            SECTION_TAIL,
+            SECTION_BINARY,
+            SECTION_MEMORY,
+            SECTION_INBOX,
+            SECTION_CALL
+        ]
+    );
+    let mut t = TrustList::<4, _>::new(TARGET, EpochTable::<4>::new());
+    t.trust(SOURCE, signer.verifying_key()).unwrap();
+    assert_eq!(
+        t.deserialize(&bytes, &DecodeOptions::default(), 1_790_000_000)
+            .unwrap()
+            .call(),
+        Some(CALL)
+    );
+    // A call section longer than its bound is refused by the encoder and by the decoder.
+    let long = snapshot().with_call(vec![0; MAX_CALL_SECTION_LEN + 1]);
+    assert!(long
+        .serialize_with(&EncodeOptions {
+            version: Some(3),
+            ..Default::default()
+        })
+        .is_err());
+    // The call section needs the container: versions 1 and 2 cannot carry it.
+    let mut no_route = sample_agent();
+    no_route.set_wasm_state(memory());
+    assert!(MigrationSnapshot::capture_at(&no_route, None, 0)
+        .with_call(CALL.to_vec())
+        .serialize()
+        .is_err());
 }
 
 /// The smallest container with a binary and memory: the 8-byte empty module, no memory, no

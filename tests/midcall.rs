@@ -10,11 +10,11 @@
 //! - what `restore_call` and `resume_call` refuse.
 #![cfg(feature = "transform")]
 
-use mielin_cells::migration::MigrationSnapshot;
+use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
 use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable, SuspendedCall};
 use mielin_cells::runtime::transform::{transform, TransformOptions};
 use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
-use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, ExecutionError};
+use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, ExecutionError, NodeId};
 use std::collections::VecDeque;
 use std::path::Path;
 
@@ -100,34 +100,45 @@ fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
     rt.start(Agent::with_id(id, dna), host, link).unwrap()
 }
 
-/// Node A captures the agent (suspended in a call or not) into bytes; node B, a runtime of its
-/// own, restores and resumes it. The host's mailbox and policy go along (as the inbox would).
-/// Only bytes cross.
+/// Node A captures the agent (suspended in a call or not) into a version-3 container, with the
+/// call section when a call is suspended; node B, a runtime of its own, decodes, restores and
+/// resumes it. The host's mailbox and policy go along (as the inbox section would). Only bytes
+/// cross.
 fn migrate(live: LiveAgent<Host>, fuel: u64) -> LiveAgent<Host> {
     let mut live = live;
     let call = live.suspended_call().map(|c| c.to_bytes().unwrap());
     let mailbox = std::mem::take(&mut live.host_mut().mailbox);
     let reserve = live.host().reserve;
     let agent = live.into_agent().unwrap();
-    let bytes = MigrationSnapshot::capture_at(&agent, None, 1)
-        .serialize()
+    let mut snapshot =
+        MigrationSnapshot::capture_at(&agent, Some(NodeId::from_bytes([0xa; 16])), 1).with_route(
+            Route {
+                target: NodeId::from_bytes([0xb; 16]),
+                epoch: 1,
+            },
+        );
+    if let Some(call) = call {
+        snapshot = snapshot.with_call(call);
+    }
+    let bytes = snapshot
+        .serialize_with(&EncodeOptions {
+            version: Some(3),
+            ..Default::default()
+        })
         .unwrap();
     drop(agent);
 
     let rt = Runtime::new(fuel);
-    let restored = MigrationSnapshot::deserialize(&bytes)
-        .unwrap()
-        .restore()
-        .unwrap();
+    let arrived = MigrationSnapshot::deserialize(&bytes).unwrap();
+    let call = arrived.call().map(SuspendedCall::from_bytes);
     let host = Host {
         mailbox,
         reserve,
         ..Host::default()
     };
-    let mut live = rt.resume(restored, host, link).unwrap();
+    let mut live = rt.resume(arrived.restore().unwrap(), host, link).unwrap();
     if let Some(call) = call {
-        live.restore_call(SuspendedCall::from_bytes(&call).unwrap())
-            .unwrap();
+        live.restore_call(call.unwrap()).unwrap();
     }
     live
 }

@@ -33,6 +33,8 @@ pub struct MigrationSnapshot<B> {
     pub(super) route: Option<Route>,
     /// Version 3: the agent's messaging state (`SECTION_INBOX`), as its host encodes it.
     pub(super) inbox: Option<B>,
+    /// Version 3: a call suspended in the middle (`SECTION_CALL`), as its runtime encodes it.
+    pub(super) call: Option<B>,
 }
 
 /// A snapshot that borrows its binary and memory from the bytes it was decoded from: decoding
@@ -116,6 +118,7 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
             source_node,
             route: None,
             inbox: None,
+            call: None,
         }
     }
 
@@ -159,6 +162,7 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             source_node,
             route: None,
             inbox: None,
+            call: None,
         }
     }
 
@@ -188,8 +192,23 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         self.inbox.as_ref().map(|b| b.as_ref())
     }
 
-    /// [`restore`](Self::restore) without copying the storage (the inbox, if any, is dropped:
-    /// take it with [`inbox`](Self::inbox) first).
+    /// This snapshot carrying `call`, a call suspended in the middle as the runtime encodes it
+    /// (`runtime::midcall::SuspendedCall::to_bytes`, at most `MAX_CALL_SECTION_LEN` bytes):
+    /// written as the version-3 call section, under the same signature as the memory that holds
+    /// the call's frames. A snapshot without one was captured between calls.
+    pub fn with_call(mut self, call: B) -> Self {
+        self.call = Some(call);
+        self
+    }
+
+    /// The call section, if the agent was captured in the middle of a call (version 3).
+    pub fn call(&self) -> Option<&[u8]> {
+        self.call.as_ref().map(|b| b.as_ref())
+    }
+
+    /// [`restore`](Self::restore) without copying the storage (the inbox and the call section,
+    /// if any, are dropped: take them with [`inbox`](Self::inbox) and [`call`](Self::call)
+    /// first).
     pub fn into_agent(self) -> Result<Agent<B>, CellError> {
         Ok(Agent::from_parts(
             self.agent_id,
@@ -409,8 +428,8 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             }
             Some(_) => return fail("unknown wire version: 1, 2 or 3"),
         }
-        if self.inbox.is_some() || opts.sealer.is_some() {
-            return fail("an inbox or a seal needs the version-3 container");
+        if self.inbox.is_some() || self.call.is_some() || opts.sealer.is_some() {
+            return fail("an inbox, a suspended call or a seal needs the version-3 container");
         }
         Ok(())
     }
@@ -447,11 +466,24 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             (None, Some(sealer)) => v3::Auth::Seal(sealer),
             (None, None) => v3::Auth::None,
         };
-        let inbox = self.inbox().map(|i| (v3::SECTION_INBOX, i));
-        let extra: &[(u16, &[u8])] = match &inbox {
-            Some(i) => core::slice::from_ref(i),
-            None => &[],
-        };
+        if self
+            .call()
+            .is_some_and(|c| c.len() > v3::MAX_CALL_SECTION_LEN)
+        {
+            return Err(CellError::SerializationFailed {
+                reason: "the call section is longer than MAX_CALL_SECTION_LEN",
+            });
+        }
+        let sections = [
+            self.inbox().map(|i| (v3::SECTION_INBOX, i)),
+            self.call().map(|c| (v3::SECTION_CALL, c)),
+        ];
+        let mut extra: heapless::Vec<(u16, &[u8]), 2> = heapless::Vec::new();
+        for s in sections.into_iter().flatten() {
+            // Two slots for at most two sections.
+            let _ = extra.push(s);
+        }
+        let extra: &[(u16, &[u8])] = &extra;
         let contents = v3::Contents {
             binary: (!opts.dna_by_reference).then(|| self.dna.binary()),
             memory,
@@ -568,6 +600,7 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
             source_node: self.source_node,
             route: self.route,
             inbox: self.inbox.as_ref().map(|i| i.as_ref().to_vec()),
+            call: self.call.as_ref().map(|c| c.as_ref().to_vec()),
         }
     }
 }
@@ -749,8 +782,8 @@ pub(crate) fn assemble<'a>(
     dna: Dna<&'a [u8]>,
     state: &'a [u8],
 ) -> MigrationSnapshot<&'a [u8]> {
-    let inbox = p.inbox;
-    assemble_with(p, dna, state, inbox)
+    let (inbox, call) = (p.inbox, p.call);
+    assemble_with(p, dna, state, inbox, call)
 }
 
 /// The snapshot of `p`, owning its binary, memory and a copy of its inbox.
@@ -761,7 +794,8 @@ pub(crate) fn assemble_owned(
     state: alloc::vec::Vec<u8>,
 ) -> MigrationSnapshot<alloc::vec::Vec<u8>> {
     let inbox = p.inbox.map(<[u8]>::to_vec);
-    assemble_with(p, dna, state, inbox)
+    let call = p.call.map(<[u8]>::to_vec);
+    assemble_with(p, dna, state, inbox, call)
 }
 
 pub(crate) fn assemble_with<B>(
@@ -769,6 +803,7 @@ pub(crate) fn assemble_with<B>(
     dna: Dna<B>,
     state: B,
     inbox: Option<B>,
+    call: Option<B>,
 ) -> MigrationSnapshot<B> {
     MigrationSnapshot {
         agent_id: p.agent_id,
@@ -780,6 +815,7 @@ pub(crate) fn assemble_with<B>(
         source_node: p.source_node,
         route: p.route,
         inbox,
+        call,
     }
 }
 
@@ -858,6 +894,7 @@ impl<B: AsRef<[u8]>, C: AsRef<[u8]>> PartialEq<MigrationSnapshot<C>> for Migrati
             && self.source_node == other.source_node
             && self.route == other.route
             && self.inbox() == other.inbox()
+            && self.call() == other.call()
     }
 }
 
@@ -876,6 +913,7 @@ impl<B: AsRef<[u8]>> core::fmt::Debug for MigrationSnapshot<B> {
             .field("source_node", &self.source_node)
             .field("route", &self.route)
             .field("inbox_len", &self.inbox().map(<[u8]>::len))
+            .field("call_len", &self.call().map(<[u8]>::len))
             .finish()
     }
 }

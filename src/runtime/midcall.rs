@@ -25,9 +25,9 @@
 //! import returns, every frame saves its locals into the buffer and returns, and the export
 //! returns a dummy value. [`LiveAgent::run`] sees Asyncify's state and calls
 //! `asyncify_stop_unwind`: the call is suspended ([`Completion::Suspended`]). The agent can be
-//! captured now as between calls, with [`LiveAgent::suspended_call`] beside it (the snapshot's
-//! call section). [`LiveAgent::resume_call`] calls `asyncify_start_rewind` and the same export
-//! again: the frames restore their locals (arguments included) from the buffer and call the
+//! captured now as between calls, with [`LiveAgent::suspended_call`] beside it (the version-3
+//! container's call section: `MigrationSnapshot::with_call`, `docs/wire-format.md`).
+//! [`LiveAgent::resume_call`] calls `asyncify_start_rewind` and the same export again: the frames restore their locals (arguments included) from the buffer and call the
 //! import again, whose [`enter`] calls `asyncify_stop_rewind` and hands back the host-side state
 //! given to [`suspend`]; from there the import runs normally (and may suspend again).
 //!
@@ -72,6 +72,8 @@ pub const MAX_SUSPENDED_CALL_LEN: usize = 1 + 1 + MAX_EXPORT_NAME + 8 + 2 + MAX_
 /// the engine's call depth, so the allowance only keeps `OutOfFuel` from losing a call halfway
 /// through its unwind. The rewind is charged to the resumed call's own fuel.
 pub const UNWIND_FUEL: u64 = 10_000_000;
+// Every encoding fits the container's call section.
+const _: () = assert!(MAX_SUSPENDED_CALL_LEN <= crate::migration::MAX_CALL_SECTION_LEN);
 /// The format byte [`SuspendedCall::to_bytes`] writes.
 pub const SUSPENDED_CALL_FORMAT: u8 = 1;
 /// Asyncify's header at the start of the buffer: current position, end.

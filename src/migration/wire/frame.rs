@@ -279,6 +279,7 @@ impl<'a> Frame<&'a [u8]> {
             commit: super::memory::Commit::Flat,
             seal: None,
             inbox: None,
+            call: None,
         })
     }
 }

@@ -27,10 +27,10 @@ use crate::{
 
 pub use frame::{Frame, ENVELOPE_LEN, SIGNATURE_CONTEXT, V2_SIGNATURE_BLOCK_LEN};
 pub use v3::{
-    Container, FLAG_MEMORY_BY_MANIFEST, FLAG_SEALED, MAX_IGNORABLE_SECTION_LEN,
-    MAX_INBOX_SECTION_LEN, MAX_SECTIONS, SEAL_CONTEXT, SEAL_LEN, SECTION_BINARY, SECTION_ENTRY_LEN,
-    SECTION_IGNORABLE, SECTION_INBOX, SECTION_MEMORY, SECTION_MEMORY_DELTA, SECTION_TAIL,
-    V3_HEADER_LEN, V3_SIGNATURE_CONTEXT,
+    Container, FLAG_MEMORY_BY_MANIFEST, FLAG_SEALED, MAX_CALL_SECTION_LEN,
+    MAX_IGNORABLE_SECTION_LEN, MAX_INBOX_SECTION_LEN, MAX_SECTIONS, SEAL_CONTEXT, SEAL_LEN,
+    SECTION_BINARY, SECTION_CALL, SECTION_ENTRY_LEN, SECTION_IGNORABLE, SECTION_INBOX,
+    SECTION_MEMORY, SECTION_MEMORY_DELTA, SECTION_TAIL, V3_HEADER_LEN, V3_SIGNATURE_CONTEXT,
 };
 
 /// The first four bytes of every serialized snapshot.
@@ -204,6 +204,8 @@ pub(crate) struct Parsed<'a> {
     pub seal: Option<([u8; v3::SEAL_LEN], [u8; 32])>,
     /// Version 3: the inbox section, as carried.
     pub inbox: Option<&'a [u8]>,
+    /// Version 3: the call section (a call suspended in the middle), as carried.
+    pub call: Option<&'a [u8]>,
 }
 
 /// Checks length, magic, version and flags, then the version's own checks: trailer, fields,

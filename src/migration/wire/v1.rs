@@ -224,5 +224,6 @@ pub(crate) fn parse<'a>(
         commit: super::memory::Commit::Flat,
         seal: None,
         inbox: None,
+        call: None,
     })
 }

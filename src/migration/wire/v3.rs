@@ -76,12 +76,18 @@ pub const SECTION_MEMORY: u16 = 0x0003;
 pub const SECTION_MEMORY_DELTA: u16 = 0x0004;
 /// Section: the agent's messaging state (mailbox, outbox, sequence numbers).
 pub const SECTION_INBOX: u16 = 0x0005;
+/// Section: a call suspended in the middle (`runtime::midcall::SuspendedCall`): the
+/// interrupted export, where its unwound frames lie in memory, and the suspending import's own
+/// state. Absent when the agent was captured between calls.
+pub const SECTION_CALL: u16 = 0x0006;
 /// Kinds with this bit set may be skipped by a receiver that does not know them; any other
 /// unknown kind refuses the container.
 pub const SECTION_IGNORABLE: u16 = 0x8000;
 
 /// The longest inbox section accepted.
 pub const MAX_INBOX_SECTION_LEN: usize = 4 << 20;
+/// The longest call section accepted.
+pub const MAX_CALL_SECTION_LEN: usize = 2048;
 /// The longest section of an unknown, ignorable kind accepted.
 pub const MAX_IGNORABLE_SECTION_LEN: usize = 64 << 10;
 
@@ -381,6 +387,7 @@ fn check_section_len(
             (32 + 10u64).saturating_add(chunks.saturating_mul(11 + CHUNK_SIZE as u64))
         }
         SECTION_INBOX => MAX_INBOX_SECTION_LEN as u64,
+        SECTION_CALL => MAX_CALL_SECTION_LEN as u64,
         k if k & SECTION_IGNORABLE != 0 => MAX_IGNORABLE_SECTION_LEN as u64,
         _ => return Err(DecodeError::UnknownSection { kind }),
     };
@@ -527,6 +534,7 @@ impl<'a> Container<&'a [u8]> {
             signature,
             seal,
             inbox: section(SECTION_INBOX),
+            call: section(SECTION_CALL),
         })
     }
 }
