@@ -463,3 +463,32 @@ fn a_suspended_call_that_does_not_fit_is_refused() {
     good.host_mut().mailbox.push_back(Vec::new());
     assert_eq!(i64_of(&returned(good.resume_call().unwrap())), 1);
 }
+
+proptest::proptest! {
+    /// Any bytes: the decoder of the call section never panics, and what it accepts encodes
+    /// back to the same bytes (one encoding per call).
+    #[test]
+    fn the_call_decoder_takes_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+        if let Ok(call) = SuspendedCall::from_bytes(&bytes) {
+            proptest::prop_assert_eq!(call.to_bytes().unwrap(), bytes);
+        }
+    }
+
+    /// Well-formed calls survive the round trip.
+    #[test]
+    fn a_call_round_trips(
+        export in "[a-z_]{1,40}",
+        start: u32,
+        len: u32,
+        host_state in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=1024),
+    ) {
+        let call = SuspendedCall {
+            export,
+            buffer: midcall::UnwindBuffer { start, len },
+            host_state,
+        };
+        let bytes = call.to_bytes().unwrap();
+        proptest::prop_assert!(bytes.len() <= midcall::MAX_SUSPENDED_CALL_LEN);
+        proptest::prop_assert_eq!(SuspendedCall::from_bytes(&bytes).unwrap(), call);
+    }
+}

@@ -1,0 +1,243 @@
+//! What mid-call capture costs on the modules at hand: the transform's code size, the time to
+//! unwind and rewind by stack depth and the buffer bytes per frame, and a CPU-bound guest's
+//! slowdown with its yield point. Needs `wasm-opt` (Binaryen).
+//!
+//! ```sh
+//! cargo run --release --example midcall_costs --features transform
+//! ```
+
+use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable};
+use mielin_cells::runtime::transform::{transform, TransformOptions, WASM_OPT_FEATURES};
+use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
+use mielin_cells::{Agent, AgentId, Dna};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Host {
+    mid: MidCall,
+    mailbox: VecDeque<Vec<u8>>,
+    reserve: u64,
+}
+
+impl Suspendable for Host {
+    fn mid_call(&mut self) -> &mut MidCall {
+        &mut self.mid
+    }
+}
+
+fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
+    imports.func_wrap(
+        "mesh",
+        "recv_wait",
+        |mut caller: Caller<'_, Host>, ptr: i32, cap: i32| -> Result<i32, wasmi::Error> {
+            midcall::enter(&mut caller)?;
+            let Some(message) = caller.data_mut().mailbox.pop_front() else {
+                midcall::suspend(&mut caller, &[])?;
+                return Ok(0);
+            };
+            let n = message.len().min(cap.max(0) as usize);
+            let memory = caller
+                .get_export("memory")
+                .and_then(wasmi::Extern::into_memory)
+                .ok_or_else(|| wasmi::Error::new("no memory"))?;
+            memory.write(&mut caller, ptr as u32 as usize, &message[..n])?;
+            Ok(n as i32)
+        },
+    )?;
+    imports.func_wrap(
+        "env",
+        "yield",
+        |mut caller: Caller<'_, Host>| -> Result<(), wasmi::Error> {
+            if midcall::enter(&mut caller)?.is_some() {
+                return Ok(());
+            }
+            let reserve = caller.data().reserve;
+            if reserve > 0 && midcall::fuel_below(&caller, reserve) {
+                midcall::suspend(&mut caller, &[])?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
+    let dna = Dna::new(wasm.to_vec()).unwrap();
+    let id = AgentId::derive(dna.hash(), 0);
+    rt.start(Agent::with_id(id, dna), host, link).unwrap()
+}
+
+/// `wasm-opt -O` alone, with the transform's feature flags: what the optimizer does without
+/// Asyncify, to tell the two apart.
+fn optimized_only(wasm: &[u8]) -> usize {
+    let dir = std::env::temp_dir().join(format!("midcall-costs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("in.wasm"), dir.join("out.wasm"));
+    std::fs::write(&input, wasm).unwrap();
+    let ok = Command::new("wasm-opt")
+        .args(WASM_OPT_FEATURES)
+        .arg("-O")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let n = std::fs::read(&output).unwrap().len();
+    std::fs::remove_dir_all(&dir).unwrap();
+    n
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e6
+}
+
+const RECV_WAT: &str = r#"(module
+  (import "mesh" "recv_wait" (func $recv (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $down (param $d i32) (result i64)
+    (if (result i64) (i32.eqz (local.get $d))
+      (then (i64.extend_i32_u (call $recv (i32.const 64) (i32.const 8))))
+      (else (i64.add (call $down (i32.sub (local.get $d) (i32.const 1)))
+                     (i64.extend_i32_u (local.get $d))))))
+  (func (export "deep") (param i32) (result i64) (call $down (local.get 0))))"#;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield"), ("mesh", "recv")]);
+
+    println!("## Code size (bytes)\n");
+    println!("| module | original | wasm-opt -O only | transformed (Asyncify + -O + record) | transformed / original |");
+    println!("|---|---|---|---|---|");
+    let guest = std::fs::read(root.join("tests/midcall-guest.wasm")).unwrap();
+    let echo = wat::parse_file(root.join("examples/agents/echo.wat")).unwrap();
+    let recv = wat::parse_str(RECV_WAT).unwrap();
+    for (name, wasm) in [
+        ("tests/midcall-guest.wasm (rustc)", &guest),
+        ("examples/agents/echo.wat (mesh.recv)", &echo),
+        ("deep (WAT, recv_wait)", &recv),
+    ] {
+        let out = transform(wasm, &opts).unwrap();
+        println!(
+            "| {name} | {} | {} | {} | {:.2}x |",
+            wasm.len(),
+            optimized_only(wasm),
+            out.len(),
+            out.len() as f64 / wasm.len() as f64
+        );
+    }
+
+    println!("\n## Unwind and rewind by stack depth (median of 21 runs, µs)\n");
+    println!("`plain`: the same transformed call with a message waiting (no suspension); `to suspended`: the call until the import suspended it and the bridge stopped the unwind; `resume`: resume_call until the export returned.\n");
+    println!("| guest | frames | plain | to suspended | resume | buffer bytes used | per frame |");
+    println!("|---|---|---|---|---|---|---|");
+    let rt = Runtime::new(100_000_000);
+    for (name, original) in [("rustc deep", &guest), ("WAT deep", &recv)] {
+        let wasm = transform(original, &opts).unwrap();
+        for depth in [0, 10, 100, 500, 900] {
+            let mut plain = Vec::new();
+            let mut unwind = Vec::new();
+            let mut rewind = Vec::new();
+            let mut used = 0;
+            for _ in 0..21 {
+                let mut live = start(&rt, &wasm, Host::default());
+                // Warm-up: wasmi compiles functions on first use, and the first suspension
+                // grows memory for the buffer; neither is measured.
+                live.run("deep", &[Val::I32(depth)]).unwrap();
+                live.host_mut().mailbox.push_back(vec![1]);
+                live.resume_call().unwrap();
+                live.host_mut().mailbox.push_back(vec![1]);
+                let t = Instant::now();
+                live.call("deep", &[Val::I32(depth)]).unwrap();
+                plain.push(t.elapsed());
+
+                let t = Instant::now();
+                let c = live.run("deep", &[Val::I32(depth)]).unwrap();
+                unwind.push(t.elapsed());
+                assert!(matches!(c, Completion::Suspended));
+                let call = live.suspended_call().unwrap();
+                let memory = live.capture().unwrap().wasm_state();
+                let at = call.buffer.start as usize;
+                let current = u32::from_le_bytes(memory[at..at + 4].try_into().unwrap());
+                used = current - call.buffer.start - 8;
+                live.host_mut().mailbox.push_back(vec![1]);
+                let t = Instant::now();
+                let c = live.resume_call().unwrap();
+                rewind.push(t.elapsed());
+                assert!(matches!(c, Completion::Returned(_)));
+            }
+            println!(
+                "| {name} | {depth} | {:.1} | {:.1} | {:.1} | {used} | {:.1} |",
+                median(plain),
+                median(unwind),
+                median(rewind),
+                f64::from(used) / f64::from(depth.max(1) + 1)
+            );
+        }
+    }
+
+    println!(
+        "\n## CPU-bound guest: crunch(10^6), yield point every 1,000 steps (median of 5, ms)\n"
+    );
+    println!("| run | time | suspensions |");
+    println!("|---|---|---|");
+    let steps = 1_000_000i64;
+    let transformed = transform(&guest, &opts).unwrap();
+    let big = Runtime::new(u64::MAX / 2);
+    let mut rows = Vec::new();
+    for (name, wasm, fuel, reserve) in [
+        ("original, no preemption", &guest, u64::MAX / 2, 0),
+        ("transformed, no preemption", &transformed, u64::MAX / 2, 0),
+        (
+            "transformed, preempted every ~1M fuel",
+            &transformed,
+            1_000_000,
+            60_000,
+        ),
+        (
+            "transformed, preempted every ~100k fuel",
+            &transformed,
+            100_000,
+            60_000,
+        ),
+    ] {
+        let rt = if fuel == u64::MAX / 2 {
+            &big
+        } else {
+            &Runtime::new(fuel)
+        };
+        let mut times = Vec::new();
+        let mut suspensions = 0;
+        let mut result = None;
+        for _ in 0..5 {
+            let host = Host {
+                reserve,
+                ..Host::default()
+            };
+            let mut live = start(rt, wasm, host);
+            suspensions = 0;
+            let t = Instant::now();
+            let mut c = live.run("crunch", &[Val::I64(steps)]).unwrap();
+            while let Completion::Suspended = c {
+                suspensions += 1;
+                c = live.resume_call().unwrap();
+            }
+            times.push(t.elapsed());
+            let Completion::Returned(v) = c else {
+                unreachable!()
+            };
+            result = Some(format!("{v:?}"));
+        }
+        rows.push(result.clone());
+        println!("| {name} | {:.1} | {suspensions} |", median(times) / 1000.0);
+    }
+    assert!(
+        rows.windows(2).all(|w| w[0] == w[1]),
+        "results differ: {rows:?}"
+    );
+}
