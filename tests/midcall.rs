@@ -464,6 +464,66 @@ fn a_suspended_call_that_does_not_fit_is_refused() {
     assert_eq!(i64_of(&returned(good.resume_call().unwrap())), 1);
 }
 
+/// Pre-copy finds changed memory by comparing chunks with what it sent: the unwind's writes into
+/// the buffer are among them, so a delta taken after a suspension carries the suspended frames.
+#[test]
+fn a_pre_copy_delta_carries_the_unwound_frames() {
+    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
+    let rt = Runtime::new(1_000_000);
+    let route = Route {
+        target: NodeId::from_bytes([0xb; 16]),
+        epoch: 1,
+    };
+    let source = Some(NodeId::from_bytes([0xa; 16]));
+
+    let mut host = Host::default();
+    host.mailbox.push_back(vec![42]);
+    let unmoved = i64_of(
+        &start(&rt, &wasm, host)
+            .call("deep", &[Val::I32(20)])
+            .unwrap(),
+    );
+
+    let mut live = start(&rt, &wasm, Host::default());
+    // A first suspension places the buffer (memory grows); the call finishes.
+    assert!(matches!(
+        live.run("deep", &[Val::I32(0)]).unwrap(),
+        Completion::Suspended
+    ));
+    live.host_mut().mailbox.push_back(vec![1]);
+    returned(live.resume_call().unwrap());
+    // Round one while the agent is between calls; then it suspends under 20 frames.
+    let (pre, first) = live
+        .precopy_begin(source, route, 1, &EncodeOptions::default())
+        .unwrap();
+    assert!(matches!(
+        live.run("deep", &[Val::I32(20)]).unwrap(),
+        Completion::Suspended
+    ));
+    let call = live.suspended_call().unwrap();
+    let delta = live
+        .precopy_finish(&pre, source, 2, &EncodeOptions::default())
+        .unwrap();
+
+    let (mut staged, mut digests) = rt
+        .stage(&first, &Default::default(), Host::default(), link)
+        .unwrap();
+    let base = staged.capture().unwrap().wasm_state().to_vec();
+    staged
+        .apply_delta(&delta, &Default::default(), &mut digests)
+        .unwrap();
+    let at = call.buffer.start as usize;
+    let after = staged.capture().unwrap().wasm_state().to_vec();
+    assert_ne!(
+        after[at..at + 8],
+        base[at..at + 8],
+        "the header moved with the unwind"
+    );
+    staged.restore_call(call).unwrap();
+    staged.host_mut().mailbox.push_back(vec![42]);
+    assert_eq!(i64_of(&returned(staged.resume_call().unwrap())), unmoved);
+}
+
 proptest::proptest! {
     /// Any bytes: the decoder of the call section never panics, and what it accepts encodes
     /// back to the same bytes (one encoding per call).
