@@ -394,6 +394,14 @@ pub enum DecodeError {
     /// A container that must be sealed (a node's own file) is not.
     #[error("expected a sealed container, found one without a seal")]
     NotSealed,
+    /// Version 3: the snapshot carries a call suspended in the middle (the call section), and
+    /// was asked for as an agent captured between calls (`MigrationSnapshot::into_agent` or
+    /// `restore`, `Runtime::resume_bytes` or `stage`, `LiveAgent::apply_delta`). Resumed that
+    /// way, the export would restart with the unwound frames left in memory: take the call with
+    /// `MigrationSnapshot::into_agent_with_call` and `LiveAgent::restore_call` (or
+    /// `LiveAgent::apply_delta_with_call`) instead.
+    #[error("the snapshot carries a suspended call: restore it with the call-aware path")]
+    CallNotTaken,
 }
 
 /// Why a signed-snapshot check failed; each case has its own variant.
@@ -600,7 +608,11 @@ pub enum ExecutionError {
     GlobalTypeMismatch,
     /// The call was suspended in the middle (an import unwound it, `runtime::midcall`): resume
     /// it with `LiveAgent::resume_call`. Also: another export was called while a call is
-    /// suspended, which is refused.
+    /// suspended, or the agent was captured by a path that cannot carry the call
+    /// (`LiveAgent::capture`, `into_agent`, `snapshot_at`, `precopy_begin`, `precopy_finish`);
+    /// both are refused. Capture a suspended agent with `LiveAgent::capture_with_call`,
+    /// `into_agent_with_call` or `precopy_finish_with_call`, which carry the call
+    /// (`LiveAgent::suspended_call`, `MigrationSnapshot::with_call`).
     CallSuspended,
     /// `LiveAgent::resume_call` with no suspended call.
     NotSuspended,

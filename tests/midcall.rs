@@ -14,7 +14,9 @@ use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
 use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable, SuspendedCall};
 use mielin_cells::runtime::transform::{transform, TransformOptions};
 use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
-use mielin_cells::{Agent, AgentId, AgentState, CellError, Dna, ExecutionError, NodeId};
+use mielin_cells::{
+    Agent, AgentId, AgentState, CellError, DecodeError, Dna, ExecutionError, NodeId,
+};
 use std::collections::VecDeque;
 use std::path::Path;
 
@@ -106,10 +108,10 @@ fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
 /// cross.
 fn migrate(live: LiveAgent<Host>, fuel: u64) -> LiveAgent<Host> {
     let mut live = live;
-    let call = live.suspended_call().map(|c| c.to_bytes().unwrap());
     let mailbox = std::mem::take(&mut live.host_mut().mailbox);
     let reserve = live.host().reserve;
-    let agent = live.into_agent().unwrap();
+    let (agent, call) = live.into_agent_with_call().unwrap();
+    let call = call.map(|c| c.to_bytes().unwrap());
     let mut snapshot =
         MigrationSnapshot::capture_at(&agent, Some(NodeId::from_bytes([0xa; 16])), 1).with_route(
             Route {
@@ -130,13 +132,14 @@ fn migrate(live: LiveAgent<Host>, fuel: u64) -> LiveAgent<Host> {
 
     let rt = Runtime::new(fuel);
     let arrived = MigrationSnapshot::deserialize(&bytes).unwrap();
-    let call = arrived.call().map(SuspendedCall::from_bytes);
+    let (agent, call) = arrived.into_agent_with_call().unwrap();
+    let call = call.as_deref().map(SuspendedCall::from_bytes);
     let host = Host {
         mailbox,
         reserve,
         ..Host::default()
     };
-    let mut live = rt.resume(arrived.restore().unwrap(), host, link).unwrap();
+    let mut live = rt.resume(agent, host, link).unwrap();
     if let Some(call) = call {
         live.restore_call(call.unwrap()).unwrap();
     }
@@ -275,7 +278,7 @@ fn the_rust_guest_serves_and_crunches_across_moves() {
         live.run("deep", &[Val::I32(100)]).unwrap(),
         Completion::Suspended
     ));
-    assert!(!live.capture().unwrap().globals().is_empty());
+    assert!(!live.capture_with_call().unwrap().0.globals().is_empty());
     live = migrate(live, fuel);
     live.host_mut().mailbox.push_back(vec![9, 9]);
     assert_eq!(i64_of(&returned(live.resume_call().unwrap())), unmoved);
@@ -432,7 +435,7 @@ fn a_suspended_call_that_does_not_fit_is_refused() {
     longer.push(0);
     assert!(SuspendedCall::from_bytes(&longer).is_err());
 
-    let agent = live.into_agent().unwrap();
+    let agent = live.into_agent_with_call().unwrap().0;
     let fresh = |agent: &Agent<Vec<u8>>| {
         let restored = MigrationSnapshot::capture_at(agent, None, 1)
             .restore()
@@ -501,27 +504,156 @@ fn a_pre_copy_delta_carries_the_unwound_frames() {
         Completion::Suspended
     ));
     let call = live.suspended_call().unwrap();
+    // The stop carries the call section, so it is a version-3 delta.
     let delta = live
-        .precopy_finish(&pre, source, 2, &EncodeOptions::default())
+        .precopy_finish_with_call(
+            &pre,
+            source,
+            2,
+            &EncodeOptions {
+                version: Some(3),
+                ..Default::default()
+            },
+        )
         .unwrap();
 
     let (mut staged, mut digests) = rt
         .stage(&first, &Default::default(), Host::default(), link)
         .unwrap();
     let base = staged.capture().unwrap().wasm_state().to_vec();
+    // The between-calls receiver refuses it, and the instance is unchanged.
+    let mut untouched = digests.clone();
+    assert_eq!(
+        staged
+            .apply_delta(&delta, &Default::default(), &mut untouched)
+            .unwrap_err(),
+        CellError::DeserializationFailed(DecodeError::CallNotTaken)
+    );
+    assert_eq!(staged.capture().unwrap().wasm_state(), &base[..]);
     staged
-        .apply_delta(&delta, &Default::default(), &mut digests)
+        .apply_delta_with_call(&delta, &Default::default(), &mut digests)
         .unwrap();
     let at = call.buffer.start as usize;
-    let after = staged.capture().unwrap().wasm_state().to_vec();
+    let after = staged.capture_with_call().unwrap().0.wasm_state().to_vec();
     assert_ne!(
         after[at..at + 8],
         base[at..at + 8],
         "the header moved with the unwind"
     );
-    staged.restore_call(call).unwrap();
+    // The delta's call section was taken over (as `restore_call(call)` would).
+    assert_eq!(staged.suspended_call(), Some(call));
     staged.host_mut().mailbox.push_back(vec![42]);
     assert_eq!(i64_of(&returned(staged.resume_call().unwrap())), unmoved);
+}
+
+/// Gap 1: a live agent with a suspended call is captured with its call, or not at all. Every
+/// path that cannot carry the call refuses with `CallSuspended` and changes nothing; the
+/// call-aware paths give the call.
+#[test]
+fn a_suspended_agent_is_not_captured_without_its_call() {
+    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
+    let rt = Runtime::new(1_000_000);
+    let route = Route {
+        target: NodeId::from_bytes([0xb; 16]),
+        epoch: 1,
+    };
+    let mut live = start(&rt, &wasm, Host::default());
+    let (pre, _) = live
+        .precopy_begin(None, route, 1, &EncodeOptions::default())
+        .unwrap();
+    assert!(matches!(
+        live.run("serve", &[Val::I32(3)]).unwrap(),
+        Completion::Suspended
+    ));
+    let suspended = CellError::ExecutionFailed(ExecutionError::CallSuspended);
+    assert_eq!(live.capture().err(), Some(suspended.clone()));
+    assert_eq!(live.snapshot_at(None, 1).err(), Some(suspended.clone()));
+    assert_eq!(
+        live.precopy_begin(None, route, 1, &EncodeOptions::default())
+            .err(),
+        Some(suspended.clone())
+    );
+    assert_eq!(
+        live.precopy_finish(&pre, None, 2, &EncodeOptions::default())
+            .err(),
+        Some(suspended.clone())
+    );
+    // Refused before the state changed; a version-2 stop cannot carry the call either.
+    assert_eq!(live.agent().state(), AgentState::Running);
+    assert!(matches!(
+        live.precopy_finish_with_call(&pre, None, 2, &EncodeOptions::default()),
+        Err(CellError::SerializationFailed { .. })
+    ));
+    assert_eq!(live.agent().state(), AgentState::Running);
+    let call = live.suspended_call().unwrap();
+    assert_eq!(live.capture_with_call().unwrap().1, Some(call.clone()));
+    let mut again = start(&rt, &wasm, Host::default());
+    assert!(matches!(
+        again.run("serve", &[Val::I32(3)]).unwrap(),
+        Completion::Suspended
+    ));
+    assert_eq!(again.into_agent().err(), Some(suspended));
+    let (agent, carried) = live.into_agent_with_call().unwrap();
+    assert_eq!(carried, Some(call));
+    assert!(!agent.wasm_state().is_empty());
+    // Between calls, the call-aware paths give no call.
+    let idle = start(&rt, &wasm, Host::default());
+    assert_eq!(idle.into_agent_with_call().unwrap().1, None);
+}
+
+/// Gap 2: a snapshot with a call section never becomes a runnable agent between calls
+/// (`into_agent`, `restore`, `Runtime::resume_bytes`, `stage`): only the call-aware path takes
+/// it, and it resumes the call where it stopped.
+#[test]
+fn a_call_section_is_refused_by_the_between_calls_paths() {
+    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
+    let rt = Runtime::new(1_000_000);
+    let mut live = start(&rt, &wasm, Host::default());
+    assert!(matches!(
+        live.run("serve", &[Val::I32(7)]).unwrap(),
+        Completion::Suspended
+    ));
+    let (agent, call) = live.into_agent_with_call().unwrap();
+    let call = call.unwrap().to_bytes().unwrap();
+    let route = Route {
+        target: NodeId::from_bytes([0xb; 16]),
+        epoch: 1,
+    };
+    let v3 = EncodeOptions {
+        version: Some(3),
+        ..Default::default()
+    };
+    let bytes = MigrationSnapshot::capture_at(&agent, None, 1)
+        .with_route(route)
+        .with_call(call.clone())
+        .serialize_with(&v3)
+        .unwrap();
+    let not_taken = CellError::DeserializationFailed(DecodeError::CallNotTaken);
+
+    let arrived = MigrationSnapshot::deserialize(&bytes).unwrap();
+    assert_eq!(arrived.call(), Some(&call[..]));
+    assert_eq!(arrived.restore().err(), Some(not_taken.clone()));
+    assert_eq!(arrived.clone().into_agent().err(), Some(not_taken.clone()));
+    assert_eq!(
+        rt.resume_bytes(&bytes, &Default::default(), Host::default(), link)
+            .err(),
+        Some(not_taken.clone())
+    );
+    assert_eq!(
+        rt.stage(&bytes, &Default::default(), Host::default(), link)
+            .err(),
+        Some(not_taken)
+    );
+
+    // The call-aware path: the same agent, and the call, resumed where it stopped.
+    let (restored, carried) = arrived.into_agent_with_call().unwrap();
+    assert_eq!(carried.as_deref(), Some(&call[..]));
+    let mut resumed = rt.resume(restored, Host::default(), link).unwrap();
+    resumed
+        .restore_call(SuspendedCall::from_bytes(&call).unwrap())
+        .unwrap();
+    resumed.host_mut().mailbox.push_back(Vec::new());
+    assert_eq!(i64_of(&returned(resumed.resume_call().unwrap())), 7);
 }
 
 proptest::proptest! {

@@ -132,9 +132,12 @@ impl<B: AsRef<[u8]> + Clone> MigrationSnapshot<B> {
     /// The agent this snapshot holds: the same id, DNA, policy, memory and globals, in state
     /// [`AgentState::Migrating`] (the target moves it to `Running`).
     ///
-    /// It returns a `Result` because later format features (DNA sent by reference) can fail
-    /// here; a snapshot from [`capture_at`](Self::capture_at), [`view`](MigrationSnapshot::view)
-    /// or `deserialize` (with `alloc`) restores without error.
+    /// A snapshot with a call section (captured in the middle of a call) is
+    /// [`DecodeError::CallNotTaken`]: restored as an agent between calls, it would restart the
+    /// export with the unwound frames left in memory. Take it with
+    /// [`into_agent_with_call`](MigrationSnapshot::into_agent_with_call). Any other snapshot
+    /// from [`capture_at`](Self::capture_at), [`view`](MigrationSnapshot::view) or
+    /// `deserialize` (with `alloc`) restores without error.
     pub fn restore(&self) -> Result<Agent<B>, CellError> {
         self.clone().into_agent()
     }
@@ -206,18 +209,30 @@ impl<B: AsRef<[u8]>> MigrationSnapshot<B> {
         self.call.as_ref().map(|b| b.as_ref())
     }
 
-    /// [`restore`](Self::restore) without copying the storage (the inbox and the call section,
-    /// if any, are dropped: take them with [`inbox`](Self::inbox) and [`call`](Self::call)
-    /// first).
+    /// [`restore`](Self::restore) without copying the storage (the inbox, if any, is dropped:
+    /// take it with [`inbox`](Self::inbox) first). A snapshot with a call section is
+    /// [`DecodeError::CallNotTaken`], as for `restore`.
     pub fn into_agent(self) -> Result<Agent<B>, CellError> {
-        Ok(Agent::from_parts(
+        if self.call.is_some() {
+            return Err(DecodeError::CallNotTaken.into());
+        }
+        self.into_agent_with_call().map(|(agent, _)| agent)
+    }
+
+    /// The agent, as [`into_agent`](Self::into_agent) gives it, and the call section if the
+    /// snapshot has one: the call-aware path. The caller must not run the agent's exports
+    /// before the call is taken over (`SuspendedCall::from_bytes`, then
+    /// `LiveAgent::restore_call` on the resumed agent, feature `wasmi`).
+    pub fn into_agent_with_call(self) -> Result<(Agent<B>, Option<B>), CellError> {
+        let agent = Agent::from_parts(
             self.agent_id,
             AgentState::Migrating,
             self.dna,
             self.policy,
             self.wasm_state,
             self.globals,
-        ))
+        );
+        Ok((agent, self.call))
     }
 
     /// The agent's id.

@@ -49,8 +49,9 @@
 //! be saved (the transform refuses them); while a call is suspended no other export is called.
 
 use super::rewrite::MEMORY_EXPORT as MEMORY_EXPORT_NAME;
-use super::{failed, LiveAgent, PAGE_SIZE};
-use crate::{AgentState, CellError, ExecutionError, Trap};
+use super::{failed, LiveAgent, PreCopy, PAGE_SIZE};
+use crate::migration::{DecodeOptions, EncodeOptions, MemoryDigests};
+use crate::{Agent, AgentState, CellError, ExecutionError, NodeId, Trap};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use wasmi::{AsContext, AsContextMut, Caller, Extern, Func, Instance, Store, Val};
@@ -450,6 +451,82 @@ impl<T: Suspendable> LiveAgent<T> {
             buffer: mid.buffer?,
             host_state: mid.host_state.clone(),
         })
+    }
+
+    /// The suspended call, or `None` between calls; a call recorded without its buffer (which
+    /// `settle` never leaves) is [`ExecutionError::BadSuspendedCall`] rather than `None`.
+    fn call_to_carry(&mut self) -> Result<Option<SuspendedCall>, CellError> {
+        match (self.is_suspended_in_call(), self.suspended_call()) {
+            (true, None) => Err(failed(ExecutionError::BadSuspendedCall)),
+            (_, call) => Ok(call),
+        }
+    }
+
+    /// [`capture`](Self::capture) that also works while a call is suspended: the agent, and the
+    /// call to carry with it (`None` between calls), for
+    /// `MigrationSnapshot::capture_at(..).with_call(call.to_bytes())`.
+    pub fn capture_with_call(
+        &mut self,
+    ) -> Result<(&Agent<Vec<u8>>, Option<SuspendedCall>), CellError> {
+        let call = self.call_to_carry()?;
+        self.capture_state()?;
+        Ok((&self.agent, call))
+    }
+
+    /// [`into_agent`](Self::into_agent) that also works while a call is suspended, giving the
+    /// call with the agent (see [`capture_with_call`](Self::capture_with_call)).
+    pub fn into_agent_with_call(
+        mut self,
+    ) -> Result<(Agent<Vec<u8>>, Option<SuspendedCall>), CellError> {
+        let call = self.call_to_carry()?;
+        self.capture_state()?;
+        Ok((self.agent, call))
+    }
+
+    /// [`precopy_finish`](Self::precopy_finish) that also works while a call is suspended: the
+    /// delta then carries the call section, which needs the version-3 container
+    /// (`opts.version` `Some(3)`; otherwise this is refused before the agent's state changes).
+    /// The receiver applies it with [`apply_delta_with_call`](Self::apply_delta_with_call).
+    pub fn precopy_finish_with_call(
+        &mut self,
+        pre: &PreCopy,
+        source_node: Option<NodeId>,
+        unix_secs: u64,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<Vec<u8>, CellError> {
+        let call = self.call_to_carry()?;
+        let call = match call {
+            Some(_) if opts.version != Some(3) => {
+                return Err(CellError::SerializationFailed {
+                    reason: "a suspended call needs the version-3 container",
+                });
+            }
+            Some(c) => Some(
+                c.to_bytes()
+                    .ok_or(failed(ExecutionError::BadSuspendedCall))?,
+            ),
+            None => None,
+        };
+        self.precopy_finish_inner(pre, call.as_deref(), source_node, unix_secs, opts)
+    }
+
+    /// [`apply_delta`](Self::apply_delta) that also takes a call section: the call is decoded
+    /// (and a malformed one refused) before the instance is touched, and taken over with
+    /// [`restore_call`](Self::restore_call) after memory and globals are written; then the agent
+    /// is `Running` and [`resume_call`](Self::resume_call) continues the call. If
+    /// `restore_call` refuses the call, memory and globals are already written but the agent
+    /// stays `Migrating` (no export runs). A delta without a call section is applied as by
+    /// `apply_delta`.
+    pub fn apply_delta_with_call(
+        &mut self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        digests: &mut MemoryDigests,
+    ) -> Result<(), CellError> {
+        if let Some(call) = self.apply_delta_inner(bytes, opts, digests, true)? {
+            self.restore_call(call)?;
+        }
+        self.agent.set_state(AgentState::Running)
     }
 
     /// Continues the suspended call: starts the rewind and calls the same export again (its

@@ -373,7 +373,28 @@ impl<T> LiveAgent<T> {
 
     /// Copies the instance's linear memory and mutable globals into the agent. Call it between
     /// calls (no WebAssembly frames are running then, which is the only time this API can).
+    ///
+    /// While a call is suspended ([`is_suspended_in_call`](Self::is_suspended_in_call)) this is
+    /// [`ExecutionError::CallSuspended`]: the agent alone would restart the export with the
+    /// unwound frames left in memory. [`capture_with_call`](Self::capture_with_call) captures
+    /// it with its call.
     pub fn capture(&mut self) -> Result<&Agent<Vec<u8>>, CellError> {
+        self.refuse_suspended()?;
+        self.capture_state()?;
+        Ok(&self.agent)
+    }
+
+    /// [`ExecutionError::CallSuspended`] while a call is suspended: for the capture paths that
+    /// cannot carry the call.
+    fn refuse_suspended(&self) -> Result<(), CellError> {
+        match self.interrupted {
+            Some(_) => Err(failed(ExecutionError::CallSuspended)),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies memory and globals into the agent, suspended call or not.
+    fn capture_state(&mut self) -> Result<(), CellError> {
         let values = self
             .globals
             .iter()
@@ -389,10 +410,12 @@ impl<T> LiveAgent<T> {
         let state = self.agent.wasm_state_vec_mut();
         state.clear();
         state.extend_from_slice(memory);
-        Ok(&self.agent)
+        Ok(())
     }
 
-    /// Captures, then gives back the agent (for a snapshot) and drops the instance.
+    /// Captures, then gives back the agent (for a snapshot) and drops the instance. Refused
+    /// while a call is suspended, as [`capture`](Self::capture) is:
+    /// [`into_agent_with_call`](Self::into_agent_with_call) gives the call too.
     pub fn into_agent(mut self) -> Result<Agent<Vec<u8>>, CellError> {
         self.capture()?;
         Ok(self.agent)

@@ -10,6 +10,7 @@
 //!   the receiver, which staged the first snapshot in an instance, applies them in place with
 //!   [`LiveAgent::apply_delta`], hashing only those chunks.
 
+use super::midcall::SuspendedCall;
 use super::{failed, to_global_value, Imports, LiveAgent, Runtime};
 use crate::globals::Globals;
 use crate::migration::snapshot::{assemble, resolve_dna};
@@ -41,7 +42,23 @@ impl PreCopy {
 impl<T> LiveAgent<T> {
     /// A snapshot of the running instance, taken between calls, that borrows the instance's
     /// memory and the agent's binary: nothing is copied until it is serialized.
+    ///
+    /// While a call is suspended this is [`ExecutionError::CallSuspended`] (the snapshot would
+    /// not carry the call); so are [`precopy_begin`](Self::precopy_begin) and
+    /// [`precopy_finish`](Self::precopy_finish), which take it. Use
+    /// [`capture_with_call`](Self::capture_with_call) or
+    /// [`precopy_finish_with_call`](Self::precopy_finish_with_call).
     pub fn snapshot_at(
+        &self,
+        source_node: Option<NodeId>,
+        unix_secs: u64,
+    ) -> Result<MigrationSnapshot<&[u8]>, CellError> {
+        self.refuse_suspended()?;
+        self.snapshot_state_at(source_node, unix_secs)
+    }
+
+    /// [`snapshot_at`](Self::snapshot_at), suspended call or not (the caller carries it).
+    pub(super) fn snapshot_state_at(
         &self,
         source_node: Option<NodeId>,
         unix_secs: u64,
@@ -103,10 +120,28 @@ impl<T> LiveAgent<T> {
         unix_secs: u64,
         opts: &EncodeOptions<'_>,
     ) -> Result<Vec<u8>, CellError> {
+        // Before the state changes: a refused stop leaves the agent as it was.
+        self.refuse_suspended()?;
+        self.precopy_finish_inner(pre, None, source_node, unix_secs, opts)
+    }
+
+    /// [`precopy_finish`](Self::precopy_finish) with `call` (an encoded suspended call, or none)
+    /// as the call section.
+    pub(super) fn precopy_finish_inner(
+        &mut self,
+        pre: &PreCopy,
+        call: Option<&[u8]>,
+        source_node: Option<NodeId>,
+        unix_secs: u64,
+        opts: &EncodeOptions<'_>,
+    ) -> Result<Vec<u8>, CellError> {
         self.agent.set_state(AgentState::Migrating)?;
-        let snapshot = self
-            .snapshot_at(source_node, unix_secs)?
+        let mut snapshot = self
+            .snapshot_state_at(source_node, unix_secs)?
             .with_route(pre.route);
+        if let Some(call) = call {
+            snapshot = snapshot.with_call(call);
+        }
         snapshot.serialize_with(&EncodeOptions {
             state: StateEncoding::Delta { base: &pre.sent },
             base_digests: Some(&pre.digests),
@@ -123,12 +158,31 @@ impl<T> LiveAgent<T> {
     ///
     /// The delta must be of the same agent and DNA. Authenticate it first where peers are not
     /// trusted (a `TrustList` checks the same bytes with `base_state` set to the staged memory).
+    ///
+    /// A delta with a call section (a version-3 stop taken while a call was suspended,
+    /// [`precopy_finish_with_call`](Self::precopy_finish_with_call)) is
+    /// [`DecodeError::CallNotTaken`], the instance unchanged: apply it with
+    /// [`apply_delta_with_call`](Self::apply_delta_with_call).
     pub fn apply_delta(
         &mut self,
         bytes: &[u8],
         opts: &DecodeOptions<'_>,
         digests: &mut MemoryDigests,
     ) -> Result<(), CellError> {
+        self.apply_delta_inner(bytes, opts, digests, false)?;
+        self.agent.set_state(AgentState::Running)
+    }
+
+    /// [`apply_delta`](Self::apply_delta) without the move to `Running`; a call section is
+    /// refused unless `with_call`, and then decoded (and refused if malformed) before the
+    /// instance is touched, and given back.
+    pub(super) fn apply_delta_inner(
+        &mut self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        digests: &mut MemoryDigests,
+        with_call: bool,
+    ) -> Result<Option<SuspendedCall>, CellError> {
         let p = wire::parse(bytes, &opts.limits)?;
         let (Some((len, root)), true) = (p.memory, p.flags & wire::FLAG_STATE_DELTA != 0) else {
             return Err(DecodeError::DeltaWithoutBase.into());
@@ -143,6 +197,11 @@ impl<T> LiveAgent<T> {
                 found: crate::DigestPrefix::of(&p.dna_hash),
             });
         }
+        let call = match (p.call, with_call) {
+            (None, _) => None,
+            (Some(_), false) => return Err(DecodeError::CallNotTaken.into()),
+            (Some(c), true) => Some(SuspendedCall::from_bytes(c).map_err(failed)?),
+        };
         let len = len as usize;
         let checked = {
             let base = self.memory.map_or(&[][..], |m| m.data(&self.store));
@@ -165,7 +224,7 @@ impl<T> LiveAgent<T> {
         }
         self.set_globals(&values)?;
         *digests = checked.digests;
-        self.agent.set_state(AgentState::Running)
+        Ok(call)
     }
 }
 
@@ -176,6 +235,11 @@ impl Runtime {
     /// hashed chunk by chunk on the way (version 2 checks its memory root; the DNA hash is
     /// checked once, and not again). Chunked and delta memory are decoded with
     /// `deserialize_with` first. Returns the memory's digests too, for a later delta.
+    ///
+    /// A snapshot with a call section (captured while a call was suspended) is
+    /// [`DecodeError::CallNotTaken`]: decode it, take the agent and the call with
+    /// [`MigrationSnapshot::into_agent_with_call`], [`resume`](Self::resume) the agent and give
+    /// the call to [`LiveAgent::restore_call`].
     pub fn resume_bytes<T>(
         &self,
         bytes: &[u8],
@@ -199,6 +263,9 @@ impl Runtime {
         link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
     ) -> Result<(LiveAgent<T>, MemoryDigests), CellError> {
         let p = wire::parse(bytes, &opts.limits)?;
+        if p.call.is_some() {
+            return Err(DecodeError::CallNotTaken.into());
+        }
         if p.flags & wire::STATE_FLAGS != 0 {
             let (snapshot, digests) = MigrationSnapshot::deserialize_with_digests(bytes, opts)?;
             // Migrating, as restored.
