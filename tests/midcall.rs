@@ -566,17 +566,17 @@ fn a_suspended_agent_is_not_captured_without_its_call() {
         Completion::Suspended
     ));
     let suspended = CellError::ExecutionFailed(ExecutionError::CallSuspended);
-    assert_eq!(live.capture().err(), Some(suspended.clone()));
-    assert_eq!(live.snapshot_at(None, 1).err(), Some(suspended.clone()));
+    assert_eq!(live.capture().err(), Some(suspended));
+    assert_eq!(live.snapshot_at(None, 1).err(), Some(suspended));
     assert_eq!(
         live.precopy_begin(None, route, 1, &EncodeOptions::default())
             .err(),
-        Some(suspended.clone())
+        Some(suspended)
     );
     assert_eq!(
         live.precopy_finish(&pre, None, 2, &EncodeOptions::default())
             .err(),
-        Some(suspended.clone())
+        Some(suspended)
     );
     // Refused before the state changed; a version-2 stop cannot carry the call either.
     assert_eq!(live.agent().state(), AgentState::Running);
@@ -632,12 +632,12 @@ fn a_call_section_is_refused_by_the_between_calls_paths() {
 
     let arrived = MigrationSnapshot::deserialize(&bytes).unwrap();
     assert_eq!(arrived.call(), Some(&call[..]));
-    assert_eq!(arrived.restore().err(), Some(not_taken.clone()));
-    assert_eq!(arrived.clone().into_agent().err(), Some(not_taken.clone()));
+    assert_eq!(arrived.restore().err(), Some(not_taken));
+    assert_eq!(arrived.clone().into_agent().err(), Some(not_taken));
     assert_eq!(
         rt.resume_bytes(&bytes, &Default::default(), Host::default(), link)
             .err(),
-        Some(not_taken.clone())
+        Some(not_taken)
     );
     assert_eq!(
         rt.stage(&bytes, &Default::default(), Host::default(), link)
