@@ -8,7 +8,9 @@
 mod v3ref;
 
 use mielin_cells::mesh::{AgentHost, Inbox, InboxLimits, Journal, MemJournal, Node, Phase, Record};
-use mielin_cells::migration::SECTION_INBOX;
+use mielin_cells::migration::{
+    Ed25519Signer, EncodeOptions, MigrationSnapshot, StateEncoding, SECTION_INBOX,
+};
 use mielin_cells::quic::{Directory, Identity, Peer, RoutedHost, WasmHost};
 use mielin_cells::AgentId;
 use std::path::{Path, PathBuf};
@@ -121,6 +123,34 @@ fn a_rewritten_inbox_is_refused() {
     assert!(t.b.prepare(AGENT, 1, true, &forged).is_err());
     // The untouched container still goes through (the refusal was the forgery's).
     t.b.prepare(AGENT, 1, true, &good).unwrap();
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// Issue 25: a container that carries a suspended call (the call section, `runtime::midcall`)
+/// is refused by this host, which runs agents between calls only, rather than restored as an
+/// agent between calls (which would restart the export with the unwound frames in memory); and
+/// refused before the trust list journals the epoch, so the same hand-off without the call
+/// still goes through.
+#[test]
+fn a_suspended_call_is_refused_and_does_not_burn_the_epoch() {
+    let mut t = two("call");
+    let good = hand_off(&mut t, 1);
+    let snapshot = MigrationSnapshot::deserialize(&good).unwrap();
+    assert!(snapshot.inbox().is_some());
+    let with_call = snapshot
+        .with_call(vec![0u8; 16])
+        .serialize_with(&EncodeOptions {
+            version: Some(3),
+            state: StateEncoding::Chunked,
+            signer: Some((&Ed25519Signer::from_secret(t.ia.secret()), 1)),
+            ..Default::default()
+        })
+        .unwrap();
+    let err = t.b.prepare(AGENT, 1, true, &with_call).unwrap_err();
+    assert!(format!("{err:?}").contains("between calls"), "{err:?}");
+    t.b.prepare(AGENT, 1, true, &good).unwrap();
+    t.b.run(AGENT, 1);
+    assert_eq!(number(&mut t.b), Some(7));
     let _ = std::fs::remove_dir_all(&t.dir);
 }
 

@@ -10,7 +10,7 @@ use crate::mesh::{
 };
 use crate::migration::{
     Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochJournal,
-    FileEpochJournal, MigrationSnapshot, Route, StateEncoding, TrustList,
+    FileEpochJournal, MigrationSnapshot, Route, StateEncoding, TrustList, SECTION_CALL,
 };
 use crate::runtime::{LiveAgent, Runtime, Val};
 use crate::{Agent, AgentId, Dna, LocalKey, NodeId};
@@ -636,6 +636,14 @@ impl AgentHost for WasmHost {
         }
         if c.route().epoch != epoch {
             return Err(refused("the signed epoch is not the hand-off's"));
+        }
+        // This host runs agents between calls only: a suspended call (runtime::midcall) cannot
+        // be taken over here. Refused before the trust list, so the epoch is not burnt and the
+        // source may offer the agent elsewhere.
+        if c.section(SECTION_CALL).is_some() {
+            return Err(refused(
+                "a suspended call: this node runs agents between calls only",
+            ));
         }
         let opts = DecodeOptions {
             limits: self.limits,
