@@ -112,7 +112,7 @@ fn main() {
     let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield"), ("mesh", "recv")]);
 
     println!("## Code size (bytes)\n");
-    println!("| module | original | wasm-opt -O only | transformed (Asyncify + -O + record) | transformed / original |");
+    println!("| module | original | wasm-opt -O only | transformed (Asyncify, --optimize-level=2, record) | transformed / original |");
     println!("|---|---|---|---|---|");
     let guest = std::fs::read(root.join("tests/midcall-guest.wasm")).unwrap();
     let echo = wat::parse_file(root.join("examples/agents/echo.wat")).unwrap();

@@ -5,7 +5,7 @@
 //!
 //! [`transform`] takes a module and the imports that may suspend it (a blocking receive, a
 //! yield point), checks what Asyncify cannot handle, runs
-//! `wasm-opt --asyncify --pass-arg=asyncify-imports@<those imports> -O`, validates the output
+//! `wasm-opt --asyncify --pass-arg=asyncify-imports@<those imports> --optimize-level=2`, validates the output
 //! with the runtime's engine, and appends a custom section, [`RECORD_SECTION`], that records
 //! the input's SHA-256, the transform and the tool's version, and the unwinding imports
 //! ([`TransformRecord`]). The output is the agent's DNA: it is addressed by its own hash. Nodes
@@ -15,7 +15,9 @@
 //! missing or failing `wasm-opt`, a module that is not valid for the runtime's engine, a module
 //! without memory (the unwind buffer lives in it), a function with a reference-typed parameter
 //! or local (Asyncify in Binaryen 108 cannot save one), tail calls (`return_call`, which
-//! Asyncify 108 does not instrument), a module that already has Asyncify's exports or a record
+//! Asyncify 108 does not instrument), a block, loop or `if` that takes parameters (Binaryen
+//! 108 miscompiles them: the spec suite's `fac-ssa` loops until its fuel runs out after the
+//! pass, with or without optimization), a module that already has Asyncify's exports or a record
 //! (transformed twice), an import name the pass argument cannot express, and none of the listed
 //! imports in the module (nothing could unwind).
 
@@ -26,7 +28,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use std::path::PathBuf;
 use std::process::Command;
-use wasmparser::{Operator, Parser, Payload, TypeRef, ValType};
+use wasmparser::{BlockType, Operator, Parser, Payload, TypeRef, ValType};
 
 /// The name of the custom section the transform appends.
 pub const RECORD_SECTION: &str = "mielin.transform";
@@ -46,6 +48,10 @@ pub const ASYNCIFY_EXPORTS: [&str; 5] = [
 /// knows (its default is the MVP, and a module without a `target_features` section, such as
 /// rustc's, would be refused for its `memory.copy`). The output is validated by the runtime's
 /// engine afterwards, so a feature wasmi lacks never reaches a node.
+///
+/// SIMD is not in the list: with it, Binaryen may use SIMD instructions in the code it writes
+/// (it did in `examples/agents/echo.wat`), and the DNA would then need SIMD on every node.
+/// [`transform`] adds `--enable-simd` only for a module that uses SIMD already.
 pub const WASM_OPT_FEATURES: [&str; 7] = [
     "--enable-sign-ext",
     "--enable-mutable-globals",
@@ -82,8 +88,14 @@ pub struct TransformOptions {
     pub imports: Vec<UnwindingImport>,
     /// The `wasm-opt` to run (default: `wasm-opt` on the `PATH`).
     pub wasm_opt: PathBuf,
-    /// Run Binaryen's `-O` after Asyncify (default: yes; Asyncify's output is much larger
-    /// without it).
+    /// Let Asyncify optimize the code it instruments (`--optimize-level=2`; default: yes, its
+    /// output is about twice the size without it: the rustc guest of `tests/` grows from
+    /// 16,849 bytes to 22,578 with it and to 45,442 without).
+    ///
+    /// Binaryen's whole `-O` pipeline is not run: it also rewrites code Asyncify did not touch,
+    /// and in the spec suite it removed unused imports (so a module that must fail to link
+    /// linked) and turned a certain out-of-bounds `memory.init` into `unreachable` (another
+    /// trap). The instrumented functions keep their traps (`tests/spec_transform.rs`).
     pub optimize: bool,
 }
 
@@ -130,6 +142,12 @@ pub enum TransformError {
     /// The module uses tail calls (`return_call`, `return_call_indirect`), which Asyncify
     /// (Binaryen 108) does not instrument.
     TailCall,
+    /// A block, loop or `if` takes parameters (multi-value), which Binaryen 108 miscompiles
+    /// through Asyncify.
+    BlockParams {
+        /// The function's index (imports counted).
+        function: u32,
+    },
     /// The module already exports Asyncify's functions or carries a transform record.
     AlreadyTransformed,
     /// An import name is empty or holds a character the pass argument cannot carry (`,`, `@`,
@@ -157,6 +175,10 @@ impl fmt::Display for TransformError {
                 "function {function} has a reference-typed local, which Asyncify cannot save"
             ),
             TransformError::TailCall => f.write_str("tail calls are not instrumented by Asyncify"),
+            TransformError::BlockParams { function } => write!(
+                f,
+                "function {function} has a block with parameters, which Binaryen 108 miscompiles"
+            ),
             TransformError::AlreadyTransformed => f.write_str("the module is transformed already"),
             TransformError::BadImportName => {
                 f.write_str("an import name cannot be passed to Asyncify")
@@ -353,11 +375,24 @@ fn scan(module: &[u8], wanted: &[UnwindingImport]) -> Result<Scan, TransformErro
                 }
                 let mut ops = body.get_operators_reader().map_err(invalid)?;
                 while !ops.eof() {
-                    if matches!(
-                        ops.read().map_err(invalid)?,
-                        Operator::ReturnCall { .. } | Operator::ReturnCallIndirect { .. }
-                    ) {
-                        return Err(TransformError::TailCall);
+                    match ops.read().map_err(invalid)? {
+                        Operator::ReturnCall { .. } | Operator::ReturnCallIndirect { .. } => {
+                            return Err(TransformError::TailCall);
+                        }
+                        Operator::Block { blockty }
+                        | Operator::Loop { blockty }
+                        | Operator::If { blockty } => {
+                            if let BlockType::FuncType(t) = blockty {
+                                let params = types
+                                    .get(t as usize)
+                                    .and_then(Option::as_ref)
+                                    .ok_or(TransformError::InvalidModule)?;
+                                if !params.is_empty() {
+                                    return Err(TransformError::BlockParams { function: index });
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 function += 1;
@@ -369,6 +404,22 @@ fn scan(module: &[u8], wanted: &[UnwindingImport]) -> Result<Scan, TransformErro
         return Err(TransformError::NoMemory);
     }
     Ok(Scan { present })
+}
+
+/// Whether `module`, valid for the runtime's engine, needs SIMD (the engine refuses it without).
+fn uses_simd(module: &[u8]) -> bool {
+    #[cfg(feature = "simd")]
+    {
+        let mut config = Runtime::config();
+        config.wasm_simd(false).wasm_relaxed_simd(false);
+        wasmi::Module::validate(&wasmi::Engine::new(&config), module).is_err()
+    }
+    // Without the feature the engine has refused SIMD already.
+    #[cfg(not(feature = "simd"))]
+    {
+        let _ = module;
+        false
+    }
 }
 
 fn valid_name(s: &str, is_module: bool) -> bool {
@@ -423,6 +474,9 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
     let output = dir.0.join("out.wasm");
     std::fs::write(&input, module).map_err(|_| TransformError::Io)?;
     let mut command = Command::new(&options.wasm_opt);
+    if uses_simd(module) {
+        command.arg("--enable-simd");
+    }
     command
         .args(WASM_OPT_FEATURES)
         .arg("--asyncify")
@@ -431,7 +485,9 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
             list.join(",")
         ));
     if options.optimize {
-        command.arg("-O");
+        // The level Asyncify's own clean-up of the functions it instruments runs at; unlike
+        // `-O`, it adds no pass over the rest of the module (see `TransformOptions::optimize`).
+        command.arg("--optimize-level=2");
     }
     let status = command
         .arg(&input)
