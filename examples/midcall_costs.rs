@@ -160,8 +160,9 @@ fn main() {
                 let c = live.run("deep", &[Val::I32(depth)]).unwrap();
                 unwind.push(t.elapsed());
                 assert!(matches!(c, Completion::Suspended));
-                let call = live.suspended_call().unwrap();
-                let memory = live.capture().unwrap().wasm_state();
+                let (agent, call) = live.capture_with_call().unwrap();
+                let call = call.unwrap();
+                let memory = agent.wasm_state();
                 let at = call.buffer.start as usize;
                 let current = u32::from_le_bytes(memory[at..at + 4].try_into().unwrap());
                 used = current - call.buffer.start - 8;
@@ -181,60 +182,67 @@ fn main() {
         }
     }
 
+    // Interleaved rounds, each running every configuration once, so that the machine's drift
+    // falls on all of them alike; the ratios to the original are what the tables report.
+    const ROUNDS: usize = 21;
     println!(
-        "\n## CPU-bound guest: crunch(10^6), yield point every 1,000 steps (median of 5, ms)\n"
+        "\n## CPU-bound guest: crunch(10^6), yield point every 1,000 steps (median of {ROUNDS} interleaved rounds, ms)\n"
     );
-    println!("| run | time | suspensions |");
-    println!("|---|---|---|");
+    println!("| run | time | / original | suspensions |");
+    println!("|---|---|---|---|");
     let steps = 1_000_000i64;
     let transformed = transform(&guest, &opts).unwrap();
     let big = Runtime::new(u64::MAX / 2);
-    let mut rows = Vec::new();
-    for (name, wasm, fuel, reserve) in [
-        ("original, no preemption", &guest, u64::MAX / 2, 0),
-        ("transformed, no preemption", &transformed, u64::MAX / 2, 0),
+    let (every_1m, every_100k) = (Runtime::new(1_000_000), Runtime::new(100_000));
+    let configs: [(&str, &Vec<u8>, &Runtime, u64); 4] = [
+        ("original, no preemption", &guest, &big, 0),
+        ("transformed, no preemption", &transformed, &big, 0),
         (
             "transformed, preempted every ~1M fuel",
             &transformed,
-            1_000_000,
+            &every_1m,
             60_000,
         ),
         (
             "transformed, preempted every ~100k fuel",
             &transformed,
-            100_000,
+            &every_100k,
             60_000,
         ),
-    ] {
-        let rt = if fuel == u64::MAX / 2 {
-            &big
-        } else {
-            &Runtime::new(fuel)
-        };
-        let mut times = Vec::new();
-        let mut suspensions = 0;
-        let mut result = None;
-        for _ in 0..5 {
+    ];
+    let mut times = vec![Vec::new(); configs.len()];
+    let mut suspensions = vec![0; configs.len()];
+    let mut rows = vec![None; configs.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, wasm, rt, reserve)) in configs.iter().enumerate() {
             let host = Host {
-                reserve,
+                reserve: *reserve,
                 ..Host::default()
             };
             let mut live = start(rt, wasm, host);
-            suspensions = 0;
+            suspensions[i] = 0;
             let t = Instant::now();
             let mut c = live.run("crunch", &[Val::I64(steps)]).unwrap();
             while let Completion::Suspended = c {
-                suspensions += 1;
+                suspensions[i] += 1;
                 c = live.resume_call().unwrap();
             }
-            times.push(t.elapsed());
+            times[i].push(t.elapsed());
             let Completion::Returned(v) = c else {
                 unreachable!()
             };
-            result = Some(format!("{v:?}"));
+            rows[i] = Some(format!("{v:?}"));
         }
-        rows.push(result.clone());
-        println!("| {name} | {:.1} | {suspensions} |", median(times) / 1000.0);
+    }
+    let original = median(times[0].clone());
+    for (i, (name, ..)) in configs.iter().enumerate() {
+        let m = median(times[i].clone());
+        println!(
+            "| {name} | {:.1} | {:.2}x | {} |",
+            m / 1000.0,
+            m / original,
+            suspensions[i]
+        );
     }
     assert!(
         rows.windows(2).all(|w| w[0] == w[1]),
