@@ -11,73 +11,15 @@
 #![cfg(feature = "transform")]
 
 use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
-use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable, SuspendedCall};
+use mielin_cells::runtime::midcall::{self, Completion, MidCall, SuspendedCall};
 use mielin_cells::runtime::transform::{transform, TransformOptions};
-use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
-use mielin_cells::{
-    Agent, AgentId, AgentState, CellError, DecodeError, Dna, ExecutionError, NodeId,
-};
-use std::collections::VecDeque;
+use mielin_cells::runtime::{LiveAgent, Runtime, Val};
+use mielin_cells::{Agent, AgentState, CellError, DecodeError, ExecutionError, NodeId};
 use std::path::Path;
 
-/// The host of every test: the mid-call state, a mailbox, and the preemption policy.
-#[derive(Default)]
-struct Host {
-    mid: MidCall,
-    mailbox: VecDeque<Vec<u8>>,
-    /// A yield point suspends when less fuel than this is left (0: never).
-    reserve: u64,
-    yields: u64,
-    /// The fuel left at each yield point.
-    last_fuel: Vec<u64>,
-}
-
-impl Suspendable for Host {
-    fn mid_call(&mut self) -> &mut MidCall {
-        &mut self.mid
-    }
-}
-
-/// `mesh.recv_wait(ptr, cap) -> len` (suspends while the mailbox is empty) and `env.yield()`
-/// (suspends when the call's fuel runs below the host's reserve).
-fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
-    imports.func_wrap(
-        "mesh",
-        "recv_wait",
-        |mut caller: Caller<'_, Host>, ptr: i32, cap: i32| -> Result<i32, wasmi::Error> {
-            midcall::enter(&mut caller)?;
-            let Some(message) = caller.data_mut().mailbox.pop_front() else {
-                midcall::suspend(&mut caller, b"recv")?;
-                return Ok(0);
-            };
-            let n = message.len().min(cap.max(0) as usize);
-            let memory = caller
-                .get_export("memory")
-                .and_then(wasmi::Extern::into_memory)
-                .ok_or_else(|| wasmi::Error::new("no memory"))?;
-            memory.write(&mut caller, ptr as u32 as usize, &message[..n])?;
-            Ok(n as i32)
-        },
-    )?;
-    imports.func_wrap(
-        "env",
-        "yield",
-        |mut caller: Caller<'_, Host>| -> Result<(), wasmi::Error> {
-            if midcall::enter(&mut caller)?.is_some() {
-                return Ok(()); // just resumed here: go on
-            }
-            caller.data_mut().yields += 1;
-            let left = caller.get_fuel().unwrap_or(0);
-            caller.data_mut().last_fuel.push(left);
-            let reserve = caller.data().reserve;
-            if reserve > 0 && midcall::fuel_below(&caller, reserve) {
-                midcall::suspend(&mut caller, b"yield")?;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(())
-}
+#[path = "common/midcall_host.rs"]
+mod midcall_host;
+use midcall_host::{link, start, Host};
 
 fn read(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -94,12 +36,6 @@ fn transformed(wasm: &[u8]) -> Vec<u8> {
         &TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]),
     )
     .unwrap()
-}
-
-fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
-    let dna = Dna::new(wasm.to_vec()).unwrap();
-    let id = AgentId::derive(dna.hash(), 0);
-    rt.start(Agent::with_id(id, dna), host, link).unwrap()
 }
 
 /// Node A captures the agent (suspended in a call or not) into a version-3 container, with the
