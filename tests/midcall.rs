@@ -15,20 +15,12 @@ use mielin_cells::runtime::midcall::{self, Completion, MidCall, SuspendedCall};
 use mielin_cells::runtime::transform::{transform, TransformOptions};
 use mielin_cells::runtime::{LiveAgent, Runtime, Val};
 use mielin_cells::{Agent, AgentState, CellError, DecodeError, ExecutionError, NodeId};
-use std::path::Path;
 
+mod common;
 #[path = "common/midcall_host.rs"]
 mod midcall_host;
+use common::read;
 use midcall_host::{link, start, Host};
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn transformed(wasm: &[u8]) -> Vec<u8> {
     transform(
