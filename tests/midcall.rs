@@ -403,16 +403,21 @@ fn a_suspended_call_that_does_not_fit_is_refused() {
     assert_eq!(i64_of(&returned(good.resume_call().unwrap())), 1);
 }
 
-/// Pre-copy finds changed memory by comparing chunks with what it sent: the unwind's writes into
-/// the buffer are among them, so a delta taken after a suspension carries the suspended frames.
-#[test]
-fn a_pre_copy_delta_carries_the_unwound_frames() {
+/// The transformed `RECV_WAT`, a runtime of 10^6 fuel a call, and a route to node B.
+fn recv_wat_setup() -> (Vec<u8>, Runtime, Route) {
     let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
-    let rt = Runtime::new(1_000_000);
     let route = Route {
         target: NodeId::from_bytes([0xb; 16]),
         epoch: 1,
     };
+    (wasm, Runtime::new(1_000_000), route)
+}
+
+/// Pre-copy finds changed memory by comparing chunks with what it sent: the unwind's writes into
+/// the buffer are among them, so a delta taken after a suspension carries the suspended frames.
+#[test]
+fn a_pre_copy_delta_carries_the_unwound_frames() {
+    let (wasm, rt, route) = recv_wat_setup();
     let source = Some(NodeId::from_bytes([0xa; 16]));
 
     let mut host = Host::default();
@@ -487,12 +492,7 @@ fn a_pre_copy_delta_carries_the_unwound_frames() {
 /// call-aware paths give the call.
 #[test]
 fn a_suspended_agent_is_not_captured_without_its_call() {
-    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
-    let rt = Runtime::new(1_000_000);
-    let route = Route {
-        target: NodeId::from_bytes([0xb; 16]),
-        epoch: 1,
-    };
+    let (wasm, rt, route) = recv_wat_setup();
     let mut live = start(&rt, &wasm, Host::default());
     let (pre, _) = live
         .precopy_begin(None, route, 1, &EncodeOptions::default())
@@ -542,8 +542,7 @@ fn a_suspended_agent_is_not_captured_without_its_call() {
 /// it, and it resumes the call where it stopped.
 #[test]
 fn a_call_section_is_refused_by_the_between_calls_paths() {
-    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
-    let rt = Runtime::new(1_000_000);
+    let (wasm, rt, route) = recv_wat_setup();
     let mut live = start(&rt, &wasm, Host::default());
     assert!(matches!(
         live.run("serve", &[Val::I32(7)]).unwrap(),
@@ -551,10 +550,6 @@ fn a_call_section_is_refused_by_the_between_calls_paths() {
     ));
     let (agent, call) = live.into_agent_with_call().unwrap();
     let call = call.unwrap().to_bytes().unwrap();
-    let route = Route {
-        target: NodeId::from_bytes([0xb; 16]),
-        epoch: 1,
-    };
     let v3 = EncodeOptions {
         version: Some(3),
         ..Default::default()
