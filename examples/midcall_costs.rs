@@ -6,69 +6,16 @@
 //! cargo run --release --example midcall_costs --features transform
 //! ```
 
-use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable};
+use mielin_cells::runtime::midcall::Completion;
 use mielin_cells::runtime::transform::{transform, TransformOptions, WASM_OPT_FEATURES};
-use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
-use mielin_cells::{Agent, AgentId, Dna};
-use std::collections::VecDeque;
+use mielin_cells::runtime::{Runtime, Val};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
-struct Host {
-    mid: MidCall,
-    mailbox: VecDeque<Vec<u8>>,
-    reserve: u64,
-}
-
-impl Suspendable for Host {
-    fn mid_call(&mut self) -> &mut MidCall {
-        &mut self.mid
-    }
-}
-
-fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
-    imports.func_wrap(
-        "mesh",
-        "recv_wait",
-        |mut caller: Caller<'_, Host>, ptr: i32, cap: i32| -> Result<i32, wasmi::Error> {
-            midcall::enter(&mut caller)?;
-            let Some(message) = caller.data_mut().mailbox.pop_front() else {
-                midcall::suspend(&mut caller, &[])?;
-                return Ok(0);
-            };
-            let n = message.len().min(cap.max(0) as usize);
-            let memory = caller
-                .get_export("memory")
-                .and_then(wasmi::Extern::into_memory)
-                .ok_or_else(|| wasmi::Error::new("no memory"))?;
-            memory.write(&mut caller, ptr as u32 as usize, &message[..n])?;
-            Ok(n as i32)
-        },
-    )?;
-    imports.func_wrap(
-        "env",
-        "yield",
-        |mut caller: Caller<'_, Host>| -> Result<(), wasmi::Error> {
-            if midcall::enter(&mut caller)?.is_some() {
-                return Ok(());
-            }
-            let reserve = caller.data().reserve;
-            if reserve > 0 && midcall::fuel_below(&caller, reserve) {
-                midcall::suspend(&mut caller, &[])?;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(())
-}
-
-fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
-    let dna = Dna::new(wasm.to_vec()).unwrap();
-    let id = AgentId::derive(dna.hash(), 0);
-    rt.start(Agent::with_id(id, dna), host, link).unwrap()
-}
+#[path = "../tests/common/midcall_host.rs"]
+mod midcall_host;
+use midcall_host::{start, Host};
 
 /// `wasm-opt -O` alone, with the transform's feature flags: what the optimizer does without
 /// Asyncify, to tell the two apart.
@@ -145,7 +92,11 @@ fn main() {
             let mut rewind = Vec::new();
             let mut used = 0;
             for _ in 0..21 {
-                let mut live = start(&rt, &wasm, Host::default());
+                let host = Host {
+                    bare: true,
+                    ..Host::default()
+                };
+                let mut live = start(&rt, &wasm, host);
                 // Warm-up: wasmi compiles functions on first use, and the first suspension
                 // grows memory for the buffer; neither is measured.
                 live.run("deep", &[Val::I32(depth)]).unwrap();
@@ -217,6 +168,7 @@ fn main() {
         for (i, (_, wasm, rt, reserve)) in configs.iter().enumerate() {
             let host = Host {
                 reserve: *reserve,
+                bare: true,
                 ..Host::default()
             };
             let mut live = start(rt, wasm, host);

@@ -11,82 +11,16 @@
 #![cfg(feature = "transform")]
 
 use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
-use mielin_cells::runtime::midcall::{self, Completion, MidCall, Suspendable, SuspendedCall};
+use mielin_cells::runtime::midcall::{self, Completion, MidCall, SuspendedCall};
 use mielin_cells::runtime::transform::{transform, TransformOptions};
-use mielin_cells::runtime::{Caller, Imports, LiveAgent, Runtime, Val};
-use mielin_cells::{
-    Agent, AgentId, AgentState, CellError, DecodeError, Dna, ExecutionError, NodeId,
-};
-use std::collections::VecDeque;
-use std::path::Path;
+use mielin_cells::runtime::{LiveAgent, Runtime, Val};
+use mielin_cells::{Agent, AgentState, CellError, DecodeError, ExecutionError, NodeId};
 
-/// The host of every test: the mid-call state, a mailbox, and the preemption policy.
-#[derive(Default)]
-struct Host {
-    mid: MidCall,
-    mailbox: VecDeque<Vec<u8>>,
-    /// A yield point suspends when less fuel than this is left (0: never).
-    reserve: u64,
-    yields: u64,
-    /// The fuel left at each yield point.
-    last_fuel: Vec<u64>,
-}
-
-impl Suspendable for Host {
-    fn mid_call(&mut self) -> &mut MidCall {
-        &mut self.mid
-    }
-}
-
-/// `mesh.recv_wait(ptr, cap) -> len` (suspends while the mailbox is empty) and `env.yield()`
-/// (suspends when the call's fuel runs below the host's reserve).
-fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
-    imports.func_wrap(
-        "mesh",
-        "recv_wait",
-        |mut caller: Caller<'_, Host>, ptr: i32, cap: i32| -> Result<i32, wasmi::Error> {
-            midcall::enter(&mut caller)?;
-            let Some(message) = caller.data_mut().mailbox.pop_front() else {
-                midcall::suspend(&mut caller, b"recv")?;
-                return Ok(0);
-            };
-            let n = message.len().min(cap.max(0) as usize);
-            let memory = caller
-                .get_export("memory")
-                .and_then(wasmi::Extern::into_memory)
-                .ok_or_else(|| wasmi::Error::new("no memory"))?;
-            memory.write(&mut caller, ptr as u32 as usize, &message[..n])?;
-            Ok(n as i32)
-        },
-    )?;
-    imports.func_wrap(
-        "env",
-        "yield",
-        |mut caller: Caller<'_, Host>| -> Result<(), wasmi::Error> {
-            if midcall::enter(&mut caller)?.is_some() {
-                return Ok(()); // just resumed here: go on
-            }
-            caller.data_mut().yields += 1;
-            let left = caller.get_fuel().unwrap_or(0);
-            caller.data_mut().last_fuel.push(left);
-            let reserve = caller.data().reserve;
-            if reserve > 0 && midcall::fuel_below(&caller, reserve) {
-                midcall::suspend(&mut caller, b"yield")?;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(())
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join(name),
-    )
-    .unwrap()
-}
+mod common;
+#[path = "common/midcall_host.rs"]
+mod midcall_host;
+use common::read;
+use midcall_host::{link, start, Host};
 
 fn transformed(wasm: &[u8]) -> Vec<u8> {
     transform(
@@ -94,12 +28,6 @@ fn transformed(wasm: &[u8]) -> Vec<u8> {
         &TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]),
     )
     .unwrap()
-}
-
-fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
-    let dna = Dna::new(wasm.to_vec()).unwrap();
-    let id = AgentId::derive(dna.hash(), 0);
-    rt.start(Agent::with_id(id, dna), host, link).unwrap()
 }
 
 /// Node A captures the agent (suspended in a call or not) into a version-3 container, with the
@@ -475,16 +403,21 @@ fn a_suspended_call_that_does_not_fit_is_refused() {
     assert_eq!(i64_of(&returned(good.resume_call().unwrap())), 1);
 }
 
-/// Pre-copy finds changed memory by comparing chunks with what it sent: the unwind's writes into
-/// the buffer are among them, so a delta taken after a suspension carries the suspended frames.
-#[test]
-fn a_pre_copy_delta_carries_the_unwound_frames() {
+/// The transformed `RECV_WAT`, a runtime of 10^6 fuel a call, and a route to node B.
+fn recv_wat_setup() -> (Vec<u8>, Runtime, Route) {
     let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
-    let rt = Runtime::new(1_000_000);
     let route = Route {
         target: NodeId::from_bytes([0xb; 16]),
         epoch: 1,
     };
+    (wasm, Runtime::new(1_000_000), route)
+}
+
+/// Pre-copy finds changed memory by comparing chunks with what it sent: the unwind's writes into
+/// the buffer are among them, so a delta taken after a suspension carries the suspended frames.
+#[test]
+fn a_pre_copy_delta_carries_the_unwound_frames() {
+    let (wasm, rt, route) = recv_wat_setup();
     let source = Some(NodeId::from_bytes([0xa; 16]));
 
     let mut host = Host::default();
@@ -559,12 +492,7 @@ fn a_pre_copy_delta_carries_the_unwound_frames() {
 /// call-aware paths give the call.
 #[test]
 fn a_suspended_agent_is_not_captured_without_its_call() {
-    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
-    let rt = Runtime::new(1_000_000);
-    let route = Route {
-        target: NodeId::from_bytes([0xb; 16]),
-        epoch: 1,
-    };
+    let (wasm, rt, route) = recv_wat_setup();
     let mut live = start(&rt, &wasm, Host::default());
     let (pre, _) = live
         .precopy_begin(None, route, 1, &EncodeOptions::default())
@@ -614,8 +542,7 @@ fn a_suspended_agent_is_not_captured_without_its_call() {
 /// it, and it resumes the call where it stopped.
 #[test]
 fn a_call_section_is_refused_by_the_between_calls_paths() {
-    let wasm = transformed(&wat::parse_str(RECV_WAT).unwrap());
-    let rt = Runtime::new(1_000_000);
+    let (wasm, rt, route) = recv_wat_setup();
     let mut live = start(&rt, &wasm, Host::default());
     assert!(matches!(
         live.run("serve", &[Val::I32(7)]).unwrap(),
@@ -623,10 +550,6 @@ fn a_call_section_is_refused_by_the_between_calls_paths() {
     ));
     let (agent, call) = live.into_agent_with_call().unwrap();
     let call = call.unwrap().to_bytes().unwrap();
-    let route = Route {
-        target: NodeId::from_bytes([0xb; 16]),
-        epoch: 1,
-    };
     let v3 = EncodeOptions {
         version: Some(3),
         ..Default::default()

@@ -11,6 +11,9 @@ use mielin_cells::runtime::transform::{
 use mielin_cells::sha256;
 use std::path::Path;
 
+mod common;
+use common::read;
+
 fn exports(module: &[u8]) -> Vec<String> {
     let mut names = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(module) {
@@ -34,15 +37,6 @@ const RECV: &str = r#"(module
       (global.set $sum (i32.add (global.get $sum) (local.get $m)))
       (br_if $l (i32.ne (local.get $m) (i32.const 0))))
     (global.get $sum)))"#;
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join(name),
-    )
-    .unwrap()
-}
 
 #[test]
 fn the_rust_guests_are_transformed_or_refused() {

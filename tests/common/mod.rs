@@ -5,6 +5,16 @@ pub mod v3ref;
 
 use mielin_cells::{Agent, AgentId, AgentState, Arch, Dna, GlobalValue, NodeId, Policy};
 
+/// The bytes of the file `name` in `tests/` (a guest module, a vector).
+pub fn read(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(name),
+    )
+    .unwrap()
+}
+
 /// A real 41-byte module exporting `add(i32, i32) -> i32`.
 pub const ADD_WASM: &[u8] = &[
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
