@@ -233,20 +233,8 @@ fn main() -> ExitCode {
             if let Err(e) = mielin::spec::check_name(&name) {
                 return fail(&format!("agent {e} (give --name)"), 2);
             }
-            let module = match files::read_bounded(&file, 4 * mielin::control::MAX_MODULE as u64) {
-                Ok(b) if b.starts_with(b"\0asm") => b,
-                Ok(b) => match wat::parse_bytes(&b) {
-                    Ok(m) => m.into_owned(),
-                    Err(e) => {
-                        return fail(
-                            &format!(
-                                "{}: neither a WebAssembly binary nor valid text: {e}",
-                                file.display()
-                            ),
-                            1,
-                        )
-                    }
-                },
+            let module = match files::read_module(&file) {
+                Ok(m) => m,
                 Err(e) => return fail(&e, 1),
             };
             if module.len() > mielin::control::MAX_MODULE {
