@@ -125,7 +125,7 @@ enum Cmd {
         target: Target,
     },
     /// Rewrites a module for mid-call capture (Binaryen's Asyncify, run by wasm-opt): the output
-    /// is the agent's DNA, deployed like any module; nodes need no Binaryen.
+    /// is the agent's DNA; nodes need no Binaryen.
     #[command(
         after_help = "The output records the original's SHA-256, wasm-opt's version and the imports \
         that unwind (`mielin inspect OUT` shows it). Needs Binaryen's wasm-opt (Debian: apt-get install binaryen).\n\n\
