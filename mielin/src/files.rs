@@ -1,4 +1,5 @@
-//! Reading files within a bound and writing them atomically; the data directory's mode.
+//! Reading files within a bound (modules as binary or text) and writing them atomically; the
+//! data directory's mode.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -28,6 +29,36 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(out)
+}
+
+/// Reads a WebAssembly module given as a binary (`\0asm`) or as text (`.wat`), within four times
+/// the node's module limit (text is larger than the binary it gives); the error is one line.
+pub fn read_module(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = read_bounded(path, 4 * mielin::control::MAX_MODULE as u64)?;
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(|m| m.into_owned())
+        .map_err(|e| {
+            // wat's message spans lines (the source line and a caret): its first line and where.
+            let text = e.to_string();
+            let mut lines = text.lines();
+            let what = lines.next().unwrap_or_default();
+            let at = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("--> "))
+                .and_then(|l| {
+                    let (l, column) = l.rsplit_once(':')?;
+                    Some((l.rsplit_once(':')?.1, column))
+                })
+                .map(|(line, column)| format!(" at line {line}, column {column}"))
+                .unwrap_or_default();
+            format!(
+                "{}: neither a WebAssembly binary nor valid text: {what}{at}",
+                path.display()
+            )
+        })
 }
 
 /// Writes `bytes` to `path` through a temporary file, `fsync` and a rename.

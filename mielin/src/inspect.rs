@@ -8,6 +8,7 @@ use mielin_cells::migration::{
     DecodeLimits, DecodeOptions, DnaMap, FileEpochJournal, MigrationSnapshot, MAGIC,
 };
 use mielin_cells::quic::{to_hex, Identity, WasmHost};
+use mielin_cells::runtime::transform::TransformRecord;
 use mielin_cells::{Dna, LocalKey};
 use std::fmt::Write;
 use std::path::Path;
@@ -311,6 +312,7 @@ fn saved_agent(
                 saved.waiting,
                 saved.unacked
             );
+            transformed(a.dna().binary(), out);
             true
         }
         Err(e) => {
@@ -355,12 +357,32 @@ fn dna(path: &Path, out: &mut String) -> bool {
                     ""
                 }
             );
+            transformed(d.binary(), out);
             !mismatch
         }
         Err(e) => {
             let _ = writeln!(out, "{name}: {len} bytes: FAILED: {e}");
             false
         }
+    }
+}
+
+/// The record `mielin transform` leaves in a module, as one indented line, if it has one.
+fn transformed(module: &[u8], out: &mut String) {
+    if let Some(r) = TransformRecord::find(module) {
+        let imports: Vec<String> = r
+            .imports
+            .iter()
+            .map(|i| format!("{}.{}", i.module, i.name))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  transform {} ({}) of sha256 {}, unwinding {}",
+            r.transform,
+            r.tool,
+            &to_hex(&r.original)[..16],
+            imports.join(",")
+        );
     }
 }
 
@@ -403,6 +425,7 @@ fn snapshot(path: &Path, max_bytes: u64, out: &mut String) -> Result<bool, Strin
                 s.source_node()
                     .map_or("none".into(), |n| to_hex(&n.as_bytes()[..4]))
             );
+            transformed(s.dna().binary(), out);
             if let Some(r) = s.route() {
                 let _ = writeln!(
                     out,

@@ -1,5 +1,5 @@
 //! `mielin`: run a mesh node over QUIC, and deploy, message, move and inspect its WebAssembly
-//! agents. `docs/cli.md` is the operator's guide.
+//! agents; transform modules for mid-call capture. `docs/cli.md` is the operator's guide.
 #![forbid(unsafe_code)]
 
 mod client;
@@ -12,6 +12,7 @@ mod metrics;
 mod names;
 mod node;
 mod report;
+mod transform;
 
 use clap::{Args, Parser, Subcommand};
 use mielin::control::Request;
@@ -123,6 +124,31 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Rewrites a module for mid-call capture (Binaryen's Asyncify, run by wasm-opt): the output
+    /// is the agent's DNA; nodes need no Binaryen.
+    #[command(
+        after_help = "The output records the original's SHA-256, wasm-opt's version and the imports \
+        that unwind (`mielin inspect OUT` shows it). Needs Binaryen's wasm-opt (Debian: apt-get install binaryen).\n\n\
+        Examples:\n  mielin transform worker.wasm -o worker.async.wasm --unwind mesh.recv_wait --unwind env.yield\n  \
+        mielin transform worker.wat -o worker.async.wasm --unwind env.yield --wasm-opt ~/binaryen/bin/wasm-opt"
+    )]
+    Transform {
+        /// The module (.wasm or .wat).
+        file: PathBuf,
+        /// Where to write the transformed module (replaced atomically).
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: PathBuf,
+        /// An import that may suspend the agent, as MODULE.NAME (split at the first dot);
+        /// repeatable. Only those the module imports are instrumented.
+        #[arg(long, value_name = "MODULE.NAME", required = true, value_parser = transform::parse_import)]
+        unwind: Vec<(String, String)>,
+        /// The wasm-opt to run [default: wasm-opt on the PATH].
+        #[arg(long, value_name = "PATH")]
+        wasm_opt: Option<PathBuf>,
+        /// Skip Binaryen's -O after Asyncify (the output is much larger).
+        #[arg(long)]
+        no_optimize: bool,
+    },
     /// Reads a node's data directory, or one of its files, or a snapshot; changes nothing.
     #[command(
         after_help = "Examples:\n  mielin inspect a.d\n  mielin inspect a.d/journal\n  mielin inspect agent.snapshot"
@@ -233,20 +259,8 @@ fn main() -> ExitCode {
             if let Err(e) = mielin::spec::check_name(&name) {
                 return fail(&format!("agent {e} (give --name)"), 2);
             }
-            let module = match files::read_bounded(&file, 4 * mielin::control::MAX_MODULE as u64) {
-                Ok(b) if b.starts_with(b"\0asm") => b,
-                Ok(b) => match wat::parse_bytes(&b) {
-                    Ok(m) => m.into_owned(),
-                    Err(e) => {
-                        return fail(
-                            &format!(
-                                "{}: neither a WebAssembly binary nor valid text: {e}",
-                                file.display()
-                            ),
-                            1,
-                        )
-                    }
-                },
+            let module = match files::read_module(&file) {
+                Ok(m) => m,
                 Err(e) => return fail(&e, 1),
             };
             if module.len() > mielin::control::MAX_MODULE {
@@ -296,6 +310,19 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e, 1),
             }
         }
+        Cmd::Transform {
+            file,
+            output,
+            unwind,
+            wasm_opt,
+            no_optimize,
+        } => match transform::run(&file, &output, &unwind, wasm_opt, !no_optimize) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err((e, code)) => fail(&e, code),
+        },
         Cmd::Inspect {
             path,
             max_bytes,

@@ -12,7 +12,7 @@
 
 use crate::config::{NodeArgs, Settings};
 use crate::control_server::{self, Command};
-use crate::files::{private_dir, read_bounded, write_atomic};
+use crate::files::{private_dir, read_bounded, read_module, write_atomic};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::names::{operator_id, Names};
 use crate::report::{handoff_summary, log_event};
@@ -28,7 +28,7 @@ use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,17 +115,6 @@ struct State {
     replies: BTreeMap<AgentId, (u64, Vec<u8>)>,
     battery: f64,
     started: Instant,
-}
-
-fn load_wasm(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = read_bounded(path, mielin::control::MAX_MODULE as u64 * 4)?;
-    if bytes.starts_with(b"\0asm") {
-        Ok(bytes)
-    } else {
-        wat::parse_bytes(&bytes)
-            .map(|b| b.into_owned())
-            .map_err(|e| format!("{}: not a WebAssembly module: {e}", path.display()))
-    }
 }
 
 /// Runs a node until SIGTERM, Ctrl-C or `quit`.
@@ -254,7 +243,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
         if st.driver.node().journal().get(id).is_some() {
             continue; // known from the journal (a restart)
         }
-        let wasm = load_wasm(file)?;
+        let wasm = read_module(file)?;
         st.host
             .create(id, wasm, s.limit)
             .map_err(|e| format!("agent {name} ({}): {e}", file.display()))?;

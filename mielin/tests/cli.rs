@@ -621,3 +621,155 @@ fn config_file_and_its_errors() {
         text(&o)
     );
 }
+
+/// A loop that calls the yield point `env.yield_now`, with a memory for Asyncify's buffer.
+const YIELD_LOOP: &str = r#"(module
+  (import "env" "yield_now" (func $yield))
+  (memory 1)
+  (func (export "run") (param $n i32) (result i32)
+    (local $i i32)
+    (loop $l
+      (call $yield)
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $i)))"#;
+
+/// `mielin transform` writes DNA that carries the transform's record: the original's SHA-256
+/// and the unwinding imports found (an `--unwind` the module lacks is not among them), and
+/// `mielin inspect` shows it. Needs `wasm-opt` (Binaryen), as `tests/transform.rs` does.
+#[test]
+fn transform_writes_dna_that_carries_its_record() {
+    use mielin_cells::quic::to_hex;
+    use mielin_cells::runtime::transform::{
+        transform, TransformError, TransformOptions, TransformRecord, UnwindingImport,
+    };
+    let dir = scratch("transform");
+    let wat = dir.join("yield.wat");
+    std::fs::write(&wat, YIELD_LOOP).unwrap();
+    let original = wat::parse_str(YIELD_LOOP).unwrap();
+    let out = dir.join("yield.async.wasm");
+    let out_s = out.to_str().unwrap();
+    let o = mielin(&[
+        "transform",
+        wat.to_str().unwrap(),
+        "-o",
+        out_s,
+        "--unwind",
+        "env.yield_now",
+        "--unwind",
+        "mesh.recv_wait",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let dna = std::fs::read(&out).unwrap();
+    let hash = to_hex(&mielin_cells::sha256(&dna));
+    assert_eq!(
+        t,
+        format!(
+            "transformed {out_s}: {} -> {} bytes ({:.2}x), dna sha256 {}, unwinding env.yield_now\n",
+            original.len(),
+            dna.len(),
+            dna.len() as f64 / original.len() as f64,
+            &hash[..16]
+        )
+    );
+    assert_eq!(
+        mielin_cells::Dna::new(&dna[..]).unwrap().hash(),
+        &mielin_cells::sha256(&dna)
+    );
+    let record = TransformRecord::find(&dna).expect("the output carries a record");
+    assert_eq!(record.original, mielin_cells::sha256(&original));
+    assert_eq!(record.transform, "asyncify");
+    assert_eq!(record.imports, [UnwindingImport::new("env", "yield_now")]);
+    // The library validates a module with the runtime's engine before anything else: the output
+    // is valid, and refused only as transformed already.
+    assert_eq!(
+        transform(&dna, &TransformOptions::new(&[("env", "yield_now")])),
+        Err(TransformError::AlreadyTransformed)
+    );
+    let o = mielin(&["inspect", out_s]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "\n  transform asyncify ({}) of sha256 {}, unwinding env.yield_now\n",
+            record.tool,
+            &to_hex(&record.original)[..16]
+        )),
+        "{t}"
+    );
+    // Without --no-optimize the output is smaller than with it.
+    let plain = dir.join("yield.plain.wasm");
+    let o = mielin(&[
+        "transform",
+        wat.to_str().unwrap(),
+        "-o",
+        plain.to_str().unwrap(),
+        "--unwind",
+        "env.yield_now",
+        "--no-optimize",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&plain).unwrap().len() > dna.len());
+}
+
+/// What `mielin transform` refuses, each with one line that names the cause and exit code 1
+/// (none of these runs wasm-opt): a wasm-opt that is not there, a module without the unwinding
+/// import, a module without memory, a file that is not WebAssembly (text or binary); a bad
+/// `--unwind` is bad usage (2). Nothing is written.
+#[test]
+fn transform_refusals_are_one_line_errors() {
+    let dir = scratch("transform-refusals");
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let good = file("yield.wat", YIELD_LOOP.as_bytes());
+    let no_memory = file(
+        "no-memory.wat",
+        br#"(module (import "env" "yield_now" (func $y)) (func (export "run") (call $y)))"#,
+    );
+    let out = dir.join("out.wasm");
+    let out_s = out.to_str().unwrap();
+    for (args, cause) in [
+        (
+            vec![good.as_str(), "--unwind", "env.yield_now", "--wasm-opt", "/nonexistent"],
+            "wasm-opt not found (/nonexistent): install Binaryen",
+        ),
+        (
+            vec![good.as_str(), "--unwind", "env.other"],
+            "imports none of env.other",
+        ),
+        (
+            vec![no_memory.as_str(), "--unwind", "env.yield_now"],
+            "defines no memory",
+        ),
+        (
+            vec![&file("hello.txt", b"hello, not wasm\n"), "--unwind", "env.yield_now"],
+            "hello.txt: neither a WebAssembly binary nor valid text: expected `(` at line 1, column 1",
+        ),
+        (
+            vec![&file("junk.wasm", b"\0asm\x01\0\0\0junk"), "--unwind", "env.yield_now"],
+            "junk.wasm: not valid WebAssembly",
+        ),
+    ] {
+        let mut v = vec!["transform", "-o", out_s];
+        v.extend(args);
+        let o = mielin(&v);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{v:?}: {}", text(&o));
+        assert!(o.stdout.is_empty(), "{v:?}: {}", text(&o));
+        assert_eq!(err.lines().count(), 1, "{v:?}: one line: {err}");
+        assert!(err.starts_with("error: ") && err.contains(cause), "{v:?}: {err}");
+        assert!(!out.exists(), "{v:?} wrote {out_s}");
+    }
+    for unwind in ["yield_now", ".yield_now"] {
+        let o = mielin(&["transform", &good, "-o", out_s, "--unwind", unwind]);
+        assert_eq!(o.status.code(), Some(2), "{unwind}: {}", text(&o));
+        assert!(text(&o).contains("MODULE.NAME"), "{unwind}: {}", text(&o));
+    }
+    let o = mielin(&["transform", &good, "-o", out_s]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--unwind <MODULE.NAME>"), "{}", text(&o));
+}
