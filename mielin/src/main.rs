@@ -145,7 +145,7 @@ enum Cmd {
         /// The wasm-opt to run [default: wasm-opt on the PATH].
         #[arg(long, value_name = "PATH")]
         wasm_opt: Option<PathBuf>,
-        /// Skip Binaryen's -O after Asyncify (the output is much larger).
+        /// Do not let Asyncify clean up the code it instruments (the output is about twice as large).
         #[arg(long)]
         no_optimize: bool,
     },
