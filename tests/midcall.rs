@@ -4,15 +4,18 @@
 //!
 //! - a blocking receive: guests written as `loop { let m = recv_wait(); handle(m) }`, in WAT and
 //!   in Rust (`tests/midcall-guest.wasm`, from `examples/guest-midcall`);
-//! - preemption: CPU-bound guests with a yield point at an outer loop header, suspended when the
-//!   call's fuel runs low and migrated several times;
+//! - preemption: CPU-bound guests with a yield point at an outer loop header, written by the
+//!   author or inserted by the transform (`YieldPoints`), suspended when the call's fuel runs low
+//!   and migrated several times;
 //! - an unwind that does not fit its buffer, refused before it writes outside it;
 //! - what `restore_call` and `resume_call` refuse.
 #![cfg(feature = "transform")]
 
 use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
 use mielin_cells::runtime::midcall::{self, Completion, MidCall, SuspendedCall};
-use mielin_cells::runtime::transform::{transform, TransformOptions};
+use mielin_cells::runtime::transform::{
+    transform, TransformError, TransformOptions, TransformRecord, UnwindingImport, YieldPoints,
+};
 use mielin_cells::runtime::{LiveAgent, Runtime, Val};
 use mielin_cells::{Agent, AgentState, CellError, DecodeError, ExecutionError, NodeId};
 
@@ -276,24 +279,59 @@ const CRUNCH_WAT: &str = r#"(module
 #[test]
 fn a_cpu_bound_wat_loop_is_preempted_and_moved_several_times() {
     let original = wat::parse_str(CRUNCH_WAT).unwrap();
-    let wasm = transformed(&original);
+    let moves = preempted_and_moved(&original, &transformed(&original), 50_000);
+    assert!(moves >= 5, "{moves} moves");
+}
+
+/// `CRUNCH_WAT` without its author's yield point.
+fn crunch_without_yield() -> String {
+    CRUNCH_WAT
+        .replace(r#"(import "env" "yield" (func $yield))"#, "")
+        .replace("(call $yield)", "")
+}
+
+#[test]
+fn a_cpu_bound_loop_without_yield_points_gets_them_from_the_transform() {
+    let original = wat::parse_str(crunch_without_yield()).unwrap();
+    // Without yield points nothing could unwind.
+    assert_eq!(
+        transform(&original, &TransformOptions::new(&[])),
+        Err(TransformError::NoUnwindingImport)
+    );
+    // With them, at every function entry and loop head, calling env.yield every 500 passes:
+    // the inner loop (about 20 units of fuel an iteration) reaches the import within about
+    // 10,000 units, so a reserve of 50,000 covers the stretch from "fuel low" to the unwind.
+    let mut options = TransformOptions::new(&[]);
+    options.yield_points = Some(YieldPoints::new("env", "yield", 500));
+    let wasm = transform(&original, &options).unwrap();
+    let record = TransformRecord::find(&wasm).unwrap();
+    assert_eq!(record.original, mielin_cells::sha256(&original));
+    assert_eq!(record.imports, [UnwindingImport::new("env", "yield")]);
+    let moves = preempted_and_moved(&original, &wasm, 50_000);
+    assert!(moves >= 5, "{moves} moves");
+}
+
+/// Runs `crunch(200,000)` of `wasm` (the transformed `original`) with 300,000 units of fuel per
+/// call, preempted below `reserve` and moved to a fresh runtime at every suspension, and checks
+/// the result against `original` run unmoved; how many times it moved. Without preemption the
+/// same call runs out of fuel.
+fn preempted_and_moved(original: &[u8], wasm: &[u8], reserve: u64) -> usize {
     let steps = 200_000i64;
-    let mut reference = start(&Runtime::new(u64::MAX / 2), &original, Host::default());
+    let mut reference = start(&Runtime::new(u64::MAX / 2), original, Host::default());
     let unmoved = i64_of(&reference.call("crunch", &[Val::I64(steps)]).unwrap());
 
-    // Without preemption the call runs out of fuel and is lost.
     let fuel = 300_000;
-    let mut plain = start(&Runtime::new(fuel), &wasm, Host::default());
+    let mut plain = start(&Runtime::new(fuel), wasm, Host::default());
     assert_eq!(
         plain.call("crunch", &[Val::I64(steps)]).unwrap_err(),
         CellError::ExecutionFailed(ExecutionError::OutOfFuel)
     );
 
     let host = Host {
-        reserve: 50_000,
+        reserve,
         ..Host::default()
     };
-    let mut live = start(&Runtime::new(fuel), &wasm, host);
+    let mut live = start(&Runtime::new(fuel), wasm, host);
     let mut outcome = live.run("crunch", &[Val::I64(steps)]).unwrap();
     let mut moves = 0;
     while let Completion::Suspended = outcome {
@@ -305,7 +343,7 @@ fn a_cpu_bound_wat_loop_is_preempted_and_moved_several_times() {
         outcome = live.resume_call().unwrap();
     }
     assert_eq!(i64_of(&returned(outcome)), unmoved);
-    assert!(moves >= 5, "{moves} moves");
+    moves
 }
 
 #[test]

@@ -8,13 +8,13 @@
 //! must be refused with a reason (they are counted by reason).
 //!
 //! Few spec modules import a function, and Asyncify instruments only the code that can reach an
-//! unwinding import: so that it instruments nearly everything, each module first gets a *yield
-//! point*, a call to a new import `mielin_test.yield` (which does nothing here), at every
-//! function entry and after every `loop`, and that import is the one that may unwind. The
-//! rewrite shifts function indices by one (calls, `ref.func`, element segments, exports, the
-//! start function, the name section); wasm-encoder's reencoder does it. A module without a
-//! memory gets one of a page, for the unwind buffer (the transform refuses a module without
-//! one, and it cannot be observed: no instruction of the module names a memory).
+//! unwinding import: so the transform inserts its yield points (`YieldPoints`: a countdown at
+//! every function entry and loop head that calls a new import, `mielin_test.yield`, which does
+//! nothing here), and that import is unwinding, as is every function the module imports. So the
+//! suite checks the yield points' rewrite (function indices shift by one everywhere) as much as
+//! Asyncify. A module without a memory first gets one of a page, for the unwind buffer (the
+//! transform refuses a module without one, and it cannot be observed: no instruction of the
+//! module names a memory).
 //!
 //! `cargo test --features transform,simd --test spec_transform`. Without `wasm-opt` on the
 //! `PATH` it fails: `.ci/run` installs Binaryen.
@@ -25,32 +25,44 @@ mod suite;
 
 use std::convert::Infallible;
 
-use mielin_cells::runtime::transform::{transform, TransformOptions};
+use mielin_cells::runtime::transform::{transform, TransformError, TransformOptions, YieldPoints};
 use suite::{Def, Prepared};
-use wasm_encoder::reencode::{utils, Error, Reencode};
-use wasm_encoder::{
-    CodeSection, EntityType, ImportSection, Instruction, MemorySection, MemoryType, Module,
-    SectionId,
-};
-use wasmparser263::{Operator, Parser, Payload, TypeRef};
+use wasm_encoder::reencode::{Error, Reencode};
+use wasm_encoder::{MemorySection, MemoryType, Module, SectionId};
+use wasmparser_reencode::{Parser, Payload, TypeRef};
 
-/// The import each yield point calls: `() -> ()`.
+/// The import the yield points call: `() -> ()`.
 const YIELD: (&str, &str) = ("mielin_test", "yield");
+/// The yield points call it once every this many passes (both of a point's paths run often).
+const INTERVAL: u32 = 3;
 
 fn main() {
     suite::run("through the deploy-time transform", Some(prepare));
 }
 
-/// The module with yield points, through the transform (unwinding at the yield import and at
-/// every function it imported already), and the yield import's definition.
+/// The module through the transform, with yield points and unwinding at them and at every
+/// function it imports, and the yield import's definition.
 fn prepare(wasm: &[u8]) -> Result<Prepared, String> {
-    let (with_yields, mut unwinding) = add_yield_points(wasm)?;
-    unwinding.push((YIELD.0.to_string(), YIELD.1.to_string()));
-    let pairs: Vec<(&str, &str)> = unwinding
+    let (with_memory, imported) = with_memory(wasm);
+    let pairs: Vec<(&str, &str)> = imported
         .iter()
         .map(|(m, n)| (m.as_str(), n.as_str()))
         .collect();
-    let out = transform(&with_yields, &TransformOptions::new(&pairs)).map_err(|e| {
+    let mut options = TransformOptions::new(&pairs);
+    options.yield_points = Some(YieldPoints::new(YIELD.0, YIELD.1, INTERVAL));
+    let out = transform(&with_memory, &options).map_err(|e| {
+        if let TransformError::WasmOptFailed { message, .. } = &e {
+            // What wasm-opt said, without positions and numbers, so that refusals count by
+            // kind.
+            let kind: String = message
+                .split(" (at ")
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect();
+            return format!("wasm-opt refuses: {}", kind.trim());
+        }
         // The reason without the function's index, so that refusals count by kind.
         let text = e.to_string();
         match text.split_once(' ') {
@@ -68,40 +80,23 @@ fn prepare(wasm: &[u8]) -> Result<Prepared, String> {
     ))
 }
 
-/// `wasm` with a call to the yield import at every function entry and after every `loop`, and
-/// the functions it imported before (module, name). A module the parser refuses comes back as
-/// it was (the transform refuses it as invalid); one without functions needs no yield point.
-#[allow(clippy::type_complexity)]
-fn add_yield_points(wasm: &[u8]) -> Result<(Vec<u8>, Vec<(String, String)>), String> {
+/// `wasm` with a memory of a page if it has none, and the functions it imports (module, name).
+/// An invalid module comes back as it was (a memory could make it valid; the transform refuses
+/// it).
+fn with_memory(wasm: &[u8]) -> (Vec<u8>, Vec<(String, String)>) {
     let mut imported = Vec::new();
-    // An invalid module stays as it is: the memory added below could make it valid.
     let engine = wasmi::Engine::new(&mielin_cells::runtime::Runtime::config());
     if wasmi::Module::validate(&engine, wasm).is_err() {
-        return Ok((wasm.to_vec(), imported));
+        return (wasm.to_vec(), imported);
     }
-    let mut types = 0u32;
-    let mut functions = 0u32;
     let mut memory = false;
     for payload in Parser::new(0).parse_all(wasm) {
-        let Ok(payload) = payload else {
-            return Ok((wasm.to_vec(), imported));
-        };
-        match payload {
-            Payload::TypeSection(r) => {
-                for group in r {
-                    let Ok(group) = group else {
-                        return Ok((wasm.to_vec(), imported));
-                    };
-                    types += group.types().len() as u32;
-                }
-            }
+        match payload.expect("validated") {
             Payload::ImportSection(r) => {
                 for import in r.into_imports() {
-                    let Ok(import) = import else {
-                        return Ok((wasm.to_vec(), imported));
-                    };
+                    let import = import.expect("validated");
                     match import.ty {
-                        TypeRef::Func(_) => {
+                        TypeRef::Func(_) | TypeRef::FuncExact(_) => {
                             imported.push((import.module.to_string(), import.name.to_string()))
                         }
                         TypeRef::Memory(_) => memory = true,
@@ -109,92 +104,36 @@ fn add_yield_points(wasm: &[u8]) -> Result<(Vec<u8>, Vec<(String, String)>), Str
                     }
                 }
             }
-            Payload::FunctionSection(r) => functions = r.count(),
-            Payload::MemorySection(r) => memory |= r.count() > 0,
+            // An empty memory section too: a second one would make the module invalid.
+            Payload::MemorySection(_) => memory = true,
             _ => {}
         }
     }
-    if functions == 0 || types == 0 {
-        return Ok((wasm.to_vec(), imported));
+    if memory {
+        return (wasm.to_vec(), imported);
     }
-    let mut yields = Yields {
-        imported: imported.len() as u32,
-        yield_type: types,
-        imports_written: false,
-        memory_written: memory,
-    };
     let mut module = Module::new();
-    match yields.parse_core_module(&mut module, Parser::new(0), wasm) {
-        Ok(()) => Ok((module.finish(), imported)),
-        Err(e) => Err(format!("the yield points could not be added: {e:?}")),
-    }
+    AddMemory { written: false }
+        .parse_core_module(&mut module, Parser::new(0), wasm)
+        .expect("a valid module reencodes");
+    (module.finish(), imported)
 }
 
-/// The reencoder that adds the yield import (last of the imported functions, so its index is
-/// `imported`), its type (last of the types) and the calls.
-struct Yields {
-    imported: u32,
-    yield_type: u32,
-    imports_written: bool,
-    /// Whether the module has a memory, or the one it lacked was written.
-    memory_written: bool,
+/// Adds a memory of one page where the memory section goes.
+struct AddMemory {
+    written: bool,
 }
 
-impl Yields {
-    fn yield_import(&mut self, imports: &mut ImportSection) {
-        imports.import(YIELD.0, YIELD.1, EntityType::Function(self.yield_type));
-        self.imports_written = true;
-    }
-}
-
-impl Reencode for Yields {
+impl Reencode for AddMemory {
     type Error = Infallible;
-
-    fn function_index(&mut self, func: u32) -> Result<u32, Error<Infallible>> {
-        Ok(if func >= self.imported {
-            func + 1
-        } else {
-            func
-        })
-    }
-
-    fn parse_type_section(
-        &mut self,
-        types: &mut wasm_encoder::TypeSection,
-        section: wasmparser263::TypeSectionReader<'_>,
-    ) -> Result<(), Error<Infallible>> {
-        utils::parse_type_section(self, types, section)?;
-        types.ty().function([], []);
-        Ok(())
-    }
-
-    fn parse_import_section(
-        &mut self,
-        imports: &mut ImportSection,
-        section: wasmparser263::ImportSectionReader<'_>,
-    ) -> Result<(), Error<Infallible>> {
-        utils::parse_import_section(self, imports, section)?;
-        self.yield_import(imports);
-        Ok(())
-    }
 
     fn intersperse_section_hook(
         &mut self,
         module: &mut Module,
-        after: Option<SectionId>,
+        _after: Option<SectionId>,
         before: Option<SectionId>,
     ) -> Result<(), Error<Infallible>> {
-        // A module without an import section gets one right after its type section.
-        if after == Some(SectionId::Type)
-            && before != Some(SectionId::Import)
-            && !self.imports_written
-        {
-            let mut imports = ImportSection::new();
-            self.yield_import(&mut imports);
-            module.section(&imports);
-        }
-        // A module without a memory gets one where the memory section goes: before the first
-        // of the sections that follow it.
+        // Before the first of the sections that follow the memory section.
         let follows_memory = match before {
             None => true,
             Some(id) => matches!(
@@ -209,7 +148,7 @@ impl Reencode for Yields {
                     | SectionId::Data
             ),
         };
-        if follows_memory && !self.memory_written {
+        if follows_memory && !self.written {
             let mut memories = MemorySection::new();
             memories.memory(MemoryType {
                 minimum: 1,
@@ -219,29 +158,8 @@ impl Reencode for Yields {
                 page_size_log2: None,
             });
             module.section(&memories);
-            self.memory_written = true;
+            self.written = true;
         }
-        Ok(())
-    }
-
-    fn parse_function_body(
-        &mut self,
-        code: &mut CodeSection,
-        func: wasmparser263::FunctionBody<'_>,
-    ) -> Result<(), Error<Infallible>> {
-        let call = Instruction::Call(self.imported);
-        let mut f = self.new_function_with_parsed_locals(&func)?;
-        f.instruction(&call);
-        let mut reader = func.get_operators_reader()?;
-        while !reader.eof() {
-            let op = reader.read()?;
-            let is_loop = matches!(op, Operator::Loop { .. });
-            f.instruction(&self.instruction(op)?);
-            if is_loop {
-                f.instruction(&call);
-            }
-        }
-        code.function(&f);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 
 use mielin_cells::runtime::transform::{
     transform, wasm_opt_version, TransformError, TransformOptions, TransformRecord,
-    UnwindingImport, ASYNCIFY_EXPORTS, RECORD_SECTION,
+    UnwindingImport, YieldPoints, ASYNCIFY_EXPORTS, MAX_TOOL_MESSAGE, RECORD_SECTION,
 };
 use mielin_cells::sha256;
 use std::path::Path;
@@ -265,4 +265,112 @@ fn a_module_without_simd_comes_out_without_simd() {
     let engine = wasmi::Engine::new(&config);
     wasmi::Module::validate(&engine, &echo).unwrap();
     wasmi::Module::validate(&engine, &out).unwrap();
+}
+
+#[test]
+fn a_failing_wasm_opt_says_why_in_one_bounded_line() {
+    // Binaryen 108 cannot read two memories (wasmi can): refused with what wasm-opt said.
+    let two = wat::parse_str(
+        r#"(module (import "mesh" "recv_wait" (func (result i32)))
+             (memory 1) (memory 1) (func (export "f") (result i32) (call 0)))"#,
+    )
+    .unwrap();
+    let opts = TransformOptions::new(&[("mesh", "recv_wait")]);
+    match transform(&two, &opts) {
+        Err(TransformError::WasmOptFailed { code, message }) => {
+            assert_eq!(code, Some(1));
+            assert!(message.contains("memory"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A tool that warns first and then fails: the error line is kept, not the warning, and a
+    // long one is cut.
+    let dir = std::env::temp_dir().join(format!("mielin-fake-wasm-opt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tool = dir.join("wasm-opt");
+    let long = "x".repeat(1000);
+    std::fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'wasm-opt version 108'; exit 0; fi\n\
+             echo 'warning: unknown name subsection' >&2\necho '[parse exception: {long}]' >&2\n\
+             echo 'Fatal: error parsing wasm' >&2\nexit 3\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut opts = TransformOptions::new(&[("mesh", "recv_wait")]);
+    opts.wasm_opt = tool;
+    let result = transform(&wat::parse_str(RECV).unwrap(), &opts);
+    std::fs::remove_dir_all(&dir).unwrap();
+    match result {
+        Err(TransformError::WasmOptFailed { code, message }) => {
+            assert_eq!(code, Some(3));
+            assert!(message.starts_with("[parse exception: xxx"), "{message}");
+            assert_eq!(message.len(), MAX_TOOL_MESSAGE);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn yield_points_are_inserted_or_refused() {
+    let bare = r#"(module (memory 1)
+        (func $f (export "f") (param i32) (result i32)
+          (loop $l (br_if $l (i32.eqz (local.get 0)))) (local.get 0))
+        (table 1 funcref) (elem (i32.const 0) $f) (start $start) (func $start))"#;
+    let wasm = wat::parse_str(bare).unwrap();
+    let points = |interval| {
+        let mut options = TransformOptions::new(&[]);
+        options.yield_points = Some(YieldPoints::new("env", "yield", interval));
+        options
+    };
+    assert_eq!(
+        transform(&wasm, &points(0)),
+        Err(TransformError::BadYieldPoints)
+    );
+    let out = transform(&wasm, &points(10)).unwrap();
+    let imports = |module: &[u8]| {
+        let mut names = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(module) {
+            if let wasmparser::Payload::ImportSection(r) = payload.unwrap() {
+                names.extend(r.into_iter().map(|i| {
+                    let i = i.unwrap();
+                    format!("{}.{}", i.module, i.name)
+                }));
+            }
+        }
+        names
+    };
+    assert_eq!(imports(&out), ["env.yield"]);
+    assert_eq!(
+        TransformRecord::find(&out).unwrap().imports,
+        [UnwindingImport::new("env", "yield")]
+    );
+    // A module that imports the name already, as `() -> ()`, keeps its import (no second).
+    let own = r#"(module (import "env" "yield" (func)) (memory 1)
+        (func (export "f") (loop $l (call 0) (br $l))))"#;
+    let out = transform(&wat::parse_str(own).unwrap(), &points(10)).unwrap();
+    assert_eq!(imports(&out), ["env.yield"]);
+    // With another type, refused.
+    let other = r#"(module (import "env" "yield" (func (param i32))) (memory 1))"#;
+    assert_eq!(
+        transform(&wat::parse_str(other).unwrap(), &points(10)),
+        Err(TransformError::BadYieldPoints)
+    );
+}
+
+#[test]
+fn yield_points_go_into_empty_and_missing_sections_alike() {
+    let mut options = TransformOptions::new(&[]);
+    options.yield_points = Some(YieldPoints::new("env", "yield", 1));
+    // Empty type, import, function and global sections, a memory, and an empty code section;
+    // then the same without any of the empty ones.
+    let empty = b"\0asm\x01\0\0\0\x01\x01\x00\x02\x01\x00\x03\x01\x00\x05\x03\x01\x00\x01\x06\x01\x00\x0a\x01\x00";
+    let missing = b"\0asm\x01\0\0\0\x05\x03\x01\x00\x01";
+    for module in [&empty[..], &missing[..]] {
+        let out = transform(module, &options).unwrap();
+        wasmparser::Validator::new().validate_all(&out).unwrap();
+    }
 }

@@ -70,9 +70,10 @@ fn explain(
         TransformError::WasmOptMissing => format!(
             "wasm-opt not found ({tool}): install Binaryen (Debian: apt-get install binaryen) or pass --wasm-opt PATH"
         ),
-        TransformError::WasmOptFailed { code } => format!(
-            "wasm-opt ({tool}) failed ({}): check that it is Binaryen's wasm-opt (`{tool} --version`; version 108 is tested), or pass another with --wasm-opt PATH",
-            code.map_or("killed by a signal".into(), |c| format!("exit code {c}"))
+        TransformError::WasmOptFailed { code, message } => format!(
+            "wasm-opt ({tool}) failed ({}{}{message}): Binaryen 108 cannot read some modules (later table instructions, several memories); check that it is Binaryen's wasm-opt (`{tool} --version`; version 108 is tested), or pass another with --wasm-opt PATH",
+            code.map_or("killed by a signal".into(), |c| format!("exit code {c}")),
+            if message.is_empty() { "" } else { ": " },
         ),
         TransformError::Io => "the temporary files for wasm-opt could not be written or read: check that the temporary directory ($TMPDIR, else /tmp) is writable and has room".into(),
         TransformError::InvalidModule => format!(

@@ -49,6 +49,8 @@ mod rewrite;
 #[cfg(feature = "transform")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transform")))]
 pub mod transform;
+#[cfg(feature = "transform")]
+mod yield_points;
 
 pub use precopy::PreCopy;
 

@@ -21,6 +21,7 @@
 //! (transformed twice), an import name the pass argument cannot express, and none of the listed
 //! imports in the module (nothing could unwind).
 
+pub use super::yield_points::YieldPoints;
 use super::Runtime;
 use crate::sha256;
 use alloc::string::{String, ToString};
@@ -97,6 +98,9 @@ pub struct TransformOptions {
     /// linked) and turned a certain out-of-bounds `memory.init` into `unreachable` (another
     /// trap). The instrumented functions keep their traps (`tests/spec_transform.rs`).
     pub optimize: bool,
+    /// Yield points to insert before Asyncify, for preemption without points written by the
+    /// guest's author (default: none; see [`YieldPoints`]). Their import is unwinding.
+    pub yield_points: Option<YieldPoints>,
 }
 
 impl TransformOptions {
@@ -109,20 +113,25 @@ impl TransformOptions {
                 .collect(),
             wasm_opt: PathBuf::from("wasm-opt"),
             optimize: true,
+            yield_points: None,
         }
     }
 }
 
 /// Why [`transform`] refused a module or failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransformError {
     /// `wasm-opt` could not be started (not installed: Debian's package is `binaryen`).
     WasmOptMissing,
-    /// `wasm-opt` ran and failed (its exit code, if it had one).
+    /// `wasm-opt` ran and failed: Binaryen 108 cannot read some modules the runtime accepts
+    /// (the table instructions of later proposals, several memories).
     WasmOptFailed {
-        /// The exit code.
+        /// The exit code, if it had one.
         code: Option<i32>,
+        /// What it said: the first line of its error output that is not empty, at most
+        /// [`MAX_TOOL_MESSAGE`] bytes.
+        message: String,
     },
     /// The temporary files `wasm-opt` reads and writes could not be written or read.
     Io,
@@ -155,6 +164,9 @@ pub enum TransformError {
     BadImportName,
     /// None of the listed imports is imported by the module: nothing could unwind.
     NoUnwindingImport,
+    /// The yield points cannot be inserted: an interval of 0, or the module imports their
+    /// import with a type other than `() -> ()`.
+    BadYieldPoints,
 }
 
 impl fmt::Display for TransformError {
@@ -163,7 +175,9 @@ impl fmt::Display for TransformError {
             TransformError::WasmOptMissing => {
                 f.write_str("wasm-opt could not be started (install Binaryen: package binaryen)")
             }
-            TransformError::WasmOptFailed { code } => write!(f, "wasm-opt failed ({code:?})"),
+            TransformError::WasmOptFailed { code, message } => {
+                write!(f, "wasm-opt failed ({code:?}): {message}")
+            }
             TransformError::Io => f.write_str("the temporary files for wasm-opt failed"),
             TransformError::InvalidModule => f.write_str("the module is not valid WebAssembly"),
             TransformError::InvalidOutput => {
@@ -186,6 +200,9 @@ impl fmt::Display for TransformError {
             TransformError::NoUnwindingImport => {
                 f.write_str("the module imports none of the unwinding imports")
             }
+            TransformError::BadYieldPoints => f.write_str(
+                "the yield points' interval is 0, or the module imports their import with another type",
+            ),
         }
     }
 }
@@ -422,6 +439,33 @@ fn uses_simd(module: &[u8]) -> bool {
     }
 }
 
+/// The longest message of a failed `wasm-opt` that [`TransformError::WasmOptFailed`] keeps.
+pub const MAX_TOOL_MESSAGE: usize = 200;
+
+/// The first line of `output` that names an error (`wasm-opt` warns first, on the same
+/// stream), else its first line that is not empty; without control characters, cut at
+/// [`MAX_TOOL_MESSAGE`] bytes (on a character boundary).
+fn first_line(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = lines
+        .clone()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error") || l.contains("exception") || l.contains("fatal")
+        })
+        .or_else(|| lines.next())
+        .unwrap_or("");
+    let mut out = String::new();
+    for c in line.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_TOOL_MESSAGE {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn valid_name(s: &str, is_module: bool) -> bool {
     !s.is_empty()
         && !s
@@ -438,6 +482,7 @@ pub fn wasm_opt_version(wasm_opt: &std::path::Path) -> Result<String, TransformE
     if !out.status.success() {
         return Err(TransformError::WasmOptFailed {
             code: out.status.code(),
+            message: first_line(&out.stderr),
         });
     }
     let text = String::from_utf8_lossy(&out.stdout);
@@ -451,14 +496,27 @@ pub fn wasm_opt_version(wasm_opt: &std::path::Path) -> Result<String, TransformE
 pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, TransformError> {
     let engine = wasmi::Engine::new(&Runtime::config());
     wasmi::Module::validate(&engine, module).map_err(|_| TransformError::InvalidModule)?;
-    if options
-        .imports
+    let mut wanted = options.imports.clone();
+    wanted.extend(options.yield_points.iter().map(|p| p.import.clone()));
+    if wanted
         .iter()
         .any(|i| !valid_name(&i.module, true) || !valid_name(&i.name, false))
     {
         return Err(TransformError::BadImportName);
     }
-    let scan = scan(module, &options.imports)?;
+    let original = module;
+    let with_points;
+    let module = match &options.yield_points {
+        Some(points) => {
+            with_points = super::yield_points::insert(module, points)?;
+            // Our own rewrite: if the engine refused it, that would be this crate's bug.
+            wasmi::Module::validate(&engine, &with_points)
+                .map_err(|_| TransformError::InvalidOutput)?;
+            &with_points[..]
+        }
+        None => module,
+    };
+    let scan = scan(module, &wanted)?;
     if scan.present.is_empty() {
         return Err(TransformError::NoUnwindingImport);
     }
@@ -489,17 +547,18 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
         // `-O`, it adds no pass over the rest of the module (see `TransformOptions::optimize`).
         command.arg("--optimize-level=2");
     }
-    let status = command
+    let run = command
         .arg(&input)
         .arg("-o")
         .arg(&output)
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+        .output()
         .map_err(|_| TransformError::WasmOptMissing)?;
-    if !status.success() {
+    if !run.status.success() {
         return Err(TransformError::WasmOptFailed {
-            code: status.code(),
+            code: run.status.code(),
+            message: first_line(&run.stderr),
         });
     }
     let mut out = std::fs::read(&output).map_err(|_| TransformError::Io)?;
@@ -528,7 +587,7 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
     }
 
     let record = TransformRecord {
-        original: sha256(module),
+        original: sha256(original),
         transform: TRANSFORM_NAME.to_string(),
         tool,
         imports: scan.present,
