@@ -14,7 +14,8 @@
 use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
 use mielin_cells::runtime::midcall::{self, Completion, MidCall, SuspendedCall};
 use mielin_cells::runtime::transform::{
-    transform, TransformError, TransformOptions, TransformRecord, UnwindingImport, YieldPoints,
+    transform, Placement, TransformError, TransformOptions, TransformRecord, UnwindingImport,
+    YieldPoints,
 };
 use mielin_cells::runtime::{LiveAgent, Runtime, Val};
 use mielin_cells::{Agent, AgentState, CellError, DecodeError, ExecutionError, NodeId};
@@ -308,6 +309,16 @@ fn a_cpu_bound_loop_without_yield_points_gets_them_from_the_transform() {
     assert_eq!(record.original, mielin_cells::sha256(&original));
     assert_eq!(record.imports, [UnwindingImport::new("env", "yield")]);
     let moves = preempted_and_moved(&original, &wasm, 50_000);
+    assert!(moves >= 5, "{moves} moves");
+    // At the outer loop's head only (and function entries), every pass calls the import: an
+    // outer iteration is about 20,000 units, within the reserve.
+    options.yield_points = Some(YieldPoints {
+        placement: Placement::OutermostLoops,
+        ..YieldPoints::new("env", "yield", 1)
+    });
+    let outer = transform(&original, &options).unwrap();
+    assert!(outer.len() < wasm.len());
+    let moves = preempted_and_moved(&original, &outer, 50_000);
     assert!(moves >= 5, "{moves} moves");
 }
 

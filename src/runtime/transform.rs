@@ -21,7 +21,7 @@
 //! (transformed twice), an import name the pass argument cannot express, and none of the listed
 //! imports in the module (nothing could unwind).
 
-pub use super::yield_points::YieldPoints;
+pub use super::yield_points::{Placement, YieldPoints};
 use super::Runtime;
 use crate::sha256;
 use alloc::string::{String, ToString};

@@ -39,14 +39,28 @@ pub struct YieldPoints {
     pub import: UnwindingImport,
     /// The import is called once every this many points (at least 1).
     pub interval: u32,
+    /// Which loops get a point (every function entry gets one).
+    pub placement: Placement,
+}
+
+/// Which loop heads get a yield point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Every loop: the guest time between two points is bounded by straight-line code, at a
+    /// cost in hot inner loops (`docs/benchmarks.md`: 2.5x on a tight xorshift loop).
+    EveryLoop,
+    /// Only loops not nested in another loop of the same function: cheap, but an inner loop
+    /// runs to its end (or the call's fuel runs out) before the next point.
+    OutermostLoops,
 }
 
 impl YieldPoints {
-    /// Points calling `module`.`name` every `interval` passes.
+    /// Points calling `module`.`name` every `interval` passes, at every loop head.
     pub fn new(module: &str, name: &str, interval: u32) -> Self {
         YieldPoints {
             import: UnwindingImport::new(module, name),
             interval,
+            placement: Placement::EveryLoop,
         }
     }
 }
@@ -106,6 +120,7 @@ pub(crate) fn insert(module: &[u8], points: &YieldPoints) -> Result<Vec<u8>, Tra
         }
     }
     let mut rewrite = Points {
+        placement: points.placement,
         yield_function: existing.unwrap_or(imported_functions),
         add_import: existing.is_none(),
         imported_functions,
@@ -128,6 +143,7 @@ pub(crate) fn insert(module: &[u8], points: &YieldPoints) -> Result<Vec<u8>, Tra
 
 /// The reencoder that adds the import, its type, the countdown and the points.
 struct Points {
+    placement: Placement,
     /// The yield import's function index in the output.
     yield_function: u32,
     /// Whether the import is new (else the module's own is used and nothing shifts).
@@ -291,12 +307,32 @@ impl Reencode for Points {
     ) -> Result<(), Error<Infallible>> {
         let mut f = self.new_function_with_parsed_locals(&func)?;
         self.point(&mut f);
+        // Whether each open block, loop, if or try is a loop.
+        let mut open: Vec<bool> = Vec::new();
         let mut reader = func.get_operators_reader()?;
         while !reader.eof() {
             let op = reader.read()?;
-            let is_loop = matches!(op, Operator::Loop { .. });
+            let point = match op {
+                Operator::Loop { .. } => {
+                    let outermost = !open.contains(&true);
+                    open.push(true);
+                    self.placement == Placement::EveryLoop || outermost
+                }
+                Operator::Block { .. }
+                | Operator::If { .. }
+                | Operator::Try { .. }
+                | Operator::TryTable { .. } => {
+                    open.push(false);
+                    false
+                }
+                Operator::End => {
+                    open.pop();
+                    false
+                }
+                _ => false,
+            };
             f.instruction(&self.instruction(op)?);
-            if is_loop {
+            if point {
                 self.point(&mut f);
             }
         }
