@@ -130,7 +130,8 @@ enum Cmd {
         after_help = "The output records the original's SHA-256, wasm-opt's version and the imports \
         that unwind (`mielin inspect OUT` shows it). Needs Binaryen's wasm-opt (Debian: apt-get install binaryen).\n\n\
         Examples:\n  mielin transform worker.wasm -o worker.async.wasm --unwind mesh.recv_wait --unwind env.yield\n  \
-        mielin transform worker.wat -o worker.async.wasm --unwind env.yield --wasm-opt ~/binaryen/bin/wasm-opt"
+        mielin transform worker.wat -o worker.async.wasm --unwind env.yield --wasm-opt ~/binaryen/bin/wasm-opt\n  \
+        mielin transform crunch.wasm -o crunch.async.wasm --yield-points env.yield --yield-every 1000"
     )]
     Transform {
         /// The module (.wasm or .wat).
@@ -140,8 +141,25 @@ enum Cmd {
         output: PathBuf,
         /// An import that may suspend the agent, as MODULE.NAME (split at the first dot);
         /// repeatable. Only those the module imports are instrumented.
-        #[arg(long, value_name = "MODULE.NAME", required = true, value_parser = transform::parse_import)]
+        #[arg(long, value_name = "MODULE.NAME", required_unless_present = "yield_points", value_parser = transform::parse_import)]
         unwind: Vec<(String, String)>,
+        /// Insert yield points calling this import, `() -> ()`, at every function entry and loop
+        /// head (before Asyncify; the import unwinds), for preemption without points of the
+        /// author's.
+        #[arg(long, value_name = "MODULE.NAME", value_parser = transform::parse_import)]
+        yield_points: Option<(String, String)>,
+        /// With --yield-points: call the import once every this many passes.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1000,
+            requires = "yield_points"
+        )]
+        yield_every: u32,
+        /// With --yield-points: only at the heads of loops not nested in another loop (cheaper;
+        /// an inner loop runs to its end before the next point).
+        #[arg(long, requires = "yield_points")]
+        yield_outermost: bool,
         /// The wasm-opt to run [default: wasm-opt on the PATH].
         #[arg(long, value_name = "PATH")]
         wasm_opt: Option<PathBuf>,
@@ -314,9 +332,19 @@ fn main() -> ExitCode {
             file,
             output,
             unwind,
+            yield_points,
+            yield_every,
+            yield_outermost,
             wasm_opt,
             no_optimize,
-        } => match transform::run(&file, &output, &unwind, wasm_opt, !no_optimize) {
+        } => match transform::run(
+            &file,
+            &output,
+            &unwind,
+            yield_points.map(|(m, n)| (m, n, yield_every, yield_outermost)),
+            wasm_opt,
+            !no_optimize,
+        ) {
             Ok(line) => {
                 println!("{line}");
                 ExitCode::SUCCESS

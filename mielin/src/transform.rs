@@ -4,7 +4,7 @@
 use crate::files::{read_module, write_atomic};
 use mielin_cells::quic::to_hex;
 use mielin_cells::runtime::transform::{
-    transform, TransformError, TransformOptions, TransformRecord,
+    transform, Placement, TransformError, TransformOptions, TransformRecord, YieldPoints,
 };
 use mielin_cells::sha256;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ pub fn run(
     file: &Path,
     output: &Path,
     unwind: &[(String, String)],
+    yield_points: Option<(String, String, u32, bool)>,
     wasm_opt: Option<PathBuf>,
     optimize: bool,
 ) -> Result<String, (String, u8)> {
@@ -36,6 +37,16 @@ pub fn run(
         options.wasm_opt = w;
     }
     options.optimize = optimize;
+    options.yield_points = yield_points
+        .as_ref()
+        .map(|(m, n, every, outermost)| YieldPoints {
+            placement: if *outermost {
+                Placement::OutermostLoops
+            } else {
+                Placement::EveryLoop
+            },
+            ..YieldPoints::new(m, n, *every)
+        });
     let out = transform(&module, &options).map_err(|e| explain(e, file, &options, unwind))?;
     write_atomic(output, &out).map_err(|e| (format!("writing {}: {e}", output.display()), 1))?;
     let found = TransformRecord::find(&out)
@@ -99,6 +110,14 @@ fn explain(
                 format!(
                     "an --unwind import cannot be passed to Asyncify ({}): MODULE.NAME, neither part empty, without `,`, `@` or spaces",
                     list(unwind)
+                ),
+                2,
+            )
+        }
+        TransformError::BadYieldPoints => {
+            return (
+                format!(
+                    "{f}: cannot insert yield points: --yield-every must be at least 1, and the module may import the --yield-points import only as a function without parameters or results"
                 ),
                 2,
             )

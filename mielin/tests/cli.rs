@@ -773,3 +773,70 @@ fn transform_refusals_are_one_line_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--unwind <MODULE.NAME>"), "{}", text(&o));
 }
+
+/// `mielin transform --yield-points`: a loop without any import gets yield points calling
+/// `env.yield`, which the record lists as its unwinding import; `--yield-every 0` is bad usage.
+#[test]
+fn transform_inserts_yield_points() {
+    use mielin_cells::runtime::transform::{TransformRecord, UnwindingImport};
+    let dir = scratch("transform-yield");
+    let wat = dir.join("loop.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (memory 1)
+             (func (export "run") (param i32) (result i32)
+               (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+                        (br_if $l (local.get 0)))
+               (local.get 0)))"#,
+    )
+    .unwrap();
+    let out = dir.join("loop.async.wasm");
+    let (wat_s, out_s) = (wat.to_str().unwrap(), out.to_str().unwrap());
+    let o = mielin(&[
+        "transform",
+        wat_s,
+        "-o",
+        out_s,
+        "--yield-points",
+        "env.yield",
+        "--yield-every",
+        "100",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.ends_with("unwinding env.yield\n"), "{t}");
+    let every_loop = std::fs::read(&out).unwrap();
+    let record = TransformRecord::find(&every_loop).unwrap();
+    assert_eq!(record.imports, [UnwindingImport::new("env", "yield")]);
+    std::fs::remove_file(&out).unwrap();
+    // With --yield-outermost the one loop (outermost) still gets its point: the same module.
+    let o = mielin(&[
+        "transform",
+        wat_s,
+        "-o",
+        out_s,
+        "--yield-points",
+        "env.yield",
+        "--yield-every",
+        "100",
+        "--yield-outermost",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), every_loop);
+    std::fs::remove_file(&out).unwrap();
+    let o = mielin(&[
+        "transform",
+        wat_s,
+        "-o",
+        out_s,
+        "--yield-points",
+        "env.yield",
+        "--yield-every",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--yield-every must be at least 1"), "{err}");
+    assert!(!out.exists());
+}
