@@ -7,7 +7,9 @@
 //! ```
 
 use mielin_cells::runtime::midcall::Completion;
-use mielin_cells::runtime::transform::{transform, TransformOptions, WASM_OPT_FEATURES};
+use mielin_cells::runtime::transform::{
+    transform, Placement, TransformOptions, YieldPoints, WASM_OPT_FEATURES,
+};
 use mielin_cells::runtime::{Runtime, Val};
 use std::path::Path;
 use std::process::Command;
@@ -133,34 +135,114 @@ fn main() {
         }
     }
 
-    // Interleaved rounds, each running every configuration once, so that the machine's drift
-    // falls on all of them alike; the ratios to the original are what the tables report.
-    const ROUNDS: usize = 21;
-    println!(
-        "\n## CPU-bound guest: crunch(10^6), yield point every 1,000 steps (median of {ROUNDS} interleaved rounds, ms)\n"
-    );
-    println!("| run | time | / original | suspensions |");
-    println!("|---|---|---|---|");
     let steps = 1_000_000i64;
     let transformed = transform(&guest, &opts).unwrap();
     let big = Runtime::new(u64::MAX / 2);
     let (every_1m, every_100k) = (Runtime::new(1_000_000), Runtime::new(100_000));
-    let configs: [(&str, &Vec<u8>, &Runtime, u64); 4] = [
-        ("original, no preemption", &guest, &big, 0),
-        ("transformed, no preemption", &transformed, &big, 0),
-        (
-            "transformed, preempted every ~1M fuel",
-            &transformed,
-            &every_1m,
-            60_000,
-        ),
-        (
-            "transformed, preempted every ~100k fuel",
-            &transformed,
-            &every_100k,
-            60_000,
-        ),
-    ];
+    cpu_table(
+        "CPU-bound guest: crunch(10^6), yield point every 1,000 steps",
+        steps,
+        &[
+            ("original, no preemption", &guest, &big, 0),
+            ("transformed, no preemption", &transformed, &big, 0),
+            (
+                "transformed, preempted every ~1M fuel",
+                &transformed,
+                &every_1m,
+                60_000,
+            ),
+            (
+                "transformed, preempted every ~100k fuel",
+                &transformed,
+                &every_100k,
+                60_000,
+            ),
+        ],
+    );
+
+    // The same loop in WAT without a yield point of its author's: the transform inserts them
+    // (a countdown at every function entry and loop head, calling env.yield every N passes).
+    let bare = wat::parse_str(CRUNCH_WAT).unwrap();
+    let with_points = |interval, placement| {
+        let mut options = TransformOptions::new(&[]);
+        options.yield_points = Some(YieldPoints {
+            placement,
+            ..YieldPoints::new("env", "yield", interval)
+        });
+        transform(&bare, &options).unwrap()
+    };
+    let every_10 = with_points(10, Placement::EveryLoop);
+    let every_1000 = with_points(1000, Placement::EveryLoop);
+    let outer = with_points(1, Placement::OutermostLoops);
+    cpu_table(
+        "CPU-bound WAT loop, crunch(10^6), yield points inserted by the transform",
+        steps,
+        &[
+            ("original (no yield point)", &bare, &big, 0),
+            ("points every 10 passes, no preemption", &every_10, &big, 0),
+            (
+                "points every 1,000 passes, no preemption",
+                &every_1000,
+                &big,
+                0,
+            ),
+            (
+                "points every 1,000 passes, preempted every ~1M fuel",
+                &every_1000,
+                &every_1m,
+                60_000,
+            ),
+            (
+                "points every 1,000 passes, preempted every ~100k fuel",
+                &every_1000,
+                &every_100k,
+                60_000,
+            ),
+            (
+                "outermost loops only, every pass, no preemption",
+                &outer,
+                &big,
+                0,
+            ),
+            (
+                "outermost loops only, every pass, preempted every ~100k fuel",
+                &outer,
+                &every_100k,
+                60_000,
+            ),
+        ],
+    );
+}
+
+/// A CPU-bound loop with no yield point of its author's: 1,000 xorshift steps an outer iteration.
+const CRUNCH_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "crunch") (param $steps i64) (result i64)
+    (local $x i64) (local $done i64) (local $j i32)
+    (local.set $x (i64.const 0x1234567887654321))
+    (block $out
+      (loop $outer
+        (br_if $out (i64.ge_u (local.get $done) (local.get $steps)))
+        (local.set $j (i32.const 0))
+        (loop $inner
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
+        (local.set $done (i64.add (local.get $done) (i64.const 1000)))
+        (br $outer)))
+    (local.get $x)))"#;
+
+/// Runs `crunch(steps)` in every configuration (name, module, runtime with its fuel per call,
+/// the host's reserve), in 21 interleaved rounds so that the machine's drift falls on all of them
+/// alike, resuming every suspension in place; prints medians and ratios to the first, and checks
+/// that every configuration computed the same.
+fn cpu_table(title: &str, steps: i64, configs: &[(&str, &Vec<u8>, &Runtime, u64)]) {
+    const ROUNDS: usize = 21;
+    println!("\n## {title} (median of {ROUNDS} interleaved rounds, ms)\n");
+    println!("| run | time | / first | suspensions |");
+    println!("|---|---|---|---|");
     let mut times = vec![Vec::new(); configs.len()];
     let mut suspensions = vec![0; configs.len()];
     let mut rows = vec![None; configs.len()];
@@ -186,13 +268,13 @@ fn main() {
             rows[i] = Some(format!("{v:?}"));
         }
     }
-    let original = median(times[0].clone());
+    let first = median(times[0].clone());
     for (i, (name, ..)) in configs.iter().enumerate() {
         let m = median(times[i].clone());
         println!(
             "| {name} | {:.1} | {:.2}x | {} |",
             m / 1000.0,
-            m / original,
+            m / first,
             suspensions[i]
         );
     }
