@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
-  corpus/certificate corpus/control_request corpus/container corpus/inbox
+  corpus/certificate corpus/control_request corpus/container corpus/inbox \
+  corpus/suspended_call corpus/transform_record
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
