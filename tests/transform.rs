@@ -374,3 +374,37 @@ fn yield_points_go_into_empty_and_missing_sections_alike() {
         wasmparser::Validator::new().validate_all(&out).unwrap();
     }
 }
+
+#[test]
+fn with_yield_points_refusals_name_functions_as_the_caller_numbers_them() {
+    // The yield import shifts the defined functions by one; the refusal must not.
+    let text = r#"(module (import "env" "other" (func)) (memory 1)
+        (func $a)
+        (func $b (result i32) (i32.const 1) (block (param i32) (result i32))))"#;
+    let mut options = TransformOptions::new(&[]);
+    options.yield_points = Some(YieldPoints::new("env", "yield", 10));
+    assert_eq!(
+        transform(&wat::parse_str(text).unwrap(), &options),
+        Err(TransformError::BlockParams { function: 2 })
+    );
+}
+
+#[test]
+fn a_name_section_that_does_not_read_is_dropped_not_refused() {
+    // wasmi accepts the module (it never reads names); the reencoder would refuse the section.
+    let mut wasm = wat::parse_str(
+        r#"(module (memory 1) (func (export "f") (loop $l (br_if $l (i32.const 0)))))"#,
+    )
+    .unwrap();
+    // "name", subsection 1 (functions): one entry, function 0, a one-byte name that is not UTF-8.
+    let payload = [4, b'n', b'a', b'm', b'e', 1, 4, 1, 0, 1, 0xff];
+    wasm.push(0);
+    wasm.push(payload.len() as u8);
+    wasm.extend_from_slice(&payload);
+    let engine = wasmi::Engine::new(&mielin_cells::runtime::Runtime::config());
+    wasmi::Module::validate(&engine, &wasm).unwrap();
+    let mut options = TransformOptions::new(&[]);
+    options.yield_points = Some(YieldPoints::new("env", "yield", 10));
+    let out = transform(&wasm, &options).unwrap();
+    wasmi::Module::validate(&engine, &out).unwrap();
+}

@@ -90,6 +90,9 @@ fn explain(
         TransformError::InvalidModule => format!(
             "{f}: not valid WebAssembly for the runtime (wasmi with its default features): check how it was built"
         ),
+        TransformError::InvalidOutput if options.yield_points.is_some() => format!(
+            "{f}: the output (the yield points' rewrite, or wasm-opt's ({tool}) output) is not valid for the runtime or lacks Asyncify's exports, so it was not written: try without --yield-points to tell which, and report it"
+        ),
         TransformError::InvalidOutput => format!(
             "wasm-opt's ({tool}) output is not valid for the runtime or lacks Asyncify's exports, so it was not written: use Binaryen's wasm-opt (version 108 is tested)"
         ),
@@ -108,8 +111,17 @@ fn explain(
         TransformError::BadImportName => {
             return (
                 format!(
-                    "an --unwind import cannot be passed to Asyncify ({}): MODULE.NAME, neither part empty, without `,`, `@` or spaces",
+                    "an --unwind or --yield-points import cannot be passed to Asyncify ({}): MODULE.NAME, neither part empty, without `,`, `@` or spaces",
                     list(unwind)
+                        .split(", ")
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .chain(options.yield_points.iter().map(|p| format!(
+                            "{}.{}",
+                            p.import.module, p.import.name
+                        )))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 2,
             )

@@ -505,6 +505,9 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
         return Err(TransformError::BadImportName);
     }
     let original = module;
+    // The refusals name functions as the caller numbers them: checked before the yield
+    // points shift the indices (they add nothing that would be refused).
+    let mut scan = scan(original, &wanted)?;
     let with_points;
     let module = match &options.yield_points {
         Some(points) => {
@@ -516,7 +519,9 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
         }
         None => module,
     };
-    let scan = scan(module, &wanted)?;
+    if options.yield_points.is_some() {
+        scan = self::scan(module, &wanted)?;
+    }
     if scan.present.is_empty() {
         return Err(TransformError::NoUnwindingImport);
     }

@@ -20,7 +20,10 @@
 //! The import is added last of the imported functions, which shifts every defined function's
 //! index by one: calls, `ref.func`, element segments, exports, the start function and the name
 //! section are rewritten (wasm-encoder's reencoder). A module that imports the same name
-//! already, with type `() -> ()`, keeps that import and gains no other.
+//! already, with type `() -> ()`, keeps that import and gains no other. A `name` section that
+//! does not read is dropped (the engine never reads it either). Other custom sections are
+//! copied as they are: one that holds code offsets (DWARF, branch hints) no longer matches the
+//! rewritten code, as after any rewrite by Binaryen.
 
 use super::transform::{TransformError, UnwindingImport};
 use alloc::vec::Vec;
@@ -298,6 +301,24 @@ impl Reencode for Points {
             module.section(&globals);
         }
         Ok(())
+    }
+
+    /// A name section that does not read is dropped, not refused: names are for debuggers,
+    /// and the runtime's engine never reads them (it accepted the module).
+    fn parse_custom_section(
+        &mut self,
+        module: &mut Module,
+        section: wasmparser_reencode::CustomSectionReader<'_>,
+    ) -> Result<(), Error<Infallible>> {
+        match section.as_known() {
+            wasmparser_reencode::KnownCustom::Name(names) => {
+                if let Ok(names) = self.custom_name_section(names) {
+                    module.section(&names);
+                }
+                Ok(())
+            }
+            _ => utils::parse_custom_section(self, module, section),
+        }
     }
 
     fn parse_function_body(
