@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/midcall_host.rs"]
 mod midcall_host;
-use midcall_host::{start, Host};
+use midcall_host::{crunch_without_yield, start, Host};
 
 /// `wasm-opt -O` alone, with the transform's feature flags: what the optimizer does without
 /// Asyncify, to tell the two apart.
@@ -162,7 +162,7 @@ fn main() {
 
     // The same loop in WAT without a yield point of its author's: the transform inserts them
     // (a countdown at every function entry and loop head, calling env.yield every N passes).
-    let bare = wat::parse_str(CRUNCH_WAT).unwrap();
+    let bare = wat::parse_str(crunch_without_yield()).unwrap();
     let with_points = |interval, placement| {
         let mut options = TransformOptions::new(&[]);
         options.yield_points = Some(YieldPoints {
@@ -213,26 +213,6 @@ fn main() {
         ],
     );
 }
-
-/// A CPU-bound loop with no yield point of its author's: 1,000 xorshift steps an outer iteration.
-const CRUNCH_WAT: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "crunch") (param $steps i64) (result i64)
-    (local $x i64) (local $done i64) (local $j i32)
-    (local.set $x (i64.const 0x1234567887654321))
-    (block $out
-      (loop $outer
-        (br_if $out (i64.ge_u (local.get $done) (local.get $steps)))
-        (local.set $j (i32.const 0))
-        (loop $inner
-          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
-          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
-          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
-          (local.set $j (i32.add (local.get $j) (i32.const 1)))
-          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
-        (local.set $done (i64.add (local.get $done) (i64.const 1000)))
-        (br $outer)))
-    (local.get $x)))"#;
 
 /// Runs `crunch(steps)` in every configuration (name, module, runtime with its fuel per call,
 /// the host's reserve), in 21 interleaved rounds so that the machine's drift falls on all of them

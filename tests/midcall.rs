@@ -24,7 +24,7 @@ mod common;
 #[path = "common/midcall_host.rs"]
 mod midcall_host;
 use common::read;
-use midcall_host::{link, start, Host};
+use midcall_host::{crunch_without_yield, link, start, Host, CRUNCH_WAT};
 
 fn transformed(wasm: &[u8]) -> Vec<u8> {
     transform(
@@ -256,39 +256,11 @@ fn the_rust_guest_serves_and_crunches_across_moves() {
     eprintln!("crunch({steps}): moved {moves} times, the unmoved result");
 }
 
-const CRUNCH_WAT: &str = r#"(module
-  (import "env" "yield" (func $yield))
-  (memory (export "memory") 1)
-  (func (export "crunch") (param $steps i64) (result i64)
-    (local $x i64) (local $done i64) (local $j i32)
-    (local.set $x (i64.const 0x1234567887654321))
-    (block $out
-      (loop $outer
-        (br_if $out (i64.ge_u (local.get $done) (local.get $steps)))
-        (call $yield)
-        (local.set $j (i32.const 0))
-        (loop $inner
-          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
-          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
-          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
-          (local.set $j (i32.add (local.get $j) (i32.const 1)))
-          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
-        (local.set $done (i64.add (local.get $done) (i64.const 1000)))
-        (br $outer)))
-    (local.get $x)))"#;
-
 #[test]
 fn a_cpu_bound_wat_loop_is_preempted_and_moved_several_times() {
     let original = wat::parse_str(CRUNCH_WAT).unwrap();
     let moves = preempted_and_moved(&original, &transformed(&original), 50_000);
     assert!(moves >= 5, "{moves} moves");
-}
-
-/// `CRUNCH_WAT` without its author's yield point.
-fn crunch_without_yield() -> String {
-    CRUNCH_WAT
-        .replace(r#"(import "env" "yield" (func $yield))"#, "")
-        .replace("(call $yield)", "")
 }
 
 #[test]

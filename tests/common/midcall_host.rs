@@ -77,3 +77,33 @@ pub fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
     let id = AgentId::derive(dna.hash(), 0);
     rt.start(Agent::with_id(id, dna), host, link).unwrap()
 }
+
+/// A CPU-bound loop, 1,000 xorshift steps an outer iteration, with its author's yield point
+/// (`env.yield`) at the outer loop's head.
+pub const CRUNCH_WAT: &str = r#"(module
+  (import "env" "yield" (func $yield))
+  (memory (export "memory") 1)
+  (func (export "crunch") (param $steps i64) (result i64)
+    (local $x i64) (local $done i64) (local $j i32)
+    (local.set $x (i64.const 0x1234567887654321))
+    (block $out
+      (loop $outer
+        (br_if $out (i64.ge_u (local.get $done) (local.get $steps)))
+        (call $yield)
+        (local.set $j (i32.const 0))
+        (loop $inner
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
+        (local.set $done (i64.add (local.get $done) (i64.const 1000)))
+        (br $outer)))
+    (local.get $x)))"#;
+
+/// `CRUNCH_WAT` without its author's yield point.
+pub fn crunch_without_yield() -> String {
+    CRUNCH_WAT
+        .replace(r#"(import "env" "yield" (func $yield))"#, "")
+        .replace("(call $yield)", "")
+}
