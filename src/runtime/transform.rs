@@ -506,7 +506,8 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
     }
     let original = module;
     // The refusals name functions as the caller numbers them: checked before the yield
-    // points shift the indices (they add nothing that would be refused).
+    // points shift the indices (they add nothing that would be refused, and their import is
+    // the one unwinding import they add: last, as it is in the module).
     let mut scan = scan(original, &wanted)?;
     let with_points;
     let module = match &options.yield_points {
@@ -519,8 +520,10 @@ pub fn transform(module: &[u8], options: &TransformOptions) -> Result<Vec<u8>, T
         }
         None => module,
     };
-    if options.yield_points.is_some() {
-        scan = self::scan(module, &wanted)?;
+    if let Some(points) = &options.yield_points {
+        if !scan.present.contains(&points.import) {
+            scan.present.push(points.import.clone());
+        }
     }
     if scan.present.is_empty() {
         return Err(TransformError::NoUnwindingImport);
