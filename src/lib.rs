@@ -118,6 +118,7 @@ pub mod quic;
 pub mod runtime;
 mod seal;
 mod state;
+pub mod storage;
 #[cfg(feature = "std")]
 mod time;
 

@@ -6,12 +6,12 @@
 #[path = "common/durable.rs"]
 mod durable;
 
-use durable::{Durable, Keys, Suite};
+use durable::{Durable, Keys, Scratch, Suite};
 use mielin_cells::mesh::{FileJournal, Journal, Phase, Record};
 use mielin_cells::migration::{EpochJournal, FileEpochJournal};
+use mielin_cells::storage::{FileLog, Log, Lsn};
 use mielin_cells::{AgentId, LocalKey, NodeId, Part, StoreError};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 const A: NodeId = NodeId::from_bytes([0xa1; 16]);
 const B: NodeId = NodeId::from_bytes([0xb2; 16]);
@@ -22,6 +22,8 @@ const P2: NodeId = NodeId::from_bytes([0x02; 16]);
 const EPOCH_HEADER: usize = 8 + 2 * 96;
 const EPOCH_RECORD: usize = 73;
 const SLOT: [usize; 2] = [8, 8 + 96];
+/// The node log's header: prefix and two 104-byte slots.
+const LOG_HEADER: usize = 8 + 2 * 104;
 
 fn keys(node: NodeId, seed: u8) -> Keys {
     Keys {
@@ -32,42 +34,6 @@ fn keys(node: NodeId, seed: u8) -> Keys {
 
 fn agent(i: u8) -> AgentId {
     AgentId::from_bytes([i; 16])
-}
-
-/// A fresh directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "mielin-journal-faults-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.0.join("journal")
-    }
-
-    /// Writes `image` (or nothing) where the journal goes.
-    fn with(image: Option<&[u8]>) -> Scratch {
-        let s = Scratch::new();
-        if let Some(bytes) = image {
-            std::fs::write(s.file(), bytes).unwrap();
-        }
-        s
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn read(path: &Path) -> Option<Vec<u8>> {
@@ -227,6 +193,99 @@ impl Durable for Mesh {
     }
 }
 
+/// The node's log (`storage::FileLog`): one operation is a batch of records and one group
+/// commit; the state is every record, in order.
+struct Logs;
+
+struct LogStore {
+    log: FileLog,
+    records: Vec<Vec<u8>>,
+    dir: Scratch,
+}
+
+/// The largest record these tests write.
+const LOG_MAX_RECORD: usize = 64;
+
+impl Durable for Logs {
+    type Store = LogStore;
+    type Op = Vec<Vec<u8>>;
+    type State = Vec<Vec<u8>>;
+
+    fn name(&self) -> &'static str {
+        "storage FileLog"
+    }
+    fn header_len(&self) -> usize {
+        LOG_HEADER
+    }
+    fn recovers_torn_tail(&self) -> bool {
+        true
+    }
+    fn create(&self, k: &Keys) -> Result<LogStore, String> {
+        let dir = Scratch::new();
+        let log = FileLog::create(&dir.file(), k.node, &k.key, LOG_MAX_RECORD)
+            .map_err(|e| e.to_string())?;
+        Ok(LogStore {
+            log,
+            records: Vec::new(),
+            dir,
+        })
+    }
+    fn open(&self, k: &Keys, image: Option<&[u8]>) -> Result<LogStore, String> {
+        let dir = Scratch::with(image);
+        let mut records = Vec::new();
+        let mut expected = 1;
+        let log = FileLog::open(
+            &dir.file(),
+            k.node,
+            &k.key,
+            LOG_MAX_RECORD,
+            &mut |lsn, r| {
+                assert_eq!(lsn, Lsn(expected), "tickets count from 1 without a gap");
+                expected += 1;
+                records.push(r.to_vec());
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        assert_eq!(log.durable(), Lsn(records.len() as u64));
+        assert_eq!(log.appended(), log.durable());
+        Ok(LogStore { log, records, dir })
+    }
+    fn apply(&self, s: &mut LogStore, batch: &Vec<Vec<u8>>) -> Result<(), String> {
+        for r in batch {
+            s.log.append(r).map_err(|e| e.to_string())?;
+            s.records.push(r.clone());
+        }
+        let durable = s.log.sync().map_err(|e| e.to_string())?;
+        assert_eq!(durable, Lsn(s.records.len() as u64));
+        Ok(())
+    }
+    fn image(&self, s: &LogStore) -> Option<Vec<u8>> {
+        read(&s.dir.file())
+    }
+    fn committed(&self, s: &LogStore) -> usize {
+        s.log.committed_len() as usize
+    }
+    fn state(&self, s: &LogStore) -> Vec<Vec<u8>> {
+        s.records.clone()
+    }
+    fn edit(&self, batch: &Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let mut b = batch.clone();
+        b[0][0] ^= 1; // one bit of one message
+        b
+    }
+}
+
+/// Batches of 1 to 4 records of 0 to 40 bytes (an empty record included).
+fn log_ops(n: usize) -> Vec<Vec<Vec<u8>>> {
+    (0..n)
+        .map(|i| {
+            (0..1 + i % 4)
+                .map(|j| vec![(i * 7 + j) as u8; (i * 13 + j * 5) % 41])
+                .collect()
+        })
+        .collect()
+}
+
 fn epoch_ops(n: usize) -> Vec<EpochOp> {
     (0..n)
         .map(|i| {
@@ -302,6 +361,22 @@ fn mesh_journal_corruption_suite() {
     print("mesh FileJournal", &r);
     // A whole-file MAC: every damaged image is refused, none opens.
     assert_eq!(r.opened_intact, 0);
+}
+
+#[test]
+fn log_corruption_suite() {
+    let suite = Suite::from_env();
+    let r = durable::run(&Logs, &suite, &keys(A, 1), &keys(B, 2), &log_ops(8));
+    print("storage FileLog, 8 batches", &r);
+    assert!(r.refused > 0 && r.cases["torn tail"] > 100);
+}
+
+/// 120 batches (about 14 KiB): a seeded sample of offsets per kind.
+#[test]
+fn log_corruption_suite_large() {
+    let suite = Suite::from_env();
+    let r = durable::run(&Logs, &suite, &keys(A, 1), &keys(B, 2), &log_ops(120));
+    print("storage FileLog, 120 batches", &r);
 }
 
 // ---------------------------------------------------------------------------------------------

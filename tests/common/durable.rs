@@ -38,6 +38,8 @@ use mielin_cells::{LocalKey, NodeId};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Who opens a store: its node id and node-local key.
 #[derive(Clone, Debug)]
@@ -487,4 +489,40 @@ pub fn run<B: Durable>(b: &B, suite: &Suite, node: &Keys, other: &Keys, ops: &[B
         }
     }
     r
+}
+
+/// A fresh directory, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "mielin-durable-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.0.join("journal")
+    }
+
+    /// Writes `image` (or nothing) where the journal goes.
+    pub fn with(image: Option<&[u8]>) -> Scratch {
+        let s = Scratch::new();
+        if let Some(bytes) = image {
+            std::fs::write(s.file(), bytes).unwrap();
+        }
+        s
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
