@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
   corpus/certificate corpus/control_request corpus/container corpus/inbox \
-  corpus/suspended_call corpus/transform_record
+  corpus/suspended_call corpus/transform_record corpus/log_file
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -67,3 +67,8 @@ for tok in re.findall(r"0x[0-9a-f]{2}|b'.'", body):
     out.append(int(tok, 16) if tok.startswith("0x") else ord(tok[2]))
 open("corpus/inbox/case", "wb").write(out)
 PY
+# The log file: a few shapes of log (batches, records per batch, lengths), undamaged, then one
+# with a flipped byte and one cut.
+printf '\3\2\5\1\0\7\2\0\3\x28\x33\0\0' >corpus/log_file/three-batches
+printf '\1\1\4\x61\1\x10\0\x99\0' >corpus/log_file/one-record-flipped
+printf '\2\1\3\1\1\4\2\0\1\x50\0' >corpus/log_file/two-batches-cut
