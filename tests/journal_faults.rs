@@ -7,7 +7,7 @@
 mod durable;
 
 use durable::{Durable, Keys, Scratch, Suite};
-use mielin_cells::mesh::{FileJournal, Journal, Phase, Record};
+use mielin_cells::mesh::{FileJournal, Journal, LogJournal, Phase, Record, LOG_JOURNAL_RECORD};
 use mielin_cells::migration::{EpochJournal, FileEpochJournal};
 use mielin_cells::storage::{FileLog, Log, Lsn};
 use mielin_cells::{AgentId, LocalKey, NodeId, Part, StoreError};
@@ -116,6 +116,29 @@ enum MeshOp {
 /// the generation.
 type MeshState = (Vec<(AgentId, Record)>, Vec<Option<u64>>, [usize; 2], u64);
 
+/// One mesh operation on any journal that keeps the fence table too.
+fn mesh_apply<J: Journal + EpochJournal>(j: &mut J, op: &MeshOp) -> Result<(), String> {
+    match op {
+        MeshOp::Put(a, r) => j.put(*a, *r).map_err(|e| e.to_string()),
+        MeshOp::Remove(a) => j.remove(*a).map_err(|e| e.to_string()),
+        MeshOp::Epoch(a, e, c) => j.record_epoch(*a, *e, *c).map_err(|e| e.to_string()),
+        MeshOp::Generation(g) => j.set_generation(*g).map_err(|e| e.to_string()),
+    }
+}
+
+fn mesh_state<J: Journal + EpochJournal>(j: &J) -> MeshState {
+    let mut records = Vec::new();
+    j.for_each(&mut |a, r| records.push((a, r)));
+    records.sort_by_key(|(a, _)| *a);
+    let sequences = (0..8).map(|i| j.sequence(agent(i))).collect();
+    (
+        records,
+        sequences,
+        [j.created_by(P1), j.created_by(P2)],
+        j.generation(),
+    )
+}
+
 impl Durable for Mesh {
     type Store = MeshStore;
     type Op = MeshOp;
@@ -143,15 +166,7 @@ impl Durable for Mesh {
         Ok(MeshStore { journal, dir })
     }
     fn apply(&self, s: &mut MeshStore, op: &MeshOp) -> Result<(), String> {
-        match op {
-            MeshOp::Put(a, r) => s.journal.put(*a, *r).map_err(|e| e.to_string()),
-            MeshOp::Remove(a) => s.journal.remove(*a).map_err(|e| e.to_string()),
-            MeshOp::Epoch(a, e, c) => s
-                .journal
-                .record_epoch(*a, *e, *c)
-                .map_err(|e| e.to_string()),
-            MeshOp::Generation(g) => s.journal.set_generation(*g).map_err(|e| e.to_string()),
-        }
+        mesh_apply(&mut s.journal, op)
     }
     fn image(&self, s: &MeshStore) -> Option<Vec<u8>> {
         read(&s.dir.file())
@@ -160,16 +175,7 @@ impl Durable for Mesh {
         read(&s.dir.file()).map_or(0, |b| b.len())
     }
     fn state(&self, s: &MeshStore) -> MeshState {
-        let mut records = Vec::new();
-        s.journal.for_each(&mut |a, r| records.push((a, r)));
-        records.sort_by_key(|(a, _)| *a);
-        let sequences = (0..8).map(|i| s.journal.sequence(agent(i))).collect();
-        (
-            records,
-            sequences,
-            [s.journal.created_by(P1), s.journal.created_by(P2)],
-            s.journal.generation(),
-        )
+        mesh_state(&s.journal)
     }
     fn edit(&self, op: &MeshOp) -> MeshOp {
         match *op {
@@ -190,6 +196,66 @@ impl Durable for Mesh {
             MeshOp::Epoch(a, e, c) => MeshOp::Epoch(a, e - 1, c),
             MeshOp::Generation(g) => MeshOp::Generation(g - 1),
         }
+    }
+}
+
+/// The mesh journal kept as records in the node's log (`LogJournal<FileLog>`): the same
+/// operations as the `FileJournal`'s, each one record and one group commit.
+struct LogMesh;
+
+struct LogMeshStore {
+    journal: LogJournal<FileLog>,
+    dir: Scratch,
+}
+
+impl Durable for LogMesh {
+    type Store = LogMeshStore;
+    type Op = MeshOp;
+    type State = MeshState;
+
+    fn name(&self) -> &'static str {
+        "mesh LogJournal<FileLog>"
+    }
+    fn header_len(&self) -> usize {
+        LOG_HEADER
+    }
+    fn recovers_torn_tail(&self) -> bool {
+        true
+    }
+    fn create(&self, k: &Keys) -> Result<LogMeshStore, String> {
+        let dir = Scratch::new();
+        let log = FileLog::create(&dir.file(), k.node, &k.key, LOG_JOURNAL_RECORD)
+            .map_err(|e| e.to_string())?;
+        let journal = LogJournal::open(log, 16).map_err(|e| e.to_string())?;
+        Ok(LogMeshStore { journal, dir })
+    }
+    fn open(&self, k: &Keys, image: Option<&[u8]>) -> Result<LogMeshStore, String> {
+        let dir = Scratch::with(image);
+        let log = FileLog::open(
+            &dir.file(),
+            k.node,
+            &k.key,
+            LOG_JOURNAL_RECORD,
+            &mut |_, _| {},
+        )
+        .map_err(|e| e.to_string())?;
+        let journal = LogJournal::open(log, 16).map_err(|e| e.to_string())?;
+        Ok(LogMeshStore { journal, dir })
+    }
+    fn apply(&self, s: &mut LogMeshStore, op: &MeshOp) -> Result<(), String> {
+        mesh_apply(&mut s.journal, op)
+    }
+    fn image(&self, s: &LogMeshStore) -> Option<Vec<u8>> {
+        read(&s.dir.file())
+    }
+    fn committed(&self, s: &LogMeshStore) -> usize {
+        s.journal.log().committed_len() as usize
+    }
+    fn state(&self, s: &LogMeshStore) -> MeshState {
+        mesh_state(&s.journal)
+    }
+    fn edit(&self, op: &MeshOp) -> MeshOp {
+        Mesh.edit(op)
     }
 }
 
@@ -361,6 +427,14 @@ fn mesh_journal_corruption_suite() {
     print("mesh FileJournal", &r);
     // A whole-file MAC: every damaged image is refused, none opens.
     assert_eq!(r.opened_intact, 0);
+}
+
+#[test]
+fn log_journal_corruption_suite() {
+    let suite = Suite::from_env();
+    let r = durable::run(&LogMesh, &suite, &keys(A, 1), &keys(B, 2), &mesh_ops());
+    print("mesh LogJournal<FileLog>", &r);
+    assert!(r.refused > 0 && r.cases["torn tail"] > 100);
 }
 
 #[test]

@@ -15,9 +15,10 @@
 //! and more); `MIELIN_SIM_FIRST=<n>` where they start.
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Notice, Outgoing,
-    Phase, Stream,
+    AgentHost, AgentInfo, Config, Delivery, Journal, LogJournal, MemJournal, MeshError, Node,
+    Notice, Outgoing, Phase, Stream, LOG_JOURNAL_RECORD,
 };
+use mielin_cells::storage::MemLog;
 use mielin_cells::{AgentId, NodeId};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -326,13 +327,94 @@ impl AgentHost for SimHost {
     }
 }
 
-/// The journal the simulator gives each node: a [`MemJournal`] with the write faults (their
-/// switch is `MIELIN_SIM_WRITES=0`): a write that fails (nothing changes, the node sees
-/// `JournalIo`), and a crash at a chosen write, inside a frame's handling, a timer or a restart
-/// alike (the write in flight lands or not; the node is taken down once the event returns, and
-/// until then nothing it writes or does in the host lasts).
+/// The storage under a node's journal: the in-memory table (`MemJournal`), or the journal kept
+/// as records in the memory backend of the storage log (`LogJournal<MemLog>`), rebuilt from
+/// the log at every crash. Seeds alternate (odd seeds on the log) unless
+/// `MIELIN_SIM_STORAGE=mem` or `log` says which.
+#[derive(Clone)]
+enum Storage {
+    Mem(Box<MemJournal<CAP>>),
+    Log(LogJournal<MemLog>),
+}
+
+impl Storage {
+    fn for_seed(seed: u64) -> Storage {
+        let log = match std::env::var("MIELIN_SIM_STORAGE").as_deref() {
+            Ok("mem") => false,
+            Ok("log") => true,
+            Ok(other) => panic!("MIELIN_SIM_STORAGE: `mem` or `log`, not {other:?}"),
+            Err(_) => seed % 2 == 1,
+        };
+        if log {
+            let log = MemLog::new(LOG_JOURNAL_RECORD, 1 << 24);
+            Storage::Log(LogJournal::open(log, CAP).unwrap())
+        } else {
+            Storage::Mem(Box::new(MemJournal::new()))
+        }
+    }
+
+    fn journal(&self) -> &dyn Journal {
+        match self {
+            Storage::Mem(j) => &**j,
+            Storage::Log(j) => j,
+        }
+    }
+
+    fn journal_mut(&mut self) -> &mut dyn Journal {
+        match self {
+            Storage::Mem(j) => &mut **j,
+            Storage::Log(j) => j,
+        }
+    }
+
+    /// After a crash: the log keeps what was synced and `keep` of what was not, and the
+    /// journal's tables are rebuilt from it (nothing of the old tables survives).
+    fn crash(&mut self, keep: usize) {
+        if let Storage::Log(j) = self {
+            let mut log = j.clone().into_log();
+            log.crash(keep);
+            *j = LogJournal::open(log, CAP).expect("a log the journal wrote reopens");
+        }
+    }
+}
+
+impl Journal for Storage {
+    fn get(&self, agent: AgentId) -> Option<mielin_cells::mesh::Record> {
+        self.journal().get(agent)
+    }
+    fn put(&mut self, agent: AgentId, r: mielin_cells::mesh::Record) -> Result<(), MeshError> {
+        self.journal_mut().put(agent, r)
+    }
+    fn remove(&mut self, agent: AgentId) -> Result<(), MeshError> {
+        self.journal_mut().remove(agent)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(AgentId, mielin_cells::mesh::Record)) {
+        self.journal().for_each(f)
+    }
+    fn sequence(&self, agent: AgentId) -> Option<u64> {
+        self.journal().sequence(agent)
+    }
+    fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
+        self.journal_mut().set_sequence(agent, seq)
+    }
+    fn generation(&self) -> u64 {
+        self.journal().generation()
+    }
+    fn set_generation(&mut self, g: u64) -> Result<(), MeshError> {
+        self.journal_mut().set_generation(g)
+    }
+}
+
+/// The journal the simulator gives each node, on either [`Storage`], with the write faults
+/// (their switch is `MIELIN_SIM_WRITES=0`):
+/// - a write that fails: on the table, nothing changes and the node sees `JournalIo`; on the
+///   log, the sync fails, which poisons the journal, so the node crashes there (it must
+///   restart from the log) and the record lands or not, as the log's crash decides;
+/// - a crash at a chosen write, inside a frame's handling, a timer or a restart alike (the
+///   write in flight lands or not; the node is taken down once the event returns, and until
+///   then nothing it writes or does in the host lasts).
 struct SimJournal {
-    inner: MemJournal<CAP>,
+    inner: Storage,
     rng: Rng,
     /// Writes that fail, per mille.
     fail: u64,
@@ -345,7 +427,7 @@ struct SimJournal {
 impl SimJournal {
     fn write(
         &mut self,
-        f: impl FnOnce(&mut MemJournal<CAP>) -> Result<(), MeshError>,
+        f: impl FnOnce(&mut Storage) -> Result<(), MeshError>,
     ) -> Result<(), MeshError> {
         if self.dead.get() {
             return Err(MeshError::JournalIo);
@@ -363,6 +445,15 @@ impl SimJournal {
         }
         if self.fail > 0 && self.rng.chance(self.fail) {
             self.failed += 1;
+            if let Storage::Log(j) = &mut self.inner {
+                j.log_mut().fail_next_sync();
+                let r = f(&mut self.inner);
+                if r != Err(MeshError::JournalFull) {
+                    assert_eq!(r, Err(MeshError::JournalIo), "a failed sync is an error");
+                    self.dead.set(true);
+                }
+                return Err(MeshError::JournalIo);
+            }
             return Err(MeshError::JournalIo);
         }
         f(&mut self.inner)
@@ -405,13 +496,13 @@ struct Slot {
     host: SimHost,
     down_until: u64,
     /// An older copy of the journal and the host's durable state, for the rollback fault.
-    old: Option<(MemJournal<CAP>, Durable)>,
+    old: Option<(Storage, Durable)>,
     /// Agents this node's rollback checks found stale (from its notices).
     stale: BTreeSet<AgentId>,
 }
 
 impl Slot {
-    fn journal(&self) -> &MemJournal<CAP> {
+    fn journal(&self) -> &Storage {
         match &self.node {
             Some(n) => &n.journal().inner,
             None => &self.saved.as_ref().unwrap().inner,
@@ -479,6 +570,8 @@ struct Figures {
     messages_consumed: u64,
     mailbox_full: u64,
     moved_answers: u64,
+    /// Seeds whose journals were kept in the storage log (`Storage::Log`).
+    log_seeds: u64,
 }
 
 impl std::ops::AddAssign for Figures {
@@ -507,6 +600,7 @@ impl std::ops::AddAssign for Figures {
         self.messages_consumed += o.messages_consumed;
         self.mailbox_full += o.mailbox_full;
         self.moved_answers += o.moved_answers;
+        self.log_seeds += o.log_seeds;
     }
 }
 
@@ -567,7 +661,7 @@ impl Sim {
             .map(|i| {
                 let dead = Rc::new(Cell::new(false));
                 let journal = SimJournal {
-                    inner: MemJournal::new(),
+                    inner: Storage::for_seed(seed),
                     rng: Rng(seed ^ (0x5157_0000 + i as u64)),
                     fail: 0,
                     crash_in: None,
@@ -779,6 +873,7 @@ impl Sim {
         self.fig.unchecked += st.rollback_unchecked;
         let mut j = node.into_journal();
         self.fig.failed_writes += std::mem::take(&mut j.failed);
+        j.inner.crash(self.rng.below(2) as usize);
         slot.saved = Some(j);
         slot.host.running.clear();
         slot.down_until = self.now + 50 + self.rng.below(1_000);
@@ -1227,6 +1322,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run_seed(seed: u64, verbose: bool) -> Result<Figures, String> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed, verbose);
+        sim.fig.log_seeds = u64::from(matches!(sim.slots[0].journal(), Storage::Log(_)));
         sim.run();
         sim.fig
     }));
@@ -1320,5 +1416,8 @@ fn handoffs_survive_faults() {
             assert!(total.restart_crashes > 0);
         }
         assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
+        if std::env::var("MIELIN_SIM_STORAGE").as_deref() != Ok("mem") {
+            assert!(total.log_seeds > 0);
+        }
     }
 }

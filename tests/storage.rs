@@ -272,3 +272,140 @@ proptest! {
         }
     }
 }
+
+mod log_journal {
+    use super::*;
+    use mielin_cells::mesh::{Journal, LogJournal, MeshError, Phase, Record, LOG_JOURNAL_RECORD};
+    use mielin_cells::migration::EpochJournal;
+    use mielin_cells::AgentId;
+
+    const PEER: NodeId = NodeId::from_bytes([0xb2; 16]);
+
+    fn agent(i: u8) -> AgentId {
+        AgentId::from_bytes([i; 16])
+    }
+
+    fn running(epoch: u64) -> Record {
+        Record {
+            epoch,
+            phase: Phase::Running,
+        }
+    }
+
+    type Tables = (Vec<(AgentId, Record)>, Vec<Option<u64>>, usize, u64);
+
+    fn tables<L: Log>(j: &LogJournal<L>) -> Tables {
+        let mut records = Vec::new();
+        j.for_each(&mut |a, r| records.push((a, r)));
+        let sequences = (0..4).map(|i| j.sequence(agent(i))).collect();
+        (records, sequences, j.created_by(PEER), j.generation())
+    }
+
+    fn reopened(j: &LogJournal<MemLog>) -> LogJournal<MemLog> {
+        LogJournal::open(j.log().clone(), 4).unwrap()
+    }
+
+    #[test]
+    fn every_change_is_one_synced_record_and_reopens_the_same() {
+        let mut j = LogJournal::open(MemLog::new(LOG_JOURNAL_RECORD, 1 << 16), 4).unwrap();
+        j.put(agent(1), running(1)).unwrap();
+        j.record_epoch(agent(2), 7, Some(PEER)).unwrap();
+        j.set_sequence(agent(2), 9).unwrap(); // keeps its creator
+        j.put(
+            agent(2),
+            Record {
+                epoch: 9,
+                phase: Phase::Prepared { source: PEER },
+            },
+        )
+        .unwrap();
+        j.set_generation(3).unwrap();
+        j.remove(agent(1)).unwrap();
+        j.remove(agent(3)).unwrap(); // absent: nothing written
+        assert_eq!(j.log().appended(), Lsn(6));
+        assert_eq!(j.log().syncs(), 6, "Ok means durable: one sync per change");
+        assert_eq!(j.created_by(PEER), 1);
+        assert_eq!(tables(&reopened(&j)), tables(&j));
+        // Compaction: the tables in a fresh log, three records instead of six.
+        let mut fresh = MemLog::new(LOG_JOURNAL_RECORD, 1 << 16);
+        j.rewrite_into(&mut fresh).unwrap();
+        assert_eq!(fresh.durable(), Lsn(3));
+        assert_eq!(tables(&LogJournal::open(fresh, 4).unwrap()), tables(&j));
+    }
+
+    #[test]
+    fn capacity_is_kept_when_writing_and_when_opening() {
+        let mut j = LogJournal::open(MemLog::new(LOG_JOURNAL_RECORD, 1 << 16), 2).unwrap();
+        j.put(agent(1), running(1)).unwrap();
+        j.put(agent(2), running(1)).unwrap();
+        assert_eq!(j.put(agent(3), running(1)), Err(MeshError::JournalFull));
+        j.put(agent(2), running(2)).unwrap(); // an existing agent
+        j.record_epoch(agent(1), 1, None).unwrap();
+        j.record_epoch(agent(2), 1, None).unwrap();
+        assert!(j.check_room(agent(3)).is_err());
+        assert!(j.record_epoch(agent(3), 1, None).is_err());
+        // The same log opened with room for one agent is refused, not cut down.
+        let err = LogJournal::open(j.log().clone(), 1).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Malformed { offset: 2, .. }),
+            "{err}"
+        );
+    }
+
+    /// A failed sync may still land: the journal refuses every later write (the node restarts
+    /// from the log), and what the reopened log holds is the old value or the new one.
+    #[test]
+    fn a_failed_write_poisons_and_the_reopened_log_decides() {
+        for keep in [0, 1] {
+            let mut j = LogJournal::open(MemLog::new(LOG_JOURNAL_RECORD, 1 << 16), 4).unwrap();
+            j.put(agent(1), running(1)).unwrap();
+            let mut log = j.into_log();
+            log.fail_next_sync();
+            let mut j = LogJournal::open(log, 4).unwrap();
+            let moved = Record {
+                epoch: 2,
+                phase: Phase::Moved {
+                    target: PEER,
+                    acked: false,
+                },
+            };
+            assert_eq!(j.put(agent(1), moved), Err(MeshError::JournalIo));
+            assert!(j.is_poisoned());
+            assert_eq!(
+                j.get(agent(1)),
+                Some(running(1)),
+                "reads keep the old tables"
+            );
+            assert_eq!(j.set_generation(1), Err(MeshError::JournalIo), "poisoned");
+            let mut log = j.into_log();
+            log.crash(keep);
+            let j = LogJournal::open(log, 4).unwrap();
+            let expected = if keep == 1 { moved } else { running(1) };
+            assert_eq!(j.get(agent(1)), Some(expected));
+            assert_eq!(j.generation(), 0);
+        }
+    }
+
+    #[test]
+    fn a_record_it_does_not_write_is_refused_with_its_ticket() {
+        let mut log = MemLog::new(LOG_JOURNAL_RECORD, 1 << 16);
+        let mut j = LogJournal::open(&mut log, 4).unwrap();
+        j.set_generation(1).unwrap();
+        drop(j);
+        for bad in [&[9u8, 0, 0][..], &[4, 1, 2], &[], &[3; 42]] {
+            let mut l = log.clone();
+            l.append(bad).unwrap();
+            l.sync().unwrap();
+            let err = LogJournal::open(l, 4).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Malformed { offset: 2, .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        let short = MemLog::new(LOG_JOURNAL_RECORD - 1, 1 << 16);
+        assert!(matches!(
+            LogJournal::open(short, 4),
+            Err(StoreError::RecordTooLong { .. })
+        ));
+    }
+}

@@ -802,3 +802,8 @@ impl<const N: usize> MemJournal<N> {
 impl crate::migration::EpochJournal for FileJournal {
     epochs_in_mesh_journal!();
 }
+
+#[cfg(feature = "alloc")]
+impl<L: crate::storage::Log> crate::migration::EpochJournal for super::log_journal::LogJournal<L> {
+    epochs_in_mesh_journal!();
+}

@@ -31,6 +31,9 @@ pub mod frame;
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 mod inbox;
 mod journal;
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+mod log_journal;
 mod node;
 pub mod placement;
 #[cfg(feature = "alloc")]
@@ -46,6 +49,8 @@ pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub use journal::{FileJournal, SharedJournal};
 pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
+#[cfg(feature = "alloc")]
+pub use log_journal::{LogJournal, LOG_JOURNAL_RECORD};
 pub use node::{
     AgentHost, AgentInfo, Config, Delivery, Node, Notice, Outgoing, Stalled, Stats, Stream,
     Transmit, CHECK_PEERS, MAX_LOOKUP_BACKOFF, NOTICES, OUTBOX,
