@@ -26,7 +26,7 @@ pub const LOG_JOURNAL_RECORD: usize = 1 + RECORD_LEN;
 /// A [`Journal`] (feature `alloc`) kept as records appended to a [`Log`]: each change is one
 /// record of at most [`LOG_JOURNAL_RECORD`] bytes, synced before the write returns, and opening
 /// replays the log into the tables. Holds at most `capacity` hand-off records and as many
-/// fence entries, like [`FileJournal`](super::FileJournal), which rewrites its whole file on
+/// fence entries, like `FileJournal` (feature `std`), which rewrites its whole file on
 /// every change.
 ///
 /// **Failures.** The [`Journal`] contract says a failed write leaves the old value. A log

@@ -18,17 +18,22 @@
 //!   `fsync` nobody knows which of the records reached the medium (a retried `fsync` can
 //!   return `Ok` for pages the kernel already dropped).
 //!
-//! Backends: [`MemLog`] (feature `alloc`), in memory with injectable faults, for tests and the
-//! simulator; [`FileLog`] (feature `std`), one append-only file under two commit slots.
+//! Backends: `MemLog` (feature `alloc`), in memory with injectable faults, for tests and the
+//! simulator; `FileLog` (feature `std`), one append-only file under two commit slots;
+//! `FlashLog` (feature `flash`), a board's log in NOR flash, with `RamFlash` to test it.
 
 #[cfg(feature = "std")]
 mod file;
+#[cfg(feature = "flash")]
+mod flash;
 mod held;
 #[cfg(feature = "alloc")]
 mod mem;
 
 #[cfg(feature = "std")]
 pub use file::FileLog;
+#[cfg(feature = "flash")]
+pub use flash::{FlashLog, RamFlash, FLASH_RECORD_OVERHEAD};
 pub use held::Held;
 #[cfg(feature = "alloc")]
 pub use mem::MemLog;

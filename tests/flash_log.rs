@@ -1,0 +1,201 @@
+//! The board's log (`storage::FlashLog` over `sequential-storage`) on an emulated NOR flash
+//! (`storage::RamFlash`) under the board's fault model (docs/protocol.md, "Durability tickets"):
+//! a write cut part-way, an erase cut part-way, and bits that can only be cleared. After any
+//! power cut the log reopens to a prefix of what was appended that holds every acknowledged
+//! record; after any cleared bit it is refused or loses at most its last record.
+#![cfg(feature = "flash")]
+
+use mielin_cells::storage::{FlashLog, Log, Lsn, RamFlash};
+use mielin_cells::{LocalKey, NodeId};
+
+/// Words of 4 bytes, pages of 1 KiB, 8 pages.
+type Flash<'a> = RamFlash<'a, 4, 1024>;
+const SIZE: usize = 8 * 1024;
+/// Records of up to 88 bytes.
+type Board<'a> = FlashLog<Flash<'a>, 128>;
+
+fn key() -> LocalKey {
+    LocalKey::derive(&[5; 32], NodeId::from_bytes([6; 16]))
+}
+
+fn open<'a>(mem: &'a mut [u8], cut: Option<u64>) -> Result<(Board<'a>, Vec<Vec<u8>>), String> {
+    let mut flash = Flash::new(mem);
+    if let Some(n) = cut {
+        flash.cut_after(n);
+    }
+    let mut got = Vec::new();
+    let mut expected = 1;
+    let log = FlashLog::open(flash, 0..SIZE as u32, &key(), &mut |lsn, r| {
+        assert_eq!(lsn, Lsn(expected));
+        expected += 1;
+        got.push(r.to_vec());
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((log, got))
+}
+
+/// 30 records of 0 to 87 bytes: enough to fill more than two pages.
+fn records() -> Vec<Vec<u8>> {
+    (0..30u8).map(|i| vec![i; (i as usize * 29) % 88]).collect()
+}
+
+#[test]
+fn records_survive_a_reset_and_appends_continue() {
+    let mut mem = vec![0xffu8; SIZE];
+    let (mut log, got) = open(&mut mem, None).unwrap();
+    assert!(got.is_empty(), "erased flash is an empty log");
+    for (i, r) in records().iter().enumerate() {
+        assert_eq!(log.append(r).unwrap(), Lsn(i as u64 + 1));
+        assert_eq!(
+            log.durable(),
+            log.appended(),
+            "a NOR write is durable when it returns"
+        );
+    }
+    assert_eq!(log.sync().unwrap(), Lsn(30));
+    assert!(
+        log.append(&[0; 89]).is_err(),
+        "longer than the buffer takes"
+    );
+    let _ = log.into_flash();
+    let (mut log, got) = open(&mut mem, None).unwrap();
+    assert_eq!(got, records());
+    assert_eq!(log.append(b"after").unwrap(), Lsn(31));
+    let mut again = Vec::new();
+    log.replay(&mut |_, r| again.push(r.to_vec())).unwrap();
+    assert_eq!(again.len(), 31);
+}
+
+/// A power cut at every write and erase of the scenario, then a reset: the log holds a prefix
+/// of the records with every acknowledged one, and the next append follows it.
+#[test]
+fn a_power_cut_at_every_flash_operation_keeps_every_acknowledged_record() {
+    // How many operations the whole scenario takes.
+    let total = {
+        let mut mem = vec![0xffu8; SIZE];
+        let (mut log, _) = open(&mut mem, None).unwrap();
+        for r in records() {
+            log.append(&r).unwrap();
+        }
+        log.into_flash().operations()
+    };
+    assert!(total > 60, "{total} operations");
+    let all = records();
+    let mut lost_in_flight = 0;
+    for cut in 0..total {
+        let mut mem = vec![0xffu8; SIZE];
+        let acked = {
+            let (mut log, _) = open(&mut mem, Some(cut)).unwrap();
+            let mut acked = 0;
+            for r in &all {
+                match log.append(r) {
+                    Ok(_) => acked += 1,
+                    Err(_) => {
+                        assert!(log.append(b"x").is_err(), "poisoned after a failed write");
+                        break;
+                    }
+                }
+            }
+            acked
+        };
+        // The reset: power back, the same flash.
+        let (mut log, got) =
+            open(&mut mem, None).unwrap_or_else(|e| panic!("cut at {cut}: refused: {e}"));
+        assert!(
+            got.len() >= acked,
+            "cut at {cut}: acknowledged records lost"
+        );
+        assert!(
+            got.len() <= acked + 1,
+            "cut at {cut}: more than was written"
+        );
+        assert_eq!(got[..], all[..got.len()], "cut at {cut}: not a prefix");
+        lost_in_flight += usize::from(got.len() == acked && acked < all.len());
+        let next = log.append(b"after the reset").unwrap();
+        assert_eq!(next, Lsn(got.len() as u64 + 1), "cut at {cut}");
+        let _ = log.into_flash();
+        let (_, again) = open(&mut mem, None).unwrap();
+        assert_eq!(again.len(), got.len() + 1, "cut at {cut}");
+    }
+    println!("{total} cuts; the record in flight was lost in {lost_in_flight}");
+}
+
+#[test]
+fn a_power_cut_while_formatting_leaves_a_flash_that_formats_again() {
+    let mut filled = vec![0xffu8; SIZE];
+    {
+        let (mut log, _) = open(&mut filled, None).unwrap();
+        for r in records() {
+            log.append(&r).unwrap();
+        }
+    }
+    for cut in 0..8 {
+        let mut mem = filled.clone();
+        {
+            let mut flash = Flash::new(&mut mem);
+            flash.cut_after(cut);
+            let mut log: Board = FlashLog::open(flash, 0..SIZE as u32, &key(), &mut |_, _| {})
+                .expect("the filled log opens");
+            let _ = log.format();
+        }
+        // After the reset: whatever open says, formatting gives an empty, working log.
+        let mut flash = Flash::new(&mut mem);
+        flash.restore();
+        if let Ok(mut log) = FlashLog::<_, 128>::open(flash, 0..SIZE as u32, &key(), &mut |_, _| {})
+        {
+            log.format().unwrap();
+            log.append(b"new").unwrap();
+        }
+    }
+}
+
+/// Bits cleared one at a time over every byte the log wrote: refused, the whole log, or the
+/// whole log but its last record (damage to it looks like a write cut by a power failure).
+#[test]
+fn a_cleared_bit_is_refused_or_costs_at_most_the_last_record() {
+    let mut clean = vec![0xffu8; SIZE];
+    {
+        let (mut log, _) = open(&mut clean, None).unwrap();
+        for r in records() {
+            log.append(&r).unwrap();
+        }
+    }
+    let all = records();
+    let (mut refused, mut whole, mut last_lost) = (0, 0, 0);
+    for at in (0..SIZE).filter(|&i| clean[i] != 0xff || i % 64 == 0) {
+        for bit in [0u8, 3, 7] {
+            if clean[at] & (1 << bit) == 0 {
+                continue; // already clear: nothing to damage
+            }
+            let mut mem = clean.clone();
+            mem[at] &= !(1 << bit);
+            match open(&mut mem, None) {
+                Err(_) => refused += 1,
+                Ok((_, got)) if got == all => whole += 1,
+                Ok((_, got)) if got[..] == all[..all.len() - 1] => last_lost += 1,
+                Ok((_, got)) => panic!(
+                    "bit {bit} of byte {at} cleared: opened with {} records, not a state the log had",
+                    got.len()
+                ),
+            }
+        }
+    }
+    println!("cleared bits: refused {refused}, whole log {whole}, last record lost {last_lost}");
+    assert!(refused > 0);
+}
+
+#[test]
+fn flash_bytes_per_journal_record() {
+    let mut mem = vec![0xffu8; SIZE];
+    let (mut log, _) = open(&mut mem, None).unwrap();
+    for _ in 0..40 {
+        log.append(&[7; 43]).unwrap(); // the mesh journal's longest record
+    }
+    let flash = log.into_flash();
+    println!(
+        "40 records of 43 bytes: {} bytes written ({} per record), {} operations",
+        flash.bytes_written(),
+        flash.bytes_written() / 40,
+        flash.operations()
+    );
+}
