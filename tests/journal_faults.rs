@@ -1024,3 +1024,68 @@ fn the_quic_host_merges_an_old_epochs_file_into_the_journal() {
     assert!(err.to_string().contains("journal"), "{err}");
     assert!(!dir.join("journal").exists());
 }
+
+/// A journal in the format before the log (`FileJournal`, rewritten whole on every change) is
+/// copied into the node's log when the host opens it: every record, fence entry with its
+/// creator, and the generation; the old file is replaced. A log that grew far beyond its tables
+/// is compacted when opened, to the same tables.
+#[cfg(feature = "quic")]
+#[test]
+fn the_quic_host_moves_an_old_journal_into_its_log_and_compacts_it() {
+    use mielin_cells::quic::{Directory, Identity, WasmHost};
+    let scratch = Scratch::new();
+    let id = Identity::from_seed([8; 32]);
+    let node = id.node_id();
+    let key = LocalKey::derive(id.secret(), node);
+    let dir = scratch.0.join("old-format");
+    std::fs::create_dir_all(&dir).unwrap();
+    let moved = Record {
+        epoch: 3,
+        phase: Phase::Moved {
+            target: P1,
+            acked: false,
+        },
+    };
+    {
+        let mut j = FileJournal::create(dir.join("journal"), node, &key, 64).unwrap();
+        j.put(agent(1), moved).unwrap();
+        j.record_epoch(agent(1), 3, None).unwrap();
+        j.record_epoch(agent(2), 7, Some(P2)).unwrap();
+        j.set_generation(5).unwrap();
+    }
+    let state = |host: &WasmHost| {
+        let j = host.journal();
+        let j = j.lock();
+        (
+            j.get(agent(1)),
+            j.sequence(agent(1)),
+            j.sequence(agent(2)),
+            j.created_by(P2),
+            j.generation(),
+        )
+    };
+    let expected = (Some(moved), Some(3), Some(7), 1, 5);
+    let host = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap();
+    assert_eq!(state(&host), expected);
+    drop(host);
+    let image = std::fs::read(dir.join("journal")).unwrap();
+    assert_eq!(&image[..4], b"MZLG", "the old file was replaced by the log");
+    assert!(!dir.join("journal.new").exists());
+    // Many changes (the generation, written again and again): opening compacts the log.
+    {
+        let host = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap();
+        let j = host.journal();
+        let mut j = j.lock();
+        for g in 6..2_000 {
+            j.set_generation(g).unwrap();
+        }
+    }
+    let before = std::fs::metadata(dir.join("journal")).unwrap().len();
+    let host = WasmHost::open(&id, &Directory::new(), &dir, 1).unwrap();
+    assert_eq!(state(&host), (Some(moved), Some(3), Some(7), 1, 1_999));
+    let after = std::fs::metadata(dir.join("journal")).unwrap().len();
+    assert!(
+        after * 20 < before,
+        "compacted: {before} bytes before, {after} after"
+    );
+}

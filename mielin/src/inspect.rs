@@ -3,18 +3,23 @@
 
 use crate::files::read_bounded;
 use crate::names::Names;
-use mielin_cells::mesh::{FileJournal, Journal, Phase};
+use mielin_cells::mesh::{FileJournal, Journal, LogJournal, Phase, LOG_JOURNAL_RECORD};
 use mielin_cells::migration::{
     DecodeLimits, DecodeOptions, DnaMap, FileEpochJournal, MigrationSnapshot, MAGIC,
 };
-use mielin_cells::quic::{to_hex, Identity, WasmHost};
+use mielin_cells::quic::{to_hex, Identity, WasmHost, JOURNAL_CAPACITY};
 use mielin_cells::runtime::transform::TransformRecord;
-use mielin_cells::{Dna, LocalKey};
+use mielin_cells::storage::FileLog;
+use mielin_cells::{Dna, LocalKey, StoreError};
 use std::fmt::Write;
 use std::path::Path;
 
-/// The journal holds 42-byte records and 24-byte sequences for at most a few thousand agents.
+/// The older journal format (`FileJournal`, read whole): 42-byte records and 41-byte fence
+/// entries for at most a few thousand agents.
 const MAX_JOURNAL: u64 = 1 << 20;
+/// The longest journal log read (`mesh::LogJournal`, one record per change; the node compacts
+/// it when it opens it).
+const MAX_LOG_JOURNAL: u64 = 64 << 20;
 /// A module: the host's limit.
 const MAX_DNA: u64 = 16 << 20;
 /// Modules loaded to decode a snapshot that names its DNA by hash.
@@ -223,7 +228,8 @@ fn journal(path: &Path, names: &Names, sealing: Option<&Sealing>, out: &mut Stri
     let Some(s) = sealing else {
         return no_key("journal", out);
     };
-    // FileJournal::open reads the whole file: its size is checked first.
+    // The journal's size is checked first: the older format (`FileJournal`) is read whole,
+    // the log record by record (its tables bounded by the node's capacity).
     let len = match std::fs::metadata(path) {
         Ok(m) => m.len(),
         Err(e) => {
@@ -231,14 +237,27 @@ fn journal(path: &Path, names: &Names, sealing: Option<&Sealing>, out: &mut Stri
             return false;
         }
     };
-    if len > MAX_JOURNAL {
+    let mut magic = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = std::io::Read::read(&mut f, &mut magic);
+    }
+    let log = magic == *b"MZLG";
+    let limit = if log { MAX_LOG_JOURNAL } else { MAX_JOURNAL };
+    if len > limit {
         let _ = writeln!(
             out,
-            "journal         {len} bytes: over the {MAX_JOURNAL}-byte limit for a journal; not read"
+            "journal         {len} bytes: over the {limit}-byte limit for a journal; not read"
         );
         return false;
     }
-    let j = match FileJournal::open(path, s.node, &s.key, usize::MAX) {
+    let opened: Result<Box<dyn Journal>, StoreError> = if log {
+        FileLog::open(path, s.node, &s.key, LOG_JOURNAL_RECORD, &mut |_, _| {})
+            .and_then(|l| LogJournal::open(l, JOURNAL_CAPACITY))
+            .map(|j| Box::new(j) as Box<dyn Journal>)
+    } else {
+        FileJournal::open(path, s.node, &s.key, usize::MAX).map(|j| Box::new(j) as Box<dyn Journal>)
+    };
+    let j = match opened {
         Ok(j) => j,
         Err(e) => {
             let _ = writeln!(out, "journal         {len} bytes: FAILED: {e}");

@@ -19,10 +19,11 @@ use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
 use mielin_cells::mesh::{
-    AgentHost, Config, Delivery, FileJournal, Journal, MeshError, Notice, Phase, SharedJournal,
+    AgentHost, Config, Delivery, Journal, MeshError, Notice, Phase, SharedJournal,
 };
 use mielin_cells::quic::{
-    to_hex, Directory, Driver, DriverConfig, Event, Identity, Peer, PublicKey, Role, Wake, WasmHost,
+    to_hex, Directory, Driver, DriverConfig, Event, Identity, NodeJournal, Peer, PublicKey, Role,
+    Wake, WasmHost,
 };
 use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,7 +90,7 @@ impl<J> Counted<J> {
     }
 }
 
-type Drv = Driver<Counted<SharedJournal<FileJournal>>, CAPACITY>;
+type Drv = Driver<Counted<SharedJournal<NodeJournal>>, CAPACITY>;
 
 /// A `mielin migrate` waiting for its hand-off to end.
 struct Waiter {
@@ -176,6 +177,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
             s.data.display()
         )
     })?;
+    let journal_path = s.data.join("journal");
     let metrics = Arc::new(Metrics::default());
     let journal = Counted {
         inner: host.journal(),
@@ -345,6 +347,15 @@ async fn node(mut s: Settings) -> Result<(), String> {
         }
         for e in st.host.errors.drain(..) {
             tracing::error!("host-error {e}");
+        }
+        if st.host.journal().lock().is_poisoned() {
+            // After a failed write or sync nobody knows what reached the disk: the journal
+            // refuses every later write, and only a restart (which reopens it and reads what is
+            // there) can go on. Exit non-zero for the supervisor to restart the node.
+            return Err(format!(
+                "journal {}: a write or sync failed; it refuses further writes. Restart the node: it reopens the journal and resumes from what reached the disk",
+                journal_path.display()
+            ));
         }
         let now = Instant::now();
         let due: Vec<_> = scheduled.iter().filter(|m| m.0 <= now).cloned().collect();

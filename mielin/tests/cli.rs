@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use mielin_cells::mesh::{FileJournal, Journal, Phase};
+use mielin_cells::mesh::{Journal, LogJournal, Phase, LOG_JOURNAL_RECORD};
+use mielin_cells::quic::{NodeJournal, JOURNAL_CAPACITY};
+use mielin_cells::storage::FileLog;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -186,11 +188,19 @@ fn sigterm_stops_cleanly_with_the_journal_intact() {
 }
 
 /// Node `name`'s journal, opened with its key (the journal is sealed to its node).
-fn open_journal(dir: &Path, name: &str) -> std::io::Result<FileJournal> {
+fn open_journal(dir: &Path, name: &str) -> std::io::Result<NodeJournal> {
     let id = mielin_cells::quic::Identity::load(&dir.join(format!("{name}.key")))?;
     let key = mielin_cells::LocalKey::derive(id.secret(), id.node_id());
     let path = dir.join(format!("{name}.d")).join("journal");
-    FileJournal::open(&path, id.node_id(), &key, 64).map_err(|e| e.at(&path))
+    FileLog::open(
+        &path,
+        id.node_id(),
+        &key,
+        LOG_JOURNAL_RECORD,
+        &mut |_, _| {},
+    )
+    .and_then(|log| LogJournal::open(log, JOURNAL_CAPACITY))
+    .map_err(|e| e.at(&path))
 }
 
 /// Issue 26: "log lines have no timestamps or levels" and RUST_LOG.

@@ -589,6 +589,12 @@ mod file {
         pub fn node(&self) -> NodeId {
             self.node
         }
+
+        /// Every fence entry: agent, sequence number, and the peer whose snapshot created it
+        /// (`None`: this node), in agent order (to copy the journal into another format).
+        pub fn sequences(&self) -> impl Iterator<Item = (AgentId, u64, Option<NodeId>)> + '_ {
+            self.sequences.iter().map(|(a, (s, c))| (*a, *s, *c))
+        }
     }
 
     impl Journal for FileJournal {

@@ -94,6 +94,13 @@ impl<L: Log> LogJournal<L> {
         })
     }
 
+    /// Records its tables hold: hand-off records, fence entries and the generation (what
+    /// [`rewrite_into`](Self::rewrite_into) writes), against which the log's length tells
+    /// when compacting pays.
+    pub fn live_records(&self) -> usize {
+        self.t.records.len() + self.t.sequences.len() + usize::from(self.t.generation != 0)
+    }
+
     /// Whether a failed write poisoned the journal: restart the node from the reopened log.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned

@@ -5,15 +5,16 @@ use super::driver::RoutedHost;
 use super::identity::{to_hex, Directory, Identity};
 use crate::mesh::wasm::{self, Mailbox, SharedInbox};
 use crate::mesh::{
-    AgentHost, AgentInfo, Delivery, FileJournal, Inbox, InboxLimits, MeshError, Outgoing,
-    SharedJournal, Stream,
+    AgentHost, AgentInfo, Delivery, FileJournal, Inbox, InboxLimits, Journal, LogJournal,
+    MeshError, Outgoing, SharedJournal, Stream, LOG_JOURNAL_RECORD,
 };
 use crate::migration::{
     Container, DecodeLimits, DecodeOptions, DnaMap, Ed25519Signer, EncodeOptions, EpochJournal,
     FileEpochJournal, MigrationSnapshot, Route, StateEncoding, TrustList, SECTION_CALL,
 };
 use crate::runtime::{LiveAgent, Runtime, Val};
-use crate::{Agent, AgentId, Dna, LocalKey, NodeId};
+use crate::storage::{FileLog, Log};
+use crate::{Agent, AgentId, Dna, LocalKey, NodeId, StoreError};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -84,8 +85,8 @@ pub struct WasmHost {
     rt: Runtime,
     signer: Ed25519Signer,
     key: LocalKey,
-    trust: TrustList<64, SharedJournal<FileJournal>>,
-    journal: SharedJournal<FileJournal>,
+    trust: TrustList<64, SharedJournal<NodeJournal>>,
+    journal: SharedJournal<NodeJournal>,
     dna: DnaMap,
     limits: DecodeLimits,
     inbox_limits: InboxLimits,
@@ -121,11 +122,85 @@ fn refused(reason: &'static str) -> MeshError {
 /// bound (4,096 fence entries are 168 KB).
 pub const JOURNAL_CAPACITY: usize = 4096;
 
+/// The node's journal: the hand-off records and the fence table as records in one append-only
+/// file (`DATA/journal`, a [`FileLog`] sealed to the node), one record and one group commit per
+/// change.
+pub type NodeJournal = LogJournal<FileLog>;
+
+/// Opens the journal at `path`, or creates it (`create`). A journal in the format before the
+/// log (a `FileJournal`, rewritten whole on every change, magic `MZJL`) is copied into a new
+/// log first: written to `PATH.new`, synced, then renamed over the old file. A journal whose
+/// log holds far more records than its tables (every change is a record) is compacted the same
+/// way when opened.
+fn open_journal(
+    path: &Path,
+    node: NodeId,
+    key: &crate::LocalKey,
+    create: bool,
+) -> Result<NodeJournal, StoreError> {
+    let open_log = |p: &Path| {
+        FileLog::open(p, node, key, LOG_JOURNAL_RECORD, &mut |_, _| {})
+            .and_then(|log| LogJournal::open(log, JOURNAL_CAPACITY))
+    };
+    if create {
+        let log = FileLog::create(path, node, key, LOG_JOURNAL_RECORD)?;
+        return LogJournal::open(log, JOURNAL_CAPACITY);
+    }
+    let mut magic = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = io::Read::read(&mut f, &mut magic);
+    }
+    if magic == *b"MZJL" {
+        let old = FileJournal::open(path, node, key, JOURNAL_CAPACITY)?;
+        return replace_journal(path, node, key, |j| {
+            let mut records = Vec::new();
+            old.for_each(&mut |a, r| records.push((a, r)));
+            for (a, r) in records {
+                j.put(a, r).map_err(|_| StoreError::WriteFailed)?;
+            }
+            for (a, s, c) in old.sequences() {
+                j.record_epoch(a, s, c)
+                    .map_err(|_| StoreError::WriteFailed)?;
+            }
+            j.set_generation(old.generation())
+                .map_err(|_| StoreError::WriteFailed)
+        });
+    }
+    let journal = open_log(path)?;
+    let live = journal.live_records();
+    if journal.log().appended().0 > 4 * live as u64 + 1024 {
+        return replace_journal(path, node, key, |j| journal.rewrite_into(j.log_mut()));
+    }
+    Ok(journal)
+}
+
+/// Writes a new journal at `PATH.new` with `fill`, then renames it over `path` (durably).
+fn replace_journal(
+    path: &Path,
+    node: NodeId,
+    key: &crate::LocalKey,
+    fill: impl FnOnce(&mut NodeJournal) -> Result<(), StoreError>,
+) -> Result<NodeJournal, StoreError> {
+    let new = path.with_extension("new");
+    // A copy left by a crash before its rename: the old file is still the journal.
+    let _ = std::fs::remove_file(&new);
+    let log = FileLog::create(&new, node, key, LOG_JOURNAL_RECORD)?;
+    let mut j = LogJournal::open(log, JOURNAL_CAPACITY)?;
+    fill(&mut j)?;
+    drop(j);
+    std::fs::rename(&new, path)?;
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    let log = FileLog::open(path, node, key, LOG_JOURNAL_RECORD, &mut |_, _| {})?;
+    LogJournal::open(log, JOURNAL_CAPACITY)
+}
+
 /// Merges the trust list's epochs of a directory from before the journal was shared into the
 /// journal (each agent's highest epoch, with the peer that created it), then renames the file
 /// `epochs.merged` once the journal has them durably.
 fn merge_epochs(
-    journal: &mut FileJournal,
+    journal: &mut NodeJournal,
     legacy: &Path,
     node: NodeId,
     key: &crate::LocalKey,
@@ -173,8 +248,9 @@ impl WasmHost {
     /// A host keeping its files in `dir` (created if missing), trusting snapshots signed by the
     /// keys of `directory`, with `fuel` per agent call.
     ///
-    /// A missing or empty `dir` is a new node: its journal `dir/journal` (a
-    /// [`FileJournal`] of [`JOURNAL_CAPACITY`] records and fence entries) is created. Otherwise
+    /// A missing or empty `dir` is a new node: its journal `dir/journal` (a [`NodeJournal`] of
+    /// [`JOURNAL_CAPACITY`] records and fence entries) is created; a journal of the older
+    /// format (`FileJournal`) is copied into one. Otherwise
     /// it must be there and verify under the node's key (derived from `identity`); a missing,
     /// damaged or copied journal is an error naming the file. A directory from before the
     /// journal was shared keeps the trust list's epochs in `dir/epochs`: they are merged into
@@ -209,12 +285,8 @@ impl WasmHost {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         let only_legacy = !fresh && !path.exists() && legacy.exists() && !holds_agents;
-        let mut journal = if fresh || only_legacy {
-            FileJournal::create(&path, node, &key, JOURNAL_CAPACITY)
-        } else {
-            FileJournal::open(&path, node, &key, JOURNAL_CAPACITY)
-        }
-        .map_err(|e| e.at(&path))?;
+        let mut journal =
+            open_journal(&path, node, &key, fresh || only_legacy).map_err(|e| e.at(&path))?;
         if legacy.exists() {
             merge_epochs(&mut journal, &legacy, node, &key)?;
         }
@@ -261,7 +333,7 @@ impl WasmHost {
     }
 
     /// The node's journal, shared with this host's trust list: give it to the node.
-    pub fn journal(&self) -> SharedJournal<FileJournal> {
+    pub fn journal(&self) -> SharedJournal<NodeJournal> {
         self.journal.clone()
     }
 
