@@ -136,6 +136,26 @@ pub enum Part {
     Sequence,
     /// The MAC over a whole file.
     FileMac,
+    /// A record of a log read through its records, not its bytes (`storage::FlashLog`,
+    /// `mesh::LogJournal`): its offset is the record's ticket.
+    LogRecord,
+}
+
+impl Part {
+    /// Where the part is, for messages: "at byte N", or "with ticket N" for a
+    /// [`Part::LogRecord`].
+    fn at(self, offset: u64) -> impl fmt::Display {
+        struct At(Part, u64);
+        impl fmt::Display for At {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Part::LogRecord => write!(f, "with ticket {}", self.1),
+                    _ => write!(f, "at byte {}", self.1),
+                }
+            }
+        }
+        At(self, offset)
+    }
 }
 
 impl fmt::Display for Part {
@@ -146,6 +166,7 @@ impl fmt::Display for Part {
             Part::Record => "record",
             Part::Sequence => "sequence entry",
             Part::FileMac => "file MAC",
+            Part::LogRecord => "log record",
         })
     }
 }
@@ -217,11 +238,11 @@ pub enum StoreError {
     },
     /// A MAC does not verify under this node's key: the bytes were changed (edited or
     /// corrupted) or sealed by another node.
-    #[error("MAC mismatch in the {part} at byte {offset}: changed on disk, or sealed with another node's key")]
+    #[error("MAC mismatch in the {part} {}: changed on disk, or sealed with another node's key", .part.at(*.offset))]
     BadMac {
         /// The structure whose MAC failed.
         part: Part,
-        /// Where it starts.
+        /// Where it starts (a byte offset; for a [`Part::LogRecord`], its ticket).
         offset: u64,
     },
     /// The file is shorter than the length its header commits: its tail was cut off (a
@@ -235,11 +256,11 @@ pub enum StoreError {
     },
     /// A structure whose MAC verified but whose contents break a rule of the format (only
     /// this crate writes these files, so this is a bug or a spliced file).
-    #[error("malformed {part} at byte {offset}: {reason}")]
+    #[error("malformed {part} {}: {reason}", .part.at(*.offset))]
     Malformed {
         /// The structure.
         part: Part,
-        /// Where it starts.
+        /// Where it starts (a byte offset; for a [`Part::LogRecord`], its ticket).
         offset: u64,
         /// The rule broken.
         reason: &'static str,

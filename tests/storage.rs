@@ -192,6 +192,163 @@ fn held_items_leave_in_order_once_durable() {
     assert!(held.is_empty() && held.needs().is_none());
 }
 
+/// The log's layout (docs/protocol.md): prefix (magic, version, file id), two 104-byte slots.
+const PREFIX: usize = 24;
+const SLOT: usize = 104;
+const HEADER: usize = PREFIX + 2 * SLOT;
+
+fn slot(i: usize) -> std::ops::Range<usize> {
+    PREFIX + i * SLOT..PREFIX + (i + 1) * SLOT
+}
+
+fn open_records(image: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let d = Scratch::with(Some(image));
+    let mut got = Vec::new();
+    FileLog::open(&d.file(), NODE, &key(), 64, &mut |_, r| {
+        got.push(r.to_vec())
+    })
+    .map(|_| got)
+    .map_err(|e| e.to_string())
+}
+
+/// Found by review: a damaged newest slot and a cut between two records of the batch it
+/// commits opened to a state never committed (the records were whole and chained). Each batch
+/// now ends with a mark, and only a whole batch is rolled forward.
+#[test]
+fn a_broken_slot_and_a_cut_inside_its_batch_are_refused() {
+    let d = Scratch::new();
+    let mut log = FileLog::create(&d.file(), NODE, &key(), 64).unwrap();
+    log.append(b"batch1").unwrap();
+    log.sync().unwrap(); // slot 0
+    let c1 = log.committed_len() as usize;
+    for r in [&b"r2"[..], b"r3", b"r4"] {
+        log.append(r).unwrap();
+    }
+    log.sync().unwrap(); // slot 1, ticket 4 durable
+    drop(log);
+    let image = std::fs::read(d.file()).unwrap();
+    assert_eq!(open_records(&image).unwrap().len(), 4);
+    for cut in [c1 + 4 + 2 + 32, c1 + 2 * (4 + 2 + 32), image.len() - 1] {
+        let mut bad = image[..cut].to_vec();
+        bad[slot(1).start + 3] ^= 0xff;
+        assert!(open_records(&bad).is_err(), "cut at {cut} opened");
+    }
+    // The crash the rule is for: the slot torn, the whole batch there: rolled forward.
+    let mut torn = image.clone();
+    torn[slot(1).start + 3] ^= 0xff;
+    assert_eq!(open_records(&torn).unwrap().len(), 4);
+}
+
+/// Found by review: an older copy of the log's header pasted over its newer records made it
+/// open short and cut the rest. Two or more whole batches past the slot are now refused (a
+/// crash leaves at most one). Every MAC covers the file's random id, so no two logs share a
+/// header. Not detected (docs/protocol.md): the header of another of the node's logs whose
+/// slots commit nothing of these records (they then read as a torn batch and are cut).
+#[test]
+fn an_older_or_foreign_header_over_newer_records_is_refused() {
+    let d = Scratch::new();
+    let mut log = FileLog::create(&d.file(), NODE, &key(), 64).unwrap();
+    let mut copies = vec![std::fs::read(d.file()).unwrap()];
+    for i in 0..4u8 {
+        log.append(&[i; 5]).unwrap();
+        log.sync().unwrap();
+        copies.push(std::fs::read(d.file()).unwrap());
+    }
+    drop(log);
+    let now = copies[4].clone();
+    let with_header = |from: &[u8]| {
+        let mut image = now.clone();
+        image[..HEADER].copy_from_slice(&from[..HEADER]);
+        open_records(&image)
+    };
+    assert!(with_header(&copies[0]).is_err(), "its own creation header");
+    assert!(with_header(&copies[2]).is_err(), "two batches newer");
+    // One batch newer: indistinguishable from a crash before that batch's slot was written;
+    // cut, as docs/protocol.md says (a rollback by one batch, like a whole older copy).
+    assert_eq!(with_header(&copies[3]).unwrap().len(), 3);
+    let other = d.0.join("other");
+    FileLog::create(&other, NODE, &key(), 64).unwrap();
+    let fresh = std::fs::read(&other).unwrap();
+    assert_ne!(
+        fresh[..PREFIX],
+        copies[0][..PREFIX],
+        "each log has its own id"
+    );
+}
+
+/// Found by review: a compaction is one batch; a damaged slot and a cut inside it opened the
+/// node's journal with its fence table empty.
+#[test]
+fn a_compacted_journal_damaged_and_cut_is_refused() {
+    use mielin_cells::mesh::{Journal, LogJournal, Phase, Record, LOG_JOURNAL_RECORD};
+    use mielin_cells::migration::EpochJournal;
+    use mielin_cells::AgentId;
+    let d = Scratch::new();
+    let old = d.0.join("old");
+    let log = FileLog::create(&old, NODE, &key(), LOG_JOURNAL_RECORD).unwrap();
+    let mut j = LogJournal::open(log, 16).unwrap();
+    j.set_generation(5).unwrap();
+    let a = AgentId::from_bytes([1; 16]);
+    let running = Record {
+        epoch: 3,
+        phase: Phase::Running,
+    };
+    j.put(a, running).unwrap();
+    j.record_epoch(a, 3, None).unwrap();
+    j.record_epoch(AgentId::from_bytes([2; 16]), 9, None)
+        .unwrap();
+    let mut fresh = FileLog::create(&d.file(), NODE, &key(), LOG_JOURNAL_RECORD).unwrap();
+    j.rewrite_into(&mut fresh).unwrap();
+    drop(fresh);
+    let image = std::fs::read(d.file()).unwrap();
+    // The generation's record (4 + 9 + 32) and the hand-off record's (4 + 43 + 32).
+    let mut bad = image[..HEADER + 45 + 79].to_vec();
+    bad[slot(0).start] ^= 1;
+    let dd = Scratch::with(Some(&bad));
+    let log = FileLog::open(&dd.file(), NODE, &key(), LOG_JOURNAL_RECORD, &mut |_, _| {});
+    assert!(log.is_err(), "opened without its fences");
+}
+
+/// `read` checks a log without writing to it: a torn tail stays, a broken slot is not
+/// rewritten (found by review: `mielin inspect` opened the running node's journal read-write
+/// and cut its uncommitted batch).
+#[test]
+fn reading_a_log_writes_nothing() {
+    let d = Scratch::new();
+    let mut log = FileLog::create(&d.file(), NODE, &key(), 64).unwrap();
+    log.append(b"one").unwrap();
+    log.sync().unwrap();
+    log.append(b"two").unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let mut image = std::fs::read(d.file()).unwrap();
+    image[slot(1).start] ^= 1; // the newest slot torn: the last batch would be rolled forward
+    image.extend_from_slice(&[0xab; 20]); // and nothing may follow a rolled-forward batch
+    std::fs::write(d.file(), &image).unwrap();
+    assert!(FileLog::read(&d.file(), NODE, &key(), 64, &mut |_, _| {}).is_err());
+    assert_eq!(std::fs::read(d.file()).unwrap(), image, "unchanged");
+    image.truncate(image.len() - 20);
+    std::fs::write(d.file(), &image).unwrap();
+    let mut got = Vec::new();
+    let n = FileLog::read(&d.file(), NODE, &key(), 64, &mut |_, r| {
+        got.push(r.to_vec())
+    })
+    .unwrap();
+    assert_eq!((n, got.len()), (Lsn(2), 2));
+    assert_eq!(
+        std::fs::read(d.file()).unwrap(),
+        image,
+        "the slot was not rewritten"
+    );
+    let mut perms = std::fs::metadata(d.file()).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(d.file(), perms).unwrap();
+    assert_eq!(
+        FileLog::read(&d.file(), NODE, &key(), 64, &mut |_, _| {}).unwrap(),
+        Lsn(2)
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Append a record and hold an acknowledgement for it.

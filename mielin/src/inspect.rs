@@ -9,7 +9,7 @@ use mielin_cells::migration::{
 };
 use mielin_cells::quic::{to_hex, Identity, WasmHost, JOURNAL_CAPACITY};
 use mielin_cells::runtime::transform::TransformRecord;
-use mielin_cells::storage::FileLog;
+use mielin_cells::storage::{FileLog, Log, MemLog};
 use mielin_cells::{Dna, LocalKey, StoreError};
 use std::fmt::Write;
 use std::path::Path;
@@ -251,9 +251,21 @@ fn journal(path: &Path, names: &Names, sealing: Option<&Sealing>, out: &mut Stri
         return false;
     }
     let opened: Result<Box<dyn Journal>, StoreError> = if log {
-        FileLog::open(path, s.node, &s.key, LOG_JOURNAL_RECORD, &mut |_, _| {})
-            .and_then(|l| LogJournal::open(l, JOURNAL_CAPACITY))
-            .map(|j| Box::new(j) as Box<dyn Journal>)
+        // Read-only: a running node's journal is not touched (a torn batch is left out, not
+        // cut). The records are copied into a log in memory and the tables built from it.
+        let mut copy = MemLog::new(LOG_JOURNAL_RECORD, MAX_LOG_JOURNAL as usize);
+        let mut full = false;
+        FileLog::read(path, s.node, &s.key, LOG_JOURNAL_RECORD, &mut |_, r| {
+            full |= copy.append(r).is_err();
+        })
+        .and_then(|_| match full {
+            true => Err(StoreError::LogFull {
+                capacity: MAX_LOG_JOURNAL,
+            }),
+            false => copy.sync().map(|_| ()),
+        })
+        .and_then(|()| LogJournal::open(copy, JOURNAL_CAPACITY))
+        .map(|j| Box::new(j) as Box<dyn Journal>)
     } else {
         FileJournal::open(path, s.node, &s.key, usize::MAX).map(|j| Box::new(j) as Box<dyn Journal>)
     };

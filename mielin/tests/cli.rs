@@ -850,3 +850,50 @@ fn transform_inserts_yield_points() {
     assert!(err.contains("--yield-every must be at least 1"), "{err}");
     assert!(!out.exists());
 }
+
+/// Found by review: `mielin inspect` opened a journal read-write, so on a running node it cut
+/// the batch the node was committing (whose sync then returned `Ok`), and the node's next start
+/// was refused. It reads the journal read-only now.
+#[test]
+fn inspect_leaves_a_running_nodes_journal_alone() {
+    use mielin_cells::quic::{to_hex, Identity};
+    use mielin_cells::storage::Log;
+    let dir = scratch("inspect-live");
+    let seed = [9u8; 32];
+    let id = Identity::from_seed(seed);
+    std::fs::write(dir.join("n.key"), to_hex(&seed)).unwrap();
+    let key = mielin_cells::LocalKey::derive(id.secret(), id.node_id());
+    let path = dir.join("journal");
+    let mut log = FileLog::create(&path, id.node_id(), &key, LOG_JOURNAL_RECORD).unwrap();
+    let mut generation = [0u8; 9]; // the journal's record of a generation: kind 4, u64 LE
+    generation[0] = 4;
+    generation[1] = 1;
+    log.append(&generation).unwrap();
+    log.sync().unwrap();
+    // The node's next change, written but not yet committed (inside its sync).
+    generation[1] = 2;
+    log.append(&generation).unwrap();
+    log.replay(&mut |_, _| {}).unwrap(); // writes the waiting record to the file
+    let before = std::fs::read(&path).unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let o = mielin(&["inspect", &p(&path), "--key", &p(&dir.join("n.key"))]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("journal "), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "inspect wrote to the journal"
+    );
+    assert_eq!(log.sync().unwrap().0, 2);
+    drop(log);
+    let mut n = 0;
+    FileLog::open(
+        &path,
+        id.node_id(),
+        &key,
+        LOG_JOURNAL_RECORD,
+        &mut |_, _| n += 1,
+    )
+    .unwrap();
+    assert_eq!(n, 2, "the node's commit survived");
+}

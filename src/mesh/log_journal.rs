@@ -82,7 +82,7 @@ impl<L: Log> LogJournal<L> {
         })?;
         if let Some((Lsn(at), reason)) = bad {
             return Err(StoreError::Malformed {
-                part: Part::Record,
+                part: Part::LogRecord,
                 offset: at,
                 reason,
             });

@@ -169,7 +169,14 @@ fn open_journal(
     let journal = open_log(path)?;
     let live = journal.live_records();
     if journal.log().appended().0 > 4 * live as u64 + 1024 {
-        return replace_journal(path, node, key, |j| journal.rewrite_into(j.log_mut()));
+        // Compaction saves space, nothing more: if it fails (a full disk), the journal as it
+        // opened is the node's journal still.
+        match replace_journal(path, node, key, |j| journal.rewrite_into(j.log_mut())) {
+            Ok(compacted) => return Ok(compacted),
+            Err(_) => {
+                let _ = std::fs::remove_file(path.with_extension("new"));
+            }
+        }
     }
     Ok(journal)
 }

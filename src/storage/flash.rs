@@ -47,8 +47,9 @@ type Queue<S> = QueueStorage<S, Cache<Uncached, Uncached, Uncached>>;
 /// CRC fails): the log ends before it, as if the append had not begun. A record that does not
 /// verify, or a ticket that skips one (the queue ignored a damaged item in the middle), makes
 /// [`open`](Self::open) refuse the log rather than read a log with a hole. Not detected: damage
-/// to the *last* record after it was acknowledged, which looks like a write cut by a power
-/// failure (the log loses that record).
+/// to the records at the *end* of the log after they were acknowledged (the last one, or the
+/// last several): the queue skips each like a write cut by a power failure, and the log loses
+/// them. Erased flash opens as an empty log: a new board cannot be told from an erased one.
 pub struct FlashLog<S: NorFlash, const B: usize> {
     queue: Queue<S>,
     key: LocalKey,
@@ -79,6 +80,12 @@ impl<S: NorFlash, const B: usize> FlashLog<S, B> {
         key: &LocalKey,
         f: &mut dyn FnMut(Lsn, &[u8]),
     ) -> Result<Self, StoreError> {
+        const {
+            assert!(
+                B >= FLASH_RECORD_OVERHEAD,
+                "the buffer must hold a record's framing"
+            )
+        };
         let config = QueueConfig::try_new(range).map_err(|_| StoreError::Malformed {
             part: Part::Header,
             offset: 0,
@@ -98,13 +105,22 @@ impl<S: NorFlash, const B: usize> FlashLog<S, B> {
         Ok(log)
     }
 
-    /// Erases the range: a new, empty log. Everything the range held is gone.
-    pub fn format(&mut self) -> Result<(), StoreError> {
-        block_on(self.queue.erase_all()).map_err(|_| StoreError::WriteFailed)?;
-        self.appended = 0;
-        self.head = [0; 32];
-        self.poisoned = false;
-        Ok(())
+    /// Erases `range` of `flash` and opens the new, empty log there: for a new board, or for a
+    /// flash that [`open`](Self::open) refuses (an erase cut by a power failure leaves one).
+    /// Everything the range held is gone.
+    pub fn format(
+        flash: S,
+        range: core::ops::Range<u32>,
+        key: &LocalKey,
+    ) -> Result<Self, StoreError> {
+        let config = QueueConfig::try_new(range.clone()).map_err(|_| StoreError::Malformed {
+            part: Part::Header,
+            offset: 0,
+            reason: "the flash range is not whole pages (at least two)",
+        })?;
+        let mut queue: Queue<S> = QueueStorage::new(flash, config, Cache::new_uncached());
+        block_on(queue.erase_all()).map_err(|_| StoreError::WriteFailed)?;
+        Self::open(queue.destroy().0, range, key, &mut |_, _| {})
     }
 
     /// The flash, back (its contents are the log).
@@ -126,7 +142,7 @@ impl<S: NorFlash, const B: usize> FlashLog<S, B> {
                 let lsn = n + 1;
                 if item.len() < FLASH_RECORD_OVERHEAD {
                     return Err(StoreError::Malformed {
-                        part: Part::Record,
+                        part: Part::LogRecord,
                         offset: lsn,
                         reason: "shorter than a record's framing",
                     });
@@ -137,13 +153,13 @@ impl<S: NorFlash, const B: usize> FlashLog<S, B> {
                 t.copy_from_slice(ticket);
                 if !key.verify(DOMAIN, &[ticket, &head, record], mac) {
                     return Err(StoreError::BadMac {
-                        part: Part::Record,
+                        part: Part::LogRecord,
                         offset: lsn,
                     });
                 }
                 if u64::from_le_bytes(t) != lsn {
                     return Err(StoreError::Malformed {
-                        part: Part::Record,
+                        part: Part::LogRecord,
                         offset: lsn,
                         reason: "a record is missing before this one",
                     });
@@ -159,7 +175,7 @@ impl<S: NorFlash, const B: usize> FlashLog<S, B> {
 
 fn corrupted<E>(_: sequential_storage::Error<E>) -> StoreError {
     StoreError::Malformed {
-        part: Part::Record,
+        part: Part::Header,
         offset: 0,
         reason: "the flash queue is corrupted beyond its own repair",
     }
@@ -231,18 +247,28 @@ impl<S: NorFlash, const B: usize> Log for FlashLog<S, B> {
     }
 }
 
+/// How much of the operation the power fails in lands ([`RamFlash::cut_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    /// Nothing of it.
+    Nothing,
+    /// The first half of a write's words; the first half of an erase's first page.
+    Half,
+    /// All of it, and the power fails before the flash could report success.
+    All,
+}
+
 /// A NOR flash in RAM (feature `flash`) over a caller's buffer: writes only clear bits, erases
 /// set whole pages of `E` bytes to `0xff`, writes and reads are in words of `W` bytes, and a
-/// **power cut** can be armed at any write or erase. The cut operation lands part-way (a write
-/// clears the bits of its first half of words, an erase sets the first half of its first
-/// page), then it and every later operation fail until [`restore`](Self::restore), which is the
-/// reset after the power comes back. The buffer is the medium: keep it across a reset (in RAM
+/// **power cut** can be armed at any write or erase. The cut operation lands as armed
+/// ([`Landing`]), then it and every later operation fail until [`restore`](Self::restore),
+/// which is the reset after the power comes back. The buffer is the medium: keep it across a reset (in RAM
 /// that survives it, or in a file through semihosting under QEMU) and the log is there after.
 #[derive(Debug)]
 pub struct RamFlash<'a, const W: usize, const E: usize> {
     mem: &'a mut [u8],
-    /// Operations to let through before the cut, if one is armed.
-    cut_in: Option<u64>,
+    /// Operations to let through before the cut, and what of it lands, if one is armed.
+    cut_in: Option<(u64, Landing)>,
     down: bool,
     ops: u64,
     written: u64,
@@ -266,9 +292,10 @@ impl<'a, const W: usize, const E: usize> RamFlash<'a, W, E> {
         }
     }
 
-    /// Cuts the power during the write or erase after the next `n` (0: the very next one).
-    pub fn cut_after(&mut self, n: u64) {
-        self.cut_in = Some(n);
+    /// Cuts the power during the write or erase after the next `n` (0: the very next one),
+    /// landing `landing` of it.
+    pub fn cut_after(&mut self, n: u64, landing: Landing) {
+        self.cut_in = Some((n, landing));
     }
 
     /// The power is back (a reset): operations work again; no cut is armed.
@@ -287,23 +314,25 @@ impl<'a, const W: usize, const E: usize> RamFlash<'a, W, E> {
         self.written
     }
 
-    /// Whether this operation is the one the power fails in; fails if the power is off.
-    fn begin(&mut self) -> Result<bool, NorFlashErrorKind> {
+    /// What of this operation lands if the power fails in it (`None`: it does not); fails if
+    /// the power is off.
+    fn begin(&mut self) -> Result<Option<Landing>, NorFlashErrorKind> {
         if self.down {
             return Err(NorFlashErrorKind::Other);
         }
         self.ops += 1;
         match self.cut_in.as_mut() {
-            Some(0) => {
+            Some((0, landing)) => {
+                let landing = *landing;
                 self.cut_in = None;
                 self.down = true;
-                Ok(true)
+                Ok(Some(landing))
             }
-            Some(n) => {
+            Some((n, _)) => {
                 *n -= 1;
-                Ok(false)
+                Ok(None)
             }
-            None => Ok(false),
+            None => Ok(None),
         }
     }
 
@@ -355,27 +384,34 @@ impl<const W: usize, const E: usize> NorFlash for RamFlash<'_, W, E> {
         self.check(from, (to - from) as usize, E)?;
         let cut = self.begin()?;
         let (from, to) = (from as usize, to as usize);
-        let end = if cut { (from + E / 2).min(to) } else { to };
+        let end = match cut {
+            None | Some(Landing::All) => to,
+            Some(Landing::Half) => (from + E / 2).min(to),
+            Some(Landing::Nothing) => from,
+        };
         self.mem[from..end].fill(0xff);
-        if cut {
-            return Err(NorFlashErrorKind::Other);
+        match cut {
+            Some(_) => Err(NorFlashErrorKind::Other),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
         self.check(offset, bytes.len(), W)?;
         let cut = self.begin()?;
-        let words = bytes.len() / W;
-        let len = if cut { words / 2 * W } else { bytes.len() };
+        let len = match cut {
+            None | Some(Landing::All) => bytes.len(),
+            Some(Landing::Half) => bytes.len() / W / 2 * W,
+            Some(Landing::Nothing) => 0,
+        };
         let start = offset as usize;
         for (m, b) in self.mem[start..start + len].iter_mut().zip(bytes) {
             *m &= *b; // NOR: a write only clears bits
         }
         self.written += len as u64;
-        if cut {
-            return Err(NorFlashErrorKind::Other);
+        match cut {
+            Some(_) => Err(NorFlashErrorKind::Other),
+            None => Ok(()),
         }
-        Ok(())
     }
 }

@@ -33,7 +33,7 @@ mod mem;
 #[cfg(feature = "std")]
 pub use file::FileLog;
 #[cfg(feature = "flash")]
-pub use flash::{FlashLog, RamFlash, FLASH_RECORD_OVERHEAD};
+pub use flash::{FlashLog, Landing, RamFlash, FLASH_RECORD_OVERHEAD};
 pub use held::Held;
 #[cfg(feature = "alloc")]
 pub use mem::MemLog;

@@ -12,7 +12,7 @@
 //! - every operation committed, reopened: the same state, the same image;
 //! - truncation at every byte offset, and a cut at every commit boundary;
 //! - every byte flipped, and every bit of the header; every header byte flipped in an image
-//!   cut at a commit boundary (two faults);
+//!   cut at a commit boundary, and in one cut anywhere inside the last commit (two faults);
 //! - no image at all (a deleted file) and a zero-length one;
 //! - torn tails: after each commit, every prefix of the bytes the next commit adds past the
 //!   boundary, and garbage; then the next operation again and a reopen (a torn tail must not
@@ -344,6 +344,27 @@ pub fn run<B: Durable>(b: &B, suite: &Suite, node: &Keys, other: &Keys, ops: &[B
             Some(&image),
             node,
             format!("header byte {at} flipped, cut at commit {k}'s boundary"),
+        );
+    }
+
+    // 3c. Two faults inside the last commit: a header byte flipped and the image cut anywhere
+    //     between the previous commit's boundary and the end (a broken slot must not make a
+    //     part of the last commit look like a whole one).
+    let from = h.boundaries[n - 1];
+    let span = last.len().saturating_sub(from);
+    for i in suite.offsets(span * header, 6) {
+        let (cut, at) = (from + i / header, i % header);
+        let mut image = b.cut(last, cut);
+        if at >= image.len() || cut == from {
+            continue;
+        }
+        image[at] ^= 0xff;
+        damaged(
+            &mut r,
+            "flip a header byte and cut inside the last commit",
+            Some(&image),
+            node,
+            format!("header byte {at} flipped, cut at {cut} inside the last commit"),
         );
     }
 
