@@ -15,10 +15,14 @@
 //! and more); `MIELIN_SIM_FIRST=<n>` where they start.
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Journal, LogJournal, MemJournal, MeshError, Node,
-    Notice, Outgoing, Phase, Stream, LOG_JOURNAL_RECORD,
+    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Notice, Outgoing,
+    Phase, Stream,
 };
-use mielin_cells::storage::MemLog;
+#[cfg(feature = "alloc")]
+use mielin_cells::{
+    mesh::{LogJournal, LOG_JOURNAL_RECORD},
+    storage::MemLog,
+};
 use mielin_cells::{AgentId, NodeId};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -330,10 +334,12 @@ impl AgentHost for SimHost {
 /// The storage under a node's journal: the in-memory table (`MemJournal`), or the journal kept
 /// as records in the memory backend of the storage log (`LogJournal<MemLog>`), rebuilt from
 /// the log at every crash. Seeds alternate (odd seeds on the log) unless
-/// `MIELIN_SIM_STORAGE=mem` or `log` says which.
+/// `MIELIN_SIM_STORAGE=mem` or `log` says which. The log needs the library's `alloc` feature:
+/// without it every seed runs on the table.
 #[derive(Clone)]
 enum Storage {
     Mem(Box<MemJournal<CAP>>),
+    #[cfg(feature = "alloc")]
     Log(LogJournal<MemLog>),
 }
 
@@ -345,17 +351,27 @@ impl Storage {
             Ok(other) => panic!("MIELIN_SIM_STORAGE: `mem` or `log`, not {other:?}"),
             Err(_) => seed % 2 == 1,
         };
+        #[cfg(feature = "alloc")]
         if log {
             let log = MemLog::new(LOG_JOURNAL_RECORD, 1 << 24);
-            Storage::Log(LogJournal::open(log, CAP).unwrap())
-        } else {
-            Storage::Mem(Box::new(MemJournal::new()))
+            return Storage::Log(LogJournal::open(log, CAP).unwrap());
         }
+        #[cfg(not(feature = "alloc"))]
+        assert!(
+            !log || std::env::var_os("MIELIN_SIM_STORAGE").is_none(),
+            "MIELIN_SIM_STORAGE=log needs the `alloc` feature"
+        );
+        Storage::Mem(Box::new(MemJournal::new()))
+    }
+
+    fn is_log(&self) -> bool {
+        !matches!(self, Storage::Mem(_))
     }
 
     fn journal(&self) -> &dyn Journal {
         match self {
             Storage::Mem(j) => &**j,
+            #[cfg(feature = "alloc")]
             Storage::Log(j) => j,
         }
     }
@@ -363,6 +379,7 @@ impl Storage {
     fn journal_mut(&mut self) -> &mut dyn Journal {
         match self {
             Storage::Mem(j) => &mut **j,
+            #[cfg(feature = "alloc")]
             Storage::Log(j) => j,
         }
     }
@@ -370,6 +387,8 @@ impl Storage {
     /// After a crash: the log keeps what was synced and `keep` of what was not, and the
     /// journal's tables are rebuilt from it (nothing of the old tables survives).
     fn crash(&mut self, keep: usize) {
+        let _ = keep;
+        #[cfg(feature = "alloc")]
         if let Storage::Log(j) = self {
             let mut log = j.clone().into_log();
             log.crash(keep);
@@ -445,6 +464,7 @@ impl SimJournal {
         }
         if self.fail > 0 && self.rng.chance(self.fail) {
             self.failed += 1;
+            #[cfg(feature = "alloc")]
             if let Storage::Log(j) = &mut self.inner {
                 j.log_mut().fail_next_sync();
                 let r = f(&mut self.inner);
@@ -1322,7 +1342,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run_seed(seed: u64, verbose: bool) -> Result<Figures, String> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed, verbose);
-        sim.fig.log_seeds = u64::from(matches!(sim.slots[0].journal(), Storage::Log(_)));
+        sim.fig.log_seeds = u64::from(sim.slots[0].journal().is_log());
         sim.run();
         sim.fig
     }));
@@ -1416,7 +1436,7 @@ fn handoffs_survive_faults() {
             assert!(total.restart_crashes > 0);
         }
         assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
-        if std::env::var("MIELIN_SIM_STORAGE").as_deref() != Ok("mem") {
+        if cfg!(feature = "alloc") && std::env::var("MIELIN_SIM_STORAGE").as_deref() != Ok("mem") {
             assert!(total.log_seeds > 0);
         }
     }
