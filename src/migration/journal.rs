@@ -187,6 +187,7 @@ mod file {
     use super::format::*;
     use super::{full, EpochJournal};
     use crate::seal::{LocalKey, Part, StoreError};
+    use crate::storage::slots::{check_header, newest, CommitSlot};
     use crate::{AgentId, CellError, NodeId};
     use alloc::collections::BTreeMap;
     use std::fs::{File, OpenOptions};
@@ -230,6 +231,15 @@ mod file {
                 node: NodeId::from_bytes(node),
                 head,
             }
+        }
+    }
+
+    impl CommitSlot for Slot {
+        fn generation(&self) -> u64 {
+            self.generation
+        }
+        fn commits(&self) -> (u64, u64) {
+            (self.committed, 0)
         }
     }
 
@@ -588,33 +598,7 @@ mod file {
         node: NodeId,
         key: &LocalKey,
     ) -> Result<(usize, Slot, bool), StoreError> {
-        if len == 0 {
-            return Err(StoreError::Empty);
-        }
-        let mut header = [0u8; HEADER_LEN];
-        let have = (len.min(HEADER_LEN as u64)) as usize;
-        file.read_exact(&mut header[..have])?;
-        if have >= 4 && header[..4] != MAGIC {
-            return Err(StoreError::BadMagic {
-                expected: MAGIC,
-                found: [header[0], header[1], header[2], header[3]],
-            });
-        }
-        if have < HEADER_LEN {
-            return Err(StoreError::TooShort {
-                part: Part::Header,
-                offset: 0,
-                needed: HEADER_LEN as u64,
-                found: len,
-            });
-        }
-        let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if version != VERSION {
-            return Err(StoreError::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
+        let header: [u8; HEADER_LEN] = check_header(file, len, MAGIC, VERSION)?;
         let mut slots = [None, None];
         let mut other_node = None;
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -626,44 +610,7 @@ mod file {
                 other_node = Some(Slot::decode(&b).node);
             }
         }
-        let (active, slot) = match slots {
-            [None, None] => {
-                return Err(match other_node {
-                    Some(found) => StoreError::WrongNode {
-                        expected: node,
-                        found,
-                    },
-                    None => StoreError::BadMac {
-                        part: Part::Slot,
-                        offset: slot_offset(0) as u64,
-                    },
-                })
-            }
-            [Some(s), None] => (0, s),
-            [None, Some(s)] => (1, s),
-            [Some(a), Some(b)] => {
-                if a.generation == b.generation {
-                    return Err(StoreError::Malformed {
-                        part: Part::Slot,
-                        offset: slot_offset(1) as u64,
-                        reason: "both commit slots have the same generation",
-                    });
-                }
-                let (i, newer, older) = if a.generation > b.generation {
-                    (0, a, b)
-                } else {
-                    (1, b, a)
-                };
-                if newer.committed < older.committed {
-                    return Err(StoreError::Malformed {
-                        part: Part::Slot,
-                        offset: slot_offset(i) as u64,
-                        reason: "the newer commit slot commits fewer bytes than the older",
-                    });
-                }
-                (i, newer)
-            }
-        };
+        let (active, slot) = newest(slots, node, other_node, slot_offset)?;
         let records = slot.committed.checked_sub(HEADER_LEN as u64);
         if records.is_none_or(|r| r % RECORD_LEN as u64 != 0) {
             return Err(StoreError::Malformed {

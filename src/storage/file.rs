@@ -1,5 +1,6 @@
 //! One append-only file with group commit: the [`Log`] of a node on a server (feature `std`).
 
+use super::slots::{check_header, newest, CommitSlot};
 use super::{Log, Lsn};
 use crate::seal::{LocalKey, Part, StoreError};
 use crate::NodeId;
@@ -103,6 +104,15 @@ impl Slot {
             &slot_mac_input(index, prefix, b),
             &b[SLOT_FIELDS..],
         ) && Slot::decode(b).node == node
+    }
+}
+
+impl CommitSlot for Slot {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+    fn commits(&self) -> (u64, u64) {
+        (self.committed, self.lsn)
     }
 }
 
@@ -693,34 +703,7 @@ fn read_header(
     node: NodeId,
     key: &LocalKey,
 ) -> Result<([u8; PREFIX_LEN], usize, Slot, bool), StoreError> {
-    if len == 0 {
-        return Err(StoreError::Empty);
-    }
-    let mut header = [0u8; HEADER_LEN];
-    let have = (len.min(HEADER_LEN as u64)) as usize;
-    file.seek(SeekFrom::Start(0))?;
-    file.read_exact(&mut header[..have])?;
-    if have >= 4 && header[..4] != MAGIC {
-        return Err(StoreError::BadMagic {
-            expected: MAGIC,
-            found: [header[0], header[1], header[2], header[3]],
-        });
-    }
-    if have < HEADER_LEN {
-        return Err(StoreError::TooShort {
-            part: Part::Header,
-            offset: 0,
-            needed: HEADER_LEN as u64,
-            found: len,
-        });
-    }
-    let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if version != VERSION {
-        return Err(StoreError::UnsupportedVersion {
-            found: version,
-            supported: VERSION,
-        });
-    }
+    let header: [u8; HEADER_LEN] = check_header(file, len, MAGIC, VERSION)?;
     let mut prefix = [0u8; PREFIX_LEN];
     prefix.copy_from_slice(&header[..PREFIX_LEN]);
     let mut slots = [None, None];
@@ -734,44 +717,7 @@ fn read_header(
             other_node = Some(Slot::decode(&b).node);
         }
     }
-    let (active, slot) = match slots {
-        [None, None] => {
-            return Err(match other_node {
-                Some(found) => StoreError::WrongNode {
-                    expected: node,
-                    found,
-                },
-                None => StoreError::BadMac {
-                    part: Part::Slot,
-                    offset: slot_offset(0) as u64,
-                },
-            })
-        }
-        [Some(s), None] => (0, s),
-        [None, Some(s)] => (1, s),
-        [Some(a), Some(b)] => {
-            if a.generation == b.generation {
-                return Err(StoreError::Malformed {
-                    part: Part::Slot,
-                    offset: slot_offset(1) as u64,
-                    reason: "both commit slots have the same generation",
-                });
-            }
-            let (i, newer, older) = if a.generation > b.generation {
-                (0, a, b)
-            } else {
-                (1, b, a)
-            };
-            if newer.committed < older.committed || newer.lsn < older.lsn {
-                return Err(StoreError::Malformed {
-                    part: Part::Slot,
-                    offset: slot_offset(i) as u64,
-                    reason: "the newer commit slot commits less than the older",
-                });
-            }
-            (i, newer)
-        }
-    };
+    let (active, slot) = newest(slots, node, other_node, slot_offset)?;
     if slot.committed < HEADER_LEN as u64 {
         return Err(StoreError::Malformed {
             part: Part::Slot,

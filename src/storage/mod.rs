@@ -29,6 +29,8 @@ mod flash;
 mod held;
 #[cfg(feature = "alloc")]
 mod mem;
+#[cfg(feature = "std")]
+pub(crate) mod slots;
 
 #[cfg(feature = "std")]
 pub use file::FileLog;
