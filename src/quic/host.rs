@@ -169,12 +169,15 @@ fn open_journal(
     let journal = open_log(path)?;
     let live = journal.live_records();
     if journal.log().appended().0 > 4 * live as u64 + 1024 {
-        // Compaction saves space, nothing more: if it fails (a full disk), the journal as it
-        // opened is the node's journal still.
+        // Compaction saves space, nothing more: if it fails (a full disk), the node goes on
+        // with the journal at `path`, reopened — the old one, or the compacted one if the
+        // failure came after the rename (the old handle would then write to a removed file).
         match replace_journal(path, node, key, |j| journal.rewrite_into(j.log_mut())) {
             Ok(compacted) => return Ok(compacted),
             Err(_) => {
+                drop(journal);
                 let _ = std::fs::remove_file(path.with_extension("new"));
+                return open_log(path);
             }
         }
     }
