@@ -374,16 +374,7 @@ mod file {
                 header[slot_offset(i)..slot_offset(i) + SLOT_LEN]
                     .copy_from_slice(&slot.encode(i, key));
             }
-            let tmp = path.with_extension("tmp");
-            {
-                let mut f = File::create(&tmp)?;
-                f.write_all(&header)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
+            crate::storage::write_durable(path, &header)?;
             Self::open(path, node, key, max_agents)
         }
 

@@ -13,7 +13,7 @@ use crate::migration::{
     FileEpochJournal, MigrationSnapshot, Route, StateEncoding, TrustList, SECTION_CALL,
 };
 use crate::runtime::{LiveAgent, Runtime, Val};
-use crate::storage::{FileLog, Log};
+use crate::storage::{write_durable, FileLog, Log};
 use crate::{Agent, AgentId, Dna, LocalKey, NodeId, StoreError};
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -230,21 +230,6 @@ fn merge_epochs(
             })?;
     }
     std::fs::rename(legacy, legacy.with_extension("merged"))
-}
-
-/// Writes `bytes` to `path` atomically and durably.
-fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(d) = path.parent() {
-        std::fs::File::open(d)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The agent a saved file holds.

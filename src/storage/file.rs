@@ -273,16 +273,7 @@ impl FileLog {
             header[slot_offset(i)..slot_offset(i) + SLOT_LEN]
                 .copy_from_slice(&slot.encode(i, &prefix, key));
         }
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&header)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
+        super::write_durable(path, &header)?;
         Self::open(path, node, key, max_record, &mut |_, _| {})
     }
 
@@ -436,15 +427,7 @@ impl Log for FileLog {
     }
 
     fn append(&mut self, record: &[u8]) -> Result<Lsn, StoreError> {
-        if self.poisoned {
-            return Err(StoreError::Poisoned);
-        }
-        if record.len() > self.max_record() {
-            return Err(StoreError::RecordTooLong {
-                len: record.len() as u64,
-                max: self.max_record() as u64,
-            });
-        }
+        super::admit(self.poisoned, record.len(), self.max_record())?;
         let lsn = self.appended + 1;
         let mac = record_mac(&self.key, &self.prefix, self.end, lsn, &self.head, record);
         self.pending

@@ -187,15 +187,7 @@ impl<S: NorFlash, const B: usize> Log for FlashLog<S, B> {
     }
 
     fn append(&mut self, record: &[u8]) -> Result<Lsn, StoreError> {
-        if self.poisoned {
-            return Err(StoreError::Poisoned);
-        }
-        if record.len() > self.max_record() {
-            return Err(StoreError::RecordTooLong {
-                len: record.len() as u64,
-                max: self.max_record() as u64,
-            });
-        }
+        super::admit(self.poisoned, record.len(), self.max_record())?;
         let lsn = self.appended + 1;
         let ticket = lsn.to_le_bytes();
         let mac = self.key.mac(DOMAIN, &[&ticket, &self.head, record]);

@@ -90,15 +90,7 @@ impl Log for MemLog {
     }
 
     fn append(&mut self, record: &[u8]) -> Result<Lsn, StoreError> {
-        if self.poisoned {
-            return Err(StoreError::Poisoned);
-        }
-        if record.len() > self.max_record {
-            return Err(StoreError::RecordTooLong {
-                len: record.len() as u64,
-                max: self.max_record as u64,
-            });
-        }
+        super::admit(self.poisoned, record.len(), self.max_record)?;
         if record.len() > self.capacity - self.bytes {
             return Err(StoreError::LogFull {
                 capacity: self.capacity as u64,

@@ -97,6 +97,40 @@ pub trait Log {
     fn replay(&mut self, f: &mut dyn FnMut(Lsn, &[u8])) -> Result<(), StoreError>;
 }
 
+/// The checks every backend's `append` starts with: the log is not poisoned, and the record is
+/// not longer than its largest (`max`).
+#[cfg(any(feature = "alloc", feature = "flash"))]
+pub(crate) fn admit(poisoned: bool, len: usize, max: usize) -> Result<(), StoreError> {
+    if poisoned {
+        return Err(StoreError::Poisoned);
+    }
+    if len > max {
+        return Err(StoreError::RecordTooLong {
+            len: len as u64,
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically and durably (feature `std`): to `PATH.tmp`, synced,
+/// renamed into place, the directory synced. A crash leaves the old file or the new one whole.
+#[cfg(feature = "std")]
+pub(crate) fn write_durable(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 impl<L: Log + ?Sized> Log for &mut L {
     fn max_record(&self) -> usize {
         (**self).max_record()
