@@ -62,12 +62,17 @@ impl<L: Log> LogJournal<L> {
     /// ([`StoreError::Malformed`], its `offset` the record's ticket), or when the log holds more
     /// agents than `capacity`.
     pub fn open(mut log: L, capacity: usize) -> Result<Self, StoreError> {
-        if log.max_record() < LOG_JOURNAL_RECORD {
-            return Err(StoreError::RecordTooLong {
-                len: LOG_JOURNAL_RECORD as u64,
-                max: log.max_record() as u64,
-            });
-        }
+        Self::open_with(capacity, |f| log.replay(f).map(|()| log))
+    }
+
+    /// [`open`](Self::open) with a log whose own open reads its records (such as
+    /// [`FileLog::open`](crate::storage::FileLog::open), which verifies each as it reads it):
+    /// `open` is given the function that takes each record into the tables, so the log is read
+    /// once, not opened and then replayed.
+    pub fn open_with(
+        capacity: usize,
+        open: impl FnOnce(&mut dyn FnMut(Lsn, &[u8])) -> Result<L, StoreError>,
+    ) -> Result<Self, StoreError> {
         let mut t = Tables {
             records: BTreeMap::new(),
             sequences: BTreeMap::new(),
@@ -75,11 +80,17 @@ impl<L: Log> LogJournal<L> {
             capacity,
         };
         let mut bad = None;
-        log.replay(&mut |lsn, bytes| {
+        let log = open(&mut |lsn, bytes| {
             if bad.is_none() {
                 bad = t.apply(bytes).err().map(|reason| (lsn, reason));
             }
         })?;
+        if log.max_record() < LOG_JOURNAL_RECORD {
+            return Err(StoreError::RecordTooLong {
+                len: LOG_JOURNAL_RECORD as u64,
+                max: log.max_record() as u64,
+            });
+        }
         if let Some((Lsn(at), reason)) = bad {
             return Err(StoreError::Malformed {
                 part: Part::LogRecord,

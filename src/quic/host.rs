@@ -139,8 +139,9 @@ fn open_journal(
     create: bool,
 ) -> Result<NodeJournal, StoreError> {
     let open_log = |p: &Path| {
-        FileLog::open(p, node, key, LOG_JOURNAL_RECORD, &mut |_, _| {})
-            .and_then(|log| LogJournal::open(log, JOURNAL_CAPACITY))
+        LogJournal::open_with(JOURNAL_CAPACITY, |f| {
+            FileLog::open(p, node, key, LOG_JOURNAL_RECORD, f)
+        })
     };
     if create {
         let log = FileLog::create(path, node, key, LOG_JOURNAL_RECORD)?;
@@ -202,8 +203,9 @@ fn replace_journal(
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(d)?.sync_all()?;
     }
-    let log = FileLog::open(path, node, key, LOG_JOURNAL_RECORD, &mut |_, _| {})?;
-    LogJournal::open(log, JOURNAL_CAPACITY)
+    LogJournal::open_with(JOURNAL_CAPACITY, |f| {
+        FileLog::open(path, node, key, LOG_JOURNAL_RECORD, f)
+    })
 }
 
 /// Merges the trust list's epochs of a directory from before the journal was shared into the
