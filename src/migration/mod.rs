@@ -22,7 +22,7 @@ pub use journal::{EpochJournal, EpochTable};
 pub use manager::{MigrationManager, PendingMigration};
 #[cfg(feature = "signatures")]
 pub use sign::{
-    default_peer_quota, key_id, verify_v1, Ed25519Signer, EpochRefusals, TrustList,
+    default_peer_quota, key_id, verify_v1, Admitted, Ed25519Signer, EpochRefusals, TrustList,
     DEFAULT_MAX_SKEW_SECS,
 };
 pub use snapshot::{DecodeOptions, EncodeOptions, MigrationSnapshot, SnapshotView, StateEncoding};

@@ -230,6 +230,32 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
         &self.journal
     }
 
+    /// The checks above without decoding: for a receiver that decodes the container itself
+    /// (straight into an instance, `runtime::Runtime::stage`). Nothing is recorded yet: give the
+    /// [`Admitted`] to [`record`](Self::record) once the container decoded, so that a container
+    /// that fails to decode does not use up its epoch.
+    pub fn admit(
+        &mut self,
+        bytes: &[u8],
+        limits: &super::DecodeLimits,
+        now_unix_secs: u64,
+    ) -> Result<Admitted, CellError> {
+        let parsed = wire::parse(bytes, limits)?;
+        let (epoch, peer) = self.check(&parsed, now_unix_secs)?;
+        Ok(Admitted {
+            agent: parsed.agent_id,
+            epoch,
+            peer,
+        })
+    }
+
+    /// Records the epoch of a container [`admit`](Self::admit) checked and the caller
+    /// decoded: from now on it and every earlier epoch of the agent are refused.
+    pub fn record(&mut self, admitted: Admitted) -> Result<(), CellError> {
+        self.journal
+            .record_epoch(admitted.agent, admitted.epoch, Some(admitted.peer))
+    }
+
     /// [`MigrationSnapshot::view_with`] behind the checks above, at time `now_unix_secs`.
     pub fn view<'a>(
         &mut self,
@@ -395,4 +421,17 @@ mod tests {
         assert!(!s_is_canonical(&sig), "s > L");
         assert!(s_is_canonical(&[0u8; 64]), "s = 0");
     }
+}
+
+/// A container that passed a [`TrustList`]'s checks and is not recorded yet
+/// ([`TrustList::admit`], then [`TrustList::record`]).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "record the epoch once the container decoded"]
+pub struct Admitted {
+    /// The agent.
+    pub agent: AgentId,
+    /// Its signed epoch.
+    pub epoch: u64,
+    /// The trusted node that signed it.
+    pub peer: NodeId,
 }
