@@ -18,11 +18,16 @@
 //! - `certificate` (feature `quic`): a peer's Ed25519 key from its TLS certificates, read by
 //!   rustls' own parser (the QUIC driver pins peers by it).
 //! - `wasm` (feature `wasmi`): host functions `mesh.send` / `mesh.recv` for WebAssembly agents.
+//! - `cells` (feature `wasmi`): `Cells`, the agent host for WebAssembly agents, over a
+//!   `Keeper` (where agents survive a restart) and a `Gate` (how they are admitted and signed).
 //! - `Inbox` (feature `alloc`): an agent's mailbox, outbox and sequence numbers, and their
 //!   wire form, the inbox section of a version-3 container.
 //!
 //! `docs/protocol.md` specifies messages, states, guarantees and their assumptions.
 
+#[cfg(feature = "wasmi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
+pub mod cells;
 #[cfg(feature = "_certificate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
 pub mod certificate;

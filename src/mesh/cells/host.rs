@@ -1,0 +1,333 @@
+//! [`AgentHost`] for [`Cells`]: what the protocol asks of the host, step by step.
+
+use super::{Base, Cells, Gate, Keeper, Prepared, Refusal, Running, MAX_PROBES};
+use crate::mesh::wasm::{self, SharedInbox};
+use crate::mesh::{AgentHost, AgentInfo, Delivery, Inbox, MeshError, Outgoing, Stream};
+use crate::migration::{Container, DecodeOptions, SECTION_CALL, SECTION_INBOX};
+use crate::runtime::LiveAgent;
+use crate::{AgentId, AgentState, NodeId};
+use alloc::vec::Vec;
+
+fn refused(r: Refusal) -> MeshError {
+    match r {
+        Refusal::BufferTooSmall => MeshError::PayloadTooLarge,
+        _ => MeshError::HostRefused { reason: r.reason() },
+    }
+}
+
+impl<K: Keeper, G: Gate> Cells<K, G> {
+    /// Checks a container for the hand-off of `agent` at `epoch` and decodes it into an
+    /// instance that does not run; saves it with the keeper.
+    fn prepare_inner(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        with_dna: bool,
+        bytes: &[u8],
+    ) -> Result<(), Refusal> {
+        // What the frame says and what the container says must be one hand-off; checked before
+        // the gate, which records the epoch it admits: a container sent under another frame's
+        // epoch must not use up its own.
+        let c = Container::new_checked(bytes, &self.limits)
+            .map_err(|e| Refusal::Container(e.into()))?;
+        let route = c.route();
+        if c.agent_id() != agent || route.epoch != epoch || route.target != self.node {
+            return Err(Refusal::NotThisHandOff);
+        }
+        // Refused before the gate too, so the epoch is not used up and the source may offer
+        // the agent elsewhere.
+        if c.section(SECTION_CALL).is_some() {
+            return Err(Refusal::SuspendedCall);
+        }
+        let inbox = Inbox::decode(c.section(SECTION_INBOX).ok_or(Refusal::NoInbox)?)
+            .map_err(|e| Refusal::Inbox(e.into()))?;
+        self.gate
+            .check(bytes, &self.limits)
+            .map_err(Refusal::Container)?;
+        let base = self.bases.get(&agent);
+        let opts = DecodeOptions {
+            limits: self.limits,
+            dna_store: Some(self.keeper.dna()),
+            base_state: base.map(|b| &b.memory[..]),
+            base_digests: base.map(|b| &b.digests),
+        };
+        // Decoded straight into a new instance (memory checked against its digests, DNA against
+        // its hash): one copy of the memory.
+        let inbox_host = SharedInbox::new(inbox, self.inbox_limits);
+        let (live, digests) = self
+            .rt
+            .stage(bytes, &opts, inbox_host, wasm::link)
+            .map_err(Refusal::Container)?;
+        self.gate
+            .admitted(bytes, &self.limits)
+            .map_err(Refusal::Container)?;
+        if with_dna {
+            self.keeper
+                .keep_dna(live.agent().dna())
+                .map_err(Refusal::Keep)?;
+        }
+        if self.keeper.keeps_state() {
+            let snapshot = live
+                .snapshot_at(Some(self.node), self.gate.now())
+                .map_err(Refusal::Runtime)?;
+            let inbox = live.host().get();
+            self.keeper
+                .save_prepared(epoch, &snapshot, &inbox)
+                .map_err(Refusal::Keep)?;
+        }
+        // The memory as it came: the base of a delta when the agent goes back.
+        let base = match self.send_delta {
+            true => {
+                let memory = live
+                    .snapshot_at(None, 0)
+                    .map_err(Refusal::Runtime)?
+                    .wasm_state()
+                    .to_vec();
+                Some(Base { memory, digests })
+            }
+            false => None,
+        };
+        self.prepared
+            .insert((agent, epoch), Prepared { live, base });
+        Ok(())
+    }
+
+    /// The copy to run at `epoch`: the prepared one (committed here), the stopped one (an
+    /// aborted hand-off), or after a restart the keeper's.
+    fn copy_to_run(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+    ) -> Result<(LiveAgent<SharedInbox>, Option<Option<Base>>), Refusal> {
+        if let Some(p) = self.prepared.remove(&(agent, epoch)) {
+            self.keeper
+                .commit_prepared(agent, epoch)
+                .map_err(Refusal::Keep)?;
+            return Ok((p.live, Some(p.base)));
+        }
+        if let Some(s) = self
+            .keeper
+            .load_prepared(agent, epoch)
+            .map_err(Refusal::Keep)?
+        {
+            if s.epoch != epoch {
+                return Err(Refusal::Keep(super::KeepError::WrongEpoch {
+                    found: s.epoch,
+                }));
+            }
+            self.keeper
+                .commit_prepared(agent, epoch)
+                .map_err(Refusal::Keep)?;
+            return Ok((self.resume(s.agent, s.inbox)?, Some(None)));
+        }
+        if let Some(s) = self.stopped.remove(&agent) {
+            return Ok((s.live, None));
+        }
+        let s = self
+            .keeper
+            .load(agent)
+            .map_err(Refusal::Keep)?
+            .ok_or(Refusal::NoCopy { epoch })?;
+        // The journal's epoch, or the one before it: a hand-off aborted here and the node
+        // stopped before the agent was saved at the new epoch. Anything else is another
+        // epoch's copy (a rolled-back file).
+        if s.epoch != epoch && s.epoch.checked_add(1) != Some(epoch) {
+            return Err(Refusal::Keep(super::KeepError::WrongEpoch {
+                found: s.epoch,
+            }));
+        }
+        Ok((self.resume(s.agent, s.inbox)?, None))
+    }
+
+    fn run_inner(&mut self, agent: AgentId, epoch: u64) -> Result<(), Refusal> {
+        let found = self.copy_to_run(agent, epoch);
+        // Other prepared copies of this agent are obsolete, whatever happened.
+        self.prepared.retain(|(a, _), _| *a != agent);
+        self.keeper.prune(&|a, _| a != agent);
+        let (mut live, base) = found?;
+        if live.agent().state() != AgentState::Running {
+            live.set_state(AgentState::Running)
+                .map_err(Refusal::Runtime)?;
+        }
+        // Arrived here: its base is the memory it came with (or none). Resumed after an abort
+        // or a restart: the base it had.
+        match base {
+            Some(Some(b)) => {
+                self.bases.insert(agent, b);
+            }
+            Some(None) => {
+                self.bases.remove(&agent);
+            }
+            None => {}
+        }
+        self.live.insert(agent, Running { live, epoch });
+        // Saved at its epoch now (after an abort, one more than before).
+        self.save_running(agent)
+    }
+}
+
+impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
+    fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
+        let dna = match self.live.get(&agent) {
+            Some(r) => r.live.agent().dna(),
+            None => self.stopped_copy(agent).ok()?.live.agent().dna(),
+        };
+        Some(AgentInfo {
+            dna_hash: *dna.hash(),
+            snapshot_len: 0,
+            dna_len: dna.size() as u32,
+        })
+    }
+
+    fn has_dna(&mut self, dna_hash: &[u8; 32]) -> bool {
+        self.claim_dna && self.keeper.dna().get(dna_hash).is_some()
+    }
+
+    fn stop(&mut self, agent: AgentId) {
+        let _ = self.save(agent);
+        if let Some(Running { mut live, .. }) = self.live.remove(&agent) {
+            // Running → Migrating: no call runs until the hand-off ends.
+            if let Err(e) = live.set_state(AgentState::Migrating) {
+                let _ = self.refused::<()>(agent, Err(Refusal::Runtime(e)));
+            }
+            self.stopped.insert(
+                agent,
+                super::Stopped {
+                    live,
+                    by_reference: None,
+                    with_dna: None,
+                },
+            );
+        }
+    }
+
+    fn capture(
+        &mut self,
+        agent: AgentId,
+        with_dna: bool,
+        out: &mut [u8],
+    ) -> Result<usize, MeshError> {
+        let r = self.encode(agent, with_dna).and_then(|bytes| {
+            let dst = out.get_mut(..bytes.len()).ok_or(Refusal::BufferTooSmall)?;
+            dst.copy_from_slice(bytes);
+            Ok(bytes.len())
+        });
+        self.refused(agent, r).map_err(refused)
+    }
+
+    fn prepare(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        with_dna: bool,
+        snapshot: &[u8],
+    ) -> Result<(), MeshError> {
+        let r = self.prepare_inner(agent, epoch, with_dna, snapshot);
+        self.refused(agent, r).map_err(refused)
+    }
+
+    fn run(&mut self, agent: AgentId, epoch: u64) {
+        if self.live.contains_key(&agent) {
+            return;
+        }
+        let r = self.run_inner(agent, epoch);
+        let _ = self.refused(agent, r);
+    }
+
+    fn discard(&mut self, agent: AgentId, epoch: u64) {
+        self.prepared.remove(&(agent, epoch));
+        self.keeper.prune(&|a, e| a != agent || e != epoch);
+    }
+
+    fn prune(&mut self, prepared: &dyn Fn(AgentId, u64) -> bool) {
+        self.prepared.retain(|&(a, e), _| prepared(a, e));
+        self.keeper.prune(prepared);
+    }
+
+    fn release(&mut self, agent: AgentId) {
+        self.live.remove(&agent);
+        if let Some(s) = self.stopped.remove(&agent) {
+            self.bases.remove(&agent);
+            if self.keep_sent_base {
+                if let Ok(b) = Self::memory_of(&s.live) {
+                    self.bases.insert(agent, b);
+                }
+            }
+        }
+        // This node sent the agent away at the route's epoch: the gate refuses a replay of an
+        // earlier hand-off of it from now on.
+        if let Some(route) = self.routes.remove(&agent) {
+            if let Err(e) = self.gate.sent(agent, route.epoch) {
+                let _ = self.refused::<()>(agent, Err(Refusal::Container(e)));
+            }
+        }
+        self.keeper.remove(agent);
+    }
+
+    fn deliver(
+        &mut self,
+        to: AgentId,
+        peer: NodeId,
+        from: AgentId,
+        stream: Stream,
+        seq: u64,
+        payload: &[u8],
+    ) -> Delivery {
+        let Some(r) = self.live.get(&to) else {
+            return Delivery::Full;
+        };
+        let d = r.live.host().offer(peer, from, stream, seq, payload);
+        match d {
+            Delivery::Accepted => {
+                let _ = self.save(to);
+            }
+            Delivery::Duplicate => self.duplicates += 1,
+            _ => {}
+        }
+        d
+    }
+
+    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
+        let live = match self.live.get(&agent) {
+            Some(r) => &r.live,
+            None => match self.stopped.get(&agent) {
+                Some(s) => &s.live,
+                None => return,
+            },
+        };
+        live.host().get().outgoing(f);
+    }
+
+    fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
+        if let Some(r) = self.live.get(&agent) {
+            r.live.host().get_mut().acked(to, seq);
+        }
+    }
+
+    /// Where this node last handed the agent, else each of the gate's peers in turn, one per
+    /// lookup. The node backs off between lookups answered `Unknown` (doubling from one
+    /// retransmission timeout to [`MAX_LOOKUP_BACKOFF`](crate::mesh::MAX_LOOKUP_BACKOFF) of
+    /// them), so an agent running on one of `P` peers is found within `P` lookups.
+    fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
+        if let Some(r) = self.routes.get(&agent) {
+            return Some(r.target);
+        }
+        let me = self.node;
+        let mut peers = Vec::new();
+        self.gate.peers(&mut |n| {
+            if n != me {
+                peers.push(n);
+            }
+        });
+        if peers.is_empty() {
+            return None;
+        }
+        if self.probes.len() >= MAX_PROBES && !self.probes.contains_key(&agent) {
+            self.probes.clear(); // a cursor lost only restarts that agent's round
+        }
+        let k = self.probes.entry(agent).or_insert(0);
+        let node = peers[*k % peers.len()];
+        *k = k.wrapping_add(1);
+        Some(node)
+    }
+}

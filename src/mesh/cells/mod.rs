@@ -1,0 +1,605 @@
+//! [`Cells`]: the one [`AgentHost`](super::AgentHost) for WebAssembly agents (feature `wasmi`,
+//! `no_std` with `alloc`): the QUIC node, the examples and the board firmware run their agents
+//! through it.
+//!
+//! It runs agents through the wasmi bridge ([`crate::runtime`]) with the mesh imports of
+//! [`super::wasm`], owns each agent's [`Inbox`] (mailbox, outbox, the per-stream sequence numbers
+//! that refuse duplicates), captures agents into version-3 containers with their inbox inside,
+//! decodes arriving containers straight into a new instance, and keeps the memory an agent
+//! arrived with as the base of a delta when it goes back (optional). What differs between
+//! nodes is in two parts it is generic over:
+//!
+//! - a [`Keeper`]: where agents survive a restart (files sealed to the node on a server,
+//!   [`MemKeeper`] in tests, [`NoKeeper`] on a board without durable storage);
+//! - a [`Gate`]: how arriving containers are admitted and leaving ones signed ([`Open`] for
+//!   trusted links; the QUIC node checks a trust list and signs with its key).
+//!
+//! **Copies.** An agent is in exactly one of three places: running (`live`), stopped for a
+//! hand-off (still an instance, in state `Migrating`, with the container as sent cached for
+//! retransmissions), or prepared (decoded into an instance that does not run, one per epoch,
+//! until the hand-off commits or aborts). A keeper that keeps state holds the running copy and
+//! the prepared ones durably as well; after a restart the host reloads from it what the node's
+//! journal asks for.
+//!
+//! **Refusals** are typed ([`Refusal`]); the protocol sees
+//! [`MeshError::HostRefused`] with the refusal's text, and
+//! [`Cells::last_refusal`] keeps the typed value. Failures that have no caller to return to (a
+//! save after an accepted message) are kept in a bounded list ([`Cells::take_problems`]).
+
+mod host;
+mod keeper;
+
+pub use keeper::{Gate, KeepError, Keeper, MemKeeper, NoKeeper, Open, Saved};
+
+use super::wasm::{self, SharedInbox};
+use super::{Delivery, Inbox, InboxLimits, Journal, MeshError, Node, Phase};
+use crate::migration::{DecodeLimits, EncodeOptions, MemoryDigests, Route, StateEncoding};
+use crate::runtime::{LiveAgent, Runtime, Val};
+use crate::{Agent, AgentId, AgentState, CellError, NodeId};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+/// Why [`Cells`] refused or failed an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The agent is not stopped here for a hand-off (and no saved copy of it was found).
+    #[error("the agent is not stopped here")]
+    NotStopped,
+    /// A capture for a hand-off with no route: call [`Cells::route`] (or [`Cells::migrate`]).
+    #[error("no route for the hand-off")]
+    NoRoute,
+    /// The container names another agent, epoch or target than the hand-off it came in.
+    #[error("the container is not for this hand-off (agent, epoch or target)")]
+    NotThisHandOff,
+    /// The container carries a suspended call, which this host does not take over.
+    #[error("a suspended call: this host runs agents between calls only")]
+    SuspendedCall,
+    /// The container has no inbox section.
+    #[error("the container has no inbox section")]
+    NoInbox,
+    /// The container was refused: its format, limits, signature, DNA or memory.
+    #[error("the container was refused: {0}")]
+    Container(CellError),
+    /// The container's inbox section was refused.
+    #[error("the inbox section was refused: {0}")]
+    Inbox(CellError),
+    /// The keeper failed.
+    #[error("keeping the agent failed: {0}")]
+    Keep(KeepError),
+    /// No copy of the agent at the epoch the node asked to run.
+    #[error("no copy of the agent at epoch {epoch}")]
+    NoCopy {
+        /// The epoch asked for.
+        epoch: u64,
+    },
+    /// The runtime refused: the agent could not be captured, started or resumed.
+    #[error("the runtime refused: {0}")]
+    Runtime(CellError),
+    /// `capture`'s buffer is smaller than the container.
+    #[error("the container does not fit the buffer")]
+    BufferTooSmall,
+}
+
+impl Refusal {
+    /// A fixed text for [`MeshError::HostRefused`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotStopped => "the agent is not stopped here",
+            Refusal::NoRoute => "no route for the hand-off",
+            Refusal::NotThisHandOff => "the container is not for this hand-off",
+            Refusal::SuspendedCall => "a suspended call: this host runs agents between calls only",
+            Refusal::NoInbox => "the container has no inbox section",
+            Refusal::Container(_) => "the container was refused",
+            Refusal::Inbox(_) => "the inbox section was refused",
+            Refusal::Keep(_) => "keeping the agent failed",
+            Refusal::NoCopy { .. } => "no copy of the agent at this epoch",
+            Refusal::Runtime(_) => "the runtime refused",
+            Refusal::BufferTooSmall => "the container does not fit the buffer",
+        }
+    }
+}
+
+/// A failure of [`Cells`] that had no caller to return to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("agent {agent:?}: {refusal}")]
+pub struct Problem {
+    /// The agent.
+    pub agent: AgentId,
+    /// What went wrong.
+    pub refusal: Refusal,
+}
+
+/// Problems [`Cells`] keeps until [`Cells::take_problems`]; older ones are dropped (and
+/// counted) beyond this.
+pub const MAX_PROBLEMS: usize = 64;
+
+/// Addressees whose lookup cursor [`Cells`] keeps for [`AgentHost::locate`](super::AgentHost).
+const MAX_PROBES: usize = 1024;
+
+/// An agent running here and the epoch it runs at.
+pub(crate) struct Running {
+    pub(crate) live: LiveAgent<SharedInbox>,
+    pub(crate) epoch: u64,
+}
+
+/// An agent stopped for a hand-off: its instance (state `Migrating`), and the containers
+/// captured from it, re-sent as they are.
+struct Stopped {
+    live: LiveAgent<SharedInbox>,
+    by_reference: Option<(Route, Vec<u8>)>,
+    with_dna: Option<(Route, Vec<u8>)>,
+}
+
+/// A copy decoded for a hand-off, not running, and the memory it came with (the base of a
+/// delta when it goes back).
+struct Prepared {
+    live: LiveAgent<SharedInbox>,
+    base: Option<Base>,
+}
+
+/// Memory of an agent as it crossed, with its digests: the base of a delta.
+struct Base {
+    memory: Vec<u8>,
+    digests: MemoryDigests,
+}
+
+/// The agents of one node, for the mesh protocol. See the [module](self) documentation.
+pub struct Cells<K: Keeper, G: Gate = Open> {
+    node: NodeId,
+    rt: Runtime,
+    keeper: K,
+    gate: G,
+    limits: DecodeLimits,
+    inbox_limits: InboxLimits,
+    pub(crate) live: BTreeMap<AgentId, Running>,
+    stopped: BTreeMap<AgentId, Stopped>,
+    prepared: BTreeMap<(AgentId, u64), Prepared>,
+    bases: BTreeMap<AgentId, Base>,
+    routes: BTreeMap<AgentId, Route>,
+    probes: BTreeMap<AgentId, usize>,
+    /// Whether `has_dna` says yes for DNA the keeper holds (no: every hand-off to this node
+    /// carries the DNA). Default yes.
+    pub claim_dna: bool,
+    /// Whether an agent goes back to the node it came from as a delta against the memory it
+    /// came with (kept while it runs here). Default no.
+    pub send_delta: bool,
+    /// Whether to keep the memory of an agent handed off, as the base of a delta when it comes
+    /// back. Default no.
+    pub keep_sent_base: bool,
+    duplicates: u64,
+    problems: VecDeque<Problem>,
+    dropped_problems: u64,
+    problems_seen: u64,
+    last_refusal: Option<Refusal>,
+}
+
+impl<K: Keeper, G: Gate> core::fmt::Debug for Cells<K, G> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cells")
+            .field("node", &self.node)
+            .field("running", &self.live.len())
+            .field("stopped", &self.stopped.len())
+            .field("prepared", &self.prepared.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Keeper, G: Gate> Cells<K, G> {
+    /// No agents yet; runs them on `rt`, keeps them in `keeper`, admits and signs through
+    /// `gate`, accepts containers within `limits`, gives each agent's inbox the default
+    /// [`InboxLimits`].
+    pub fn new(node: NodeId, rt: Runtime, keeper: K, gate: G, limits: DecodeLimits) -> Self {
+        Cells {
+            node,
+            rt,
+            keeper,
+            gate,
+            limits,
+            inbox_limits: InboxLimits::default(),
+            live: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            bases: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            claim_dna: true,
+            send_delta: false,
+            keep_sent_base: false,
+            duplicates: 0,
+            problems: VecDeque::new(),
+            dropped_problems: 0,
+            problems_seen: 0,
+            last_refusal: None,
+        }
+    }
+
+    /// The limits of the inboxes of agents started or resumed from now on.
+    pub fn set_inbox_limits(&mut self, limits: InboxLimits) {
+        self.inbox_limits = limits;
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// The keeper.
+    pub fn keeper(&self) -> &K {
+        &self.keeper
+    }
+
+    /// The keeper, to change.
+    pub fn keeper_mut(&mut self) -> &mut K {
+        &mut self.keeper
+    }
+
+    /// The gate.
+    pub fn gate(&self) -> &G {
+        &self.gate
+    }
+
+    /// The gate, to change.
+    pub fn gate_mut(&mut self) -> &mut G {
+        &mut self.gate
+    }
+
+    /// The limits arriving containers are decoded within.
+    pub fn limits(&self) -> DecodeLimits {
+        self.limits
+    }
+
+    /// Starts a new agent at epoch 0 with `inbox` (give it a fresh random secret,
+    /// [`Inbox::with_secret`]), keeps its DNA and saves it. Give it to
+    /// [`Node::start`](super::Node::start) next.
+    pub fn start(
+        &mut self,
+        agent: Agent<alloc::vec::Vec<u8>>,
+        inbox: Inbox,
+    ) -> Result<(), Refusal> {
+        let id = agent.id();
+        let r = self.start_inner(agent, inbox);
+        self.refused(id, r)
+    }
+
+    fn start_inner(&mut self, agent: Agent<Vec<u8>>, inbox: Inbox) -> Result<(), Refusal> {
+        let id = agent.id();
+        self.keeper.keep_dna(agent.dna()).map_err(Refusal::Keep)?;
+        let live = self
+            .rt
+            .start(
+                agent,
+                SharedInbox::new(inbox, self.inbox_limits),
+                wasm::link,
+            )
+            .map_err(Refusal::Runtime)?;
+        self.live.insert(id, Running { live, epoch: 0 });
+        self.save_running(id)
+    }
+
+    /// Saves the running copy of `agent` (after the embedder called it and it changed). A
+    /// failure is returned and kept as a [`Problem`].
+    pub fn save(&mut self, agent: AgentId) -> Result<(), Refusal> {
+        let r = self.save_running(agent);
+        self.refused(agent, r)
+    }
+
+    fn save_running(&mut self, agent: AgentId) -> Result<(), Refusal> {
+        if !self.keeper.keeps_state() {
+            return Ok(());
+        }
+        let Some(r) = self.live.get(&agent) else {
+            return Ok(());
+        };
+        let snapshot = r
+            .live
+            .snapshot_at(Some(self.node), self.gate.now())
+            .map_err(Refusal::Runtime)?;
+        let inbox = r.live.host().get();
+        self.keeper
+            .save(r.epoch, &snapshot, &inbox)
+            .map_err(Refusal::Keep)
+    }
+
+    /// The live instance of an agent running here, to call its exports. Call
+    /// [`save`](Self::save) after a call that changed it.
+    pub fn live_mut(&mut self, agent: AgentId) -> Option<&mut LiveAgent<SharedInbox>> {
+        self.live.get_mut(&agent).map(|r| &mut r.live)
+    }
+
+    /// The agents running here.
+    pub fn running(&self) -> Vec<AgentId> {
+        self.live.keys().copied().collect()
+    }
+
+    /// Whether `agent` runs here.
+    pub fn is_running(&self, agent: AgentId) -> bool {
+        self.live.contains_key(&agent)
+    }
+
+    /// The epoch `agent` runs at here.
+    pub fn epoch(&self, agent: AgentId) -> Option<u64> {
+        self.live.get(&agent).map(|r| r.epoch)
+    }
+
+    /// Whether `agent` is stopped here for a hand-off.
+    pub fn is_stopped(&self, agent: AgentId) -> bool {
+        self.stopped.contains_key(&agent)
+    }
+
+    /// Copies prepared here (in doubt), with their epochs.
+    pub fn prepared(&self) -> Vec<(AgentId, u64)> {
+        self.prepared.keys().copied().collect()
+    }
+
+    /// Messages refused as duplicates (accepted once already).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// The last refusal, typed (the protocol saw its [`Refusal::reason`]).
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        self.last_refusal
+    }
+
+    /// The problems kept since the last call (at most [`MAX_PROBLEMS`], the newest), and how
+    /// many older ones were dropped.
+    pub fn take_problems(&mut self) -> (Vec<Problem>, u64) {
+        let dropped = core::mem::take(&mut self.dropped_problems);
+        (self.problems.drain(..).collect(), dropped)
+    }
+
+    /// Problems since the host started, taken or not.
+    pub fn problems_seen(&self) -> u64 {
+        self.problems_seen
+    }
+
+    /// Calls `export` with `args` on every running agent; saves those whose first result is
+    /// an `i32` above 0 (the convention of a `tick` export: how many messages it handled).
+    /// Returns the sum of those results. An agent whose call fails is left as it is.
+    pub fn tick(&mut self, export: &str, args: &[Val]) -> u64 {
+        let ids: Vec<AgentId> = self.live.keys().copied().collect();
+        let mut total = 0;
+        for id in ids {
+            let n = match self.live.get_mut(&id).map(|r| r.live.call(export, args)) {
+                Some(Ok(v)) => match v.first() {
+                    Some(Val::I32(n)) => *n,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            if n > 0 {
+                total += n as u64;
+                let _ = self.save(id);
+            }
+        }
+        total
+    }
+
+    /// Puts a message from `from`, a sender outside the mesh (an operator's tool), into the
+    /// mailbox of `to`, running here, in that sender's own stream; saves `to` when accepted.
+    /// [`Delivery::Full`] when `to` does not run here or its mailbox is full.
+    pub fn post(&mut self, to: AgentId, from: AgentId, payload: &[u8]) -> Delivery {
+        let Some(r) = self.live.get(&to) else {
+            return Delivery::Full;
+        };
+        let d = r
+            .live
+            .host()
+            .get_mut()
+            .post(from, payload, &self.inbox_limits);
+        if d == Delivery::Accepted {
+            let _ = self.save(to);
+        }
+        d
+    }
+
+    /// Queues a message from `from`, running here, to `to`, as if the agent had sent it, and
+    /// saves `from`. `false` when `from` does not run here or its outbox is full.
+    pub fn send_as(&mut self, from: AgentId, to: AgentId, payload: &[u8]) -> bool {
+        let ok = match self.live.get(&from) {
+            Some(r) => r
+                .live
+                .host()
+                .get_mut()
+                .send(to, payload, &self.inbox_limits),
+            None => false,
+        };
+        if ok {
+            let _ = self.save(from);
+        }
+        ok
+    }
+
+    /// Sets where `agent` goes in its next hand-off and at which epoch (the container is
+    /// bound to both). [`migrate`](Self::migrate) does it for a [`Node`].
+    pub fn route(&mut self, agent: AgentId, target: NodeId, epoch: u64) {
+        self.routes.insert(agent, Route { target, epoch });
+    }
+
+    /// Hands `agent` off to `target` through `node`, routed at the next epoch.
+    pub fn migrate<J: Journal, const N: usize>(
+        &mut self,
+        node: &mut Node<J, N>,
+        now: u64,
+        agent: AgentId,
+        target: NodeId,
+    ) -> Result<(), MeshError> {
+        let epoch = node
+            .journal()
+            .get(agent)
+            .filter(|r| r.phase == Phase::Running)
+            .ok_or(MeshError::NotOwner)?
+            .epoch
+            .checked_add(1)
+            .ok_or(MeshError::EpochExhausted)?;
+        self.route(agent, target, epoch);
+        node.migrate(self, now, agent, target)
+    }
+
+    /// Room `poll_transmit` needs for the largest frame this node may send now: a container's
+    /// size once captured, a bound before (memory, DNA, per-chunk tags, inbox and fields).
+    pub fn transmit_room(&self) -> usize {
+        let mut room = 256;
+        for s in self.stopped.values() {
+            let need = match (&s.by_reference, &s.with_dna) {
+                (None, None) => {
+                    let memory = s
+                        .live
+                        .snapshot_at(None, 0)
+                        .map_or(0, |v| v.wasm_state().len());
+                    let inbox = s.live.host().get().to_bytes().len();
+                    memory + memory / 4096 * 16 + s.live.agent().dna().size() + inbox + 4096
+                }
+                (a, b) => a.iter().chain(b).map(|c| c.1.len()).max().unwrap_or(0) + 64,
+            };
+            room = room.max(need);
+        }
+        room
+    }
+
+    /// The size of the linear memory of an agent running here.
+    pub fn memory_len(&self, agent: AgentId) -> Option<usize> {
+        let r = self.live.get(&agent)?;
+        r.live
+            .snapshot_at(None, 0)
+            .ok()
+            .map(|s| s.wasm_state().len())
+    }
+
+    /// Takes an agent running here out of its instance, lets `f` change it (its memory, for a
+    /// test or a benchmark), and resumes it at the same epoch. Not saved: call
+    /// [`save`](Self::save).
+    pub fn replace_live(
+        &mut self,
+        agent: AgentId,
+        f: impl FnOnce(&mut Agent<Vec<u8>>),
+    ) -> Result<(), Refusal> {
+        let Running { live, epoch } = self
+            .live
+            .remove(&agent)
+            .ok_or(Refusal::NoCopy { epoch: 0 })?;
+        let inbox = live.host().get().clone();
+        let mut a = live.into_agent().map_err(Refusal::Runtime)?;
+        f(&mut a);
+        a.set_state(AgentState::Suspended)
+            .map_err(Refusal::Runtime)?;
+        let live = self.resume(a, inbox)?;
+        self.live.insert(agent, Running { live, epoch });
+        Ok(())
+    }
+
+    /// Keeps `r`'s refusal as the last one and as a problem; returns `r`.
+    fn refused<T>(&mut self, agent: AgentId, r: Result<T, Refusal>) -> Result<T, Refusal> {
+        if let Err(refusal) = r {
+            self.last_refusal = Some(refusal);
+            if self.problems.len() >= MAX_PROBLEMS {
+                self.problems.pop_front();
+                self.dropped_problems += 1;
+            }
+            self.problems.push_back(Problem { agent, refusal });
+            self.problems_seen += 1;
+        }
+        r
+    }
+
+    /// The agent's stopped copy: in memory, or after a restart the keeper's running copy.
+    fn stopped_copy(&mut self, agent: AgentId) -> Result<&mut Stopped, Refusal> {
+        if !self.stopped.contains_key(&agent) {
+            let saved = self
+                .keeper
+                .load(agent)
+                .map_err(Refusal::Keep)?
+                .ok_or(Refusal::NotStopped)?;
+            let mut live = self.resume(saved.agent, saved.inbox)?;
+            live.set_state(AgentState::Migrating)
+                .map_err(Refusal::Runtime)?;
+            self.stopped.insert(
+                agent,
+                Stopped {
+                    live,
+                    by_reference: None,
+                    with_dna: None,
+                },
+            );
+        }
+        self.stopped.get_mut(&agent).ok_or(Refusal::NotStopped)
+    }
+
+    fn resume(
+        &self,
+        agent: Agent<Vec<u8>>,
+        inbox: Inbox,
+    ) -> Result<LiveAgent<SharedInbox>, Refusal> {
+        self.rt
+            .resume(
+                agent,
+                SharedInbox::new(inbox, self.inbox_limits),
+                wasm::link,
+            )
+            .map_err(Refusal::Runtime)
+    }
+
+    /// The container of a stopped agent for its route, captured once per route and variant.
+    fn encode(&mut self, agent: AgentId, with_dna: bool) -> Result<&[u8], Refusal> {
+        let route = *self.routes.get(&agent).ok_or(Refusal::NoRoute)?;
+        let node = self.node;
+        let now = self.gate.now();
+        let send_delta = self.send_delta;
+        self.stopped_copy(agent)?;
+        let s = self.stopped.get(&agent).ok_or(Refusal::NotStopped)?;
+        let cached = match with_dna {
+            true => &s.with_dna,
+            false => &s.by_reference,
+        };
+        if !matches!(cached, Some((r, _)) if *r == route) {
+            let base = self.bases.get(&agent).filter(|_| send_delta);
+            let inbox = s.live.host().get().to_bytes();
+            let snapshot = s
+                .live
+                .snapshot_at(Some(node), now)
+                .map_err(Refusal::Runtime)?
+                .with_route(route)
+                .with_inbox(&inbox[..]);
+            let bytes = snapshot
+                .serialize_with(&EncodeOptions {
+                    version: Some(3),
+                    dna_by_reference: !with_dna,
+                    state: match base {
+                        Some(b) => StateEncoding::Delta { base: &b.memory },
+                        None => StateEncoding::Chunked,
+                    },
+                    signer: self.gate.signer().map(|s| (s, route.epoch)),
+                    base_digests: base.map(|b| &b.digests),
+                    ..Default::default()
+                })
+                .map_err(Refusal::Container)?;
+            let s = self.stopped.get_mut(&agent).ok_or(Refusal::NotStopped)?;
+            match with_dna {
+                true => s.with_dna = Some((route, bytes)),
+                false => s.by_reference = Some((route, bytes)),
+            }
+        }
+        let s = self.stopped.get(&agent).ok_or(Refusal::NotStopped)?;
+        let cached = match with_dna {
+            true => &s.with_dna,
+            false => &s.by_reference,
+        };
+        cached.as_ref().map(|c| &c.1[..]).ok_or(Refusal::NotStopped)
+    }
+
+    fn memory_of(live: &LiveAgent<SharedInbox>) -> Result<Base, Refusal> {
+        let memory = live
+            .snapshot_at(None, 0)
+            .map_err(Refusal::Runtime)?
+            .wasm_state()
+            .to_vec();
+        let digests = MemoryDigests::of(&memory);
+        Ok(Base { memory, digests })
+    }
+}
