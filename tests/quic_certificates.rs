@@ -253,7 +253,7 @@ async fn run(side: &mut Side, max: Duration, done: impl Fn(&[Event]) -> bool) ->
         tokio::select! {
             w = side.driver.wait() => {
                 all.extend(side.driver.handle(&mut side.host, w));
-                if side.host.tick() > 0 {
+                if side.host.tick("tick", &[]) > 0 {
                     let now = side.driver.now_ms();
                     side.driver.node_mut().wake_messages(now);
                 }

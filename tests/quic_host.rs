@@ -11,7 +11,7 @@ use mielin_cells::mesh::{AgentHost, Inbox, InboxLimits, Journal, MemJournal, Nod
 use mielin_cells::migration::{
     Ed25519Signer, EncodeOptions, MigrationSnapshot, StateEncoding, SECTION_INBOX,
 };
-use mielin_cells::quic::{Directory, Identity, Peer, RoutedHost, WasmHost};
+use mielin_cells::quic::{Directory, Identity, Peer, WasmHost};
 use mielin_cells::AgentId;
 use std::path::{Path, PathBuf};
 
@@ -165,11 +165,8 @@ fn a_file_copied_from_another_node_is_refused() {
     // B is told (as a journal would after a restart) that it runs AGENT at epoch 0.
     t.b.run(AGENT, 0);
     assert_eq!(number(&mut t.b), None, "not run");
-    assert!(
-        t.b.errors.iter().any(|e| e.contains("refused")),
-        "{:?}",
-        t.b.errors
-    );
+    let errors = t.b.take_errors();
+    assert!(errors.iter().any(|e| e.contains("refused")), "{errors:?}");
     let _ = std::fs::remove_dir_all(&t.dir);
 }
 

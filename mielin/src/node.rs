@@ -345,7 +345,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
         for e in events {
             on_event(&mut st, &e);
         }
-        for e in st.host.errors.drain(..) {
+        for e in st.host.take_errors() {
             tracing::error!("host-error {e}");
         }
         if st.host.journal().lock().is_poisoned() {
@@ -433,7 +433,7 @@ fn running_here(st: &State) -> String {
 fn on_tick(st: &mut State) {
     // A `mielin migrate` that gave up waiting.
     st.waiting.retain(|w| !w.reply.is_closed());
-    if st.host.tick() > 0 {
+    if st.host.tick("tick", &[]) > 0 {
         let now = st.driver.now_ms();
         st.driver.node_mut().wake_messages(now);
     }
@@ -670,7 +670,7 @@ fn describe(st: &State, agent: AgentId) -> String {
     };
     let n = |id: NodeId| st.names.node(id);
     match r.phase {
-        Phase::Running if st.host.running().contains(&agent) => "running here".into(),
+        Phase::Running if st.host.is_running(agent) => "running here".into(),
         Phase::Running => "owned here, not loaded (see the log's host-error lines)".into(),
         Phase::Outgoing { target } => format!("being handed to {}", n(target)),
         Phase::Prepared { source } => {
@@ -795,7 +795,7 @@ fn handle_request(st: &mut State, c: Command) {
         Request::Send { agent, message } => {
             let r = (|| {
                 let id = st.names.agent_named(&agent)?;
-                if !st.host.running().contains(&id) {
+                if !st.host.is_running(id) {
                     return Err(format!(
                         "{agent} does not run on {} ({}): send to the node it runs on (its data directory: -d DIR)",
                         st.name,
@@ -898,8 +898,8 @@ fn console(st: &mut State, line: &str) -> bool {
                 d.frames_sent,
                 d.frames_received,
                 d.frames_dropped,
-                st.host.duplicates,
-                st.host.errors.len()
+                st.host.duplicates(),
+                st.host.problems_seen()
             ));
             say("stats-end".to_string());
         }

@@ -50,7 +50,9 @@ pub use crate::mesh::records as wire;
 
 pub use crate::mesh::certificate::CertificateError;
 pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake};
-pub use host::{AgentStats, NodeJournal, SavedAgent, WasmHost, JOURNAL_CAPACITY};
+pub use host::{
+    AgentStats, NodeFiles, NodeJournal, SavedAgent, Signed, WasmHost, JOURNAL_CAPACITY,
+};
 pub use identity::{from_hex, to_hex, Directory, Identity, Peer, PublicKey};
 pub use tls::{Transport, ALPN};
 

@@ -74,7 +74,7 @@ pub async fn pump(p: &mut Pair, mut done: impl FnMut(&mut Pair, &[Event]) -> boo
         let evs = tokio::select! {
             w = p.a.driver.wait() => {
                 let e = p.a.driver.handle(&mut p.a.host, w);
-                if p.a.host.tick() > 0 {
+                if p.a.host.tick("tick", &[]) > 0 {
                     let now = p.a.driver.now_ms();
                     p.a.driver.node_mut().wake_messages(now);
                 }
@@ -82,7 +82,7 @@ pub async fn pump(p: &mut Pair, mut done: impl FnMut(&mut Pair, &[Event]) -> boo
             }
             w = p.b.driver.wait() => {
                 let e = p.b.driver.handle(&mut p.b.host, w);
-                if p.b.host.tick() > 0 {
+                if p.b.host.tick("tick", &[]) > 0 {
                     let now = p.b.driver.now_ms();
                     p.b.driver.node_mut().wake_messages(now);
                 }
