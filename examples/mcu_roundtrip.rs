@@ -41,7 +41,8 @@ extern crate alloc;
 mod cells;
 
 use cells::{Cells, Cmd, Deframer, BOARD, HOST, KIND_CMD, KIND_MESH};
-use mielin_cells::mesh::{Config, Journal, MemJournal, Node, Phase, Record};
+use mielin_cells::mesh::wasm::SharedInbox;
+use mielin_cells::mesh::{Config, Inbox, Journal, MemJournal, Node, Phase, Record};
 use mielin_cells::migration::DecodeLimits;
 use mielin_cells::runtime::{LiveAgent, Val};
 use mielin_cells::{Agent, AgentId, Dna};
@@ -116,7 +117,7 @@ impl Drop for Link {
 
 struct Side {
     node: HostNode,
-    cells: Cells<'static>,
+    cells: Cells,
 }
 
 impl Link {
@@ -247,12 +248,12 @@ impl Link {
                     self.last_transfer_in = body.len() - 33;
                 }
                 let now = self.now();
-                side.cells.last_error = None;
+                side.cells.take_problems();
                 if let Err(e) = side.node.handle_frame(&mut side.cells, now, BOARD, &body) {
                     println!("host: mesh frame refused: {e}");
                 }
-                if let Some(e) = side.cells.last_error.take() {
-                    println!("host: snapshot refused: {e}");
+                for p in side.cells.take_problems().0 {
+                    println!("host: {p}");
                 }
             }
             Ok((KIND_CMD, body)) => match Cmd::decode(&body) {
@@ -367,22 +368,22 @@ fn record(side: &Side, agent: AgentId) -> Option<Record> {
 fn start(side: &mut Side, dna: &'static [u8], seed: u64) -> Res<(AgentId, LiveAgent<()>)> {
     let dna = Dna::new(dna.to_vec()).map_err(|e| Failure::Broken(format!("DNA: {e}")))?;
     let id = AgentId::derive(dna.hash(), seed);
-    let rt = side.cells.runtime();
     let fail = |e| Failure::Broken(format!("start: {e}"));
-    let moving = rt
+    let still = side
+        .cells
+        .runtime()
         .start(Agent::with_id(id, dna.clone()), (), |_| Ok(()))
         .map_err(fail)?;
-    let still = rt
-        .start(Agent::with_id(id, dna), (), |_| Ok(()))
-        .map_err(fail)?;
-    side.cells.live.insert(id, moving);
+    side.cells
+        .start(Agent::with_id(id, dna), Inbox::new())
+        .map_err(|e| Failure::Broken(format!("start: {e}")))?;
     side.node
         .start(&mut side.cells, id)
         .map_err(|e| Failure::Broken(format!("node start: {e}")))?;
     Ok((id, still))
 }
 
-fn steps(live: &mut LiveAgent<()>, range: core::ops::Range<u32>) -> Res<i64> {
+fn steps<T>(live: &mut LiveAgent<T>, range: core::ops::Range<u32>) -> Res<i64> {
     let mut v = 0;
     for i in range {
         v = cells::step(live, i).map_err(|e| Failure::Broken(format!("step {i}: {e}")))?;
@@ -395,7 +396,7 @@ fn check_once(link: &mut Link, side: &mut Side, agent: AgentId, on_board: bool) 
     let (running, prepared) = link.status(side)?;
     let board_runs = running.iter().filter(|(a, _)| *a == agent).count();
     let board_holds = prepared.iter().any(|(a, _)| *a == agent);
-    let here = side.cells.live.contains_key(&agent)
+    let here = side.cells.is_running(agent)
         && matches!(
             record(side, agent),
             Some(Record {
@@ -416,7 +417,7 @@ fn check_once(link: &mut Link, side: &mut Side, agent: AgentId, on_board: bool) 
     Ok(())
 }
 
-fn same_state(a: &LiveAgent<()>, b: &LiveAgent<()>) -> Res<bool> {
+fn same_state<T, U>(a: &LiveAgent<T>, b: &LiveAgent<U>) -> Res<bool> {
     let fail = |e| Failure::Broken(format!("snapshot: {e}"));
     let (x, y) = (
         a.snapshot_at(None, 0).map_err(fail)?,
@@ -437,7 +438,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
     let (n, m, k) = (case.n, case.m, case.k);
     let expected_on_board = steps(&mut still, 0..n + m)?;
     let expected = steps(&mut still, n + m..n + m + k)?;
-    let live = side.cells.live.get_mut(&agent).expect("just started");
+    let live = side.cells.live_mut(agent).expect("just started");
     steps(live, 0..n)?;
     link.cost(side)?;
     let retransmits0 = side.node.stats().retransmits;
@@ -466,7 +467,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
     if !committed {
         let stats = side.node.stats();
         check_once(link, side, agent, false)?;
-        let live = side.cells.live.get_mut(&agent).expect("checked");
+        let live = side.cells.live_mut(agent).expect("checked");
         let got = steps(live, n..n + m + k)?;
         let equal = got == expected && same_state(live, &still)?;
         return Err(Failure::Aborted(format!(
@@ -506,7 +507,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
         side,
         Duration::from_secs(60),
         "the hand-off back",
-        |s, _| (s.cells.live.contains_key(&agent) && s.node.is_quiet()).then_some(()),
+        |s, _| (s.cells.is_running(agent) && s.node.is_quiet()).then_some(()),
     )?;
     let wall_to_host = t1.elapsed();
     let to_host = link.bytes;
@@ -514,7 +515,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
     let snapshot_to_host = link.last_transfer_in;
     check_once(link, side, agent, false)?;
 
-    let live = side.cells.live.get_mut(&agent).expect("checked");
+    let live = side.cells.live_mut(agent).expect("checked");
     let got = steps(live, n + m..n + m + k)?;
     let d_moved = cells::digest(live).map_err(|e| Failure::Broken(format!("digest: {e}")))?;
     let d_still = cells::digest(&mut still).map_err(|e| Failure::Broken(format!("digest: {e}")))?;
@@ -560,8 +561,8 @@ fn too_big(link: &mut Link, side: &mut Side, max_memory: u32) -> Res<()> {
         .map_err(|e| Failure::Broken(format!("pages.wat: {e}")))?;
     let wasm: &'static [u8] = Box::leak(wasm.into_boxed_slice());
     let (agent, _) = start(side, wasm, 99)?;
-    let live = side.cells.live.get_mut(&agent).expect("just started");
-    let call = |live: &mut LiveAgent<()>, f: &str, args: &[Val]| {
+    let live = side.cells.live_mut(agent).expect("just started");
+    let call = |live: &mut LiveAgent<SharedInbox>, f: &str, args: &[Val]| {
         live.call(f, args)
             .map_err(|e| Failure::Broken(format!("{f}: {e}")))
     };
@@ -591,7 +592,7 @@ fn too_big(link: &mut Link, side: &mut Side, max_memory: u32) -> Res<()> {
         ));
     }
     check_once(link, side, agent, false)?;
-    let live = side.cells.live.get_mut(&agent).expect("checked");
+    let live = side.cells.live_mut(agent).expect("checked");
     let peek = call(live, "peek", &[Val::I32((511 << 12) + 8)])?;
     println!(
         "refused by the board (its log above gives the error); the agent runs on here, once \
@@ -677,7 +678,7 @@ fn run(elf: &Path, fault: Fault) -> Res<Vec<Figures>> {
     }
     let mut link = boot(elf, fault)?;
     let limits = DecodeLimits::DEFAULT;
-    let cells = Cells::new(HOST, &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM], limits)
+    let cells = cells::new_cells(HOST, &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM], limits)
         .map_err(|e| Failure::Broken(format!("cells: {e}")))?;
     let mut side = Side {
         node: Node::new(

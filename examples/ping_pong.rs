@@ -4,15 +4,13 @@
 //!
 //! `cargo run --example ping_pong --features wasmi`
 
-use mielin_cells::mesh::wasm::{self, SharedInbox};
-use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Inbox, InboxLimits, Journal, MemJournal, MeshError,
-    Node, Outgoing, Stream,
-};
-use mielin_cells::migration::{EncodeOptions, MigrationSnapshot, Route};
+use mielin_cells::mesh::cells::{Cells, MemKeeper, Open};
+use mielin_cells::mesh::wasm::SharedInbox;
+use mielin_cells::mesh::{Config, Inbox, InboxLimits, MemJournal, Node};
+use mielin_cells::migration::DecodeLimits;
 use mielin_cells::runtime::{LiveAgent, Runtime, Val};
 use mielin_cells::{Agent, AgentId, NodeId};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Each agent: `start(peer_byte)` remembers its peer; `tick()` answers every number n it
 /// received with n + 1 (up to LIMIT) and counts what it received in a global; `kick()` sends 0.
@@ -58,148 +56,19 @@ const LIMITS: InboxLimits = InboxLimits {
     senders_per_peer: 4,
 };
 
-/// An agent that is not running: its state and its messages.
-type Parked = (Agent<Vec<u8>>, Inbox);
+/// A node's agents: the library's host, keeping them in memory.
+type Host = Cells<MemKeeper, Open>;
 
-/// A node's agents: running ones, stopped ones (during a hand-off) and prepared ones.
-struct Host {
-    node: NodeId,
-    rt: Runtime,
-    live: BTreeMap<AgentId, LiveAgent<SharedInbox>>,
-    stopped: BTreeMap<AgentId, Parked>,
-    prepared: BTreeMap<(AgentId, u64), Parked>,
-    /// Where each agent being handed off goes, and at which epoch (the container names them).
-    routes: BTreeMap<AgentId, (NodeId, u64)>,
-    duplicates: u64,
-}
-
-impl Host {
-    fn new(node: NodeId) -> Host {
-        Host {
-            node,
-            rt: Runtime::new(10_000_000),
-            live: BTreeMap::new(),
-            stopped: BTreeMap::new(),
-            prepared: BTreeMap::new(),
-            routes: BTreeMap::new(),
-            duplicates: 0,
-        }
-    }
-    fn inbox(&self, agent: AgentId) -> Option<Inbox> {
-        match self.live.get(&agent) {
-            Some(l) => Some(l.host().get().clone()),
-            None => self.stopped.get(&agent).map(|s| s.1.clone()),
-        }
-    }
-}
-
-fn refused(reason: &'static str) -> MeshError {
-    MeshError::HostRefused { reason }
-}
-
-impl AgentHost for Host {
-    fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
-        let dna = match self.live.get(&agent) {
-            Some(l) => l.agent().dna().clone(),
-            None => self.stopped.get(&agent)?.0.dna().clone(),
-        };
-        Some(AgentInfo {
-            dna_hash: *dna.hash(),
-            snapshot_len: 0,
-            dna_len: dna.size() as u32,
-        })
-    }
-    fn has_dna(&mut self, _: &[u8; 32]) -> bool {
-        false // snapshots here always carry their DNA
-    }
-    fn stop(&mut self, agent: AgentId) {
-        if let Some(live) = self.live.remove(&agent) {
-            let inbox = live.host().get().clone();
-            let a = live.into_agent().expect("capture between calls");
-            self.stopped.insert(agent, (a, inbox));
-        }
-    }
-    fn capture(&mut self, agent: AgentId, _: bool, out: &mut [u8]) -> Result<usize, MeshError> {
-        let (a, inbox) = self
-            .stopped
-            .get(&agent)
-            .ok_or(refused("not stopped here"))?;
-        let &(target, epoch) = self.routes.get(&agent).ok_or(refused("no route"))?;
-        // The agent and its messages in one container (wire format version 3). Unsigned: this
-        // example trusts its in-memory network; the QUIC node signs.
-        let bytes = MigrationSnapshot::capture_at(a, Some(self.node), 0)
-            .with_route(Route { target, epoch })
-            .with_inbox(inbox.to_bytes())
-            .serialize_with(&EncodeOptions {
-                version: Some(3),
-                ..Default::default()
-            })
-            .map_err(|_| refused("serialize"))?;
-        let dst = out.get_mut(..bytes.len()).ok_or(refused("buffer"))?;
-        dst.copy_from_slice(&bytes);
-        Ok(bytes.len())
-    }
-    fn prepare(&mut self, agent: AgentId, epoch: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
-        let checked = MigrationSnapshot::deserialize(s).map_err(|_| refused("invalid snapshot"))?;
-        let route = checked.route().ok_or(refused("no route"))?;
-        if checked.agent_id() != agent || route.epoch != epoch || route.target != self.node {
-            return Err(refused("not this hand-off"));
-        }
-        let inbox = Inbox::decode(checked.inbox().unwrap_or(&[])).map_err(|_| refused("inbox"))?;
-        let a = checked.into_agent().map_err(|_| refused("restore"))?;
-        self.prepared.insert((agent, epoch), (a, inbox));
-        Ok(())
-    }
-    fn run(&mut self, agent: AgentId, epoch: u64) {
-        let (a, inbox) = match self.prepared.remove(&(agent, epoch)) {
-            Some(p) => p,
-            None => match self.stopped.remove(&agent) {
-                Some(x) => x,
-                None => return, // already running
-            },
-        };
-        self.prepared.retain(|(x, _), _| *x != agent);
-        let live = self
-            .rt
-            .resume(a, SharedInbox::new(inbox, LIMITS), wasm::link)
-            .unwrap();
-        self.live.insert(agent, live);
-    }
-    fn discard(&mut self, agent: AgentId, epoch: u64) {
-        self.prepared.remove(&(agent, epoch));
-    }
-    fn release(&mut self, agent: AgentId) {
-        self.stopped.remove(&agent);
-        self.live.remove(&agent);
-    }
-    fn deliver(
-        &mut self,
-        to: AgentId,
-        peer: NodeId,
-        from: AgentId,
-        stream: Stream,
-        seq: u64,
-        payload: &[u8],
-    ) -> Delivery {
-        let Some(live) = self.live.get(&to) else {
-            return Delivery::Full;
-        };
-        let d = live.host().offer(peer, from, stream, seq, payload);
-        if d == Delivery::Duplicate {
-            self.duplicates += 1;
-        }
-        d
-    }
-    fn outgoing(&mut self, agent: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
-        if let Some(inbox) = self.inbox(agent) {
-            inbox.outgoing(f);
-        }
-    }
-    fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
-        if let Some(live) = self.live.get(&agent) {
-            live.host().get_mut().acked(to, seq);
-        }
-    }
+fn host(node: NodeId) -> Host {
+    let mut h = Cells::new(
+        node,
+        Runtime::new(10_000_000),
+        MemKeeper::new(),
+        Open,
+        DecodeLimits::default(),
+    );
+    h.set_inbox_limits(LIMITS);
+    h
 }
 
 fn stats(live: &mut LiveAgent<SharedInbox>) -> (i32, i32, i32) {
@@ -207,6 +76,14 @@ fn stats(live: &mut LiveAgent<SharedInbox>) -> (i32, i32, i32) {
         [Val::I32(r), Val::I32(l), Val::I32(o)] => (r, l, o),
         ref v => panic!("stats: {v:?}"),
     }
+}
+
+/// Every running agent's stats.
+fn all_stats(host: &mut Host) -> Vec<(AgentId, (i32, i32, i32))> {
+    let ids: Vec<AgentId> = host.running();
+    ids.into_iter()
+        .map(|a| (a, stats(host.live_mut(a).unwrap())))
+        .collect()
 }
 
 fn main() {
@@ -224,35 +101,25 @@ fn main() {
             )
         })
         .collect();
-    let mut hosts: Vec<Host> = nodes_ids.iter().map(|&n| Host::new(n)).collect();
+    let mut hosts: Vec<Host> = nodes_ids.iter().map(|&n| host(n)).collect();
     let wasm = wat::parse_str(AGENT).unwrap();
     let ping = AgentId::from_bytes([0x01; 16]);
     let pong = AgentId::from_bytes([0x02; 16]);
     for (n, me, peer) in [(0, ping, 0x02), (1, pong, 0x01)] {
         let agent = Agent::with_id(me, mielin_cells::Dna::new(wasm.clone()).unwrap());
-        let mut live = hosts[n]
-            .rt
-            .start(
-                agent,
-                // A fixed secret per agent: the example's network is its own.
-                SharedInbox::new(Inbox::with_secret([n as u8 + 1; 16]), LIMITS),
-                wasm::link,
-            )
+        // A fixed secret per agent: the example's network is its own.
+        hosts[n]
+            .start(agent, Inbox::with_secret([n as u8 + 1; 16]))
             .unwrap();
+        let live = hosts[n].live_mut(me).unwrap();
         live.call("start", &[Val::I32(peer)]).unwrap();
-        hosts[n].live.insert(me, live);
         nodes[n].start(&mut hosts[n], me).unwrap();
     }
     for node in &mut nodes {
         node.set_location(ping, nodes_ids[0], 0);
         node.set_location(pong, nodes_ids[1], 0);
     }
-    hosts[0]
-        .live
-        .get_mut(&ping)
-        .unwrap()
-        .call("kick", &[])
-        .unwrap();
+    hosts[0].live_mut(ping).unwrap().call("kick", &[]).unwrap();
 
     // A network that drops 1 frame in 10 and duplicates 1 in 20 (a fixed pseudo-random pattern).
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -270,9 +137,7 @@ fn main() {
     for step in 0..20_000u64 {
         now += 5;
         for (n, host) in hosts.iter_mut().enumerate() {
-            for live in host.live.values_mut() {
-                live.call("tick", &[Val::I32(LIMIT)]).unwrap();
-            }
+            host.tick("tick", &[Val::I32(LIMIT)]);
             nodes[n].wake_messages(now);
             nodes[n].handle_timeout(host, now);
             while let Some(t) = nodes[n].poll_transmit(host, &mut buf).unwrap() {
@@ -298,10 +163,8 @@ fn main() {
         // pong moves twice: 1 → 2 at step 60, 2 → 0 at step 150.
         for (at, from, to) in [(60, 1, 2), (150, 2, 0)] {
             if step == at {
-                let epoch = nodes[from].journal().get(pong).map_or(0, |r| r.epoch) + 1;
-                hosts[from].routes.insert(pong, (nodes_ids[to], epoch));
-                nodes[from]
-                    .migrate(&mut hosts[from], now, pong, nodes_ids[to])
+                hosts[from]
+                    .migrate(&mut nodes[from], now, pong, nodes_ids[to])
                     .unwrap();
                 println!("step {step}: pong migrates node {from} -> node {to}");
                 moves += 1;
@@ -309,9 +172,8 @@ fn main() {
         }
         let done = hosts
             .iter_mut()
-            .flat_map(|h| h.live.values_mut())
-            .map(stats)
-            .filter(|s| s.1 >= LIMIT - 1)
+            .flat_map(all_stats)
+            .filter(|(_, s)| s.1 >= LIMIT - 1)
             .count();
         if done == 2 && wire.is_empty() {
             break;
@@ -319,9 +181,8 @@ fn main() {
     }
     let mut total = 0;
     for (n, host) in hosts.iter_mut().enumerate() {
-        for (a, live) in host.live.iter_mut() {
-            let (received, last, out_of_order) = stats(live);
-            let name = if *a == ping { "ping" } else { "pong" };
+        for (a, (received, last, out_of_order)) in all_stats(host) {
+            let name = if a == ping { "ping" } else { "pong" };
             println!(
                 "{name} on node {n}: received {received} messages, last number {last}, out of order {out_of_order}"
             );
@@ -329,7 +190,7 @@ fn main() {
             total += received;
         }
     }
-    let duplicates: u64 = hosts.iter().map(|h| h.duplicates).sum();
+    let duplicates: u64 = hosts.iter().map(|h| h.duplicates()).sum();
     println!(
         "{moves} migrations; {sent} frames sent, {dropped} dropped, {duplicated} duplicated; \
          {duplicates} duplicate deliveries refused by sequence numbers"

@@ -1,6 +1,7 @@
 //! What the board and the host share, compiled into both (`no_std` + `alloc` here, `std` in
 //! `examples/mcu_roundtrip.rs`): the serial link's framing, the commands beside the mesh
-//! frames, the agents' host for the mesh protocol ([`Cells`]) and the workload.
+//! frames, the agents' host for the mesh protocol ([`Cells`]: the library's host, keeping
+//! nothing across a reset, with the DNA in flash) and the workload.
 //!
 //! Link frame: `0x00 COBS(kind, body, CRC-32 of kind and body) 0x00`. Kind 1 carries one mesh frame
 //! (`mielin_cells::mesh::frame`), kind 2 a command ([`Cmd`]). A frame whose COBS or CRC does not
@@ -9,15 +10,11 @@
 // Each side uses a different part of this file.
 #![allow(dead_code)]
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use mielin_cells::mesh::{AgentHost, AgentInfo, Journal, MeshError, Node, Phase};
-use mielin_cells::migration::{
-    DecodeLimits, DecodeOptions, DnaSlots, DnaStore, EncodeOptions, MemoryDigests, Route,
-    StateEncoding,
-};
+use mielin_cells::mesh::cells::{NoKeeper, Open};
+use mielin_cells::migration::{DecodeLimits, DnaSlots};
 use mielin_cells::runtime::{LiveAgent, Runtime, Val};
-use mielin_cells::{AgentId, AgentState, CellError, Dna, NodeId};
+use mielin_cells::{AgentId, CellError, Dna, NodeId};
 
 /// The host process's node.
 pub const HOST: NodeId = NodeId::from_bytes(*b"host-process-001");
@@ -321,12 +318,12 @@ pub fn input(i: u32) -> i32 {
 }
 
 /// One step of either agent (both export `step(i32) -> i64`).
-pub fn step(live: &mut LiveAgent<()>, i: u32) -> Result<i64, CellError> {
+pub fn step<T>(live: &mut LiveAgent<T>, i: u32) -> Result<i64, CellError> {
     one_i64(live.call("step", &[Val::I32(input(i))])?)
 }
 
 /// The agent's `digest()`: everything it holds, folded.
-pub fn digest(live: &mut LiveAgent<()>) -> Result<i64, CellError> {
+pub fn digest<T>(live: &mut LiveAgent<T>) -> Result<i64, CellError> {
     one_i64(live.call("digest", &[])?)
 }
 
@@ -339,320 +336,31 @@ fn one_i64(v: Vec<Val>) -> Result<i64, CellError> {
     }
 }
 
-/// An agent stopped for a hand-off, and its snapshots as sent (captured once, re-sent as they
-/// are).
-struct Stopped {
-    live: LiveAgent<()>,
-    by_reference: Option<Vec<u8>>,
-    with_dna: Option<Vec<u8>>,
-}
-
-/// Memory of an agent as it crossed the link, with its digests: the base of a delta.
-struct Base {
-    memory: Vec<u8>,
-    digests: MemoryDigests,
-}
-
-/// One side's agents, for the mesh protocol (`AgentHost`). The same code on the board and on
+/// One side's agents, for the mesh protocol: the library's host with the DNA in flash
+/// (`DnaSlots`, borrowed), keeping nothing across a reset. The same code on the board and on
 /// the host.
-pub struct Cells<'d> {
+pub type Cells = mielin_cells::mesh::cells::Cells<NoKeeper<DnaSlots<'static, 4>>, Open>;
+
+/// No agents; holds `dnas` (by-reference DNA); accepts memories up to `limits`. Claims the DNA
+/// it holds and sends agents back as a delta against the memory they came with; keeps no
+/// base of an agent it sent (the host side turns that on).
+pub fn new_cells(
     node: NodeId,
-    rt: Runtime,
-    dnas: DnaSlots<'d, 4>,
+    dnas: &[&'static [u8]],
     limits: DecodeLimits,
-    /// Whether `has_dna` says yes for DNA this side holds (no: every hand-off to it carries the
-    /// DNA).
-    pub claim_dna: bool,
-    /// Whether an agent goes back to the peer it came from as a delta against the memory it
-    /// came with.
-    pub send_delta: bool,
-    /// Whether to keep the memory of an agent handed off (the base of a delta coming back).
-    /// The host does; the board, short of RAM, does not.
-    pub keep_sent_base: bool,
-    routes: BTreeMap<AgentId, Route>,
-    /// Agents running here.
-    pub live: BTreeMap<AgentId, LiveAgent<()>>,
-    stopped: BTreeMap<AgentId, Stopped>,
-    prepared: BTreeMap<(AgentId, u64), (LiveAgent<()>, Option<Base>)>,
-    bases: BTreeMap<AgentId, Base>,
-    /// Why the last `prepare` or `capture` failed, for the log.
-    pub last_error: Option<CellError>,
-}
-
-impl<'d> Cells<'d> {
-    /// No agents; holds `dnas` (by-reference DNA); accepts memories up to `limits`.
-    pub fn new(node: NodeId, dnas: &[&'d [u8]], limits: DecodeLimits) -> Result<Self, CellError> {
-        let mut slots = DnaSlots::new();
-        for bin in dnas {
-            slots.insert(&Dna::new(*bin)?)?;
-        }
-        Ok(Cells {
-            node,
-            rt: Runtime::new(FUEL_PER_CALL),
-            dnas: slots,
-            limits,
-            claim_dna: true,
-            send_delta: true,
-            keep_sent_base: false,
-            routes: BTreeMap::new(),
-            live: BTreeMap::new(),
-            stopped: BTreeMap::new(),
-            prepared: BTreeMap::new(),
-            bases: BTreeMap::new(),
-            last_error: None,
-        })
+) -> Result<Cells, CellError> {
+    let mut slots = DnaSlots::new();
+    for bin in dnas {
+        slots.insert(&Dna::new(*bin)?)?;
     }
-
-    /// The runtime (to start agents).
-    pub fn runtime(&self) -> &Runtime {
-        &self.rt
-    }
-
-    /// Agents prepared here (in doubt), with their epochs.
-    pub fn prepared(&self) -> Vec<(AgentId, u64)> {
-        self.prepared.keys().copied().collect()
-    }
-
-    /// Whether `agent` is stopped here for a hand-off.
-    pub fn is_stopped(&self, agent: AgentId) -> bool {
-        self.stopped.contains_key(&agent)
-    }
-
-    /// Room `poll_transmit` needs for the largest frame this side may send now: a snapshot's
-    /// size once it was captured, a bound before (memory, DNA, per-chunk tags and the fields).
-    pub fn transmit_room(&self) -> usize {
-        let mut room = 256;
-        for s in self.stopped.values() {
-            let need = match (&s.by_reference, &s.with_dna) {
-                (None, None) => {
-                    let agent = s.live.agent();
-                    let memory = s
-                        .live
-                        .snapshot_at(None, 0)
-                        .map_or(0, |v| v.wasm_state().len());
-                    memory + memory / 4096 * 16 + agent.dna().size() + 4096
-                }
-                (a, b) => a.iter().chain(b).map(Vec::len).max().unwrap_or(0) + 64,
-            };
-            room = room.max(need);
-        }
-        room
-    }
-
-    /// Hands `agent` off to `target` through `node`: the snapshot is addressed (version 2
-    /// route) to `target` at the attempt's epoch.
-    pub fn migrate<J: Journal, const N: usize>(
-        &mut self,
-        node: &mut Node<J, N>,
-        now: u64,
-        agent: AgentId,
-        target: NodeId,
-    ) -> Result<(), MeshError> {
-        let epoch = node
-            .journal()
-            .get(agent)
-            .filter(|r| r.phase == Phase::Running)
-            .ok_or(MeshError::NotOwner)?
-            .epoch
-            + 1;
-        self.routes.insert(agent, Route { target, epoch });
-        node.migrate(self, now, agent, target)
-    }
-
-    fn encode(&mut self, agent: AgentId, with_dna: bool) -> Result<Vec<u8>, CellError> {
-        let s = self
-            .stopped
-            .get(&agent)
-            .ok_or(CellError::SerializationFailed {
-                reason: "the agent is not stopped here",
-            })?;
-        let route = *self
-            .routes
-            .get(&agent)
-            .ok_or(CellError::SerializationFailed {
-                reason: "no route for the hand-off",
-            })?;
-        let base = self.bases.get(&agent).filter(|_| self.send_delta);
-        let snapshot = s.live.snapshot_at(Some(self.node), 0)?.with_route(route);
-        let bytes = snapshot.serialize_with(&EncodeOptions {
-            dna_by_reference: !with_dna,
-            state: match base {
-                Some(b) => StateEncoding::Delta { base: &b.memory },
-                None => StateEncoding::Chunked,
-            },
-            signer: None,
-            base_digests: base.map(|b| &b.digests),
-            ..Default::default()
-        })?;
-        Ok(bytes)
-    }
-
-    fn memory_of(live: &LiveAgent<()>) -> Result<Base, CellError> {
-        let memory = live.snapshot_at(None, 0)?.wasm_state().to_vec();
-        let digests = MemoryDigests::of(&memory);
-        Ok(Base { memory, digests })
-    }
-}
-
-fn refused(e: CellError, reason: &'static str) -> MeshError {
-    let _ = e;
-    MeshError::HostRefused { reason }
-}
-
-impl AgentHost for Cells<'_> {
-    fn describe(&mut self, agent: AgentId) -> Option<AgentInfo> {
-        let live = match self.live.get(&agent) {
-            Some(l) => l,
-            None => &self.stopped.get(&agent)?.live,
-        };
-        let dna = live.agent().dna();
-        Some(AgentInfo {
-            dna_hash: *dna.hash(),
-            snapshot_len: 0,
-            dna_len: dna.size() as u32,
-        })
-    }
-
-    fn has_dna(&mut self, dna_hash: &[u8; 32]) -> bool {
-        self.claim_dna && self.dnas.get(dna_hash).is_some()
-    }
-
-    fn stop(&mut self, agent: AgentId) {
-        if let Some(mut live) = self.live.remove(&agent) {
-            // Running → Migrating: no call runs until the hand-off ends.
-            let _ = live.set_state(AgentState::Migrating);
-            self.stopped.insert(
-                agent,
-                Stopped {
-                    live,
-                    by_reference: None,
-                    with_dna: None,
-                },
-            );
-        }
-    }
-
-    fn capture(
-        &mut self,
-        agent: AgentId,
-        with_dna: bool,
-        out: &mut [u8],
-    ) -> Result<usize, MeshError> {
-        let cached = self.stopped.get(&agent).and_then(|s| match with_dna {
-            true => s.with_dna.as_ref(),
-            false => s.by_reference.as_ref(),
-        });
-        if cached.is_none() {
-            let bytes = self.encode(agent, with_dna).map_err(|e| {
-                self.last_error = Some(e);
-                refused(e, "capture failed")
-            })?;
-            if let Some(s) = self.stopped.get_mut(&agent) {
-                match with_dna {
-                    true => s.with_dna = Some(bytes),
-                    false => s.by_reference = Some(bytes),
-                }
-            }
-        }
-        let s = self.stopped.get(&agent).ok_or(MeshError::HostRefused {
-            reason: "not stopped here",
-        })?;
-        let bytes = match with_dna {
-            true => s.with_dna.as_ref(),
-            false => s.by_reference.as_ref(),
-        }
-        .ok_or(MeshError::HostRefused {
-            reason: "capture failed",
-        })?;
-        let available = out.len();
-        let dst = out
-            .get_mut(..bytes.len())
-            .ok_or(MeshError::BufferTooSmall {
-                needed: bytes.len(),
-                available,
-            })?;
-        dst.copy_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn prepare(
-        &mut self,
-        agent: AgentId,
-        epoch: u64,
-        _with_dna: bool,
-        snapshot: &[u8],
-    ) -> Result<(), MeshError> {
-        let base = self.bases.get(&agent);
-        let opts = DecodeOptions {
-            limits: self.limits,
-            dna_store: Some(&self.dnas as &dyn DnaStore),
-            base_state: base.map(|b| &b.memory[..]),
-            base_digests: base.map(|b| &b.digests),
-        };
-        // Decodes into a new instance (memory checked against its digests, DNA against its
-        // hash), not running.
-        let staged = self.rt.stage(snapshot, &opts, (), |_| Ok(()));
-        let (live, digests) = staged.map_err(|e| {
-            self.last_error = Some(e);
-            refused(e, "invalid snapshot")
-        })?;
-        if live.agent().id() != agent {
-            return Err(MeshError::HostRefused {
-                reason: "the snapshot is of another agent",
-            });
-        }
-        // The memory as it came: the base of a delta when the agent goes back.
-        let base = match self.send_delta {
-            true => {
-                let memory = live
-                    .snapshot_at(None, 0)
-                    .map_err(|e| refused(e, "memory"))?
-                    .wasm_state()
-                    .to_vec();
-                Some(Base { memory, digests })
-            }
-            false => None,
-        };
-        self.prepared.insert((agent, epoch), (live, base));
-        Ok(())
-    }
-
-    fn run(&mut self, agent: AgentId, epoch: u64) {
-        if let Some((mut live, base)) = self.prepared.remove(&(agent, epoch)) {
-            self.prepared.retain(|(a, _), _| *a != agent);
-            if live.agent().state() != AgentState::Running {
-                let _ = live.set_state(AgentState::Running);
-            }
-            match base {
-                Some(b) => {
-                    self.bases.insert(agent, b);
-                }
-                None => {
-                    self.bases.remove(&agent);
-                }
-            }
-            self.live.insert(agent, live);
-        } else if let Some(s) = self.stopped.remove(&agent) {
-            // Aborted: the stopped copy runs again.
-            let mut live = s.live;
-            let _ = live.set_state(AgentState::Running);
-            self.live.insert(agent, live);
-        }
-    }
-
-    fn discard(&mut self, agent: AgentId, epoch: u64) {
-        self.prepared.remove(&(agent, epoch));
-    }
-
-    fn release(&mut self, agent: AgentId) {
-        let Some(s) = self.stopped.remove(&agent) else {
-            return;
-        };
-        self.bases.remove(&agent);
-        if self.keep_sent_base {
-            if let Ok(b) = Self::memory_of(&s.live) {
-                self.bases.insert(agent, b);
-            }
-        }
-    }
+    let mut cells = Cells::new(
+        node,
+        Runtime::new(FUEL_PER_CALL),
+        NoKeeper::new(slots),
+        Open,
+        limits,
+    );
+    cells.claim_dna = true;
+    cells.send_delta = true;
+    Ok(cells)
 }

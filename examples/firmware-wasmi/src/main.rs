@@ -26,6 +26,7 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
 use embedded_alloc::LlffHeap as Heap;
+use mielin_cells::mesh::cells::Refusal;
 use mielin_cells::mesh::{Config, MemJournal, Node};
 use mielin_cells::migration::DecodeLimits;
 use panic_semihosting as _;
@@ -120,7 +121,7 @@ fn init_heap() {
 
 struct Board {
     node: Node<MemJournal<8>, 8>,
-    cells: Cells<'static>,
+    cells: Cells,
     out: Vec<u8>,
     busy_ns: u64,
     link_errors: u32,
@@ -193,9 +194,9 @@ impl Board {
             Cmd::StatusQuery => {
                 let running = self
                     .cells
-                    .live
-                    .keys()
-                    .map(|a| (*a, self.epoch(*a)))
+                    .running()
+                    .into_iter()
+                    .map(|a| (a, self.epoch(a)))
                     .collect();
                 let prepared = self.cells.prepared();
                 self.cmd(&Cmd::Status { running, prepared });
@@ -211,7 +212,7 @@ impl Board {
 
     /// Runs `count` steps of `agent`, reports, and hands it back to the host.
     fn work(&mut self, agent: mielin_cells::AgentId, from: u32, count: u32) {
-        let Some(live) = self.cells.live.get_mut(&agent) else {
+        let Some(live) = self.cells.live_mut(agent) else {
             self.log("work: the agent does not run here");
             return;
         };
@@ -257,7 +258,7 @@ fn main() -> ! {
         max_wasm_binary: 256 * 1024,
         max_wasm_state: MAX_MEMORY,
     };
-    let cells = match Cells::new(
+    let cells = match cells::new_cells(
         BOARD,
         &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM],
         limits,
@@ -299,7 +300,7 @@ fn main() -> ! {
             };
             match frame {
                 Ok((KIND_MESH, body)) => {
-                    board.cells.last_error = None;
+                    board.cells.take_problems();
                     let r = board
                         .node
                         .handle_frame(&mut board.cells, now_ms(), HOST, &body);
@@ -308,9 +309,13 @@ fn main() -> ! {
                     if let Err(e) = r {
                         board.log(&format!("mesh frame refused: {e}"));
                     }
-                    if let Some(e) = board.cells.last_error.take() {
+                    for p in board.cells.take_problems().0 {
+                        let why = match p.refusal {
+                            Refusal::Container(e) => format!("{e}"),
+                            other => format!("{other}"),
+                        };
                         board.log(&format!(
-                            "snapshot refused: {e} (heap: {} bytes used, {} free)",
+                            "snapshot refused: {why} (heap: {} bytes used, {} free)",
                             USED.load(Ordering::Relaxed),
                             HEAP_SIZE - USED.load(Ordering::Relaxed)
                         ));
