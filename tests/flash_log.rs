@@ -226,3 +226,88 @@ fn flash_bytes_per_journal_record() {
         flash.operations()
     );
 }
+
+/// An image of a log under `key` holding `records`.
+fn image(key: &LocalKey, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut mem = vec![0xffu8; SIZE];
+    let mut log =
+        FlashLog::<Flash<'_>, 128>::open(Flash::new(&mut mem), 0..SIZE as u32, key, &mut |_, _| {})
+            .unwrap();
+    for r in records {
+        log.append(r).unwrap();
+    }
+    drop(log);
+    mem
+}
+
+/// Opens `mem` under the board's key: the records, or `None` when refused.
+fn read(mem: &mut [u8]) -> Option<Vec<Vec<u8>>> {
+    open(mem, None).ok().map(|(_, got)| got)
+}
+
+/// An attacker who holds the flash but not the board's key: a log another board wrote (its
+/// own key), or one the attacker wrote with a key of its choice, is refused at its first
+/// record, however well its queue checksums.
+#[test]
+fn a_log_written_under_another_key_is_refused() {
+    let other = LocalKey::derive(&[9; 32], NodeId::from_bytes([6; 16]));
+    let mut mem = image(&other, &records());
+    let e = open(&mut mem, None).map(|_| ()).unwrap_err();
+    assert!(e.contains("MAC") || e.contains("mac"), "{e}");
+    // The unkeyed chain (a board without a secret) is a checksum, not a key: it refuses too.
+    let mut mem = image(&LocalKey::UNKEYED, &records());
+    assert!(read(&mut mem).is_none());
+}
+
+/// Pages spliced from two images of the same board (same key) with different histories — an
+/// attacker who kept an older image and mixes it in, page by page, or copies a page of the log
+/// over another: every result is refused or reads as a prefix of one of the two histories,
+/// never a mixture (the MAC chain binds each record to the one before it).
+#[test]
+fn pages_spliced_from_two_histories_never_read_as_a_mixture() {
+    let x_records = records();
+    let mut y_records = records();
+    for r in &mut y_records[10..] {
+        r.iter_mut().for_each(|b| *b = b.wrapping_add(100));
+        r.push(0xee); // so that an empty record differs too
+    }
+    let x = image(&key(), &x_records);
+    let y = image(&key(), &y_records);
+    let prefix_of = |got: &[Vec<u8>], h: &[Vec<u8>]| got.len() <= h.len() && got == &h[..got.len()];
+    let (mut refused, mut prefixes, mut shortened) = (0, 0, 0);
+    let pages = SIZE / 1024;
+    let mut check = |mem: &mut Vec<u8>, what: &str| match read(mem) {
+        None => refused += 1,
+        Some(got) if prefix_of(&got, &x_records) || prefix_of(&got, &y_records) => {
+            prefixes += 1;
+            // Fewer records than either history: pages cut off the end, which the log cannot
+            // tell from writes a power cut stopped (its documentation says so).
+            shortened += usize::from(got.len() < x_records.len());
+        }
+        Some(got) => panic!(
+            "{what}: read {} records, a mixture of two histories",
+            got.len()
+        ),
+    };
+    for p in 0..pages {
+        let page = p * 1024..(p + 1) * 1024;
+        // Page p of y in x, and of x in y.
+        let mut mem = x.clone();
+        mem[page.clone()].copy_from_slice(&y[page.clone()]);
+        check(&mut mem, &format!("page {p} of y in x"));
+        let mut mem = y.clone();
+        mem[page.clone()].copy_from_slice(&x[page.clone()]);
+        check(&mut mem, &format!("page {p} of x in y"));
+        // Page q of x copied over page p of x.
+        for q in (0..pages).filter(|&q| q != p) {
+            let mut mem = x.clone();
+            mem.copy_within(q * 1024..(q + 1) * 1024, p * 1024);
+            check(&mut mem, &format!("page {q} of x over page {p}"));
+        }
+    }
+    println!(
+        "spliced images: refused {refused}, read as a prefix of one history {prefixes} \
+         ({shortened} of them shorter than the history)"
+    );
+    assert!(refused > 0);
+}
