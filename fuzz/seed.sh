@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
   corpus/certificate corpus/control_request corpus/container corpus/inbox \
-  corpus/suspended_call corpus/transform_record corpus/log_file
+  corpus/suspended_call corpus/transform_record corpus/log_file corpus/cell_event
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -57,6 +57,15 @@ printf '\1\3\1\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0' >corpus/control_request/progress
 # Inbox sections: an empty one (a secret, four counts of 0), and the cross vector's
 # (tests/vectors/case.rs: a message each way and a stream).
 printf '\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0' >corpus/inbox/empty
+# Agent events: a message accepted (kind 1: peer, sender, stream, seq, length, bytes), a call
+# (kind 2: "tick", no arguments, result 1), an acknowledgement (kind 3: addressee, seq).
+python3 - <<'PY'
+import struct
+open("corpus/cell_event/delivered", "wb").write(
+    b"\1" + b"\2" * 16 + b"\3" * 16 + b"\4" * 16 + struct.pack("<QI", 7, 2) + b"hi")
+open("corpus/cell_event/called", "wb").write(b"\2\4tick\1\0" + struct.pack("<QI", 5, 1))
+open("corpus/cell_event/acked", "wb").write(b"\3" + b"\5" * 16 + struct.pack("<Q", 9))
+PY
 python3 - <<'PY'
 import re
 src = open("../tests/vectors/case.rs").read()

@@ -3,7 +3,9 @@
 //! containers for another hand-off are refused with a typed reason, and the gate is asked to
 //! record an epoch only for a container that decoded.
 
-use mielin_cells::mesh::cells::{Cells, Gate, MemKeeper, Open, Refusal};
+use mielin_cells::mesh::cells::{
+    Cells, Diverged, Event, Gate, KeepError, Keeper, MemKeeper, Open, Refusal, Saved,
+};
 use mielin_cells::mesh::wasm::{self, SharedInbox};
 use mielin_cells::mesh::{AgentHost, Delivery, Inbox, Stream};
 use mielin_cells::migration::{DecodeLimits, EncodeOptions, MigrationSnapshot, Route};
@@ -50,7 +52,7 @@ fn call<G: Gate>(h: &mut Cells<MemKeeper, G>, export: &str, args: &[Val]) -> i32
         .unwrap()[..]
     {
         [Val::I32(v)] => v,
-        ref v if v.is_empty() => 0,
+        [] => 0,
         ref v => panic!("{v:?}"),
     }
 }
@@ -269,4 +271,260 @@ fn a_capture_that_does_not_fit_is_refused_not_cut() {
     let mut buf = vec![0u8; a.transmit_room()];
     assert!(a.capture(AGENT, true, &mut buf).is_err());
     assert_eq!(a.last_refusal(), Some(Refusal::NoRoute));
+}
+
+/// An agent that counts what it receives: `tick()` takes every message, adds its first byte to
+/// a sum at 0 and returns how many it took; `sum()` reads the sum.
+const COUNTER: &str = r#"(module
+  (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
+  (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (func (export "tick") (result i32) (local $n i32)
+    (block $done (loop $more
+      (br_if $done (i32.lt_s (call $recv (i32.const 64) (i32.const 128) (i32.const 64)) (i32.const 1)))
+      (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.load8_u (i32.const 128))))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $more)))
+    (local.get $n))
+  (func (export "sum") (result i32) (i32.load (i32.const 0))))"#;
+
+fn counter_host(keeper: MemKeeper) -> Cells<MemKeeper, Open> {
+    let mut h = host(A, keeper, Open);
+    h.checkpoint_every = 5;
+    h
+}
+
+/// With a keeper that logs events, each accepted message and each tick that handled some is
+/// one event, not a save of the whole agent; a crash keeps the saved copy and the flushed
+/// events, and the restarted host applies them again to exactly the agent the node last
+/// let a peer hear about. Unflushed events are lost, and with them only changes no peer was
+/// told of.
+#[test]
+fn a_restart_applies_the_flushed_events_again() {
+    let dna = Dna::new(wat::parse_str(COUNTER).unwrap()).unwrap();
+    // Runs messages 1..=23 through a host that saves whole every `every` events, flushing
+    // after every fourth; returns it, the sum, and the last message flushed.
+    let run = |every: u32| {
+        let mut a = counter_host(MemKeeper::logging());
+        a.checkpoint_every = every;
+        a.start(
+            Agent::with_id(AGENT, dna.clone()),
+            Inbox::with_secret([1; 16]),
+        )
+        .unwrap();
+        let (mut sum, mut flushed) = (0, 0);
+        for seq in 1..=23u64 {
+            let d = a.deliver(AGENT, B, SENDER, [3; 16], seq, &[seq as u8]);
+            assert_eq!(d, Delivery::Accepted);
+            if seq % 3 == 0 {
+                assert!(a.tick("tick", &[]) > 0);
+            }
+            sum += seq as i32;
+            if seq % 4 == 0 {
+                AgentHost::flush(&mut a).unwrap();
+                flushed = seq;
+            }
+        }
+        a.tick("tick", &[]);
+        assert_eq!(call(&mut a, "sum", &[]), sum);
+        (a, sum, flushed)
+    };
+
+    // 23 deliveries and 8 ticks: 31 events; a save every 5 events instead of one per event.
+    let (a, sum, _) = run(5);
+    assert_eq!(a.keeper().appends, 31);
+    assert_eq!(a.keeper().saves, 1 + 6, "the start, then one per 5 events");
+    // Without a crash a restart has every event.
+    let mut c = counter_host(a.keeper().clone());
+    c.run(AGENT, 0);
+    assert_eq!(call(&mut c, "sum", &[]), sum);
+
+    // Saved once, at the start: a crash keeps the events flushed (to message 20), and the
+    // restarted host runs the agent as of then, with what it had not taken yet still in
+    // its mailbox.
+    let (a, sum, flushed) = run(1000);
+    assert_eq!(a.keeper().saves, 1);
+    let mut b = counter_host(a.keeper().crashed());
+    b.run(AGENT, 0);
+    assert!(b.is_running(AGENT), "{:?}", b.last_refusal());
+    b.tick("tick", &[]);
+    assert_eq!(call(&mut b, "sum", &[]), (1..=flushed as i32).sum::<i32>());
+    // Messages 21..23 were never acknowledged (no frame left before a flush): the sender
+    // re-sends them, and they are new here; the earlier ones are still duplicates.
+    for seq in flushed + 1..=23 {
+        assert_eq!(
+            b.deliver(AGENT, B, SENDER, [3; 16], seq, &[seq as u8]),
+            Delivery::Accepted
+        );
+    }
+    assert_eq!(
+        b.deliver(AGENT, B, SENDER, [3; 16], 7, &[7]),
+        Delivery::Duplicate
+    );
+    b.tick("tick", &[]);
+    assert_eq!(call(&mut b, "sum", &[]), sum);
+}
+
+/// A keeper whose `load` drops the first event it logged (storage that lost a record in the
+/// middle, or copies mixed up): everything else is `MemKeeper`'s.
+struct DropsFirstEvent(MemKeeper);
+
+impl Keeper for DropsFirstEvent {
+    fn dna(&self) -> &dyn mielin_cells::migration::DnaStore {
+        self.0.dna()
+    }
+    fn keep_dna(&mut self, dna: &Dna<Vec<u8>>) -> Result<(), KeepError> {
+        self.0.keep_dna(dna)
+    }
+    fn save(
+        &mut self,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        self.0.save(epoch, agent, inbox)
+    }
+    fn load(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
+        let mut s = self.0.load(agent)?;
+        if let Some(s) = &mut s {
+            s.events.remove(0);
+        }
+        Ok(s)
+    }
+    fn save_prepared(
+        &mut self,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        self.0.save_prepared(epoch, agent, inbox)
+    }
+    fn load_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<Option<Saved>, KeepError> {
+        self.0.load_prepared(agent, epoch)
+    }
+    fn commit_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<(), KeepError> {
+        self.0.commit_prepared(agent, epoch)
+    }
+    fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool) {
+        self.0.prune(keep)
+    }
+    fn remove(&mut self, agent: AgentId) {
+        self.0.remove(agent)
+    }
+}
+
+/// An event that does not come out the same when applied again (here a logged tick that
+/// took one message finds none, its delivery lost) refuses the copy instead of running a
+/// different agent.
+#[test]
+fn events_that_do_not_apply_again_refuse_the_copy() {
+    let mut a = counter_host(MemKeeper::logging());
+    let dna = Dna::new(wat::parse_str(COUNTER).unwrap()).unwrap();
+    a.start(Agent::with_id(AGENT, dna), Inbox::new()).unwrap();
+    a.deliver(AGENT, B, SENDER, [3; 16], 1, &[1]);
+    assert_eq!(a.tick("tick", &[]), 1);
+    AgentHost::flush(&mut a).unwrap();
+    let mut b = Cells::new(
+        A,
+        Runtime::new(1_000_000),
+        DropsFirstEvent(a.keeper().crashed()),
+        Open,
+        DecodeLimits::default(),
+    );
+    b.run(AGENT, 0);
+    assert!(!b.is_running(AGENT));
+    assert!(
+        matches!(
+            b.last_refusal(),
+            Some(Refusal::Diverged {
+                index: 0,
+                why: Diverged::Result {
+                    logged: 1,
+                    now: Some(0)
+                }
+            })
+        ),
+        "{:?}",
+        b.last_refusal()
+    );
+    // The intact log runs.
+    let mut c = counter_host(a.keeper().crashed());
+    c.run(AGENT, 0);
+    assert_eq!(call(&mut c, "sum", &[]), 1);
+}
+
+/// After a restart, a copy reloaded from the keeper to describe or capture it (the node asks
+/// before a hand-off) obeys the same epoch rule as one loaded to run: a copy saved at 0 does
+/// not run at epoch 5, nor leave at epoch 5.
+#[test]
+fn a_copy_reloaded_for_a_hand_off_obeys_the_epoch_rule() {
+    let a = started(); // saved at epoch 0
+    let mut b = host(A, a.keeper().clone(), Open);
+    assert!(b.describe(AGENT).is_some());
+    b.run(AGENT, 5);
+    assert!(!b.is_running(AGENT));
+    assert!(matches!(b.last_refusal(), Some(Refusal::Keep(_))));
+
+    let mut c = host(A, a.keeper().clone(), Open);
+    c.route(AGENT, B, 5);
+    let mut buf = vec![0u8; 1 << 20];
+    assert!(c.capture(AGENT, true, &mut buf).is_err());
+    // At the epoch after the saved one it leaves.
+    c.route(AGENT, B, 1);
+    assert!(c.capture(AGENT, true, &mut buf).is_ok());
+}
+
+/// The event records' bytes (what the QUIC node's `.log` files hold; fuzz/seed.sh seeds the
+/// `cell_event` target with the same three): golden, and one encoding each.
+#[test]
+fn event_records_golden_bytes() {
+    let delivered = Event::Delivered {
+        peer: NodeId::from_bytes([2; 16]),
+        from: AgentId::from_bytes([3; 16]),
+        stream: [4; 16],
+        seq: 7,
+        payload: b"hi".to_vec(),
+    };
+    let mut want = vec![1u8];
+    want.extend([2u8; 16]);
+    want.extend([3u8; 16]);
+    want.extend([4u8; 16]);
+    want.extend(7u64.to_le_bytes());
+    want.extend(2u32.to_le_bytes());
+    want.extend(b"hi");
+    let called = Event::called("tick", &[Val::I32(5)], 1).unwrap();
+    let mut want_called = b"\x02\x04tick\x01\x00".to_vec();
+    want_called.extend(5u64.to_le_bytes());
+    want_called.extend(1i32.to_le_bytes());
+    let acked = Event::Acked {
+        to: AgentId::from_bytes([5; 16]),
+        seq: 9,
+    };
+    let mut want_acked = vec![3u8];
+    want_acked.extend([5u8; 16]);
+    want_acked.extend(9u64.to_le_bytes());
+    for (e, want) in [
+        (delivered, want),
+        (called, want_called),
+        (acked, want_acked),
+    ] {
+        let mut out = Vec::new();
+        e.encode(&mut out);
+        assert_eq!(out, want);
+        assert_eq!(Event::decode(&out), Ok(e));
+        // Cut anywhere, or one byte more: refused.
+        for n in 0..out.len() {
+            assert!(Event::decode(&out[..n]).is_err());
+        }
+        out.push(0);
+        assert!(Event::decode(&out).is_err());
+    }
+    // An i32 argument with upper bits set is not its encoding (found by the fuzzer).
+    let mut odd = b"\x02\x04tick\x01\x00".to_vec();
+    odd.extend(0xd600_0000_0000_0005u64.to_le_bytes());
+    odd.extend(1i32.to_le_bytes());
+    assert!(Event::decode(&odd).is_err());
+    // Names and arguments beyond the bounds are not recorded.
+    assert!(Event::called(&"x".repeat(65), &[], 1).is_none());
+    assert!(Event::called("tick", &vec![Val::I32(0); 9], 1).is_none());
 }

@@ -236,7 +236,7 @@ fn image(key: &LocalKey, records: &[Vec<u8>]) -> Vec<u8> {
     for r in records {
         log.append(r).unwrap();
     }
-    drop(log);
+    let _ = log.into_flash();
     mem
 }
 

@@ -267,3 +267,165 @@ fn hand_off_again(t: &mut Two, epoch: u64) -> Vec<u8> {
     buf.truncate(n);
     buf
 }
+
+/// Takes every message (its first byte added to $n) in `tick`, returning how many.
+const SUMMER: &str = r#"(module
+  (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
+  (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "tick") (result i32) (local $k i32)
+    (block $done (loop $more
+      (br_if $done (i32.lt_s (call $recv (i32.const 64) (i32.const 128) (i32.const 64)) (i32.const 1)))
+      (global.set $n (i32.add (global.get $n) (i32.load8_u (i32.const 128))))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $more)))
+    (local.get $k))
+  (func (export "stats") (result i32 i32 i32) (global.get $n) (i32.const 0) (i32.const 0)))"#;
+
+/// The agent's event logs in `dir`.
+fn logs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("agents"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A host with SUMMER created as AGENT, which took messages 1..=n (flushed).
+fn summer(dir: &Path, n: u64) -> WasmHost {
+    let id = Identity::from_seed([1; 32]);
+    let mut a = WasmHost::open(&id, &Directory::new(), dir, 1_000_000).unwrap();
+    a.create(AGENT, wat::parse_str(SUMMER).unwrap(), 0).unwrap();
+    for seq in 1..=n {
+        let from = AgentId::from_bytes([5; 16]);
+        let d = a.deliver(AGENT, id.node_id(), from, [1; 16], seq, &[seq as u8]);
+        assert_eq!(d, mielin_cells::mesh::Delivery::Accepted);
+        if seq % 2 == 0 {
+            a.tick("tick", &[]);
+        }
+    }
+    a.tick("tick", &[]);
+    AgentHost::flush(&mut a).unwrap();
+    a
+}
+
+/// Messages and ticks are events in the agent's log, not saves of the whole agent: the `.run`
+/// file is the one written at creation, and a restart applies the log to it.
+#[test]
+fn messages_are_logged_and_applied_again_after_a_restart() {
+    let dir = scratch("events");
+    let run0 = {
+        let id = Identity::from_seed([1; 32]);
+        let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+        a.create(AGENT, wat::parse_str(SUMMER).unwrap(), 0).unwrap();
+        std::fs::read(run_file(&dir)).unwrap()
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut a = summer(&dir, 40);
+    assert_eq!(number(&mut a), Some((1..=40).sum()));
+    // The same agent at creation (the file's timestamp aside): not rewritten per message.
+    assert_eq!(
+        std::fs::read(run_file(&dir)).unwrap().len(),
+        run0.len(),
+        "the .run file is the one from creation"
+    );
+    assert_eq!(logs(&dir).len(), 1);
+    drop(a);
+    let id = Identity::from_seed([1; 32]);
+    let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+    a.run(AGENT, 0);
+    assert_eq!(
+        number(&mut a),
+        Some((1..=40).sum()),
+        "{:?}",
+        a.take_errors()
+    );
+    // A save (the agent stops for a hand-off) starts over: the old log is gone.
+    a.stop(AGENT);
+    assert!(logs(&dir).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A log put beside a `.run` it does not follow — renamed to the current file's name, or left
+/// under its own — is never applied to it: the first is refused (its first record names
+/// another file), the second ignored and removed.
+#[test]
+fn a_log_of_another_saved_copy_is_not_applied() {
+    let dir = scratch("events-swap");
+    let mut a = summer(&dir, 6);
+    let old_log = logs(&dir).pop().unwrap();
+    let old_bytes = std::fs::read(&old_log).unwrap();
+    a.stop(AGENT); // saved whole: a new .run, the old log removed
+    a.run(AGENT, 1); // aborted: runs again, saved at epoch 1
+    drop(a);
+    let run = std::fs::read(run_file(&dir)).unwrap();
+    let digest: String =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&run))[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    let name = old_log.file_name().unwrap().to_string_lossy().into_owned();
+    let current =
+        old_log.with_file_name(format!("{}.{digest}.log", name.split('.').next().unwrap()));
+    let id = Identity::from_seed([1; 32]);
+
+    // Under its own name: ignored, removed; the agent runs as saved.
+    std::fs::write(&old_log, &old_bytes).unwrap();
+    let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+    a.run(AGENT, 1);
+    assert_eq!(number(&mut a), Some((1..=6).sum()));
+    assert!(!old_log.exists());
+    drop(a);
+
+    // Renamed to follow the current file: refused, not run.
+    std::fs::write(&current, &old_bytes).unwrap();
+    let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+    a.run(AGENT, 1);
+    assert_eq!(number(&mut a), None, "not run");
+    let errors = a.take_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("does not follow")),
+        "{errors:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A commit the keeper cannot complete (the rename of the prepared file fails) still runs
+/// the agent: the node has recorded it as running and the source lets go of it. It is saved
+/// whole once it runs, and the prepared file stays until then.
+#[test]
+fn a_failed_commit_still_runs_the_agent_and_saves_it() {
+    let mut t = two("commit-fails");
+    let bytes = hand_off(&mut t, 1);
+    t.b.prepare(AGENT, 1, true, &bytes).unwrap();
+    let run = run_file(&t.dir.join("b"));
+    std::fs::create_dir(&run).unwrap(); // rename(prep, run) fails: a directory is in the way
+    t.b.run(AGENT, 1);
+    assert!(t.b.is_running(AGENT));
+    assert_eq!(number(&mut t.b), Some(7));
+    let errors = t.b.take_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("committing")),
+        "{errors:?}"
+    );
+    let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// A container that carries its DNA keeps it on disk whatever the frame's flag says: the
+/// saved copy names it by hash, so a restart finds it.
+#[test]
+fn dna_that_came_in_the_container_is_kept_whatever_the_frame_says() {
+    let mut t = two("dna-flag");
+    let bytes = hand_off(&mut t, 1); // with its DNA
+    t.b.prepare(AGENT, 1, false, &bytes).unwrap();
+    t.b.run(AGENT, 1);
+    drop(t.b);
+    let mut b = WasmHost::open(&t.ib, &Directory::new(), &t.dir.join("b"), 1_000_000).unwrap();
+    b.run(AGENT, 1);
+    assert_eq!(number(&mut b), Some(7), "{:?}", b.take_errors());
+    let _ = std::fs::remove_dir_all(&t.dir);
+}

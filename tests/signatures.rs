@@ -6,8 +6,8 @@ mod common;
 
 use common::{reseal, reseal_v2, sample_agent, SOURCE, TARGET};
 use mielin_cells::migration::{
-    key_id, DecodeOptions, Ed25519Signer, EncodeOptions, EpochTable, MigrationSnapshot, Route,
-    StateEncoding, TrustList, TRAILER_LEN, V2_SIGNATURE_BLOCK_LEN,
+    key_id, DecodeLimits, DecodeOptions, Ed25519Signer, EncodeOptions, EpochTable,
+    MigrationSnapshot, Route, StateEncoding, TrustList, TRAILER_LEN, V2_SIGNATURE_BLOCK_LEN,
 };
 use mielin_cells::{CellError, SignatureError};
 
@@ -256,4 +256,31 @@ fn version_one_flipped_signature_bit_still_fails_the_trailer() {
     ));
     reseal(&mut bytes);
     assert!(MigrationSnapshot::deserialize(&bytes).is_ok());
+}
+
+/// `admit` checks without recording; `record` records, and never lowers an epoch: two
+/// containers admitted and recorded out of order leave the higher epoch, and a replay of it is
+/// refused.
+#[test]
+fn admit_then_record_never_lowers_an_epoch() {
+    let alice = signer(1);
+    let mut trust = trusting(&alice);
+    let limits = DecodeLimits::default();
+    let (e3, e7) = (signed(&alice, 3), signed(&alice, 7));
+    let a3 = trust.admit(&e3, &limits, NOW).unwrap();
+    assert_eq!(a3.epoch(), 3);
+    assert_eq!(trust.last_epoch(a3.agent()), None, "admit records nothing");
+    let a7 = trust.admit(&e7, &limits, NOW).unwrap();
+    trust.record(a7).unwrap();
+    assert_eq!(
+        trust.record(a3),
+        Err(rejected(SignatureError::Stale { last: 7, found: 3 }))
+    );
+    let agent = trust
+        .admit(&signed(&alice, 8), &limits, NOW)
+        .unwrap()
+        .agent();
+    assert_eq!(trust.last_epoch(agent), Some(7));
+    assert!(trust.admit(&e7, &limits, NOW).is_err(), "a replay of 7");
+    assert!(trust.admit(&e3, &limits, NOW).is_err());
 }

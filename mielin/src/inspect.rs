@@ -3,6 +3,7 @@
 
 use crate::files::read_bounded;
 use crate::names::Names;
+use mielin_cells::mesh::cells::{Event, MAX_EVENT_LEN};
 use mielin_cells::mesh::{FileJournal, Journal, LogJournal, Phase, LOG_JOURNAL_RECORD};
 use mielin_cells::migration::{
     DecodeLimits, DecodeOptions, DnaMap, FileEpochJournal, MigrationSnapshot, MAGIC,
@@ -74,6 +75,8 @@ pub fn inspect(
     } else if name.ends_with(".run") || name.ends_with(".prep") {
         let modules = dir.map(|d| modules(&d.join("dna"))).unwrap_or_default();
         saved_agent(path, max_bytes, sealing, &modules, out)
+    } else if name.ends_with(".log") {
+        event_log(path, sealing, out)
     } else if name.ends_with(".wasm") {
         dna(path, out)
     } else {
@@ -176,6 +179,8 @@ fn data_dir(
                 if name.ends_with(".tmp") {
                     let _ = writeln!(s, "{name}: an interrupted save (ignored by the node)");
                     true
+                } else if name.ends_with(".log") {
+                    event_log(&f, sealing, &mut s)
                 } else {
                     saved_agent(&f, max_bytes, sealing, &modules, &mut s)
                 }
@@ -304,6 +309,65 @@ fn journal(path: &Path, names: &Names, sealing: Option<&Sealing>, out: &mut Stri
         );
     }
     true
+}
+
+/// An agent's event log (`<id>.<d>.log`: what happened to it after its `.run` was saved),
+/// read without writing to it: its records verified under the node's key, counted by kind.
+fn event_log(path: &Path, sealing: Option<&Sealing>, out: &mut String) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(sealing) = sealing else {
+        return no_key(&name, out);
+    };
+    let (mut follows, mut events, mut bad) = (None, [0usize; 3], 0usize);
+    let read = FileLog::read(
+        path,
+        sealing.node,
+        &sealing.key,
+        MAX_EVENT_LEN,
+        &mut |lsn, r| {
+            if lsn.0 == 1 {
+                follows = (r.len() == 33 && r[0] == 0).then(|| to_hex(&r[1..9]));
+                return;
+            }
+            match Event::decode(r) {
+                Ok(Event::Delivered { .. }) => events[0] += 1,
+                Ok(Event::Called { .. }) => events[1] += 1,
+                Ok(Event::Acked { .. }) => events[2] += 1,
+                Err(_) => bad += 1,
+            }
+        },
+    );
+    match (read, follows) {
+        (Ok(n), None) if n.0 == 0 => {
+            let _ = writeln!(
+                out,
+                "{name}: an event log with nothing synced yet (the node ignores it)"
+            );
+            true
+        }
+        (Ok(_), Some(run)) if bad == 0 => {
+            let _ = writeln!(
+                out,
+                "{name}: events after the saved copy with digest {run}...: {} messages accepted, {} calls, {} acknowledgements",
+                events[0], events[1], events[2]
+            );
+            true
+        }
+        (Ok(_), _) => {
+            let _ = writeln!(
+                out,
+                "{name}: FAILED: not an event log (its first record names no saved copy, or {bad} records are not events)"
+            );
+            false
+        }
+        (Err(e), _) => {
+            let _ = writeln!(out, "{name}: FAILED: {e}");
+            false
+        }
+    }
 }
 
 fn saved_agent(

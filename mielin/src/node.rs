@@ -438,6 +438,11 @@ fn on_tick(st: &mut State) {
         st.driver.node_mut().wake_messages(now);
     }
     let op = operator_id();
+    // What the operator is about to see (a reply) must survive a crash like what a peer
+    // sees: the events behind it are made durable first.
+    if let Err(e) = AgentHost::flush(&mut st.host) {
+        tracing::error!("host-error the agents' events could not be made durable: {e}");
+    }
     for a in st.host.running() {
         let mut got = Vec::new();
         st.host.outgoing(a, &mut |m| {
@@ -944,6 +949,11 @@ async fn shutdown(mut st: State, why: &str, grace: Duration) {
         let _ = w.reply.try_send(Reply::Err(format!(
             "the node stopped ({why}) before the hand-off ended: start it again and check `mielin agents`"
         )));
+    }
+    // The events since the last frame left (ticks, acknowledgements): durable before the
+    // node stops, so a clean stop loses nothing a restart would run again.
+    if let Err(e) = AgentHost::flush(&mut st.host) {
+        tracing::error!("host-error the agents' events could not be made durable: {e}");
     }
     let stats = st.driver.node().stats();
     let syncs = st.metrics.journal_syncs.load(Ordering::Relaxed);

@@ -473,9 +473,17 @@ fn inspect_reads_a_data_dir_within_bounds() {
         &[],
         None,
     );
-    a.quit();
     let ad = dir.join("a.d");
     let p = |p: &Path| p.to_str().unwrap().to_string();
+    // One message, answered: its tick is an event in the agent's log.
+    let o = self::mielin(&["send", "pong", "41", "-d", &p(&ad)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let start = Instant::now();
+    while !text(&self::mielin(&["agents", "-d", &p(&ad)])).contains("(last 42)") {
+        assert!(start.elapsed() < T, "{}", a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.quit();
     let key = p(&dir.join("a.key"));
     let mielin = |args: &[&str]| {
         let mut v = args.to_vec();
@@ -500,6 +508,10 @@ fn inspect_reads_a_data_dir_within_bounds() {
     );
     assert!(t.contains(&format!("{id}.run: ")), "{t}");
     assert!(t.contains("memory 65536 bytes"), "{t}");
+    assert!(
+        t.contains(".log: events after the saved copy with digest ") && t.contains(" calls, "),
+        "{t}"
+    );
     assert!(t.contains("dna/ (modules: 1)"), "{t}");
     let o = mielin(&["inspect", &p(&ad.join("journal"))]);
     assert!(

@@ -250,8 +250,18 @@ impl<const K: usize, J: EpochJournal> TrustList<K, J> {
     }
 
     /// Records the epoch of a container [`admit`](Self::admit) checked and the caller
-    /// decoded: from now on it and every earlier epoch of the agent are refused.
+    /// decoded: from now on it and every earlier epoch of the agent are refused. Refused
+    /// ([`SignatureError::Stale`]) if the journal has reached that epoch since (another
+    /// container of the agent was recorded in between): an epoch is never lowered.
     pub fn record(&mut self, admitted: Admitted) -> Result<(), CellError> {
+        if let Some(last) = self.journal.last_epoch(admitted.agent) {
+            if admitted.epoch <= last {
+                return Err(CellError::SignatureRejected(SignatureError::Stale {
+                    last,
+                    found: admitted.epoch,
+                }));
+            }
+        }
         self.journal
             .record_epoch(admitted.agent, admitted.epoch, Some(admitted.peer))
     }
@@ -428,10 +438,22 @@ mod tests {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "record the epoch once the container decoded"]
 pub struct Admitted {
+    agent: AgentId,
+    epoch: u64,
+    peer: NodeId,
+}
+
+impl Admitted {
     /// The agent.
-    pub agent: AgentId,
+    pub fn agent(&self) -> AgentId {
+        self.agent
+    }
     /// Its signed epoch.
-    pub epoch: u64,
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
     /// The trusted node that signed it.
-    pub peer: NodeId,
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::driver::RoutedHost;
 use super::identity::{to_hex, Directory, Identity};
-use crate::mesh::cells::{Cells, Gate, KeepError, Keeper, Saved};
+use crate::mesh::cells::{Cells, Event, Gate, KeepError, Keeper, Saved, MAX_EVENT_LEN};
 use crate::mesh::{
     FileJournal, Inbox, InboxLimits, Journal, LogJournal, SharedJournal, LOG_JOURNAL_RECORD,
 };
@@ -16,6 +16,7 @@ use crate::migration::{
 use crate::runtime::{Runtime, Val};
 use crate::storage::{write_durable, FileLog, Log};
 use crate::{Agent, AgentId, Dna, LocalKey, NodeId, StoreError};
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -76,6 +77,15 @@ pub type WasmHost = Cells<NodeFiles, Signed>;
 /// a prepared hand-off in `DIR/agents/<id>.<epoch>.prep`, renamed to `.run` when it commits;
 /// DNA binaries in `DIR/dna/<sha256>.wasm` (named by their hash, which is checked when they are
 /// used).
+///
+/// **Events** ([`Keeper::append`]): what happens to a running agent between two saves
+/// (messages accepted, `tick` calls that handled some, acknowledgements) is appended to
+/// `DIR/agents/<id>.<d>.log`, a [`FileLog`] sealed to the node whose first record names the
+/// SHA-256 of the `.run` file it follows (`d` is its first 8 bytes in hex), and made durable by
+/// [`Keeper::flush`], one group commit per log. A log that names another `.run` (left by a
+/// crash between a save and the removal of the old log, or put there) is not applied: it is
+/// removed. The host saves the agent whole every
+/// [`checkpoint_every`](Cells::checkpoint_every) events, which starts a new log.
 #[derive(Debug)]
 pub struct NodeFiles {
     node: NodeId,
@@ -84,7 +94,17 @@ pub struct NodeFiles {
     dna: DnaMap,
     limits: DecodeLimits,
     errors: Vec<String>,
+    /// The event log of each running copy with one open, and the digest of the `.run` it
+    /// follows.
+    logs: BTreeMap<AgentId, ([u8; 32], FileLog)>,
+    /// The digest of each `.run` this keeper wrote or read.
+    checkpoints: BTreeMap<AgentId, [u8; 32]>,
+    /// A write or sync of a log failed: nothing is durable any more until a restart.
+    failed: bool,
 }
+
+/// The first record of an event log: this byte, then the SHA-256 of the `.run` it follows.
+const LOG_FOLLOWS: u8 = 0;
 
 impl NodeFiles {
     fn run_path(&self, agent: AgentId) -> PathBuf {
@@ -97,6 +117,126 @@ impl NodeFiles {
         self.dir
             .join("agents")
             .join(format!("{}.{epoch}.prep", to_hex(agent.as_bytes())))
+    }
+
+    fn log_path(&self, agent: AgentId, run: &[u8; 32]) -> PathBuf {
+        self.dir.join("agents").join(format!(
+            "{}.{}.log",
+            to_hex(agent.as_bytes()),
+            to_hex(&run[..8])
+        ))
+    }
+
+    /// Removes the agent's event logs but `keep`.
+    fn remove_logs(&self, agent: AgentId, keep: Option<&Path>) {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("agents")) else {
+            return;
+        };
+        let prefix = format!("{}.", to_hex(agent.as_bytes()));
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".log") && Some(&*e.path()) != keep {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Reads the `.run` file and its event log (if any, and only if it follows this file).
+    fn load_running(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
+        let path = self.run_path(agent);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.failed("reading", &path, e, KeepError::Read)),
+        };
+        let mut saved = self.decode_local(&bytes)?;
+        let run = crate::hash::sha256(&bytes);
+        let log_path = self.log_path(agent, &run);
+        self.remove_logs(agent, Some(&log_path));
+        self.checkpoints.insert(agent, run);
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let log = match FileLog::open(
+            &log_path,
+            self.node,
+            &self.key,
+            MAX_EVENT_LEN,
+            &mut |_, r| records.push(r.to_vec()),
+        ) {
+            Ok(l) => l,
+            Err(StoreError::Missing) => return Ok(Some(saved)),
+            Err(e) => {
+                self.errors
+                    .push(format!("reading {}: {e}", log_path.display()));
+                return Err(KeepError::Read);
+            }
+        };
+        if records.is_empty() {
+            // Created, and nothing in it reached the disk before the node stopped: no events
+            // (no frame left after them). It is made again at the next event.
+            drop(log);
+            let _ = std::fs::remove_file(&log_path);
+            return Ok(Some(saved));
+        }
+        let mut it = records.iter();
+        let follows = it.next().is_some_and(|r| r[..] == follows_record(&run)[..]);
+        if !follows {
+            self.errors.push(format!(
+                "{}: does not follow {}",
+                log_path.display(),
+                path.display()
+            ));
+            return Err(KeepError::Refused(crate::CellError::from(
+                crate::DecodeError::Malformed,
+            )));
+        }
+        for r in it {
+            saved
+                .events
+                .push(Event::decode(r).map_err(|e| KeepError::Refused(e.into()))?);
+        }
+        self.logs.insert(agent, (run, log));
+        Ok(Some(saved))
+    }
+
+    /// The open event log of the agent's running copy, created if there is none yet.
+    fn log_for(&mut self, agent: AgentId) -> Result<&mut FileLog, KeepError> {
+        if !self.logs.contains_key(&agent) {
+            let run = match self.checkpoints.get(&agent) {
+                Some(d) => *d,
+                None => {
+                    let path = self.run_path(agent);
+                    let bytes = std::fs::read(&path)
+                        .map_err(|e| self.failed("reading", &path, e, KeepError::Read))?;
+                    crate::hash::sha256(&bytes)
+                }
+            };
+            let path = self.log_path(agent, &run);
+            // A log of this copy that was not read is not appended to: its events are not in
+            // the agent the host runs.
+            let mut log =
+                FileLog::create(&path, self.node, &self.key, MAX_EVENT_LEN).map_err(|e| {
+                    self.errors
+                        .push(format!("creating {}: {e}", path.display()));
+                    KeepError::Write
+                })?;
+            log.append(&follows_record(&run)).map_err(|e| {
+                self.errors.push(format!("writing {}: {e}", path.display()));
+                KeepError::Write
+            })?;
+            self.checkpoints.insert(agent, run);
+            self.logs.insert(agent, (run, log));
+        }
+        self.logs
+            .get_mut(&agent)
+            .map(|(_, l)| l)
+            .ok_or(KeepError::Write)
+    }
+
+    /// The agent's saved copy changed (saved again, committed, removed): its log is obsolete.
+    fn forget_log(&mut self, agent: AgentId) {
+        self.logs.remove(&agent);
+        self.checkpoints.remove(&agent);
+        self.remove_logs(agent, None);
     }
 
     /// Keeps the text of an I/O error (the caller gets [`KeepError::Write`] or `Read`).
@@ -159,6 +299,7 @@ impl NodeFiles {
             agent,
             inbox,
             epoch: route.epoch,
+            events: Vec::new(),
         })
     }
 
@@ -199,12 +340,22 @@ impl Keeper for NodeFiles {
         agent: &MigrationSnapshot<&[u8]>,
         inbox: &Inbox,
     ) -> Result<(), KeepError> {
+        let id = agent.agent_id();
         let bytes = self.encode_local(epoch, agent, inbox)?;
-        self.write(&self.run_path(agent.agent_id()), &bytes)
+        self.write(&self.run_path(id), &bytes)?;
+        // The new copy holds every event of the old log: that log goes (a crash before it is
+        // removed leaves a log that names the old copy, which is never applied).
+        self.forget_log(id);
+        self.checkpoints.insert(id, crate::hash::sha256(&bytes));
+        Ok(())
     }
 
     fn load(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
-        self.read(&self.run_path(agent))
+        // An open log's pending events reach the file first.
+        if let Some((_, mut log)) = self.logs.remove(&agent) {
+            log.sync().map_err(|_| KeepError::Write)?;
+        }
+        self.load_running(agent)
     }
 
     fn save_prepared(
@@ -231,7 +382,9 @@ impl Keeper for NodeFiles {
         let run = self.run_path(agent);
         std::fs::rename(&prep, &run)
             .and_then(|()| std::fs::File::open(self.dir.join("agents"))?.sync_all())
-            .map_err(|e| self.failed("committing", &prep, e, KeepError::Write))
+            .map_err(|e| self.failed("committing", &prep, e, KeepError::Write))?;
+        self.forget_log(agent);
+        Ok(())
     }
 
     fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool) {
@@ -256,7 +409,45 @@ impl Keeper for NodeFiles {
 
     fn remove(&mut self, agent: AgentId) {
         let _ = std::fs::remove_file(self.run_path(agent));
+        self.forget_log(agent);
     }
+
+    fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {
+        if self.failed {
+            return Err(KeepError::Write);
+        }
+        let mut bytes = Vec::new();
+        event.encode(&mut bytes);
+        let r = self
+            .log_for(agent)
+            .and_then(|log| log.append(&bytes).map_err(|_| KeepError::Write));
+        self.failed |= r.is_err();
+        r.map(|_| true)
+    }
+
+    fn flush(&mut self) -> Result<(), KeepError> {
+        if self.failed {
+            return Err(KeepError::Write);
+        }
+        for (agent, (_, log)) in self.logs.iter_mut() {
+            if log.durable() < log.appended() {
+                if let Err(e) = log.sync() {
+                    self.errors
+                        .push(format!("syncing the event log of {agent:?}: {e}"));
+                    self.failed = true;
+                    return Err(KeepError::Write);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first record of an agent's event log: it follows the `.run` file with digest `run`.
+fn follows_record(run: &[u8; 32]) -> [u8; 33] {
+    let mut r = [LOG_FOLLOWS; 33];
+    r[1..].copy_from_slice(run);
+    r
 }
 
 /// The QUIC node's [`Gate`]: containers it sends are signed with its Ed25519 key; containers
@@ -285,6 +476,8 @@ impl Gate for Signed {
     }
 
     fn check(&mut self, bytes: &[u8], limits: &DecodeLimits) -> Result<(), crate::CellError> {
+        // Whatever an earlier container left (it passed but did not decode) is not recorded.
+        self.admitted = None;
         self.admitted = Some(self.trust.admit(bytes, limits, crate::unix_now())?);
         Ok(())
     }
@@ -500,6 +693,9 @@ impl WasmHost {
             dna,
             limits,
             errors: Vec::new(),
+            logs: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            failed: false,
         };
         let gate = Signed {
             signer: Ed25519Signer::from_secret(identity.secret()),

@@ -1,6 +1,6 @@
 //! [`AgentHost`] for [`Cells`]: what the protocol asks of the host, step by step.
 
-use super::{Base, Cells, Gate, Keeper, Prepared, Refusal, Running, MAX_PROBES};
+use super::{Base, Cells, Event, Gate, Keeper, Prepared, Refusal, Running, MAX_PROBES};
 use crate::mesh::wasm::{self, SharedInbox};
 use crate::mesh::{AgentHost, AgentInfo, Delivery, Inbox, MeshError, Outgoing, Stream};
 use crate::migration::{Container, DecodeOptions, SECTION_CALL, SECTION_INBOX};
@@ -61,11 +61,12 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.gate
             .admitted(bytes, &self.limits)
             .map_err(Refusal::Container)?;
-        if with_dna {
-            self.keeper
-                .keep_dna(live.agent().dna())
-                .map_err(Refusal::Keep)?;
-        }
+        // Kept whatever the frame's flag said: a container that carries its DNA is saved naming
+        // it by hash. Nothing to do when the keeper holds it already.
+        let _ = with_dna;
+        self.keeper
+            .keep_dna(live.agent().dna())
+            .map_err(Refusal::Keep)?;
         if self.keeper.keeps_state() {
             let snapshot = live
                 .snapshot_at(Some(self.node), self.gate.now())
@@ -100,9 +101,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         epoch: u64,
     ) -> Result<(LiveAgent<SharedInbox>, Option<Option<Base>>), Refusal> {
         if let Some(p) = self.prepared.remove(&(agent, epoch)) {
-            self.keeper
-                .commit_prepared(agent, epoch)
-                .map_err(Refusal::Keep)?;
+            self.commit(agent, epoch);
             return Ok((p.live, Some(p.base)));
         }
         if let Some(s) = self
@@ -115,12 +114,16 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                     found: s.epoch,
                 }));
             }
-            self.keeper
-                .commit_prepared(agent, epoch)
-                .map_err(Refusal::Keep)?;
-            return Ok((self.resume(s.agent, s.inbox)?, Some(None)));
+            let live = self.resume_saved(s)?;
+            self.commit(agent, epoch);
+            return Ok((live, Some(None)));
         }
         if let Some(s) = self.stopped.remove(&agent) {
+            // Stopped here before a restart and reloaded from the keeper: the same epoch rule
+            // as a copy loaded to run.
+            if let Some(saved) = s.saved_epoch {
+                check_saved_epoch(saved, epoch)?;
+            }
             return Ok((s.live, None));
         }
         let s = self
@@ -128,23 +131,40 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             .load(agent)
             .map_err(Refusal::Keep)?
             .ok_or(Refusal::NoCopy { epoch })?;
-        // The journal's epoch, or the one before it: a hand-off aborted here and the node
-        // stopped before the agent was saved at the new epoch. Anything else is another
-        // epoch's copy (a rolled-back file).
-        if s.epoch != epoch && s.epoch.checked_add(1) != Some(epoch) {
-            return Err(Refusal::Keep(super::KeepError::WrongEpoch {
-                found: s.epoch,
-            }));
-        }
-        Ok((self.resume(s.agent, s.inbox)?, None))
+        check_saved_epoch(s.epoch, epoch)?;
+        Ok((self.resume_saved(s)?, None))
+    }
+
+    /// The hand-off at `epoch` committed here: the keeper makes the prepared copy the running
+    /// one. If it cannot, the copy runs anyway (the node has recorded it as running and the
+    /// source lets go of it) and is saved whole once it runs; the failure is kept as a problem.
+    fn commit(&mut self, agent: AgentId, epoch: u64) {
+        let r = self
+            .keeper
+            .commit_prepared(agent, epoch)
+            .map_err(Refusal::Keep);
+        let _ = self.refused(agent, r);
     }
 
     fn run_inner(&mut self, agent: AgentId, epoch: u64) -> Result<(), Refusal> {
         let found = self.copy_to_run(agent, epoch);
-        // Other prepared copies of this agent are obsolete, whatever happened.
+        // Other prepared copies of this agent are obsolete, whatever happened; the keeper's
+        // go once the copy that runs is saved (a failed commit leaves it in its prepared file).
         self.prepared.retain(|(a, _), _| *a != agent);
-        self.keeper.prune(&|a, _| a != agent);
-        let (mut live, base) = found?;
+        let saved = found.and_then(|(live, base)| self.go_live(agent, epoch, live, base));
+        if saved.is_ok() {
+            self.keeper.prune(&|a, _| a != agent);
+        }
+        saved
+    }
+
+    fn go_live(
+        &mut self,
+        agent: AgentId,
+        epoch: u64,
+        mut live: LiveAgent<SharedInbox>,
+        base: Option<Option<Base>>,
+    ) -> Result<(), Refusal> {
         if live.agent().state() != AgentState::Running {
             live.set_state(AgentState::Running)
                 .map_err(Refusal::Runtime)?;
@@ -160,9 +180,26 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             }
             None => {}
         }
-        self.live.insert(agent, Running { live, epoch });
+        self.live.insert(
+            agent,
+            Running {
+                live,
+                epoch,
+                events: 0,
+            },
+        );
         // Saved at its epoch now (after an abort, one more than before).
         self.save_running(agent)
+    }
+}
+
+/// A copy the keeper saved at `saved` may run at `epoch` if that is the journal's epoch, or the
+/// one after it (a hand-off aborted here and the node stopped before the agent was saved at
+/// the new epoch). Anything else is another epoch's copy (a rolled-back file).
+fn check_saved_epoch(saved: u64, epoch: u64) -> Result<(), Refusal> {
+    match saved == epoch || saved.checked_add(1) == Some(epoch) {
+        true => Ok(()),
+        false => Err(Refusal::Keep(super::KeepError::WrongEpoch { found: saved })),
     }
 }
 
@@ -194,6 +231,7 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
                 agent,
                 super::Stopped {
                     live,
+                    saved_epoch: None,
                     by_reference: None,
                     with_dna: None,
                 },
@@ -279,7 +317,14 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
         let d = r.live.host().offer(peer, from, stream, seq, payload);
         match d {
             Delivery::Accepted => {
-                let _ = self.save(to);
+                let e = Event::Delivered {
+                    peer,
+                    from,
+                    stream,
+                    seq,
+                    payload: payload.to_vec(),
+                };
+                self.note(to, Some(e), true);
             }
             Delivery::Duplicate => self.duplicates += 1,
             _ => {}
@@ -301,7 +346,14 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
     fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
         if let Some(r) = self.live.get(&agent) {
             r.live.host().get_mut().acked(to, seq);
+            // Logged where events are (a replayed call must find the outbox as it was); not
+            // worth a save otherwise: a lost acknowledgement only re-sends a duplicate.
+            self.note(agent, Some(Event::Acked { to, seq }), false);
         }
+    }
+
+    fn flush(&mut self) -> Result<(), MeshError> {
+        self.keeper.flush().map_err(|_| MeshError::JournalIo)
     }
 
     /// Where this node last handed the agent, else each of the gate's peers in turn, one per

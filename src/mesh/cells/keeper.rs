@@ -2,14 +2,15 @@
 //! arrive and signs those that leave ([`Gate`]): the two parts of [`Cells`](super::Cells) that
 //! differ between a server, a test and a board.
 
+use super::Event;
 use crate::mesh::Inbox;
 use crate::migration::{DecodeLimits, DnaStore, MigrationSnapshot, SnapshotSigner};
 use crate::{Agent, AgentId, CellError, Dna, NodeId};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-/// An agent as a [`Keeper`] gives it back: its state, its messages and the epoch it was saved
-/// at.
+/// An agent as a [`Keeper`] gives it back: its state, its messages, the epoch it was saved at,
+/// and the events logged since ([`Keeper::append`]), which the host applies again in order.
 #[derive(Debug, Clone)]
 pub struct Saved {
     /// The agent.
@@ -18,6 +19,8 @@ pub struct Saved {
     pub inbox: Inbox,
     /// The epoch it was saved at.
     pub epoch: u64,
+    /// What happened to it after it was saved, in order (empty for a prepared copy).
+    pub events: Vec<Event>,
 }
 
 /// Why a [`Keeper`] failed.
@@ -58,7 +61,8 @@ pub trait Keeper {
     fn dna(&self) -> &dyn DnaStore;
     /// Keeps `dna` (an agent was created with it or arrived with it).
     fn keep_dna(&mut self, dna: &Dna<Vec<u8>>) -> Result<(), KeepError>;
-    /// Saves the running copy of the agent at `epoch`, replacing the one before.
+    /// Saves the running copy of the agent at `epoch`, replacing the one before and the events
+    /// logged after it.
     fn save(
         &mut self,
         epoch: u64,
@@ -83,6 +87,23 @@ pub trait Keeper {
     fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool);
     /// Forgets the agent's running copy (it belongs to another node now).
     fn remove(&mut self, agent: AgentId);
+
+    /// Logs `event` of the running agent after its saved copy. Not durable yet:
+    /// [`flush`](Self::flush) makes it so, and the node calls it before any frame leaves
+    /// ([`AgentHost::flush`](crate::mesh::AgentHost::flush)), so a peer never hears of an event
+    /// a crash could lose. `Ok(false)`: this keeper logs no events (the default), and the host
+    /// saves the whole agent instead.
+    fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {
+        let _ = (agent, event);
+        Ok(false)
+    }
+
+    /// Makes every event appended so far durable: one group commit for all of them. A keeper
+    /// that failed to does not try again: it fails every later call (the node must restart
+    /// from what reached its storage).
+    fn flush(&mut self) -> Result<(), KeepError> {
+        Ok(())
+    }
 }
 
 /// How a node admits agents that arrive and signs those that leave.
@@ -132,20 +153,47 @@ pub struct Open;
 impl Gate for Open {}
 
 /// A [`Keeper`] in memory: agents survive what the embedder keeps of it (a test that restarts a
-/// node hands the same `MemKeeper` to the new host), not a power cut. Holds DNA in a map.
+/// node hands the same `MemKeeper`, or what [`crashed`](MemKeeper::crashed) leaves of it, to
+/// the new host), not a power cut. Holds DNA in a map. Logs events when made with
+/// [`logging`](MemKeeper::logging).
 #[derive(Debug, Default, Clone)]
 pub struct MemKeeper {
     dna: crate::migration::DnaMap,
     running: BTreeMap<AgentId, Saved>,
     prepared: BTreeMap<(AgentId, u64), Saved>,
+    /// Per agent, how many of its events are durable (flushed).
+    flushed: BTreeMap<AgentId, usize>,
+    logs_events: bool,
     /// Copies saved so far (running and prepared).
     pub saves: u64,
+    /// Events appended so far.
+    pub appends: u64,
+    /// Flushes that had events to make durable.
+    pub flushes: u64,
 }
 
 impl MemKeeper {
     /// Keeps nothing yet.
     pub fn new() -> Self {
         MemKeeper::default()
+    }
+
+    /// Keeps nothing yet, and logs events instead of saving the agent for each.
+    pub fn logging() -> Self {
+        MemKeeper {
+            logs_events: true,
+            ..MemKeeper::default()
+        }
+    }
+
+    /// What a power cut now would leave: every saved copy, and of each agent's events only
+    /// those flushed.
+    pub fn crashed(&self) -> MemKeeper {
+        let mut k = self.clone();
+        for (a, s) in k.running.iter_mut() {
+            s.events.truncate(self.flushed.get(a).copied().unwrap_or(0));
+        }
+        k
     }
 
     /// The agents with a running copy here.
@@ -166,6 +214,7 @@ impl MemKeeper {
             agent,
             inbox: inbox.clone(),
             epoch,
+            events: Vec::new(),
         })
     }
 }
@@ -186,6 +235,7 @@ impl Keeper for MemKeeper {
     ) -> Result<(), KeepError> {
         self.saves += 1;
         let s = Self::saved(epoch, agent, inbox)?;
+        self.flushed.remove(&s.agent.id());
         self.running.insert(s.agent.id(), s);
         Ok(())
     }
@@ -208,6 +258,7 @@ impl Keeper for MemKeeper {
     }
     fn commit_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<(), KeepError> {
         if let Some(s) = self.prepared.remove(&(agent, epoch)) {
+            self.flushed.remove(&agent);
             self.running.insert(agent, s);
         }
         Ok(())
@@ -217,6 +268,26 @@ impl Keeper for MemKeeper {
     }
     fn remove(&mut self, agent: AgentId) {
         self.running.remove(&agent);
+        self.flushed.remove(&agent);
+    }
+    fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {
+        if !self.logs_events {
+            return Ok(false);
+        }
+        let s = self.running.get_mut(&agent).ok_or(KeepError::Write)?;
+        s.events.push(event.clone());
+        self.appends += 1;
+        Ok(true)
+    }
+    fn flush(&mut self) -> Result<(), KeepError> {
+        let mut any = false;
+        for (a, s) in &self.running {
+            let f = self.flushed.entry(*a).or_insert(0);
+            any |= *f != s.events.len();
+            *f = s.events.len();
+        }
+        self.flushes += u64::from(any);
+        Ok(())
     }
 }
 

@@ -26,9 +26,11 @@
 //! [`Cells::last_refusal`] keeps the typed value. Failures that have no caller to return to (a
 //! save after an accepted message) are kept in a bounded list ([`Cells::take_problems`]).
 
+mod event;
 mod host;
 mod keeper;
 
+pub use event::{Diverged, Event, MAX_CALL_ARGS, MAX_EVENT_LEN, MAX_EXPORT_LEN};
 pub use keeper::{Gate, KeepError, Keeper, MemKeeper, NoKeeper, Open, Saved};
 
 use super::wasm::{self, SharedInbox};
@@ -79,6 +81,16 @@ pub enum Refusal {
     /// `capture`'s buffer is smaller than the container.
     #[error("the container does not fit the buffer")]
     BufferTooSmall,
+    /// An event logged after the saved copy did not come out the same when applied again:
+    /// the copy and its events do not belong together (or an export changed the agent without
+    /// being recorded). The agent is not run.
+    #[error("event {index} after the saved copy did not apply again: {why:?}")]
+    Diverged {
+        /// Its position among the events.
+        index: usize,
+        /// How it differed.
+        why: Diverged,
+    },
 }
 
 impl Refusal {
@@ -96,6 +108,7 @@ impl Refusal {
             Refusal::NoCopy { .. } => "no copy of the agent at this epoch",
             Refusal::Runtime(_) => "the runtime refused",
             Refusal::BufferTooSmall => "the container does not fit the buffer",
+            Refusal::Diverged { .. } => "the saved copy's events did not apply again",
         }
     }
 }
@@ -117,16 +130,22 @@ pub const MAX_PROBLEMS: usize = 64;
 /// Addressees whose lookup cursor [`Cells`] keeps for [`AgentHost::locate`](super::AgentHost).
 const MAX_PROBES: usize = 1024;
 
-/// An agent running here and the epoch it runs at.
+/// An agent running here, the epoch it runs at, and the events logged since it was saved.
 pub(crate) struct Running {
     pub(crate) live: LiveAgent<SharedInbox>,
     pub(crate) epoch: u64,
+    pub(crate) events: u32,
 }
+
+/// Events after which [`Cells`] saves an agent whole by default ([`Cells::checkpoint_every`]).
+pub const CHECKPOINT_EVERY: u32 = 1024;
 
 /// An agent stopped for a hand-off: its instance (state `Migrating`), and the containers
 /// captured from it, re-sent as they are.
 struct Stopped {
     live: LiveAgent<SharedInbox>,
+    /// Reloaded from the keeper after a restart: the epoch it was saved at.
+    saved_epoch: Option<u64>,
     by_reference: Option<(Route, Vec<u8>)>,
     with_dna: Option<(Route, Vec<u8>)>,
 }
@@ -167,6 +186,9 @@ pub struct Cells<K: Keeper, G: Gate = Open> {
     /// Whether to keep the memory of an agent handed off, as the base of a delta when it comes
     /// back. Default no.
     pub keep_sent_base: bool,
+    /// With a keeper that logs events: how many an agent gathers before it is saved whole
+    /// again (bounding what a restart re-applies). Default [`CHECKPOINT_EVERY`].
+    pub checkpoint_every: u32,
     duplicates: u64,
     problems: VecDeque<Problem>,
     dropped_problems: u64,
@@ -206,6 +228,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             claim_dna: true,
             send_delta: false,
             keep_sent_base: false,
+            checkpoint_every: CHECKPOINT_EVERY,
             duplicates: 0,
             problems: VecDeque::new(),
             dropped_problems: 0,
@@ -278,7 +301,14 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 wasm::link,
             )
             .map_err(Refusal::Runtime)?;
-        self.live.insert(id, Running { live, epoch: 0 });
+        self.live.insert(
+            id,
+            Running {
+                live,
+                epoch: 0,
+                events: 0,
+            },
+        );
         self.save_running(id)
     }
 
@@ -293,9 +323,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         if !self.keeper.keeps_state() {
             return Ok(());
         }
-        let Some(r) = self.live.get(&agent) else {
+        let Some(r) = self.live.get_mut(&agent) else {
             return Ok(());
         };
+        r.events = 0;
         let snapshot = r
             .live
             .snapshot_at(Some(self.node), self.gate.now())
@@ -304,6 +335,32 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.keeper
             .save(r.epoch, &snapshot, &inbox)
             .map_err(Refusal::Keep)
+    }
+
+    /// Keeps a change to a running agent: as an event in the keeper's log if it logs them
+    /// (the agent is saved whole every [`checkpoint_every`](Self::checkpoint_every) events),
+    /// else by saving the agent whole when `save_otherwise`.
+    fn note(&mut self, agent: AgentId, event: Option<Event>, save_otherwise: bool) {
+        let logged = match &event {
+            Some(e) if self.keeper.keeps_state() => self.keeper.append(agent, e),
+            _ => Ok(false),
+        };
+        let r = match logged {
+            Ok(true) => {
+                let full = self.live.get_mut(&agent).is_some_and(|r| {
+                    r.events += 1;
+                    r.events >= self.checkpoint_every
+                });
+                match full {
+                    true => self.save_running(agent),
+                    false => Ok(()),
+                }
+            }
+            Ok(false) if save_otherwise || event.is_none() => self.save_running(agent),
+            Ok(false) => Ok(()),
+            Err(e) => Err(Refusal::Keep(e)),
+        };
+        let _ = self.refused(agent, r);
     }
 
     /// The live instance of an agent running here, to call its exports. Call
@@ -359,23 +416,28 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.problems_seen
     }
 
-    /// Calls `export` with `args` on every running agent; saves those whose first result is
-    /// an `i32` above 0 (the convention of a `tick` export: how many messages it handled).
-    /// Returns the sum of those results. An agent whose call fails is left as it is.
+    /// Calls `export` with `args` on every running agent; keeps those whose first result is an
+    /// `i32` above 0 (the convention of a `tick` export: how many messages it handled; 0 means
+    /// the call changed nothing, and it is not kept): as a `Called` event when the keeper logs
+    /// events, else by saving the agent. Returns the sum of those results. An agent whose call
+    /// fails is left as it is.
+    ///
+    /// With a keeper that logs events, a restart calls the export again with the same
+    /// arguments and checks that it returns the same value ([`Refusal::Diverged`] otherwise):
+    /// the export must be a function of the agent's state and mailbox (the `mesh` imports
+    /// are), and a call that returns 0 must not change the agent.
     pub fn tick(&mut self, export: &str, args: &[Val]) -> u64 {
         let ids: Vec<AgentId> = self.live.keys().copied().collect();
         let mut total = 0;
         for id in ids {
             let n = match self.live.get_mut(&id).map(|r| r.live.call(export, args)) {
-                Some(Ok(v)) => match v.first() {
-                    Some(Val::I32(n)) => *n,
-                    _ => 0,
-                },
+                Some(Ok(v)) => event::first_i32(&v),
                 _ => 0,
             };
             if n > 0 {
                 total += n as u64;
-                let _ = self.save(id);
+                // Re-applied after a restart: a call that changed nothing (0) is not logged.
+                self.note(id, Event::called(export, args, n), true);
             }
         }
         total
@@ -473,14 +535,13 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     }
 
     /// Takes an agent running here out of its instance, lets `f` change it (its memory, for a
-    /// test or a benchmark), and resumes it at the same epoch. Not saved: call
-    /// [`save`](Self::save).
+    /// test or a benchmark), resumes it at the same epoch and saves it.
     pub fn replace_live(
         &mut self,
         agent: AgentId,
         f: impl FnOnce(&mut Agent<Vec<u8>>),
     ) -> Result<(), Refusal> {
-        let Running { live, epoch } = self
+        let Running { live, epoch, .. } = self
             .live
             .remove(&agent)
             .ok_or(Refusal::NoCopy { epoch: 0 })?;
@@ -490,8 +551,16 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         a.set_state(AgentState::Suspended)
             .map_err(Refusal::Runtime)?;
         let live = self.resume(a, inbox)?;
-        self.live.insert(agent, Running { live, epoch });
-        Ok(())
+        self.live.insert(
+            agent,
+            Running {
+                live,
+                epoch,
+                events: 0,
+            },
+        );
+        let r = self.save_running(agent);
+        self.refused(agent, r)
     }
 
     /// Keeps `r`'s refusal as the last one and as a problem; returns `r`.
@@ -516,19 +585,31 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 .load(agent)
                 .map_err(Refusal::Keep)?
                 .ok_or(Refusal::NotStopped)?;
-            let mut live = self.resume(saved.agent, saved.inbox)?;
+            let saved_epoch = saved.epoch;
+            let mut live = self.resume_saved(saved)?;
             live.set_state(AgentState::Migrating)
                 .map_err(Refusal::Runtime)?;
             self.stopped.insert(
                 agent,
                 Stopped {
                     live,
+                    saved_epoch: Some(saved_epoch),
                     by_reference: None,
                     with_dna: None,
                 },
             );
         }
         self.stopped.get_mut(&agent).ok_or(Refusal::NotStopped)
+    }
+
+    /// A copy the keeper gave back, resumed, with the events logged after it applied again.
+    pub(crate) fn resume_saved(&self, saved: Saved) -> Result<LiveAgent<SharedInbox>, Refusal> {
+        let mut live = self.resume(saved.agent, saved.inbox)?;
+        for (index, e) in saved.events.iter().enumerate() {
+            e.apply(&mut live)
+                .map_err(|why| Refusal::Diverged { index, why })?;
+        }
+        Ok(live)
     }
 
     fn resume(
@@ -551,7 +632,19 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         let node = self.node;
         let now = self.gate.now();
         let send_delta = self.send_delta;
-        self.stopped_copy(agent)?;
+        let saved_epoch = self.stopped_copy(agent)?.saved_epoch;
+        // A copy reloaded from the keeper leaves at the epoch after the one it was saved at
+        // (or the one after that: a hand-off aborted before the agent was saved again);
+        // another is a rolled-back copy.
+        if let Some(saved) = saved_epoch {
+            if route
+                .epoch
+                .checked_sub(saved)
+                .is_none_or(|d| d == 0 || d > 2)
+            {
+                return Err(Refusal::Keep(KeepError::WrongEpoch { found: saved }));
+            }
+        }
         let s = self.stopped.get(&agent).ok_or(Refusal::NotStopped)?;
         let cached = match with_dna {
             true => &s.with_dna,

@@ -87,6 +87,16 @@ pub trait AgentHost {
         let _ = (agent, to, seq);
     }
 
+    /// Makes every change this host accepted so far durable, in one group commit. The node
+    /// calls it before it lets a frame out ([`Node::poll_transmit`](super::Node::poll_transmit)),
+    /// so a peer never hears of a change (a `Delivered` for a message accepted into a mailbox)
+    /// that a crash could still lose. A host whose every change is durable when its method
+    /// returns has nothing to do: the default. An error silences the node: the frames queued
+    /// are dropped (timers re-send what matters) and none leaves until a flush succeeds.
+    fn flush(&mut self) -> Result<(), MeshError> {
+        Ok(())
+    }
+
     /// A directory lookup, for an addressee this node knows no location for. Default: none.
     fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
         let _ = agent;

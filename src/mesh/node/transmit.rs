@@ -6,11 +6,22 @@ use super::*;
 impl<J: Journal, const N: usize> Node<J, N> {
     /// Takes the next frame to send, written at the start of `buf`. `Ok(None)`: nothing to
     /// send. An error drops that one frame (a timer re-sends what matters).
+    ///
+    /// Before a frame leaves, the host makes what it accepted durable ([`AgentHost::flush`]):
+    /// one group commit covers every frame queued since the last. If that fails, every queued
+    /// frame is dropped and the error returned: none leaves while the host cannot make its
+    /// changes durable.
     pub fn poll_transmit<H: AgentHost>(
         &mut self,
         host: &mut H,
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, MeshError> {
+        if !self.outbox.is_empty() {
+            if let Err(e) = host.flush() {
+                self.outbox.clear();
+                return Err(e);
+            }
+        }
         let p = loop {
             let Some(p) = self.outbox.pop_front() else {
                 return Ok(None);
