@@ -8,9 +8,10 @@
 //! - a re-migration of a 16 MiB agent after 1 % of its memory changed, beside its first one:
 //!   bytes and time.
 //! - messages per second between two agents on the two nodes, and one message's latency
-//!   (median, p99).
+//!   (median, p99), with agents of a few bytes and of 10 MiB.
 //!
 //! `cargo bench --features quic --bench quic`; a summary with the ratios is printed at the end.
+//! `MIELIN_QUIC_BENCH=messages` runs the message figures only.
 //! Data directories are under the system's temporary directory (the files are fsynced).
 
 use criterion::Criterion;
@@ -123,6 +124,8 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     let summary = RefCell::new(Vec::<String>::new());
+    // MIELIN_QUIC_BENCH=messages runs the message figures only.
+    let only_messages = std::env::var("MIELIN_QUIC_BENCH").is_ok_and(|v| v == "messages");
 
     // Hand-offs beside raw quinn.
     for (label, size) in [
@@ -130,7 +133,10 @@ fn main() {
         ("1MiB", 1 << 20),
         ("16MiB", 16 << 20),
         ("64MiB", 64 << 20),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| !only_messages)
+    {
         let mut p = pair(label);
         let id = spawn(&mut p.a, 9, size);
         let mut at_a = true;
@@ -180,7 +186,7 @@ fn main() {
     }
 
     // Re-migration after 1 % of memory changed.
-    {
+    if !only_messages {
         let mut p = pair("remig");
         let size = 16 << 20;
         let id = spawn(&mut p.a, 10, size);
@@ -204,11 +210,12 @@ fn main() {
         ));
     }
 
-    // Messages: ping on a, pong on b, numbers back and forth.
-    {
+    // Messages: ping on a, pong on b, numbers back and forth; agents of a few bytes, then of
+    // 10 MiB (the "within 1.2x of the small-agent rate").
+    for (label, size) in [("small agents", 0usize), ("10 MiB agents", 10 << 20)] {
         let mut p = pair("msgs");
-        let ip = spawn(&mut p.a, 11, 0);
-        let io = spawn(&mut p.b, 12, 0);
+        let ip = spawn(&mut p.a, 11, size);
+        let io = spawn(&mut p.b, 12, size);
         let (na, nb) = (p.a.driver.id(), p.b.driver.id());
         p.a.driver.node_mut().set_location(io, nb, 0);
         p.b.driver.node_mut().set_location(ip, na, 0);
@@ -246,7 +253,7 @@ fn main() {
         let med = median(&mut gaps);
         let p99 = pct(&mut gaps, 0.99);
         summary.borrow_mut().push(format!(
-            "messages: {} messages in {:.2} s = {:.0} messages/s (one at a time, each answered); one message (send to delivery in the addressee's tick): median {:.2} ms, p99 {:.2} ms",
+            "messages, {label}: {} messages in {:.2} s = {:.0} messages/s (one at a time, each answered); one message (send to delivery in the addressee's tick): median {:.2} ms, p99 {:.2} ms",
             gaps.len(),
             total.as_secs_f64(),
             rate,
