@@ -8,7 +8,8 @@
 //! - a re-migration of a 16 MiB agent after 1 % of its memory changed, beside its first one:
 //!   bytes and time.
 //! - messages per second between two agents on the two nodes, and one message's latency
-//!   (median, p99), with agents of a few bytes and of 10 MiB.
+//!   (median, p99), with agents of a few bytes and of 10 MiB; and a stream of messages from one
+//!   agent to the other (`examples/agents/stream.wat`), durable messages per second.
 //!
 //! `cargo bench --features quic --bench quic`; a summary with the ratios is printed at the end.
 //! `MIELIN_QUIC_BENCH=messages` runs the message figures only.
@@ -259,6 +260,33 @@ fn main() {
             rate,
             med.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
+        ));
+    }
+    // A stream: the agent on a sends 256-byte messages (the mesh's longest) as fast as its
+    // outbox (8) and the pair's window (8 in flight) let it; the one on b counts them. Every
+    // message is durable on b (its event synced) before b acknowledges it.
+    {
+        let mut p = pair("stream");
+        let wasm = wat::parse_str(include_str!("../examples/agents/stream.wat")).unwrap();
+        let (from, to) = (AgentId::from_bytes([21; 16]), AgentId::from_bytes([22; 16]));
+        p.b.host.create(to, wasm.clone(), 0).unwrap();
+        p.b.driver.start(&mut p.b.host, to).unwrap();
+        p.a.host.create(from, wasm, 22).unwrap();
+        p.a.driver.start(&mut p.a.host, from).unwrap();
+        let (na, nb) = (p.a.driver.id(), p.b.driver.id());
+        p.a.driver.node_mut().set_location(to, nb, 0);
+        p.b.driver.node_mut().set_location(from, na, 0);
+        let received = |p: &mut Pair| p.b.host.stats(to).map_or(0, |s| s.received);
+        // Warm up to 100 messages, then count for 5 s.
+        rt.block_on(pump(&mut p, |p, _| received(p) >= 100));
+        let (n0, t0) = (received(&mut p), Instant::now());
+        rt.block_on(pump(&mut p, |_, _| t0.elapsed() > Duration::from_secs(5)));
+        let n = received(&mut p) - n0;
+        let secs = t0.elapsed().as_secs_f64();
+        summary.borrow_mut().push(format!(
+            "messages, streamed (256 bytes, window {}): {n} messages in {secs:.2} s = {:.0} durable messages/s",
+            pair::cfg().mesh.window,
+            f64::from(n) / secs
         ));
     }
     c.final_summary();

@@ -34,6 +34,7 @@ const CONFIG: Config = Config {
     undelivered_ms: 10_000,
     rollback_check_ms: 2_000,
     strict_rollback: false,
+    window: 8,
 };
 
 impl World {

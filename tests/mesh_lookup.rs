@@ -23,6 +23,7 @@ const CONFIG: Config = Config {
     undelivered_ms: 1_000,
     rollback_check_ms: 2_000,
     strict_rollback: false,
+    window: 8,
 };
 
 /// Runs agents that only send and receive numbered messages; its directory answers with the

@@ -19,6 +19,7 @@ fn config(strict: bool) -> Config {
         undelivered_ms: 100_000,
         rollback_check_ms: 1_000,
         strict_rollback: strict,
+        window: 8,
     }
 }
 

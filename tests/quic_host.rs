@@ -429,3 +429,194 @@ fn dna_that_came_in_the_container_is_kept_whatever_the_frame_says() {
     assert_eq!(number(&mut b), Some(7), "{:?}", b.take_errors());
     let _ = std::fs::remove_dir_all(&t.dir);
 }
+
+// Found by a review of the event logs (each failed before its fix).
+
+fn hex(a: AgentId) -> String {
+    a.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A disk attacker copies agent X's `.run` and its event log over agent Y's names: refused
+/// (the id inside the file is not the one in its name), not Y running X's code and memory.
+#[test]
+fn a_run_and_log_copied_to_another_agents_name_are_refused() {
+    let dir = scratch("review-swap");
+    let other = AgentId::from_bytes([0x77; 16]);
+    {
+        let mut a = summer(&dir, 6); // AGENT: SUMMER, sum 21, events in its log
+        a.create(other, wat::parse_str(COUNTER).unwrap(), 99)
+            .unwrap(); // epoch 0 too
+        AgentHost::flush(&mut a).unwrap();
+    }
+    let agents = dir.join("agents");
+    let log = logs(&dir).pop().unwrap();
+    let lname = log.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::copy(run_file(&dir), agents.join(format!("{}.run", hex(other)))).unwrap();
+    std::fs::copy(&log, agents.join(lname.replace(&hex(AGENT), &hex(other)))).unwrap();
+    let id = Identity::from_seed([1; 32]);
+    let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+    a.run(other, 0);
+    let errors = a.take_errors();
+    assert_eq!(a.stats(other).map(|s| s.received), None, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("another agent")),
+        "{errors:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A save that fails (disk full) after `post` leaves the change in memory only: the host is
+/// poisoned, its flush fails, so nothing that depends on the change leaves (the node sends no
+/// frame); a restart resumes from the disk, where the agent is whole and runs.
+#[test]
+fn a_failed_save_poisons_the_host() {
+    let dir = scratch("review-failed-save");
+    let id = Identity::from_seed([1; 32]);
+    {
+        let mut a = summer(&dir, 0);
+        let tmp = dir.join("agents").join(format!("{}.tmp", hex(AGENT)));
+        std::fs::create_dir(&tmp).unwrap(); // write_durable(.run) fails
+        let op = AgentId::from_bytes([9; 16]);
+        assert_eq!(
+            a.post(AGENT, op, &[5]),
+            mielin_cells::mesh::Delivery::Accepted
+        );
+        std::fs::remove_dir(&tmp).unwrap();
+        let d = a.deliver(
+            AGENT,
+            id.node_id(),
+            AgentId::from_bytes([5; 16]),
+            [1; 16],
+            1,
+            &[1],
+        );
+        assert_eq!(d, mielin_cells::mesh::Delivery::Accepted);
+        assert_eq!(a.tick("tick", &[]), 2);
+        assert!(a.is_poisoned());
+        assert!(AgentHost::flush(&mut a).is_err(), "no Delivered may leave");
+    }
+    let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+    a.run(AGENT, 0);
+    assert_eq!(number(&mut a), Some(0), "as saved: {:?}", a.take_errors());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tick` that sends a message and then traps: the call changed the outbox, and what it left
+/// is saved whole (a failed call is not replayed), so after a restart the message is still in
+/// the outbox with its number.
+const SEND_THEN_TRAP: &str = r#"(module
+  (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
+  (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (data (i32.const 0) "\07\07\07\07\07\07\07\07\07\07\07\07\07\07\07\07")
+  (func (export "tick") (result i32)
+    (drop (call $send (i32.const 0) (i32.const 0) (i32.const 4)))
+    unreachable))"#;
+
+#[test]
+fn a_tick_that_traps_after_sending_is_saved_whole() {
+    let dir = scratch("review-trap");
+    let id = Identity::from_seed([1; 32]);
+    let count = |a: &mut WasmHost| {
+        let mut v = Vec::new();
+        a.outgoing(AGENT, &mut |m| v.push(m.seq));
+        v
+    };
+    {
+        let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+        a.create(AGENT, wat::parse_str(SEND_THEN_TRAP).unwrap(), 0)
+            .unwrap();
+        let d = a.deliver(
+            AGENT,
+            id.node_id(),
+            AgentId::from_bytes([5; 16]),
+            [1; 16],
+            1,
+            &[1],
+        );
+        assert_eq!(d, mielin_cells::mesh::Delivery::Accepted);
+        assert_eq!(a.tick("tick", &[]), 0);
+        assert_eq!(count(&mut a), vec![1], "sent seq 1 before the trap");
+        AgentHost::flush(&mut a).unwrap();
+    }
+    let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+    a.run(AGENT, 0);
+    assert!(a.is_running(AGENT), "{:?}", a.take_errors());
+    assert_eq!(
+        count(&mut a),
+        vec![1],
+        "the sent message is still there after a restart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends one message to TARGET on its first tick.
+const SEND_ONCE: &str = r#"(module
+  (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
+  (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (global $done (mut i32) (i32.const 0))
+  (data (i32.const 0) "\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\a9\2a")
+  (func (export "tick") (result i32)
+    (if (global.get $done) (then (return (i32.const 0))))
+    (global.set $done (i32.const 1))
+    (drop (call $send (i32.const 0) (i32.const 16) (i32.const 1)))
+    (i32.const 1)))"#;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Local delivery (two agents on one node): the target's `Delivered` is only appended, and the
+/// sender's `Acked` brings the sender to a save, durable at once. The save flushes the events
+/// first, so a crash right after it keeps the message at the target (the node also
+/// acknowledges a local delivery only after a flush).
+#[test]
+fn a_save_after_a_local_delivery_keeps_the_delivery() {
+    let dir = scratch("review-local");
+    let id = Identity::from_seed([1; 32]);
+    let sender = AgentId::from_bytes([0x55; 16]);
+    {
+        let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+        a.checkpoint_every = 2;
+        a.create(AGENT, wat::parse_str(SUMMER).unwrap(), 0).unwrap(); // the target
+        a.create(sender, wat::parse_str(SEND_ONCE).unwrap(), 0)
+            .unwrap();
+        AgentHost::flush(&mut a).unwrap();
+        assert_eq!(a.tick("tick", &[]), 1); // sender: Called (1 event)
+        AgentHost::flush(&mut a).unwrap();
+        let mut out = Vec::new();
+        a.outgoing(sender, &mut |m| {
+            out.push((m.stream, m.seq, m.payload.to_vec()))
+        });
+        let (stream, seq, payload) = out.pop().unwrap();
+        let d = a.deliver(AGENT, id.node_id(), sender, stream, seq, &payload);
+        assert_eq!(d, mielin_cells::mesh::Delivery::Accepted);
+        a.acked(sender, AGENT, seq); // sender's 2nd event: saved whole
+        copy_dir(&dir, &dir.with_extension("crash")); // power cut here
+    }
+    let crash = dir.with_extension("crash");
+    let mut a = WasmHost::open(&id, &Directory::new(), &crash, 1_000_000).unwrap();
+    a.run(AGENT, 0);
+    a.run(sender, 0);
+    let mut unacked = 0;
+    a.outgoing(sender, &mut |_| unacked += 1);
+    assert_eq!(unacked, 0, "the sender let go of it");
+    assert_eq!(
+        a.tick("tick", &[]),
+        1,
+        "and the target has it: {:?}",
+        a.take_errors()
+    );
+    assert_eq!(number(&mut a), Some(0x2a));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&crash);
+}

@@ -676,6 +676,9 @@ impl Sim {
             undelivered_ms: 2_000,
             rollback_check_ms: rto_ms * (2 + rng.below(10)),
             strict_rollback: rollback,
+            // 1 to 8 messages in flight per pair, from the seed (not the generator, so that
+            // every other draw of a seed is what it was before the window came in).
+            window: 1 + ((seed >> 2) % 8) as u8,
         };
         let mut slots: Vec<Slot> = (0..NODES)
             .map(|i| {

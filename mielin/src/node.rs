@@ -357,6 +357,14 @@ async fn node(mut s: Settings) -> Result<(), String> {
                 journal_path.display()
             ));
         }
+        if st.host.is_poisoned() {
+            // The same for the agents' files: a change could not be made durable, and the
+            // host lets nothing leave that depends on it.
+            return Err(format!(
+                "{}: an agent's change could not be made durable (a failed save or sync of its files); the host sends nothing more. Restart the node: it resumes each agent from what reached the disk",
+                st.data.join("agents").display()
+            ));
+        }
         let now = Instant::now();
         let due: Vec<_> = scheduled.iter().filter(|m| m.0 <= now).cloned().collect();
         scheduled.retain(|m| m.0 > now);
@@ -441,7 +449,9 @@ fn on_tick(st: &mut State) {
     // What the operator is about to see (a reply) must survive a crash like what a peer
     // sees: the events behind it are made durable first.
     if let Err(e) = AgentHost::flush(&mut st.host) {
+        // Shown only once durable: the node stops at the end of this turn (poisoned host).
         tracing::error!("host-error the agents' events could not be made durable: {e}");
+        return;
     }
     for a in st.host.running() {
         let mut got = Vec::new();

@@ -150,6 +150,12 @@ impl NodeFiles {
             Err(e) => return Err(self.failed("reading", &path, e, KeepError::Read)),
         };
         let mut saved = self.decode_local(&bytes)?;
+        // A file named for one agent that holds another (copied or renamed) is not that agent.
+        if saved.agent.id() != agent {
+            return Err(KeepError::OtherAgent {
+                found: saved.agent.id(),
+            });
+        }
         let run = crate::hash::sha256(&bytes);
         let log_path = self.log_path(agent, &run);
         self.remove_logs(agent, Some(&log_path));
@@ -369,7 +375,13 @@ impl Keeper for NodeFiles {
     }
 
     fn load_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<Option<Saved>, KeepError> {
-        self.read(&self.prep_path(agent, epoch))
+        let saved = self.read(&self.prep_path(agent, epoch))?;
+        match saved {
+            Some(s) if s.agent.id() != agent => Err(KeepError::OtherAgent {
+                found: s.agent.id(),
+            }),
+            other => Ok(other),
+        }
     }
 
     fn commit_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<(), KeepError> {
@@ -410,6 +422,10 @@ impl Keeper for NodeFiles {
     fn remove(&mut self, agent: AgentId) {
         let _ = std::fs::remove_file(self.run_path(agent));
         self.forget_log(agent);
+    }
+
+    fn logs_events(&self) -> bool {
+        true
     }
 
     fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {

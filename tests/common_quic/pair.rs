@@ -25,6 +25,11 @@ pub fn cfg() -> DriverConfig {
     let mut c = DriverConfig::new("127.0.0.1:0".parse().unwrap());
     c.mesh = Config {
         rto_ms: 2_000,
+        // MIELIN_MESH_WINDOW: messages in flight per pair (the benches compare windows).
+        window: std::env::var("MIELIN_MESH_WINDOW")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(Config::default().window),
         ..Config::default()
     };
     c.tick = Duration::from_millis(1);

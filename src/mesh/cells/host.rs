@@ -109,6 +109,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             .load_prepared(agent, epoch)
             .map_err(Refusal::Keep)?
         {
+            let s = Self::of_agent(agent, s)?;
             if s.epoch != epoch {
                 return Err(Refusal::Keep(super::KeepError::WrongEpoch {
                     found: s.epoch,
@@ -131,6 +132,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             .load(agent)
             .map_err(Refusal::Keep)?
             .ok_or(Refusal::NoCopy { epoch })?;
+        let s = Self::of_agent(agent, s)?;
         check_saved_epoch(s.epoch, epoch)?;
         Ok((self.resume_saved(s)?, None))
     }
@@ -345,15 +347,23 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
 
     fn acked(&mut self, agent: AgentId, to: AgentId, seq: u64) {
         if let Some(r) = self.live.get(&agent) {
-            r.live.host().get_mut().acked(to, seq);
-            // Logged where events are (a replayed call must find the outbox as it was); not
-            // worth a save otherwise: a lost acknowledgement only re-sends a duplicate.
-            self.note(agent, Some(Event::Acked { to, seq }), false);
+            let mut inbox = r.live.host().get_mut();
+            let before = inbox.unacked();
+            inbox.acked(to, seq);
+            let changed = inbox.unacked() != before;
+            drop(inbox);
+            // Logged where events are (a replayed call must find the outbox as it was), and
+            // only when it removed a message (a peer repeating acknowledgements costs
+            // nothing); not worth a save otherwise: a lost acknowledgement only re-sends a
+            // duplicate.
+            if changed {
+                self.note(agent, Some(Event::Acked { to, seq }), false);
+            }
         }
     }
 
     fn flush(&mut self) -> Result<(), MeshError> {
-        self.keeper.flush().map_err(|_| MeshError::JournalIo)
+        self.flush_events().map_err(|_| MeshError::JournalIo)
     }
 
     /// Where this node last handed the agent, else each of the gate's peers in turn, one per

@@ -36,6 +36,12 @@ pub enum KeepError {
     /// What was read was refused: another node's, edited, or not a container.
     #[error("the saved copy was refused: {0}")]
     Refused(CellError),
+    /// The saved copy is of another agent than the one asked for (a file copied or renamed).
+    #[error("the saved copy is of another agent, {found:?}")]
+    OtherAgent {
+        /// The agent it holds.
+        found: AgentId,
+    },
     /// The saved copy is of another epoch than the one asked for.
     #[error("the saved copy is of epoch {found}")]
     WrongEpoch {
@@ -87,6 +93,12 @@ pub trait Keeper {
     fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool);
     /// Forgets the agent's running copy (it belongs to another node now).
     fn remove(&mut self, agent: AgentId);
+
+    /// Whether [`append`](Self::append) logs events (then the host flushes them before it
+    /// saves an agent whole, and a failed save stops everything that depends on it).
+    fn logs_events(&self) -> bool {
+        false
+    }
 
     /// Logs `event` of the running agent after its saved copy. Not durable yet:
     /// [`flush`](Self::flush) makes it so, and the node calls it before any frame leaves
@@ -269,6 +281,9 @@ impl Keeper for MemKeeper {
     fn remove(&mut self, agent: AgentId) {
         self.running.remove(&agent);
         self.flushed.remove(&agent);
+    }
+    fn logs_events(&self) -> bool {
+        self.logs_events
     }
     fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {
         if !self.logs_events {

@@ -193,6 +193,7 @@ pub struct Cells<K: Keeper, G: Gate = Open> {
     problems: VecDeque<Problem>,
     dropped_problems: u64,
     problems_seen: u64,
+    poisoned: bool,
     last_refusal: Option<Refusal>,
 }
 
@@ -233,6 +234,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             problems: VecDeque::new(),
             dropped_problems: 0,
             problems_seen: 0,
+            poisoned: false,
             last_refusal: None,
         }
     }
@@ -323,6 +325,24 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         if !self.keeper.keeps_state() {
             return Ok(());
         }
+        if !self.live.contains_key(&agent) {
+            return Ok(());
+        }
+        let r = self.save_whole(agent);
+        if r.is_err() && self.keeper.logs_events() {
+            // The change is in the agent and neither in its saved copy nor in its events:
+            // nothing may leave any more that depends on it (a restart resumes from the disk).
+            self.poisoned = true;
+        }
+        r
+    }
+
+    fn save_whole(&mut self, agent: AgentId) -> Result<(), Refusal> {
+        // Events already logged (of any agent) are made durable first: this save may record
+        // their consequence (an acknowledged local delivery), which must not outlive them.
+        if self.keeper.logs_events() {
+            self.flush_events()?;
+        }
         let Some(r) = self.live.get_mut(&agent) else {
             return Ok(());
         };
@@ -335,6 +355,23 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.keeper
             .save(r.epoch, &snapshot, &inbox)
             .map_err(Refusal::Keep)
+    }
+
+    /// The keeper's flush; a failure poisons this host (see [`is_poisoned`](Self::is_poisoned)).
+    pub(crate) fn flush_events(&mut self) -> Result<(), Refusal> {
+        if self.poisoned {
+            return Err(Refusal::Keep(KeepError::Write));
+        }
+        let r = self.keeper.flush().map_err(Refusal::Keep);
+        self.poisoned |= r.is_err();
+        r
+    }
+
+    /// Whether a change could not be made durable (a failed flush, or a failed save while the
+    /// keeper logs events): from then on the host's flush fails, so the node lets no frame
+    /// out. Restart the node: it resumes from what reached the keeper's storage.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Keeps a change to a running agent: as an event in the keeper's log if it logs them
@@ -358,7 +395,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             }
             Ok(false) if save_otherwise || event.is_none() => self.save_running(agent),
             Ok(false) => Ok(()),
-            Err(e) => Err(Refusal::Keep(e)),
+            Err(e) => {
+                self.poisoned = true;
+                Err(Refusal::Keep(e))
+            }
         };
         let _ = self.refused(agent, r);
     }
@@ -432,7 +472,13 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         for id in ids {
             let n = match self.live.get_mut(&id).map(|r| r.live.call(export, args)) {
                 Some(Ok(v)) => event::first_i32(&v),
-                _ => 0,
+                Some(Err(_)) => {
+                    // A trap or the fuel running out may come after the call changed the
+                    // agent (sent, received): what it left is saved whole, not replayed.
+                    let _ = self.save(id);
+                    continue;
+                }
+                None => 0,
             };
             if n > 0 {
                 total += n as u64;
@@ -585,6 +631,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 .load(agent)
                 .map_err(Refusal::Keep)?
                 .ok_or(Refusal::NotStopped)?;
+            let saved = Self::of_agent(agent, saved)?;
             let saved_epoch = saved.epoch;
             let mut live = self.resume_saved(saved)?;
             live.set_state(AgentState::Migrating)
@@ -600,6 +647,16 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             );
         }
         self.stopped.get_mut(&agent).ok_or(Refusal::NotStopped)
+    }
+
+    /// A copy the keeper gave back for `agent`, checked to be that agent's.
+    pub(crate) fn of_agent(agent: AgentId, saved: Saved) -> Result<Saved, Refusal> {
+        match saved.agent.id() == agent {
+            true => Ok(saved),
+            false => Err(Refusal::Keep(KeepError::OtherAgent {
+                found: saved.agent.id(),
+            })),
+        }
     }
 
     /// A copy the keeper gave back, resumed, with the events logged after it applied again.

@@ -94,9 +94,10 @@ impl<J: Journal, const N: usize> Node<J, N> {
         }
     }
 
-    /// For every agent running here, sends its oldest unacknowledged message to each addressee
-    /// (one in flight per pair keeps them in order), or delivers it locally; reports a message
-    /// that has waited longer than [`Config::undelivered_ms`].
+    /// For every agent running here, sends its oldest unacknowledged messages to each
+    /// addressee, up to [`Config::window`] per pair (the addressee takes them in order), or
+    /// delivers them locally; reports a message that has waited longer than
+    /// [`Config::undelivered_ms`].
     pub(super) fn scan_messages<H: AgentHost>(&mut self, host: &mut H, now: u64) {
         let mut heads = heapless::LinearMap::<(AgentId, AgentId), Head, N>::new();
         let mut running: heapless::Vec<AgentId, N> = heapless::Vec::new();
@@ -106,16 +107,33 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 let _ = running.push(a);
             }
         });
+        let window = usize::from(self.config.window.max(1));
+        // Messages delivered to an agent here: acknowledged to their sender only after the
+        // host made the deliveries durable (one flush for the scan), as a `Delivered` frame
+        // would be. A crash in between re-delivers them, refused as duplicates.
+        let mut local_acks: heapless::Vec<(AgentId, AgentId, u64), 64> = heapless::Vec::new();
         for sender in running {
-            // The oldest message per addressee, at most 16 addressees per scan.
-            let mut pairs: heapless::Vec<(AgentId, u64), 16> = heapless::Vec::new();
+            // The oldest messages per addressee, at most 16 addressees and 64 messages per
+            // scan, oldest first.
+            let mut pairs: heapless::Vec<(AgentId, u64), 64> = heapless::Vec::new();
+            let mut addressees: heapless::Vec<AgentId, 16> = heapless::Vec::new();
             host.outgoing(sender, &mut |m| {
-                if !pairs.iter().any(|h| h.0 == m.to) {
+                if !addressees.contains(&m.to) && addressees.push(m.to).is_err() {
+                    return;
+                }
+                if pairs.iter().filter(|h| h.0 == m.to).count() < window {
                     let _ = pairs.push((m.to, m.seq));
                 }
             });
-            for (to, seq) in pairs {
-                self.watch(&mut heads, now, sender, to, seq);
+            // Pairs whose delivery here stopped at a message: the later ones wait.
+            let mut stopped: heapless::Vec<AgentId, 16> = heapless::Vec::new();
+            for (i, &(to, seq)) in pairs.iter().enumerate() {
+                if !pairs[..i].iter().any(|p| p.0 == to) {
+                    self.watch(&mut heads, now, sender, to, seq);
+                }
+                if stopped.contains(&to) {
+                    continue;
+                }
                 let local = self.journal.get(to);
                 match local {
                     // Held by the rollback check: delivered once it runs.
@@ -125,16 +143,17 @@ impl<J: Journal, const N: usize> Node<J, N> {
                         ..
                     }) if !self.is_held(to) => {
                         let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
-                        if let Some((stream, n)) =
-                            message_payload(host, sender, to, seq, &mut payload)
-                        {
-                            let here = self.id;
-                            let m = (sender, stream);
-                            if self.deliver_local(host, to, here, m, seq, &payload[..n])
-                                == DeliveryStatus::Accepted
-                            {
-                                host.acked(sender, to, seq);
+                        let accepted = match message_payload(host, sender, to, seq, &mut payload) {
+                            Some((stream, n)) => {
+                                let here = self.id;
+                                let m = (sender, stream);
+                                self.deliver_local(host, to, here, m, seq, &payload[..n])
+                                    == DeliveryStatus::Accepted
                             }
+                            None => false,
+                        };
+                        if !accepted || local_acks.push((sender, to, seq)).is_err() {
+                            let _ = stopped.push(to);
                         }
                         continue;
                     }
@@ -162,6 +181,11 @@ impl<J: Journal, const N: usize> Node<J, N> {
             }
         }
         self.heads = heads;
+        if !local_acks.is_empty() && host.flush().is_ok() {
+            for (sender, to, seq) in local_acks {
+                host.acked(sender, to, seq);
+            }
+        }
     }
 
     /// Carries the pair's head into this scan's table and reports it once it has waited too

@@ -51,6 +51,11 @@ pub struct Config {
     /// Never run an agent after a restart until every peer asked has answered, and run none
     /// once a peer shows the whole journal is older than a restart it saw.
     pub strict_rollback: bool,
+    /// Messages in flight per sender–addressee pair: each scan sends up to this many of the
+    /// pair's oldest unacknowledged messages (the addressee takes them in order and answers
+    /// each; one group commit of its host covers them all). 1 sends one at a time; 0 counts
+    /// as 1. The sender's outbox bounds it too (`InboxLimits::outbox`).
+    pub window: u8,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             undelivered_ms: 10_000,
             rollback_check_ms: 2_000,
             strict_rollback: false,
+            window: 8,
         }
     }
 }

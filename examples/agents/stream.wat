@@ -1,0 +1,33 @@
+;; A stream of messages for benches: `start(peer)` with a non-zero byte makes the agent a sender
+;; to the agent whose 16-byte id is that byte repeated; `tick()` takes every message waiting
+;; (counting them), then, as a sender, queues 256-byte messages until the outbox is full, and
+;; returns how many it took and queued (0: nothing changed). `stats()` returns (received,
+;; sent, 0).
+(module
+  (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
+  (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (global $received (mut i32) (i32.const 0))
+  (global $sent (mut i32) (i32.const 0))
+  (global $sender (mut i32) (i32.const 0))
+  (func (export "start") (param $peer i32)
+    (if (i32.ne (local.get $peer) (i32.const 0))
+      (then
+        (memory.fill (i32.const 0) (local.get $peer) (i32.const 16))
+        (global.set $sender (i32.const 1)))))
+  (func (export "tick") (result i32) (local $n i32)
+    (block $empty (loop $take
+      (br_if $empty (i32.lt_s (call $recv (i32.const 32) (i32.const 1024) (i32.const 256)) (i32.const 0)))
+      (global.set $received (i32.add (global.get $received) (i32.const 1)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $take)))
+    (if (global.get $sender)
+      (then
+        (block $full (loop $put
+          (i32.store (i32.const 512) (global.get $sent))
+          (br_if $full (i32.ne (call $send (i32.const 0) (i32.const 512) (i32.const 256)) (i32.const 0)))
+          (global.set $sent (i32.add (global.get $sent) (i32.const 1)))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br $put)))))
+    (local.get $n))
+  (func (export "stats") (result i32 i32 i32) (global.get $received) (global.get $sent) (i32.const 0)))
