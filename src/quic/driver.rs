@@ -98,6 +98,10 @@ impl DriverConfig {
     }
 }
 
+/// Records [`Driver::handle`] takes from the network in one turn, before the frames it queued
+/// leave (one group commit of the host for all of them).
+pub const MAX_BATCH: usize = 64;
+
 /// What [`Driver::wait`] woke up for; hand it to [`Driver::handle`].
 #[derive(Debug)]
 pub enum Wake {
@@ -398,11 +402,29 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         }
     }
 
-    /// Handles what [`Driver::wait`] returned, sends what the protocol queued, and returns
-    /// what happened.
+    /// Handles what [`Driver::wait`] returned, and whatever else the network already delivered
+    /// (up to [`MAX_BATCH`] records), then sends what the protocol queued, and returns what
+    /// happened. Taking the waiting records first lets one group commit of the host
+    /// ([`AgentHost::flush`](crate::mesh::AgentHost::flush), before the frames leave) cover
+    /// all of them.
     pub fn handle<H: RoutedHost>(&mut self, host: &mut H, wake: Wake) -> Vec<Event> {
         let mut events = Vec::new();
         let now = self.now_ms();
+        let inbound = matches!(wake, Wake::Inbound(_));
+        self.take(host, now, wake, &mut events);
+        if inbound {
+            for _ in 1..MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(i) => self.take(host, now, Wake::Inbound(i), &mut events),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.flush_into(host, &mut events);
+        events
+    }
+
+    fn take<H: RoutedHost>(&mut self, host: &mut H, now: u64, wake: Wake, events: &mut Vec<Event>) {
         match wake {
             Wake::Inbound(Inbound::Record(peer, Record::Frame(bytes), _credit)) => {
                 if let Ok(mut s) = self.stats.lock() {
@@ -415,7 +437,7 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                     events.push(Event::Malformed { peer });
                 } else if let Some((kind, agent, epoch)) = what {
                     let agent = AgentId::from_bytes(agent);
-                    self.track(&mut events, kind, agent, epoch, peer, bytes.len(), false);
+                    self.track(events, kind, agent, epoch, peer, bytes.len(), false);
                 }
             }
             Wake::Inbound(Inbound::Record(peer, Record::Status(status), _credit)) => {
@@ -428,8 +450,6 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                 self.expire_tracks();
             }
         }
-        self.flush_into(host, &mut events);
-        events
     }
 
     /// Starts owning `agent` (epoch 0) and runs it.

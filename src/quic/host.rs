@@ -101,12 +101,20 @@ pub struct NodeFiles {
     checkpoints: BTreeMap<AgentId, [u8; 32]>,
     /// A write or sync of a log failed: nothing is durable any more until a restart.
     failed: bool,
+    /// Event logs synced so far (each two `fdatasync`s).
+    group_commits: u64,
 }
 
 /// The first record of an event log: this byte, then the SHA-256 of the `.run` it follows.
 const LOG_FOLLOWS: u8 = 0;
 
 impl NodeFiles {
+    /// Event logs synced so far by [`Keeper::flush`] (each sync is one group commit: two
+    /// `fdatasync`s), for benches and metrics.
+    pub fn group_commits(&self) -> u64 {
+        self.group_commits
+    }
+
     fn run_path(&self, agent: AgentId) -> PathBuf {
         self.dir
             .join("agents")
@@ -447,6 +455,7 @@ impl Keeper for NodeFiles {
         }
         for (agent, (_, log)) in self.logs.iter_mut() {
             if log.durable() < log.appended() {
+                self.group_commits += 1;
                 if let Err(e) = log.sync() {
                     self.errors
                         .push(format!("syncing the event log of {agent:?}: {e}"));
@@ -712,6 +721,7 @@ impl WasmHost {
             logs: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             failed: false,
+            group_commits: 0,
         };
         let gate = Signed {
             signer: Ed25519Signer::from_secret(identity.secret()),
