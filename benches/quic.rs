@@ -126,7 +126,9 @@ fn main() {
         .configure_from_args();
     let summary = RefCell::new(Vec::<String>::new());
     // MIELIN_QUIC_BENCH=messages runs the message figures only.
-    let only_messages = std::env::var("MIELIN_QUIC_BENCH").is_ok_and(|v| v == "messages");
+    let only = std::env::var("MIELIN_QUIC_BENCH").ok();
+    let only_messages = only.as_deref() == Some("messages");
+    let only_restart = only.as_deref() == Some("restart");
 
     // Hand-offs beside raw quinn.
     for (label, size) in [
@@ -136,7 +138,7 @@ fn main() {
         ("64MiB", 64 << 20),
     ]
     .into_iter()
-    .filter(|_| !only_messages)
+    .filter(|_| only.is_none())
     {
         let mut p = pair(label);
         let id = spawn(&mut p.a, 9, size);
@@ -187,7 +189,7 @@ fn main() {
     }
 
     // Re-migration after 1 % of memory changed.
-    if !only_messages {
+    if only.is_none() {
         let mut p = pair("remig");
         let size = 16 << 20;
         let id = spawn(&mut p.a, 10, size);
@@ -213,7 +215,10 @@ fn main() {
 
     // Messages: ping on a, pong on b, numbers back and forth; agents of a few bytes, then of
     // 10 MiB (the "within 1.2x of the small-agent rate").
-    for (label, size) in [("small agents", 0usize), ("10 MiB agents", 10 << 20)] {
+    for (label, size) in [("small agents", 0usize), ("10 MiB agents", 10 << 20)]
+        .into_iter()
+        .filter(|_| !only_restart)
+    {
         let mut p = pair("msgs");
         let ip = spawn(&mut p.a, 11, size);
         let io = spawn(&mut p.b, 12, size);
@@ -265,7 +270,7 @@ fn main() {
     // A stream: the agent on a sends 256-byte messages (the mesh's longest) as fast as its
     // outbox (8) and the pair's window (8 in flight) let it; the one on b counts them. Every
     // message is durable on b (its event synced) before b acknowledges it.
-    {
+    if !only_restart {
         let mut p = pair("stream");
         let wasm = wat::parse_str(include_str!("../examples/agents/stream.wat")).unwrap();
         let (from, to) = (AgentId::from_bytes([21; 16]), AgentId::from_bytes([22; 16]));
@@ -307,6 +312,74 @@ fn main() {
             f64::from(n) / secs,
             f64::from(n) / c.max(1) as f64
         ));
+    }
+    // A restart of a node holding 1,000 agents with 100 messages each logged after their saved
+    // copies (100,000 events, plus the ticks that took them): the host opened again and every
+    // agent run at its epoch, as the node does after a restart.
+    if !only_messages {
+        let dir = std::env::temp_dir().join(format!("mielin-bench-{}-restart", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let id = Identity::from_seed([3; 32]);
+        let wasm = wat::parse_str(include_str!("../examples/agents/stream.wat")).unwrap();
+        let agents: Vec<AgentId> = (0..1000u32)
+            .map(|i| {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&i.to_le_bytes());
+                b[15] = 0xee;
+                AgentId::from_bytes(b)
+            })
+            .collect();
+        let from = AgentId::from_bytes([0x5e; 16]);
+        let mut events = 0u64;
+        {
+            let mut h = mielin_cells::quic::WasmHost::open(&id, &Directory::new(), &dir, 1_000_000)
+                .unwrap();
+            for &a in &agents {
+                h.create(a, wasm.clone(), 0).unwrap();
+            }
+            // 100 messages each, 8 at a time (a mailbox holds 8), each round taken by one tick
+            // of every agent (a logged call).
+            for first in (1..=100u64).step_by(8) {
+                for &a in &agents {
+                    for seq in first..(first + 8).min(101) {
+                        let d = mielin_cells::mesh::AgentHost::deliver(
+                            &mut h,
+                            a,
+                            id.node_id(),
+                            from,
+                            [1; 16],
+                            seq,
+                            &[seq as u8; 16],
+                        );
+                        assert_eq!(d, mielin_cells::mesh::Delivery::Accepted);
+                        events += 1;
+                    }
+                }
+                h.tick("tick", &[]);
+                mielin_cells::mesh::AgentHost::flush(&mut h).unwrap();
+            }
+        }
+        let t0 = Instant::now();
+        let mut h =
+            mielin_cells::quic::WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+        let opened = t0.elapsed();
+        for &a in &agents {
+            mielin_cells::mesh::AgentHost::run(&mut h, a, 0);
+        }
+        let total = t0.elapsed();
+        let running = agents.iter().filter(|a| h.is_running(**a)).count();
+        let received: i64 = agents
+            .iter()
+            .filter_map(|a| h.stats(*a))
+            .map(|s| i64::from(s.received))
+            .sum();
+        assert_eq!(running, 1000, "{:?}", h.take_errors());
+        summary.borrow_mut().push(format!(
+            "restart: 1,000 agents, {events} messages logged after their saved copies (and the ticks that took them): host opened in {:.3} s, every agent running in {:.3} s; {received} messages counted by the agents after it",
+            opened.as_secs_f64(),
+            total.as_secs_f64()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
     c.final_summary();
     println!("\n== summary (same run)");

@@ -8,6 +8,15 @@ use crate::runtime::LiveAgent;
 use crate::{AgentId, AgentState, NodeId};
 use alloc::vec::Vec;
 
+/// The copy `run` starts: its instance; its base (`Some`: arrived here, with the memory it came
+/// with or none; `None`: the base it had); `kept`: the keeper holds it as it is, with this many
+/// events after its saved copy (nothing to save).
+struct ToRun {
+    live: LiveAgent<SharedInbox>,
+    base: Option<Option<Base>>,
+    kept: Option<u32>,
+}
+
 fn refused(r: Refusal) -> MeshError {
     match r {
         Refusal::BufferTooSmall => MeshError::PayloadTooLarge,
@@ -95,14 +104,14 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
 
     /// The copy to run at `epoch`: the prepared one (committed here), the stopped one (an
     /// aborted hand-off), or after a restart the keeper's.
-    fn copy_to_run(
-        &mut self,
-        agent: AgentId,
-        epoch: u64,
-    ) -> Result<(LiveAgent<SharedInbox>, Option<Option<Base>>), Refusal> {
+    fn copy_to_run(&mut self, agent: AgentId, epoch: u64) -> Result<ToRun, Refusal> {
         if let Some(p) = self.prepared.remove(&(agent, epoch)) {
             self.commit(agent, epoch);
-            return Ok((p.live, Some(p.base)));
+            return Ok(ToRun {
+                live: p.live,
+                base: Some(p.base),
+                kept: None,
+            });
         }
         if let Some(s) = self
             .keeper
@@ -117,7 +126,11 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             }
             let live = self.resume_saved(s)?;
             self.commit(agent, epoch);
-            return Ok((live, Some(None)));
+            return Ok(ToRun {
+                live,
+                base: Some(None),
+                kept: None,
+            });
         }
         if let Some(s) = self.stopped.remove(&agent) {
             // Stopped here before a restart and reloaded from the keeper: the same epoch rule
@@ -125,7 +138,11 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             if let Some(saved) = s.saved_epoch {
                 check_saved_epoch(saved, epoch)?;
             }
-            return Ok((s.live, None));
+            return Ok(ToRun {
+                live: s.live,
+                base: None,
+                kept: None,
+            });
         }
         let s = self
             .keeper
@@ -134,7 +151,14 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             .ok_or(Refusal::NoCopy { epoch })?;
         let s = Self::of_agent(agent, s)?;
         check_saved_epoch(s.epoch, epoch)?;
-        Ok((self.resume_saved(s)?, None))
+        // Saved at this epoch, with its events after it: the keeper already holds exactly the
+        // agent that runs (a restart), nothing to save again.
+        let kept = (s.epoch == epoch).then_some(s.events.len() as u32);
+        Ok(ToRun {
+            live: self.resume_saved(s)?,
+            base: None,
+            kept,
+        })
     }
 
     /// The hand-off at `epoch` committed here: the keeper makes the prepared copy the running
@@ -153,7 +177,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         // Other prepared copies of this agent are obsolete, whatever happened; the keeper's
         // go once the copy that runs is saved (a failed commit leaves it in its prepared file).
         self.prepared.retain(|(a, _), _| *a != agent);
-        let saved = found.and_then(|(live, base)| self.go_live(agent, epoch, live, base));
+        let saved = found.and_then(|t| self.go_live(agent, epoch, t.live, t.base, t.kept));
         if saved.is_ok() {
             self.keeper.prune(&|a, _| a != agent);
         }
@@ -166,6 +190,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         epoch: u64,
         mut live: LiveAgent<SharedInbox>,
         base: Option<Option<Base>>,
+        kept: Option<u32>,
     ) -> Result<(), Refusal> {
         if live.agent().state() != AgentState::Running {
             live.set_state(AgentState::Running)
@@ -187,11 +212,16 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             Running {
                 live,
                 epoch,
-                events: 0,
+                // Events already in the keeper's log after its copy count toward the next save.
+                events: kept.unwrap_or(0),
             },
         );
-        // Saved at its epoch now (after an abort, one more than before).
-        self.save_running(agent)
+        // Saved at its epoch now (after an abort, one more than before; after a commit, as it
+        // runs), unless the keeper holds it as it is.
+        match kept {
+            Some(_) => Ok(()),
+            None => self.save_running(agent),
+        }
     }
 }
 
