@@ -103,6 +103,53 @@ pub struct NodeFiles {
     failed: bool,
     /// Event logs synced so far (each two `fdatasync`s).
     group_commits: u64,
+    /// Which files of `DIR/agents` this keeper holds besides the `.run` files, read from the
+    /// directory once when the node opens and kept up to date after: the prepared copies, and
+    /// each agent's event log files. Pruning and saving consult it instead of listing the
+    /// directory, which costs a scan of every agent's files per call (O(N²) for a restart of
+    /// N agents).
+    files: AgentFiles,
+}
+
+/// The index [`NodeFiles`] keeps of `DIR/agents` (see its `files` field).
+#[derive(Debug, Default)]
+struct AgentFiles {
+    prepared: alloc::collections::BTreeSet<(AgentId, u64)>,
+    logs: BTreeMap<AgentId, Vec<PathBuf>>,
+}
+
+impl AgentFiles {
+    /// Lists `agents` once. A `.prep` file that names no agent and epoch is not ours and is
+    /// removed (as pruning always did); other files are left alone.
+    fn scan(agents: &Path) -> io::Result<AgentFiles> {
+        let mut files = AgentFiles::default();
+        for e in std::fs::read_dir(agents)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let agent_of = |id: &str| -> Option<AgentId> {
+                let id: [u8; 16] = super::identity::from_hex(id)?.try_into().ok()?;
+                Some(AgentId::from_bytes(id))
+            };
+            if let Some(stem) = name.strip_suffix(".prep") {
+                let parsed = stem
+                    .split_once('.')
+                    .and_then(|(id, epoch)| Some((agent_of(id)?, epoch.parse::<u64>().ok()?)));
+                match parsed {
+                    Some(p) => {
+                        files.prepared.insert(p);
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            } else if let Some(stem) = name.strip_suffix(".log") {
+                if let Some(agent) = stem.split_once('.').and_then(|(id, _)| agent_of(id)) {
+                    files.logs.entry(agent).or_default().push(e.path());
+                }
+            }
+        }
+        Ok(files)
+    }
 }
 
 /// The first record of an event log: this byte, then the SHA-256 of the `.run` it follows.
@@ -136,16 +183,19 @@ impl NodeFiles {
     }
 
     /// Removes the agent's event logs but `keep`.
-    fn remove_logs(&self, agent: AgentId, keep: Option<&Path>) {
-        let Ok(rd) = std::fs::read_dir(self.dir.join("agents")) else {
+    fn remove_logs(&mut self, agent: AgentId, keep: Option<&Path>) {
+        let Some(paths) = self.files.logs.get_mut(&agent) else {
             return;
         };
-        let prefix = format!("{}.", to_hex(agent.as_bytes()));
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && name.ends_with(".log") && Some(&*e.path()) != keep {
-                let _ = std::fs::remove_file(e.path());
+        paths.retain(|p| {
+            if Some(&**p) == keep {
+                return true;
             }
+            let _ = std::fs::remove_file(p);
+            false
+        });
+        if paths.is_empty() {
+            self.files.logs.remove(&agent);
         }
     }
 
@@ -233,6 +283,10 @@ impl NodeFiles {
                         .push(format!("creating {}: {e}", path.display()));
                     KeepError::Write
                 })?;
+            let known = self.files.logs.entry(agent).or_default();
+            if !known.contains(&path) {
+                known.push(path.clone());
+            }
             log.append(&follows_record(&run)).map_err(|e| {
                 self.errors.push(format!("writing {}: {e}", path.display()));
                 KeepError::Write
@@ -379,7 +433,9 @@ impl Keeper for NodeFiles {
         inbox: &Inbox,
     ) -> Result<(), KeepError> {
         let bytes = self.encode_local(epoch, agent, inbox)?;
-        self.write(&self.prep_path(agent.agent_id(), epoch), &bytes)
+        self.write(&self.prep_path(agent.agent_id(), epoch), &bytes)?;
+        self.files.prepared.insert((agent.agent_id(), epoch));
+        Ok(())
     }
 
     fn load_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<Option<Saved>, KeepError> {
@@ -397,33 +453,29 @@ impl Keeper for NodeFiles {
         // directory synced (the file was synced when it was prepared).
         let prep = self.prep_path(agent, epoch);
         if !prep.exists() {
+            self.files.prepared.remove(&(agent, epoch));
             return Ok(());
         }
         let run = self.run_path(agent);
         std::fs::rename(&prep, &run)
             .and_then(|()| std::fs::File::open(self.dir.join("agents"))?.sync_all())
             .map_err(|e| self.failed("committing", &prep, e, KeepError::Write))?;
+        self.files.prepared.remove(&(agent, epoch));
         self.forget_log(agent);
         Ok(())
     }
 
     fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool) {
-        let Ok(rd) = std::fs::read_dir(self.dir.join("agents")) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".prep") else {
-                continue;
-            };
-            let parsed = stem.split_once('.').and_then(|(id, epoch)| {
-                let id: [u8; 16] = super::identity::from_hex(id)?.try_into().ok()?;
-                Some((AgentId::from_bytes(id), epoch.parse::<u64>().ok()?))
-            });
-            // A file that names no agent and epoch is not ours: it goes too.
-            if parsed.is_none_or(|(a, epoch)| !keep(a, epoch)) {
-                let _ = std::fs::remove_file(e.path());
-            }
+        let gone: Vec<(AgentId, u64)> = self
+            .files
+            .prepared
+            .iter()
+            .copied()
+            .filter(|&(a, e)| !keep(a, e))
+            .collect();
+        for (agent, epoch) in gone {
+            let _ = std::fs::remove_file(self.prep_path(agent, epoch));
+            self.files.prepared.remove(&(agent, epoch));
         }
     }
 
@@ -722,6 +774,7 @@ impl WasmHost {
             checkpoints: BTreeMap::new(),
             failed: false,
             group_commits: 0,
+            files: AgentFiles::scan(&dir.join("agents"))?,
         };
         let gate = Signed {
             signer: Ed25519Signer::from_secret(identity.secret()),
