@@ -9,7 +9,8 @@
 //!   bytes and time.
 //! - messages per second between two agents on the two nodes, and one message's latency
 //!   (median, p99), with agents of a few bytes and of 10 MiB; and a stream of messages from one
-//!   agent to the other (`examples/agents/stream.wat`), durable messages per second.
+//!   agent to the other (`examples/agents/stream.wat`), durable messages per second; and the
+//!   latency of messages sent at a steady 1,000 per second (median, p99).
 //!
 //! `cargo bench --features quic --bench quic`; a summary with the ratios is printed at the end.
 //! `MIELIN_QUIC_BENCH=messages` runs the message figures only.
@@ -311,6 +312,70 @@ fn main() {
             pair::cfg().mesh.window,
             f64::from(n) / secs,
             f64::from(n) / c.max(1) as f64
+        ));
+    }
+    // Latency at a steady 1,000 messages/s: the agent on a queues one 256-byte message (its
+    // `send1` export, a logged call) each millisecond; a message's latency runs from that call
+    // to the tick on b whose agent took it (b's count rises). Made durable on both sides on the
+    // way (a's call event before the frame leaves, b's delivery before its acknowledgement).
+    if !only_restart {
+        let mut p = pair("latency");
+        let wasm = wat::parse_str(include_str!("../examples/agents/stream.wat")).unwrap();
+        let (from, to) = (AgentId::from_bytes([23; 16]), AgentId::from_bytes([24; 16]));
+        p.b.host.create(to, wasm.clone(), 0).unwrap();
+        p.b.driver.start(&mut p.b.host, to).unwrap();
+        // Bit 8: sends only when `send1` is called.
+        p.a.host.create(from, wasm, 0x100 | 24).unwrap();
+        p.a.driver.start(&mut p.a.host, from).unwrap();
+        let (na, nb) = (p.a.driver.id(), p.b.driver.id());
+        p.a.driver.node_mut().set_location(to, nb, 0);
+        p.b.driver.node_mut().set_location(from, na, 0);
+        let (warm, total) = (200usize, 5_200usize);
+        let mut sent_at: Vec<Instant> = Vec::with_capacity(total);
+        let mut lat: Vec<Duration> = Vec::with_capacity(total);
+        // Also from when each send was due: a send that waited for room in the outbox counts
+        // its wait (no coordinated omission).
+        let mut late: Vec<Duration> = Vec::with_capacity(total);
+        let (mut seen, mut full) = (0usize, 0u32);
+        let t0 = Instant::now();
+        rt.block_on(pump(&mut p, |p, _| {
+            // Every send that is due by now (one per millisecond since t0).
+            while sent_at.len() < total
+                && t0 + Duration::from_millis(sent_at.len() as u64) <= Instant::now()
+            {
+                let at = Instant::now();
+                if p.a.host.tick("send1", &[]) != 1 {
+                    full += 1; // the outbox is full: tried again at the next turn
+                    break;
+                }
+                sent_at.push(at);
+                let now = p.a.driver.now_ms();
+                p.a.driver.node_mut().wake_messages(now);
+            }
+            let r = p.b.host.stats(to).map_or(0, |s| s.received) as usize;
+            let now = Instant::now();
+            while seen < r.min(sent_at.len()) {
+                if seen >= warm {
+                    lat.push(now - sent_at[seen]);
+                    late.push(now - (t0 + Duration::from_millis(seen as u64)));
+                }
+                seen += 1;
+            }
+            seen >= total
+        }));
+        let secs = t0.elapsed().as_secs_f64();
+        let med = median(&mut lat);
+        let p99 = pct(&mut lat, 0.99);
+        let max = *lat.iter().max().unwrap();
+        let late_p99 = pct(&mut late, 0.99);
+        summary.borrow_mut().push(format!(
+            "messages at 1,000/s (256 bytes): {total} sent in {secs:.2} s ({:.0}/s, outbox full {full} times); latency of the last {} (send call on a to the tick on b that took it): median {:.2} ms, p99 {:.2} ms, max {:.2} ms; from when each send was due: p99 {:.2} ms",
+            total as f64 / secs,
+            lat.len(),
+            med.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            late_p99.as_secs_f64() * 1e3
         ));
     }
     // A restart of a node holding 1,000 agents with 100 messages each logged after their saved
