@@ -4,14 +4,15 @@
 
 use super::driver::RoutedHost;
 use super::identity::{to_hex, Directory, Identity};
-use crate::mesh::cells::{Cells, Event, Gate, KeepError, Keeper, Saved, MAX_EVENT_LEN};
+use crate::mesh::cells::{
+    open_copy, seal_copy, Cells, Event, Gate, KeepError, Keeper, Saved, MAX_EVENT_LEN,
+};
 use crate::mesh::{
     FileJournal, Inbox, InboxLimits, Journal, LogJournal, SharedJournal, LOG_JOURNAL_RECORD,
 };
 use crate::migration::{
-    Admitted, DecodeLimits, DecodeOptions, DnaMap, DnaStore, Ed25519Signer, EncodeOptions,
-    EpochJournal, FileEpochJournal, MigrationSnapshot, Route, SnapshotSigner, StateEncoding,
-    TrustList,
+    Admitted, DecodeLimits, DecodeOptions, DnaMap, DnaStore, Ed25519Signer, EpochJournal,
+    FileEpochJournal, MigrationSnapshot, SnapshotSigner, TrustList,
 };
 use crate::runtime::{Runtime, Val};
 use crate::storage::{write_durable, FileLog, Log};
@@ -322,53 +323,13 @@ impl NodeFiles {
         agent: &MigrationSnapshot<&[u8]>,
         inbox: &Inbox,
     ) -> Result<Vec<u8>, KeepError> {
-        let inbox = inbox.to_bytes();
-        agent
-            .clone()
-            .with_route(Route {
-                target: self.node,
-                epoch,
-            })
-            .with_inbox(&inbox[..])
-            .serialize_with(&EncodeOptions {
-                version: Some(3),
-                dna_by_reference: true,
-                state: StateEncoding::Chunked,
-                sealer: Some(&self.key),
-                ..Default::default()
-            })
-            .map_err(KeepError::Refused)
+        seal_copy(self.node, &self.key, epoch, agent, inbox)
     }
 
     /// Decodes a file this host saved, as strictly as bytes from a peer: sealed with this
     /// node's key, addressed to this node, every check of the container, the inbox's too.
     fn decode_local(&self, bytes: &[u8]) -> Result<Saved, KeepError> {
-        let opts = DecodeOptions {
-            limits: self.limits,
-            dna_store: Some(&self.dna),
-            ..Default::default()
-        };
-        let s = MigrationSnapshot::deserialize_sealed(bytes, &opts, &self.key)
-            .map_err(KeepError::Refused)?;
-        let route = s.route().ok_or(KeepError::Refused(crate::CellError::from(
-            crate::DecodeError::Malformed,
-        )))?;
-        if route.target != self.node {
-            return Err(KeepError::Refused(crate::CellError::SignatureRejected(
-                crate::SignatureError::WrongTarget {
-                    target: route.target,
-                },
-            )));
-        }
-        let inbox = Inbox::decode(s.inbox().unwrap_or_default())
-            .map_err(|e| KeepError::Refused(e.into()))?;
-        let agent = s.into_agent().map_err(KeepError::Refused)?;
-        Ok(Saved {
-            agent,
-            inbox,
-            epoch: route.epoch,
-            events: Vec::new(),
-        })
+        open_copy(self.node, &self.key, self.limits, &self.dna, bytes)
     }
 
     fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<(), KeepError> {

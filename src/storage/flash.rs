@@ -7,7 +7,9 @@ use crate::seal::{LocalKey, Part, StoreError};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
-use embedded_storage_async::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
+use embedded_storage_async::nor_flash::{
+    ErrorType, MultiwriteNorFlash, NorFlash, NorFlashErrorKind, ReadNorFlash,
+};
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::queue::{QueueConfig, QueueStorage};
 
@@ -21,7 +23,7 @@ pub const FLASH_RECORD_OVERHEAD: usize = 8 + 32;
 /// of a blocking driver are ready at the first poll; an interrupt-driven driver's are polled
 /// until ready (a busy wait: the log's calls are synchronous on purpose, so the protocol's
 /// state machine needs no executor).
-fn block_on<F: Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     let mut f = pin!(f);
     let mut cx = Context::from_waker(Waker::noop());
     loop {
@@ -407,3 +409,6 @@ impl<const W: usize, const E: usize> NorFlash for RamFlash<'_, W, E> {
         }
     }
 }
+
+/// A word of a [`RamFlash`] may be written again: a write only clears bits, as NOR flash does.
+impl<const W: usize, const E: usize> MultiwriteNorFlash for RamFlash<'_, W, E> {}

@@ -35,6 +35,8 @@ pub(crate) mod slots;
 #[cfg(feature = "std")]
 pub use file::FileLog;
 #[cfg(feature = "flash")]
+pub(crate) use flash::block_on;
+#[cfg(feature = "flash")]
 pub use flash::{FlashLog, Landing, RamFlash, FLASH_RECORD_OVERHEAD};
 pub use held::Held;
 #[cfg(feature = "alloc")]

@@ -4,8 +4,11 @@
 
 use super::Event;
 use crate::mesh::Inbox;
-use crate::migration::{DecodeLimits, DnaStore, MigrationSnapshot, SnapshotSigner};
-use crate::{Agent, AgentId, CellError, Dna, NodeId};
+use crate::migration::{
+    DecodeLimits, DecodeOptions, DnaStore, EncodeOptions, MigrationSnapshot, Route, SnapshotSigner,
+    StateEncoding,
+};
+use crate::{Agent, AgentId, CellError, Dna, LocalKey, NodeId};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
@@ -48,6 +51,69 @@ pub enum KeepError {
         /// Its epoch.
         found: u64,
     },
+}
+
+/// The bytes a keeper stores for an agent: a version-3 container addressed to `node` at
+/// `epoch`, its DNA by reference, its inbox inside, sealed with `key` (the node's own key, or
+/// [`LocalKey::UNKEYED`] on a board without a secret: a checksum then, not a MAC).
+pub(crate) fn seal_copy(
+    node: NodeId,
+    key: &LocalKey,
+    epoch: u64,
+    agent: &MigrationSnapshot<&[u8]>,
+    inbox: &Inbox,
+) -> Result<Vec<u8>, KeepError> {
+    let inbox = inbox.to_bytes();
+    agent
+        .clone()
+        .with_route(Route {
+            target: node,
+            epoch,
+        })
+        .with_inbox(&inbox[..])
+        .serialize_with(&EncodeOptions {
+            version: Some(3),
+            dna_by_reference: true,
+            state: StateEncoding::Chunked,
+            sealer: Some(key),
+            ..Default::default()
+        })
+        .map_err(KeepError::Refused)
+}
+
+/// Decodes what [`seal_copy`] wrote, as strictly as bytes from a peer: sealed with `key`,
+/// addressed to `node`, every check of the container and of its inbox.
+pub(crate) fn open_copy(
+    node: NodeId,
+    key: &LocalKey,
+    limits: DecodeLimits,
+    dna: &dyn DnaStore,
+    bytes: &[u8],
+) -> Result<Saved, KeepError> {
+    let malformed = || KeepError::Refused(CellError::from(crate::DecodeError::Malformed));
+    let opts = DecodeOptions {
+        limits,
+        dna_store: Some(dna),
+        ..Default::default()
+    };
+    let s = MigrationSnapshot::deserialize_sealed(bytes, &opts, key).map_err(KeepError::Refused)?;
+    let route = s.route().ok_or_else(malformed)?;
+    if route.target != node {
+        return Err(KeepError::Refused(CellError::SignatureRejected(
+            crate::SignatureError::WrongTarget {
+                target: route.target,
+            },
+        )));
+    }
+    let inbox =
+        Inbox::decode(s.inbox().unwrap_or_default()).map_err(|e| KeepError::Refused(e.into()))?;
+    let agent = s.into_agent().map_err(KeepError::Refused)?;
+    Ok(Saved {
+        agent,
+        inbox,
+        epoch: route.epoch,
+        events: Vec::new(),
+    })
 }
 
 /// Where a node's agents survive a restart. Every method that saves returns once the copy is

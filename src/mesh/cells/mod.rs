@@ -27,10 +27,15 @@
 //! save after an accepted message) are kept in a bounded list ([`Cells::take_problems`]).
 
 mod event;
+#[cfg(feature = "flash")]
+mod flash;
 mod host;
 mod keeper;
 
 pub use event::{Diverged, Event, MAX_CALL_ARGS, MAX_EVENT_LEN, MAX_EXPORT_LEN};
+#[cfg(feature = "flash")]
+pub use flash::{FlashKeeper, FlashKeeperStats, FLASH_SLOTS};
+pub(crate) use keeper::{open_copy, seal_copy};
 pub use keeper::{Gate, KeepError, Keeper, MemKeeper, NoKeeper, Open, Saved};
 
 use super::wasm::{self, SharedInbox};
