@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
   corpus/certificate corpus/control_request corpus/container corpus/inbox \
-  corpus/suspended_call corpus/transform_record corpus/log_file corpus/cell_event
+  corpus/suspended_call corpus/transform_record corpus/log_file corpus/cell_event corpus/flash_keeper
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -81,3 +81,7 @@ PY
 printf '\3\2\5\1\0\7\2\0\3\x28\x33\0\0' >corpus/log_file/three-batches
 printf '\1\1\4\x61\1\x10\0\x99\0' >corpus/log_file/one-record-flipped
 printf '\2\1\3\1\1\4\2\0\1\x50\0' >corpus/log_file/two-batches-cut
+# The flash keeper: 20 steps (deliver, take, save in turn), no damage, then the same with two
+# bytes changed.
+printf '\x14\0\x05\x07\x01\x02\0\x05\x07\x01\0\x05\x07\x02\x01\0\x05\x07\x01\x01\x02\0\x05\x07\0\x05\x07\x01\x02\x01\x01\0\x01' >corpus/flash_keeper/steps
+printf '\x14\0\x05\x07\x01\x02\0\x05\x07\x01\0\x05\x07\x02\x01\0\x05\x07\x01\x01\x02\0\x05\x07\0\x05\x07\x01\x02\x01\x01\x02\x10\x00\x40\x30\x01\x55\x01' >corpus/flash_keeper/steps-damaged
