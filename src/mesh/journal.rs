@@ -200,6 +200,26 @@ impl<const N: usize> Journal for MemJournal<N> {
 }
 
 impl<const N: usize> MemJournal<N> {
+    /// Puts back a fence entry exactly as it was recorded (a journal read from storage).
+    #[cfg(feature = "flash")]
+    pub(crate) fn restore_sequence(
+        &mut self,
+        agent: AgentId,
+        seq: u64,
+        created_by: Option<NodeId>,
+    ) -> Result<(), MeshError> {
+        self.sequences
+            .insert(agent, (seq, created_by))
+            .map(|_| ())
+            .map_err(|_| MeshError::JournalFull)
+    }
+
+    /// The peer whose snapshot created the agent's fence entry, if one did.
+    #[cfg(feature = "flash")]
+    pub(crate) fn created_by(&self, agent: AgentId) -> Option<NodeId> {
+        self.sequences.get(&agent).and_then(|(_, c)| *c)
+    }
+
     /// `set_sequence`, keeping `created_by` with a new entry (an existing one keeps its own).
     fn set_sequence_created(
         &mut self,

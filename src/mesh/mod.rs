@@ -31,6 +31,9 @@ pub mod cells;
 #[cfg(feature = "_certificate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
 pub mod certificate;
+#[cfg(feature = "flash")]
+#[cfg_attr(docsrs, doc(cfg(feature = "flash")))]
+mod flash_journal;
 pub mod frame;
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
@@ -48,6 +51,9 @@ pub mod records;
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmi")))]
 pub mod wasm;
 
+#[cfg(feature = "flash")]
+#[cfg_attr(docsrs, doc(cfg(feature = "flash")))]
+pub use flash_journal::FlashJournal;
 #[cfg(feature = "alloc")]
 pub use inbox::{Inbox, InboxLimits, MAX_INBOX_MESSAGE_LEN};
 #[cfg(feature = "std")]
