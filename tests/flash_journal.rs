@@ -36,11 +36,18 @@ fn tables(j: &Board<'_>) -> Tables {
     (records, seqs, j.generation())
 }
 
+/// Agent `i`.
+fn a(i: u8) -> AgentId {
+    AgentId::from_bytes([i; 16])
+}
+
+/// One change to a journal.
+type Change = Box<dyn Fn(&mut Board<'_>) -> Result<(), mielin_cells::mesh::MeshError>>;
+
 /// The changes of a hand-off in and out and a restart, on agents 1..=3.
 fn changes(j: &mut Board<'_>, mut done: impl FnMut(&Board<'_>)) -> Result<(), ()> {
-    let a = |i: u8| AgentId::from_bytes([i; 16]);
     let peer = NodeId::from_bytes([9; 16]);
-    let steps: Vec<Box<dyn Fn(&mut Board<'_>) -> Result<(), mielin_cells::mesh::MeshError>>> = vec![
+    let steps: Vec<Change> = vec![
         Box::new(|j| j.set_generation(1)),
         Box::new(|j| j.set_sequence(a(1), 1)),
         Box::new(move |j| {
