@@ -528,3 +528,35 @@ fn event_records_golden_bytes() {
     assert!(Event::called(&"x".repeat(65), &[], 1).is_none());
     assert!(Event::called("tick", &vec![Val::I32(0); 9], 1).is_none());
 }
+
+/// The target records `Running` in its journal before the host commits the prepared copy: a
+/// crash between the two must not lose the agent. The restart used to prune every prepared
+/// copy the journal did not name as `Prepared`, this one included, and then found nothing to
+/// run (found by the board's power-cut test, `.ci/firmware-wasmi`).
+#[test]
+fn a_crash_between_the_journal_commit_and_the_keeper_commit_keeps_the_agent() {
+    use mielin_cells::mesh::{Config, Journal, MemJournal, Node, Phase, Record};
+    let mut a = started();
+    let bytes = capture(&mut a, 1);
+    let mut b = host(B, MemKeeper::new(), Open);
+    b.prepare(AGENT, 1, true, &bytes).unwrap();
+    let keeper = b.keeper().clone();
+    drop(b);
+    // What the journal holds once `on_commit` wrote it, before `run` reached the keeper.
+    let mut journal: MemJournal<8> = MemJournal::new();
+    journal.set_sequence(AGENT, 1).unwrap();
+    journal
+        .put(
+            AGENT,
+            Record {
+                epoch: 1,
+                phase: Phase::Running,
+            },
+        )
+        .unwrap();
+    let mut b = host(B, keeper, Open);
+    let _node = Node::<_, 8>::restart(B, journal, Config::default(), &mut b, 0);
+    assert!(b.is_running(AGENT), "{:?}", b.take_problems());
+    assert_eq!(call(&mut b, "get", &[]), 41);
+    assert_eq!(call(&mut b, "take", &[]), 0x2a);
+}

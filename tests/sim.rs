@@ -266,6 +266,13 @@ impl AgentHost for SimHost {
         }
         self.prepared.remove(&(agent, epoch));
     }
+    // As `Cells` does: after a restart, the prepared copies the node does not name go.
+    fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool) {
+        if self.dead.get() {
+            return;
+        }
+        self.prepared.retain(|&(a, e), _| keep(a, e));
+    }
     fn release(&mut self, agent: AgentId) {
         self.running.remove(&agent);
         if self.dead.get() {

@@ -41,11 +41,16 @@ impl<J: Journal, const N: usize> Node<J, N> {
         });
         node.stats.records_beyond += beyond;
         {
+            // A prepared copy stays if the journal says it is in doubt, or that it runs: the
+            // commit is recorded in the journal before the host commits the copy, so a crash
+            // between the two leaves `Running` at its epoch and the copy still prepared, and
+            // it is the one `run` must find.
             let journal = &node.journal;
             host.prune(&|agent, epoch| {
                 matches!(
                     journal.get(agent),
-                    Some(Record { epoch: e, phase: Phase::Prepared { .. } }) if e == epoch
+                    Some(Record { epoch: e, phase: Phase::Prepared { .. } | Phase::Running })
+                        if e == epoch
                 )
             });
         }
