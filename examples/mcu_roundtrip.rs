@@ -31,6 +31,18 @@
 //!   The hand-off aborts; the agent runs on, once, here; exit 1 with `FAIL round trip aborted`.
 //! - `corrupt`: one byte of the snapshot in its Transfer is flipped above the link (the CRC
 //!   holds). The board's decoder refuses the snapshot; exit 1 with `FAIL round trip aborted`.
+//! - `reset-prepared`: the board is reset (QEMU monitor `system_reset`) as soon as it has
+//!   answered `Prepared`: its flash holds the prepared copy and its journal the in-doubt
+//!   hand-off, so after the reset it learns the decision and runs the agent; exit 0.
+//! - `reset-committed`: the board is reset as soon as it has answered the commit (`Done`): it
+//!   runs the agent again from its flash after the reset; exit 0.
+//! - `cut-write=N`: the board's power fails in the middle of its agent flash's `N`-th write or
+//!   erase (from 0) after the hand-off starts, while the arriving copy is written
+//!   (`Cmd::CutPower`: half of the write lands, the board resets there); the source sends the
+//!   Transfer again and the hand-off completes; exit 0.
+//!
+//! The board's flash is a file in a directory of its own, which QEMU runs in; it lives as long
+//! as this process's link to the board, across resets.
 //!
 //! In every case the agent must exist exactly once (here, or on the board), or this exits 2.
 //! Exit 0 only when every round trip ended equal to the unmoved run.
@@ -62,6 +74,11 @@ enum Fault {
     Drop,
     Reset,
     Corrupt,
+    ResetPrepared,
+    ResetCommitted,
+    /// The power fails at this write or erase of the board's agent flash (from the hand-off's
+    /// start).
+    CutWrite(u32),
 }
 
 /// What went wrong, and whether the agent is still safe (exactly one copy).
@@ -70,6 +87,9 @@ enum Failure {
     Aborted(String),
     /// Anything else (a wrong result, a lost or doubled agent, a dead board).
     Broken(String),
+    /// `--fault cut-write=N`: the hand-off wrote fewer than `N + 1` times to the board's flash,
+    /// so the power never failed (exit 3: a caller sweeping `N` has passed the last write).
+    NotCut,
 }
 
 type Res<T> = Result<T, Failure>;
@@ -105,6 +125,10 @@ struct Link {
     last_transfer_in: usize,
     /// Snapshot bytes in the last Transfer to the board.
     last_transfer_out: usize,
+    /// Resets of the board this process caused (or armed) whose `Ready` it has not seen.
+    resets_pending: u32,
+    /// The directory QEMU runs in, with the board's flash file.
+    flash_dir: PathBuf,
     started: Instant,
 }
 
@@ -112,6 +136,7 @@ impl Drop for Link {
     fn drop(&mut self) {
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();
+        let _ = std::fs::remove_dir_all(&self.flash_dir);
     }
 }
 
@@ -225,6 +250,40 @@ impl Link {
         Ok(())
     }
 
+    /// Resets the board through QEMU's monitor (once per fault: `transfers` moves on).
+    fn reset_board(&mut self, after: &str) -> Res<()> {
+        let mon = self.monitor.as_mut().expect("a monitor");
+        mon.write_all(b"system_reset\n")
+            .map_err(|e| Failure::Broken(format!("monitor: {e}")))?;
+        self.transfers += 1;
+        self.resets_pending += 1;
+        println!("fault: board reset right after it answered {after}");
+        Ok(())
+    }
+
+    /// After a reset: waits for the board to say it is up again.
+    fn after_resets(&mut self, side: &mut Side) -> Res<()> {
+        while self.resets_pending > 0 {
+            let up = self.until(
+                side,
+                Duration::from_secs(10),
+                "the board after its reset",
+                |_, c| {
+                    let i = c.iter().position(|c| matches!(c, Cmd::Ready { .. }))?;
+                    c.remove(i);
+                    Some(())
+                },
+            );
+            if up.is_err() && matches!(self.fault, Fault::CutWrite(_)) {
+                return Err(Failure::NotCut);
+            }
+            up?;
+            self.resets_pending -= 1;
+            println!("board up again after its reset");
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Res<()> {
         self.stream.set_nonblocking(false).ok();
         let r = self.stream.write_all(&self.outq);
@@ -246,6 +305,15 @@ impl Link {
                 self.bytes.frames_in += 1;
                 if body.len() > 33 && body[3] == 5 {
                     self.last_transfer_in = body.len() - 33;
+                }
+                // Prepared (6) or Done (9) from the board: it has written them to its flash.
+                let reset_on = match self.fault {
+                    Fault::ResetPrepared => Some(6),
+                    Fault::ResetCommitted => Some(9),
+                    _ => None,
+                };
+                if body.len() > 3 && Some(body[3]) == reset_on && self.transfers == 1 {
+                    self.reset_board(if body[3] == 6 { "Prepared" } else { "Done" })?;
                 }
                 let now = self.now();
                 side.cells.take_problems();
@@ -444,6 +512,11 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
     let retransmits0 = side.node.stats().retransmits;
 
     // Here → board.
+    if let (Fault::CutWrite(after), 0) = (link.fault, link.transfers) {
+        // The next writes of the board's agent flash are the arriving copy's.
+        link.send_cmd(&Cmd::CutPower { after });
+        link.resets_pending += 1;
+    }
     link.bytes = Bytes::default();
     let t0 = Instant::now();
     let now = link.now();
@@ -461,6 +534,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
         },
     )?;
     let wall_to_board = t0.elapsed();
+    link.after_resets(side)?;
     let snapshot_to_board = link.last_transfer_out;
     let to_board = link.bytes;
     let (insns_receive, errors, heap_receive) = link.cost(side)?;
@@ -623,7 +697,13 @@ fn boot(elf: &Path, fault: Fault) -> Res<Link> {
     let fail = |e: std::io::Error| Failure::Broken(format!("socket: {e}"));
     let listener = UnixListener::bind(&sock).map_err(fail)?;
     let mon_listener = UnixListener::bind(&mon).map_err(fail)?;
+    // QEMU runs in a directory of its own: the board's flash file is made there.
+    let flash_dir = std::env::temp_dir().join(format!("mielin-mcu-flash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flash_dir);
+    std::fs::create_dir_all(&flash_dir).map_err(fail)?;
+    let elf = std::fs::canonicalize(elf).map_err(fail)?;
     let mut cmd = Command::new("qemu-system-arm");
+    cmd.current_dir(&flash_dir);
     cmd.args([
         "-machine",
         "mps2-an385",
@@ -663,6 +743,8 @@ fn boot(elf: &Path, fault: Fault) -> Res<Link> {
         transfers: 0,
         last_transfer_in: 0,
         last_transfer_out: 0,
+        resets_pending: 0,
+        flash_dir,
         started: Instant::now(),
     })
 }
@@ -812,14 +894,32 @@ fn main() -> ExitCode {
                     Some("drop") => Fault::Drop,
                     Some("reset") => Fault::Reset,
                     Some("corrupt") => Fault::Corrupt,
+                    Some("reset-prepared") => Fault::ResetPrepared,
+                    Some("reset-committed") => Fault::ResetCommitted,
+                    Some(f) if f.starts_with("cut-write") => {
+                        match f
+                            .strip_prefix("cut-write")
+                            .unwrap_or("")
+                            .trim_start_matches('=')
+                        {
+                            "" => Fault::CutWrite(1),
+                            n => match n.parse() {
+                                Ok(n) => Fault::CutWrite(n),
+                                Err(_) => {
+                                    eprintln!("--fault cut-write=N, not {f}");
+                                    return ExitCode::from(2);
+                                }
+                            },
+                        }
+                    }
                     other => {
-                        eprintln!("--fault drop|reset|corrupt, not {other:?}");
+                        eprintln!("--fault drop|reset|corrupt|reset-prepared|reset-committed|cut-write=N, not {other:?}");
                         return ExitCode::from(2);
                     }
                 }
             }
             other => {
-                eprintln!("usage: mcu_roundtrip [--firmware ELF] [--fault drop|reset|corrupt]; not {other}");
+                eprintln!("usage: mcu_roundtrip [--firmware ELF] [--fault drop|reset|corrupt|reset-prepared|reset-committed|cut-write=N]; not {other}");
                 return ExitCode::from(2);
             }
         }
@@ -850,6 +950,10 @@ fn main() -> ExitCode {
         Err(Failure::Broken(why)) => {
             println!("FAIL {why}");
             ExitCode::from(2)
+        }
+        Err(Failure::NotCut) => {
+            println!("NOT CUT: the hand-off made fewer flash writes than the cut's number");
+            ExitCode::from(3)
         }
     }
 }

@@ -377,3 +377,42 @@ fn events_of_one_copy_never_apply_to_the_copy_committed_after_it() {
     let s = b.keeper_mut().load(AGENT).unwrap().unwrap();
     assert_eq!((s.epoch, s.events.len()), (1, 0));
 }
+
+#[test]
+fn after_a_power_cut_at_any_write_the_hand_off_done_again_completes() {
+    let bytes = container();
+    let key = LocalKey::from_bytes([5; 32]);
+    let ops = {
+        let mut mem = vec![0xffu8; PAGES * PAGE];
+        let mut b = board(&mut mem, &key).unwrap();
+        scenario(&mut b, &bytes);
+        b.keeper_mut().flash_mut().operations()
+    };
+    for n in 0..ops {
+        for landing in [Landing::Nothing, Landing::Half, Landing::All] {
+            let at = format!("cut at {n} ({landing:?})");
+            let mut mem = vec![0xffu8; PAGES * PAGE];
+            let acked = {
+                let mut b = board(&mut mem, &key).unwrap();
+                b.keeper_mut().flash_mut().cut_after(n, landing);
+                scenario(&mut b, &bytes)
+            };
+            // After the reset the node resumes what it acknowledged; what it had not, the
+            // source sends again: the hand-off (if it did not commit), then the messages.
+            let mut b = board(&mut mem, &key).unwrap_or_else(|e| panic!("{at}: {e}"));
+            if !acked.committed {
+                if !acked.prepared {
+                    b.prepare(AGENT, 1, true, &bytes)
+                        .unwrap_or_else(|e| panic!("{at}: prepare again: {e}"));
+                }
+            }
+            b.run(AGENT, 1);
+            assert!(
+                b.is_running(AGENT),
+                "{at} {acked:?}: {:?}",
+                b.take_problems()
+            );
+            assert_eq!(call(&mut b, "get"), 41, "{at}");
+        }
+    }
+}

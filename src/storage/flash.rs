@@ -308,6 +308,18 @@ impl<'a, const W: usize, const E: usize> RamFlash<'a, W, E> {
         self.written
     }
 
+    /// The medium as it is now: what a harness mirrors to keep it across a reset (a file
+    /// through semihosting under QEMU).
+    pub fn contents(&self) -> &[u8] {
+        self.mem
+    }
+
+    /// Whether an armed power cut has happened (every operation fails until
+    /// [`restore`](Self::restore)).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
     /// What of this operation lands if the power fails in it (`None`: it does not); fails if
     /// the power is off.
     fn begin(&mut self) -> Result<Option<Landing>, NorFlashErrorKind> {

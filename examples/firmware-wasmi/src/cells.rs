@@ -174,6 +174,9 @@ pub enum Cmd {
     },
     /// Board → host: a line for the log.
     Log(Vec<u8>),
+    /// Host → board: cut the power at the `after`-th write or erase of the agents' flash from
+    /// now (0: the next one), half of it landing; the board resets there.
+    CutPower { after: u32 },
 }
 
 fn put_id(out: &mut Vec<u8>, a: AgentId) {
@@ -264,6 +267,10 @@ impl Cmd {
                 o.push(9);
                 o.extend_from_slice(text);
             }
+            Cmd::CutPower { after } => {
+                o.push(10);
+                o.extend_from_slice(&after.to_le_bytes());
+            }
         }
         o
     }
@@ -306,6 +313,7 @@ impl Cmd {
                 prepared: r.list()?,
             },
             9 => return Some(Cmd::Log(r.0.to_vec())),
+            10 => Cmd::CutPower { after: r.u32()? },
             _ => return None,
         };
         r.0.is_empty().then_some(cmd)
@@ -341,6 +349,15 @@ fn one_i64(v: Vec<Val>) -> Result<i64, CellError> {
 /// the host.
 pub type Cells = mielin_cells::mesh::cells::Cells<NoKeeper<DnaSlots<'static, 4>>, Open>;
 
+/// The DNA a node holds in flash, for snapshots that name it by hash.
+pub fn dna_slots(dnas: &[&'static [u8]]) -> Result<DnaSlots<'static, 4>, CellError> {
+    let mut slots = DnaSlots::new();
+    for bin in dnas {
+        slots.insert(&Dna::new(*bin)?)?;
+    }
+    Ok(slots)
+}
+
 /// No agents; holds `dnas` (by-reference DNA); accepts memories up to `limits`. Claims the DNA
 /// it holds and sends agents back as a delta against the memory they came with; keeps no
 /// base of an agent it sent (the host side turns that on).
@@ -349,14 +366,10 @@ pub fn new_cells(
     dnas: &[&'static [u8]],
     limits: DecodeLimits,
 ) -> Result<Cells, CellError> {
-    let mut slots = DnaSlots::new();
-    for bin in dnas {
-        slots.insert(&Dna::new(*bin)?)?;
-    }
     let mut cells = Cells::new(
         node,
         Runtime::new(FUEL_PER_CALL),
-        NoKeeper::new(slots),
+        NoKeeper::new(dna_slots(dnas)?),
         Open,
         limits,
     );

@@ -6,6 +6,11 @@
 //! (link frames: `cells.rs`). It holds the two agents' DNA in flash, so snapshots may name it
 //! by hash. Commands from the host say what to run; after running an agent it hands it back.
 //!
+//! Its journal (`mesh::FlashJournal`) and its agents (`mesh::cells::FlashKeeper`) are in NOR
+//! flash (`flash.rs`: emulated in RAM and kept in a file on the host through semihosting), so
+//! a reset in the middle of a hand-off keeps exactly one copy of the agent: at boot the node
+//! restarts from the journal (`Node::restart`) and runs or asks about what it records.
+//!
 //! Not run on its own: `cargo run --release` here builds it and hands it to the host side
 //! (`examples/mcu_roundtrip.rs`, through the runner `scripts/mcu-roundtrip`), which boots it
 //! in qemu-system-arm with the UART on a socket. Semihosting prints the board's log.
@@ -15,20 +20,23 @@
 extern crate alloc;
 
 mod cells;
+mod flash;
 mod uart;
 
 use alloc::format;
 use alloc::vec::Vec;
-use cells::{Cells, Cmd, Deframer, BOARD, HOST, KIND_CMD, KIND_MESH};
+use cells::{Cmd, Deframer, BOARD, HOST, KIND_CMD, KIND_MESH};
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
 use embedded_alloc::LlffHeap as Heap;
-use mielin_cells::mesh::cells::Refusal;
-use mielin_cells::mesh::{Config, MemJournal, Node};
-use mielin_cells::migration::DecodeLimits;
+use mielin_cells::mesh::cells::{FlashKeeper, Open, Refusal};
+use mielin_cells::mesh::{Config, FlashJournal, Node};
+use mielin_cells::migration::{DecodeLimits, DnaSlots};
+use mielin_cells::runtime::Runtime;
+use mielin_cells::LocalKey;
 use panic_semihosting as _;
 
 /// The heap: the board's 16 MiB PSRAM at 0x2100_0000 (SSRAM2/3 at 0x2000_0000 holds the
@@ -48,6 +56,15 @@ const CPU_HZ: u32 = 25_000_000;
 const TICKS_PER_MS: u32 = CPU_HZ / 1000;
 
 static HEAP: Heap = Heap::empty();
+
+/// The board's agents, kept in its flash.
+type Cells =
+    mielin_cells::mesh::cells::Cells<FlashKeeper<flash::Mirrored, DnaSlots<'static, 4>>, Open>;
+/// The board's journal, in its flash.
+type Journal = FlashJournal<flash::Mirrored, 8>;
+/// Events after which an agent is saved whole: the flash keeps the events of each copy until
+/// they are written over, so few.
+const CHECKPOINT_EVERY: u32 = 16;
 
 /// The heap, counting the bytes in use and their peak (reported with the costs).
 struct Counted;
@@ -120,7 +137,7 @@ fn init_heap() {
 }
 
 struct Board {
-    node: Node<MemJournal<8>, 8>,
+    node: Node<Journal, 8>,
     cells: Cells,
     out: Vec<u8>,
     busy_ns: u64,
@@ -191,6 +208,15 @@ impl Board {
                 PEAK.store(USED.load(Ordering::Relaxed), Ordering::Relaxed);
                 self.cmd(&c);
             }
+            Cmd::CutPower { after } => {
+                self.cells
+                    .keeper_mut()
+                    .flash_mut()
+                    .cut_after(u64::from(after));
+                self.log(&format!(
+                    "the power fails at flash operation {after} from now"
+                ));
+            }
             Cmd::StatusQuery => {
                 let running = self
                     .cells
@@ -258,29 +284,61 @@ fn main() -> ! {
         max_wasm_binary: 256 * 1024,
         max_wasm_state: MAX_MEMORY,
     };
-    let cells = match cells::new_cells(
-        BOARD,
-        &[cells::COUNTER_WASM, cells::RUST_GUEST_WASM],
-        limits,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            hprintln!("FAIL DNA in flash: {}", e);
-            debug::exit(debug::EXIT_FAILURE);
-            halt()
-        }
+    let fail = |what: &str| -> ! {
+        hprintln!("FAIL {}", what);
+        debug::exit(debug::EXIT_FAILURE);
+        halt()
     };
+    let slots = match cells::dna_slots(&[cells::COUNTER_WASM, cells::RUST_GUEST_WASM]) {
+        Ok(s) => s,
+        Err(e) => fail(&format!("DNA in flash: {e}")),
+    };
+    let Some((journal_flash, keeper_flash)) = flash::load() else {
+        fail("the flash file cannot be opened through semihosting")
+    };
+    // No secret on this board: the items carry checksums, not MACs (docs/platforms.md).
+    let key = LocalKey::UNKEYED;
+    let journal_len = (flash::JOURNAL_PAGES * flash::PAGE) as u32;
+    let journal = match FlashJournal::open(journal_flash, 0..journal_len, &key) {
+        Ok(j) => j,
+        Err(e) => fail(&format!("the journal in flash: {e}")),
+    };
+    let keeper_len = (flash::KEEPER_PAGES * flash::PAGE) as u32;
+    let keeper = match FlashKeeper::open(keeper_flash, 0..keeper_len, BOARD, &key, slots, limits) {
+        Ok(k) => k,
+        Err(e) => fail(&format!("the agents in flash: {e}")),
+    };
+    let mut cells = Cells::new(
+        BOARD,
+        Runtime::new(cells::FUEL_PER_CALL),
+        keeper,
+        Open,
+        limits,
+    );
+    cells.claim_dna = true;
+    cells.send_delta = true;
+    cells.checkpoint_every = CHECKPOINT_EVERY;
     let config = Config {
         rto_ms: 300,
         ..Config::default()
     };
+    // Resumes what the journal records: agents that ran here run again, in-doubt hand-offs
+    // ask their source.
+    let node = Node::restart(BOARD, journal, config, &mut cells, now_ms());
+    let (kept, kept_prepared) = cells.keeper().copies();
     let mut board = Board {
-        node: Node::new(BOARD, MemJournal::new(), config),
+        node,
         cells,
         out: Vec::new(),
         busy_ns: 0,
         link_errors: 0,
     };
+    hprintln!(
+        "board: its flash holds {} running and {} prepared copies; {} agent(s) running",
+        kept,
+        kept_prepared,
+        board.cells.running().len()
+    );
     hprintln!(
         "board: mps2-an385 up, heap {} KiB, agent memory up to {} KiB",
         HEAP_SIZE / 1024,

@@ -294,6 +294,13 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
             .map(|(a, _)| *a)
     }
 
+    /// The copies it holds: agents with a running copy, and prepared copies.
+    pub fn copies(&self) -> (usize, usize) {
+        let running = self.heads.values().filter(|h| h.running.is_some()).count();
+        let prepared = self.heads.values().map(|h| h.prepared.len()).sum();
+        (running, prepared)
+    }
+
     /// Reads every head and the last generation issued. A head that does not verify is left
     /// out (its agent then has no copy here; loading it refuses).
     fn scan(&mut self) -> Result<(), KeepError> {
