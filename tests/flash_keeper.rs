@@ -400,11 +400,9 @@ fn after_a_power_cut_at_any_write_the_hand_off_done_again_completes() {
             // After the reset the node resumes what it acknowledged; what it had not, the
             // source sends again: the hand-off (if it did not commit), then the messages.
             let mut b = board(&mut mem, &key).unwrap_or_else(|e| panic!("{at}: {e}"));
-            if !acked.committed {
-                if !acked.prepared {
-                    b.prepare(AGENT, 1, true, &bytes)
-                        .unwrap_or_else(|e| panic!("{at}: prepare again: {e}"));
-                }
+            if !acked.committed && !acked.prepared {
+                b.prepare(AGENT, 1, true, &bytes)
+                    .unwrap_or_else(|e| panic!("{at}: prepare again: {e}"));
             }
             b.run(AGENT, 1);
             assert!(

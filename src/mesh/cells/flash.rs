@@ -1,31 +1,5 @@
 //! [`FlashKeeper`]: a board's agents in NOR flash (features `wasmi` and `flash`), in a
 //! `sequential-storage` map, so that a reset in the middle of a hand-off keeps exactly one copy.
-//!
-//! **Layout.** Every item's key is 20 bytes: the agent's id, a kind, two bytes of index and a
-//! slot. Per agent:
-//! - a *head* (kind 0): the generation of its running copy and where that copy and its prepared
-//!   ones are: slot, epoch, length and SHA-256, MAC'd under the keeper's key;
-//! - *chunks* (kind 1) of each copy, in one of [`FLASH_SLOTS`] slots: the container as
-//!   [`seal_copy`](super::seal_copy) writes it, cut into pieces that fit a flash page;
-//! - *events* (kind 2), numbered from 0 after the running copy: the generation, the event,
-//!   and a MAC over the agent, the number, the generation and the event.
-//!
-//! One more item holds the last generation issued (so that a generation is never used twice,
-//! not even for an agent that left and came back).
-//!
-//! **Why a reset keeps one copy.** A copy is written whole into a slot that no head names, and
-//! only then does a new head name it: one item, written atomically (the map keeps the previous
-//! value of a key until the new item is complete; a write cut by a power failure fails its CRC
-//! and is ignored). Committing a prepared copy is the same pointer flip. An event counts only
-//! if its generation is the head's and every event before it is there, so a torn event ends
-//! the list, and events of an older copy never apply to a newer one.
-//!
-//! **Space.** The map collects the garbage of superseded items itself; what stays is the last
-//! value of every key. So a slot's chunks stay until the slot is written again, and events up
-//! to the highest number a copy reached stay until overwritten: set
-//! [`Cells::checkpoint_every`](super::Cells::checkpoint_every) low on a board. An agent that
-//! leaves ([`Keeper::remove`]) has all its keys removed (which reads the whole map per key:
-//! slow, and only on a hand-off away).
 
 use super::{open_copy, seal_copy, Event, KeepError, Keeper, Saved};
 use crate::mesh::Inbox;
@@ -191,7 +165,33 @@ pub struct FlashKeeperStats {
 }
 
 /// A [`Keeper`] in NOR flash (features `wasmi` and `flash`): the board's agents survive a
-/// reset. See the [module](self) for the layout and why a reset keeps exactly one copy.
+/// reset.
+///
+/// **Layout.** Every item's key is 20 bytes: the agent's id, a kind, two bytes of index and a
+/// slot. Per agent:
+/// - a *head* (kind 0): the generation of its running copy and where that copy and its prepared
+///   ones are: slot, epoch, length and SHA-256, MAC'd under the keeper's key;
+/// - *chunks* (kind 1) of each copy, in one of [`FLASH_SLOTS`] slots: the container as
+///   the QUIC node's files hold it (sealed, version 3), cut into pieces that fit a flash page;
+/// - *events* (kind 2), numbered from 0 after the running copy: the generation, the event,
+///   and a MAC over the agent, the number, the generation and the event.
+///
+/// One more item holds the last generation issued (so that a generation is never used twice,
+/// not even for an agent that left and came back).
+///
+/// **Why a reset keeps one copy.** A copy is written whole into a slot that no head names, and
+/// only then does a new head name it: one item, written atomically (the map keeps the previous
+/// value of a key until the new item is complete; a write cut by a power failure fails its CRC
+/// and is ignored). Committing a prepared copy is the same pointer flip. An event counts only
+/// if its generation is the head's and every event before it is there, so a torn event ends
+/// the list, and events of an older copy never apply to a newer one.
+///
+/// **Space.** The map collects the garbage of superseded items itself; what stays is the last
+/// value of every key. So a slot's chunks stay until the slot is written again, and events up
+/// to the highest number a copy reached stay until overwritten: set
+/// [`Cells::checkpoint_every`](super::Cells::checkpoint_every) low on a board. An agent that
+/// leaves ([`Keeper::remove`]) has all its keys removed (which reads the whole map per key:
+/// slow, and only on a hand-off away).
 ///
 /// Needs a [`MultiwriteNorFlash`] (a word may be written again to clear more bits, as NOR flash
 /// allows) because an agent's keys are removed when it leaves. DNA comes from the embedder's
@@ -274,8 +274,8 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
         self.map.destroy().0
     }
 
-    /// The flash, to arm a fault or read its counters (a test's [`RamFlash`]
-    /// (crate::storage::RamFlash)), or to mirror it. Changing its contents under the keeper
+    /// The flash, to arm a fault or read its counters (a test's
+    /// [`RamFlash`](crate::storage::RamFlash)), or to mirror it. Changing its contents under the keeper
     /// is at the caller's risk.
     pub fn flash_mut(&mut self) -> &mut S {
         self.map.flash()
