@@ -79,6 +79,14 @@ enum Fault {
     /// The power fails at this write or erase of the board's agent flash (from the hand-off's
     /// start).
     CutWrite(u32),
+    /// The board is reset as soon as it sends its Transfer back (it aborts the hand-off after
+    /// the reset and runs the agent again).
+    ResetOutgoing,
+    /// The board is reset as soon as it sends the commit of the hand-off back.
+    ResetMoved,
+    /// The power fails at this write or erase of the board's agent flash from the steps' save
+    /// on (the way back).
+    CutBack(u32),
 }
 
 /// What went wrong, and whether the agent is still safe (exactly one copy).
@@ -127,6 +135,8 @@ struct Link {
     last_transfer_out: usize,
     /// Resets of the board this process caused (or armed) whose `Ready` it has not seen.
     resets_pending: u32,
+    /// The reset of a `Reset*` fault happened (once per run).
+    reset_done: bool,
     /// The directory QEMU runs in, with the board's flash file.
     flash_dir: PathBuf,
     started: Instant,
@@ -255,9 +265,8 @@ impl Link {
         let mon = self.monitor.as_mut().expect("a monitor");
         mon.write_all(b"system_reset\n")
             .map_err(|e| Failure::Broken(format!("monitor: {e}")))?;
-        self.transfers += 1;
         self.resets_pending += 1;
-        println!("fault: board reset right after it answered {after}");
+        println!("fault: board reset right after it {after}");
         Ok(())
     }
 
@@ -274,7 +283,7 @@ impl Link {
                     Some(())
                 },
             );
-            if up.is_err() && matches!(self.fault, Fault::CutWrite(_)) {
+            if up.is_err() && matches!(self.fault, Fault::CutWrite(_) | Fault::CutBack(_)) {
                 return Err(Failure::NotCut);
             }
             up?;
@@ -307,13 +316,23 @@ impl Link {
                     self.last_transfer_in = body.len() - 33;
                 }
                 // Prepared (6) or Done (9) from the board: it has written them to its flash.
+                // Transfer (5) or Commit (7) from the board: the hand-off back.
                 let reset_on = match self.fault {
                     Fault::ResetPrepared => Some(6),
                     Fault::ResetCommitted => Some(9),
+                    Fault::ResetOutgoing => Some(5),
+                    Fault::ResetMoved => Some(7),
                     _ => None,
                 };
-                if body.len() > 3 && Some(body[3]) == reset_on && self.transfers == 1 {
-                    self.reset_board(if body[3] == 6 { "Prepared" } else { "Done" })?;
+                if body.len() > 3 && Some(body[3]) == reset_on && !self.reset_done {
+                    self.reset_done = true;
+                    let what = match body[3] {
+                        5 => "sent its Transfer",
+                        6 => "answered Prepared",
+                        7 => "sent its Commit",
+                        _ => "answered Done",
+                    };
+                    self.reset_board(what)?;
                 }
                 let now = self.now();
                 side.cells.take_problems();
@@ -559,31 +578,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
 
     // M steps on the board, then board → here.
     link.bytes = Bytes::default();
-    link.send_cmd(&Cmd::Work {
-        agent,
-        from: n,
-        count: m,
-    });
-    let (board_value, insns_steps) = link.until(
-        side,
-        Duration::from_secs(120),
-        "the board's steps",
-        |_, cmds| {
-            let i = cmds.iter().position(|c| matches!(c, Cmd::Worked { .. }))?;
-            match cmds.remove(i) {
-                Cmd::Worked { value, insns, .. } => Some((value, insns)),
-                _ => None,
-            }
-        },
-    )?;
-    let t1 = Instant::now();
-    link.until(
-        side,
-        Duration::from_secs(60),
-        "the hand-off back",
-        |s, _| (s.cells.is_running(agent) && s.node.is_quiet()).then_some(()),
-    )?;
-    let wall_to_host = t1.elapsed();
+    let (board_value, insns_steps, wall_to_host) = work_and_hand_back(link, side, agent, n, m)?;
     let to_host = link.bytes;
     let (insns_send, _, heap_send) = link.cost(side)?;
     let snapshot_to_host = link.last_transfer_in;
@@ -626,6 +621,99 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
         wall_to_host,
         retransmits: side.node.stats().retransmits - retransmits0,
     })
+}
+
+/// Has the board run steps `n..n + m` of `agent` and hand it back: its last value, the
+/// instructions the steps took, and the time of the hand-off back. A reset of the board on
+/// the way (a fault) is ridden out as an operator would: when the board comes back before it
+/// reported the steps, they are asked for again (it saves an agent before reporting them);
+/// when it comes back still running the agent, it is asked to hand it back (no steps).
+fn work_and_hand_back(
+    link: &mut Link,
+    side: &mut Side,
+    agent: AgentId,
+    n: u32,
+    m: u32,
+) -> Res<(i64, u64, Duration)> {
+    if let (Fault::CutBack(after), 0) = (link.fault, link.resets_pending) {
+        link.send_cmd(&Cmd::CutPower { after });
+        link.resets_pending += 1;
+    }
+    let ready = |c: &Cmd| matches!(c, Cmd::Ready { .. });
+    let mut worked = None;
+    let mut t1 = Instant::now();
+    let mut ask = true;
+    let t0 = Instant::now();
+    loop {
+        if ask {
+            let count = if worked.is_some() { 0 } else { m };
+            link.send_cmd(&Cmd::Work {
+                agent,
+                from: n + if worked.is_some() { m } else { 0 },
+                count,
+            });
+            ask = false;
+        }
+        let done = link.until(
+            side,
+            Duration::from_secs(120),
+            "the board's steps and the hand-off back",
+            |s, cmds| {
+                if let Some(i) = cmds.iter().position(|c| matches!(c, Cmd::Worked { .. })) {
+                    if let Cmd::Worked { value, insns, .. } = cmds.remove(i) {
+                        return Some(Step::Worked(value, insns));
+                    }
+                }
+                if let Some(i) = cmds.iter().position(ready) {
+                    cmds.remove(i);
+                    return Some(Step::Reset);
+                }
+                (s.cells.is_running(agent) && s.node.is_quiet()).then_some(Step::Back)
+            },
+        )?;
+        match done {
+            Step::Worked(value, insns) => {
+                // The first report only: a repeated hand-off reports no steps.
+                if worked.is_none() {
+                    worked = Some((value, insns));
+                    t1 = Instant::now();
+                }
+            }
+            Step::Back => break,
+            Step::Reset => {
+                link.resets_pending = link.resets_pending.saturating_sub(1);
+                println!("board up again after its reset");
+                // Let the restarted node settle (its in-doubt questions, re-sent commits)
+                // before deciding whether the agent still runs there.
+                link.until(
+                    side,
+                    Duration::from_secs(5),
+                    "the board's restart to settle",
+                    |s, _| s.node.is_quiet().then_some(()),
+                )?;
+                let (running, _) = link.status(side)?;
+                if running.iter().any(|(a, _)| *a == agent) {
+                    ask = true;
+                }
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(180) {
+            return broken("the board's steps and the hand-off back did not finish");
+        }
+    }
+    // A reset whose board has not said it is up yet (after a commit the host heard first);
+    // a power cut that never fired ends as `NotCut` there.
+    link.after_resets(side)?;
+    let (value, insns) =
+        worked.ok_or_else(|| Failure::Broken("the board never reported its steps".into()))?;
+    Ok((value, insns, t1.elapsed()))
+}
+
+/// What the board's side of a round trip did next.
+enum Step {
+    Worked(i64, u64),
+    Reset,
+    Back,
 }
 
 /// An agent whose memory is larger than the board accepts: refused, it runs on here.
@@ -744,6 +832,7 @@ fn boot(elf: &Path, fault: Fault) -> Res<Link> {
         last_transfer_in: 0,
         last_transfer_out: 0,
         resets_pending: 0,
+        reset_done: false,
         flash_dir,
         started: Instant::now(),
     })
@@ -896,6 +985,15 @@ fn main() -> ExitCode {
                     Some("corrupt") => Fault::Corrupt,
                     Some("reset-prepared") => Fault::ResetPrepared,
                     Some("reset-committed") => Fault::ResetCommitted,
+                    Some("reset-outgoing") => Fault::ResetOutgoing,
+                    Some("reset-moved") => Fault::ResetMoved,
+                    Some(f) if f.starts_with("cut-back=") => match f["cut-back=".len()..].parse() {
+                        Ok(n) => Fault::CutBack(n),
+                        Err(_) => {
+                            eprintln!("--fault cut-back=N, not {f}");
+                            return ExitCode::from(2);
+                        }
+                    },
                     Some(f) if f.starts_with("cut-write") => {
                         match f
                             .strip_prefix("cut-write")
@@ -913,13 +1011,13 @@ fn main() -> ExitCode {
                         }
                     }
                     other => {
-                        eprintln!("--fault drop|reset|corrupt|reset-prepared|reset-committed|cut-write=N, not {other:?}");
+                        eprintln!("--fault drop|reset|corrupt|reset-prepared|reset-committed|cut-write=N|reset-outgoing|reset-moved|cut-back=N, not {other:?}");
                         return ExitCode::from(2);
                     }
                 }
             }
             other => {
-                eprintln!("usage: mcu_roundtrip [--firmware ELF] [--fault drop|reset|corrupt|reset-prepared|reset-committed|cut-write=N]; not {other}");
+                eprintln!("usage: mcu_roundtrip [--firmware ELF] [--fault drop|reset|corrupt|reset-prepared|reset-committed|cut-write=N|reset-outgoing|reset-moved|cut-back=N]; not {other}");
                 return ExitCode::from(2);
             }
         }

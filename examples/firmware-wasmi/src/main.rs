@@ -255,6 +255,12 @@ impl Board {
             }
         }
         let insns = now_ns() - t0;
+        // The steps were direct calls, not logged events: saved before anyone hears of them,
+        // so a reset after this point keeps them.
+        if let Err(e) = self.cells.save(agent) {
+            self.log(&format!("work: saving the agent failed: {e}"));
+            return;
+        }
         self.cmd(&Cmd::Worked {
             agent,
             value,
