@@ -560,3 +560,92 @@ fn a_crash_between_the_journal_commit_and_the_keeper_commit_keeps_the_agent() {
     assert_eq!(call(&mut b, "get", &[]), 41);
     assert_eq!(call(&mut b, "take", &[]), 0x2a);
 }
+
+/// A keeper whose commit of a prepared copy fails (as a failed rename does in `NodeFiles`) and
+/// whose pruning does not happen (the node stopped before it): the prepared copy stays beside
+/// the running one saved after it at the same epoch.
+#[derive(Clone)]
+struct CommitFails(MemKeeper);
+
+impl Keeper for CommitFails {
+    fn dna(&self) -> &dyn mielin_cells::migration::DnaStore {
+        self.0.dna()
+    }
+    fn keep_dna(&mut self, dna: &Dna<Vec<u8>>) -> Result<(), KeepError> {
+        self.0.keep_dna(dna)
+    }
+    fn save(
+        &mut self,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        self.0.save(epoch, agent, inbox)
+    }
+    fn load(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
+        self.0.load(agent)
+    }
+    fn save_prepared(
+        &mut self,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        self.0.save_prepared(epoch, agent, inbox)
+    }
+    fn load_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<Option<Saved>, KeepError> {
+        self.0.load_prepared(agent, epoch)
+    }
+    fn commit_prepared(&mut self, _: AgentId, _: u64) -> Result<(), KeepError> {
+        Err(KeepError::Write)
+    }
+    fn prune(&mut self, _: &dyn Fn(AgentId, u64) -> bool) {}
+    fn remove(&mut self, agent: AgentId) {
+        self.0.remove(agent)
+    }
+}
+
+/// After a restart, the running copy saved at the journal's epoch wins over a prepared copy
+/// of that epoch left beside it (the commit could not remove it): the prepared one is the
+/// agent as it arrived, the running one what it became after.
+#[test]
+fn a_running_copy_saved_after_the_commit_wins_over_the_prepared_one() {
+    use mielin_cells::mesh::{Config, Journal, MemJournal, Node, Phase, Record};
+    let mut a = started();
+    let bytes = capture(&mut a, 1);
+    let new =
+        |k: CommitFails| Cells::new(B, Runtime::new(1_000_000), k, Open, DecodeLimits::default());
+    let mut b = new(CommitFails(MemKeeper::new()));
+    b.prepare(AGENT, 1, true, &bytes).unwrap();
+    b.run(AGENT, 1);
+    assert!(b.is_running(AGENT));
+    b.live_mut(AGENT)
+        .unwrap()
+        .call("set", &[Val::I32(99)])
+        .unwrap();
+    b.save(AGENT).unwrap();
+    let keeper = b.keeper().clone();
+    drop(b);
+    let mut journal: MemJournal<8> = MemJournal::new();
+    journal.set_sequence(AGENT, 1).unwrap();
+    journal
+        .put(
+            AGENT,
+            Record {
+                epoch: 1,
+                phase: Phase::Running,
+            },
+        )
+        .unwrap();
+    let mut b = new(keeper);
+    let _node = Node::<_, 8>::restart(B, journal, Config::default(), &mut b, 0);
+    assert!(b.is_running(AGENT), "{:?}", b.take_problems());
+    let got = match b.live_mut(AGENT).unwrap().call("get", &[]).unwrap()[..] {
+        [Val::I32(v)] => v,
+        ref v => panic!("{v:?}"),
+    };
+    assert_eq!(
+        got, 99,
+        "the copy saved after the commit, not the one that arrived"
+    );
+}

@@ -401,6 +401,12 @@ fn main() -> ! {
                 }
             }
         }
+        // A failed write of the flash (not a power cut: that resets at once) poisons the host
+        // or the journal: nobody knows what landed, so the board restarts from the flash.
+        if board.cells.is_poisoned() || board.node.journal().is_poisoned() {
+            hprintln!("board: a flash write failed: restarting from the flash");
+            cortex_m::peripheral::SCB::sys_reset();
+        }
         let now = now_ms();
         if board.node.poll_timeout().is_some_and(|t| t <= now) {
             let t0 = now_ns();

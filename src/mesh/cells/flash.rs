@@ -187,11 +187,17 @@ pub struct FlashKeeperStats {
 /// the list, and events of an older copy never apply to a newer one.
 ///
 /// **Space.** The map collects the garbage of superseded items itself; what stays is the last
-/// value of every key. So a slot's chunks stay until the slot is written again, and events up
-/// to the highest number a copy reached stay until overwritten: set
-/// [`Cells::checkpoint_every`](super::Cells::checkpoint_every) low on a board. An agent that
-/// leaves ([`Keeper::remove`]) has all its keys removed (which reads the whole map per key:
-/// slow, and only on a hand-off away).
+/// value of every key. So a slot's chunks stay until the slot is written again (at most
+/// [`FLASH_SLOTS`] copies' worth per agent), and events up to the highest number a copy
+/// reached stay until overwritten: set [`Cells::checkpoint_every`](super::Cells::checkpoint_every)
+/// low on a board. An agent left with no copy here — it moved away ([`Keeper::remove`]), or
+/// the hand-offs that brought it aborted ([`Keeper::prune`]) — is forgotten whole: its head
+/// first, then every key it has (each removal reads the whole map: slow, and only then). The
+/// flash must hold two copies of an agent at once (a new copy is written before the old one is
+/// let go) and its events between checkpoints. A copy that does not fit is refused with
+/// [`KeepError::NoRoom`] and what it wrote is removed; nothing else changes and the keeper goes
+/// on (a checkpoint that does not fit is skipped: the events hold the agent). When even an
+/// event does not fit, the host stops (it cannot make the message durable).
 ///
 /// Needs a [`MultiwriteNorFlash`] (a word may be written again to clear more bits, as NOR flash
 /// allows) because an agent's keys are removed when it leaves. DNA comes from the embedder's
@@ -201,7 +207,11 @@ pub struct FlashKeeperStats {
 /// [`Keeper::flush`] reports it): after a failed write nobody knows which items landed, so the
 /// board must restart from the flash. Reads that find a head that does not verify, or a copy
 /// whose length or SHA-256 is not the head's, refuse that agent ([`KeepError::Refused`] or
-/// [`KeepError::Read`]); other agents still load.
+/// [`KeepError::Read`]); other agents still load. Damage to the newest item of a key reads as
+/// the value before it (the map cannot tell it from a write cut by the power): for an event,
+/// that event and the ones after it are lost, and the agent is saved whole at its next event
+/// so that they never come back after a new one. The firmware in `examples/firmware-wasmi`
+/// resets when its host or journal is poisoned.
 pub struct FlashKeeper<S: MultiwriteNorFlash, D> {
     map: Map<S>,
     node: NodeId,
@@ -217,6 +227,11 @@ pub struct FlashKeeper<S: MultiwriteNorFlash, D> {
     bad_heads: BTreeSet<AgentId>,
     /// The number of the next event of each agent's running copy (after a load or a save).
     next_event: BTreeMap<AgentId, u16>,
+    /// Agents whose events, when loaded, stopped at a damaged item with events of the same
+    /// generation beyond it: their next event is not logged but saved whole (a new
+    /// generation), as appending in the damaged one's place would bring the ones beyond back
+    /// after it: two histories mixed.
+    resave: BTreeSet<AgentId>,
     generation: u64,
     failed: bool,
     stats: FlashKeeperStats,
@@ -236,7 +251,9 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
     /// Opens the keeper in `range` of `flash` (whole pages, at least two; erased flash is an
     /// empty keeper) for `node`, its items MAC'd under `key` ([`LocalKey::UNKEYED`] on a board
     /// without a secret: then the MACs are checksums, which find damage but not a forger).
-    /// Reads every head once. `limits` bound the copies it decodes.
+    /// Reads every head once. `limits` bound the copies it decodes (and so what a head may
+    /// make it allocate: their sum and 1 MiB). Refused ([`KeepError::Read`]) when the map
+    /// reports corruption it cannot repair or holds an item longer than the keeper ever writes.
     pub fn open(
         flash: S,
         range: core::ops::Range<u32>,
@@ -261,6 +278,7 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
             heads: BTreeMap::new(),
             bad_heads: BTreeSet::new(),
             next_event: BTreeMap::new(),
+            resave: BTreeSet::new(),
             generation: 0,
             failed: false,
             stats: FlashKeeperStats::default(),
@@ -353,12 +371,70 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
         if self.failed {
             return Err(KeepError::Write);
         }
-        let r = block_on(self.map.store_item(&mut self.buf[..], key, &value));
-        if r.is_err() {
-            self.failed = true;
-            return Err(KeepError::Write);
+        match block_on(self.map.store_item(&mut self.buf[..], key, &value)) {
+            Ok(()) => Ok(()),
+            // Refused before anything of the item was written: the map is as it was.
+            Err(sequential_storage::Error::FullStorage | sequential_storage::Error::ItemTooBig) => {
+                Err(KeepError::NoRoom)
+            }
+            Err(_) => {
+                self.failed = true;
+                Err(KeepError::Write)
+            }
+        }
+    }
+
+    /// Removes the items of `keys` (each removal reads the whole map: slow, and only on a
+    /// hand-off away, an aborted one, or a copy that did not fit).
+    fn remove_keys(&mut self, keys: impl IntoIterator<Item = Key>) -> Result<(), KeepError> {
+        for k in keys {
+            if self.failed {
+                return Err(KeepError::Write);
+            }
+            if block_on(self.map.remove_item(&mut self.buf[..], &k)).is_err() {
+                self.failed = true;
+                return Err(KeepError::Write);
+            }
         }
         Ok(())
+    }
+
+    /// Every key of `agent` in the map but its head.
+    fn keys_of(&mut self, agent: AgentId) -> Result<BTreeSet<Key>, KeepError> {
+        let mut keys = BTreeSet::new();
+        let buf = &mut self.buf;
+        let map = &mut self.map;
+        block_on(async {
+            let mut it = map.fetch_all_items(&mut buf[..]).await.ok()?;
+            while let Some((k, _)) = it.next::<&[u8]>(&mut buf[..]).await.ok()? {
+                if k[..16] == agent.as_bytes()[..] && k[16] != HEAD && k != GENERATION {
+                    keys.insert(k);
+                }
+            }
+            Some(())
+        })
+        .ok_or(KeepError::Read)?;
+        Ok(keys)
+    }
+
+    /// Forgets everything of `agent`: its head first (an empty value: from then on nothing of
+    /// it loads, whatever of the rest a reset leaves), then its other keys, so they do not
+    /// fill the flash.
+    fn forget(&mut self, agent: AgentId) -> Result<(), KeepError> {
+        self.heads.remove(&agent);
+        self.next_event.remove(&agent);
+        self.resave.remove(&agent);
+        self.store(&key(agent, HEAD, 0, 0), &[])?;
+        let keys = self.keys_of(agent)?;
+        self.remove_keys(keys)
+    }
+
+    /// Writes the agent's head, or forgets the agent when the head names no copy.
+    fn put_or_forget(&mut self, agent: AgentId, head: Head) -> Result<(), KeepError> {
+        match head.running.is_none() && head.prepared.is_empty() {
+            true => self.forget(agent),
+            false => self.put_head(agent, head),
+        }
     }
 
     fn fetch(&mut self, key: &Key) -> Result<Option<Vec<u8>>, KeepError> {
@@ -399,7 +475,17 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
             return Err(KeepError::Write);
         }
         for (i, piece) in bytes.chunks(self.chunk).enumerate() {
-            self.store(&key(agent, CHUNK, i as u16, slot), piece)?;
+            if let Err(e) = self.store(&key(agent, CHUNK, i as u16, slot), piece) {
+                // A copy that did not fit: its chunks go again, or nothing would ever free
+                // them (no head names them).
+                if e == KeepError::NoRoom {
+                    self.remove_keys((0..i as u16).map(|j| key(agent, CHUNK, j, slot)))?;
+                    if !self.heads.contains_key(&agent) {
+                        self.forget(agent)?;
+                    }
+                }
+                return Err(e);
+            }
         }
         self.stats.copies += 1;
         self.stats.copy_bytes += bytes.len() as u64;
@@ -460,23 +546,36 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
         v
     }
 
+    /// The generation of the event item at `n`, if there is one that has one.
+    fn event_generation(
+        &mut self,
+        agent: AgentId,
+        n: u16,
+    ) -> Result<Option<(u64, Vec<u8>)>, KeepError> {
+        let Some(v) = self.fetch(&key(agent, EVENT, n, 0))? else {
+            return Ok(None);
+        };
+        let g = v.get(..8).and_then(|g| <[u8; 8]>::try_from(g).ok());
+        Ok(g.map(|g| (u64::from_le_bytes(g), v)))
+    }
+
     /// The events after the running copy of generation `generation`: numbered from 0, each of
-    /// that generation with a MAC that verifies, up to the first that is missing or is not.
-    fn read_events(&mut self, agent: AgentId, generation: u64) -> Result<Vec<Event>, KeepError> {
+    /// that generation with a MAC that verifies, up to the first that is missing or is not;
+    /// and whether an event of that generation lies beyond it (a damaged item in between: the
+    /// map read its older value). Then appending in its place would bring the ones beyond back
+    /// after it, so the agent must be saved whole before its next event.
+    fn read_events(
+        &mut self,
+        agent: AgentId,
+        generation: u64,
+    ) -> Result<(Vec<Event>, bool), KeepError> {
         let mut events = Vec::new();
-        for n in 0..=u16::MAX {
-            let Some(v) = self.fetch(&key(agent, EVENT, n, 0))? else {
-                break;
-            };
-            let Some((body, mac)) = v.split_at_checked(v.len().saturating_sub(MAC)) else {
-                break;
-            };
-            if body.len() < 8
-                || u64::from_le_bytes(body[..8].try_into().map_err(|_| KeepError::Read)?)
-                    != generation
-            {
+        let mut n = 0u16;
+        while let Some((g, v)) = self.event_generation(agent, n)? {
+            if g != generation || v.len() < 8 + MAC {
                 break;
             }
+            let (body, mac) = v.split_at(v.len() - MAC);
             if !self.key.verify(
                 EVENT_DOMAIN,
                 &[agent.as_bytes(), &n.to_le_bytes(), body],
@@ -488,8 +587,23 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
                 )));
             }
             events.push(Event::decode(&body[8..]).map_err(|e| KeepError::Refused(e.into()))?);
+            n = match n.checked_add(1) {
+                Some(n) => n,
+                None => return Ok((events, false)),
+            };
         }
-        Ok(events)
+        // Beyond the end: items of older generations are left-overs (each save starts again at
+        // 0); one of this generation means a gap. Every item up to the first missing key.
+        let mut gap = false;
+        let mut m = n;
+        while let Some(next) = m.checked_add(1) {
+            m = next;
+            match self.event_generation(agent, m)? {
+                Some((g, _)) => gap |= g == generation,
+                None => break,
+            }
+        }
+        Ok((events, gap))
     }
 }
 
@@ -502,7 +616,9 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
         // Copies name their DNA by hash: it must be in the board's store to load them again.
         match self.dna.get(dna.hash()) {
             Some(_) => Ok(()),
-            None => Err(KeepError::Write),
+            None => Err(KeepError::Refused(crate::CellError::DnaNotFound {
+                hash: crate::DigestPrefix::of(dna.hash()),
+            })),
         }
     }
 
@@ -513,33 +629,13 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
         inbox: &Inbox,
     ) -> Result<(), KeepError> {
         let id = agent.agent_id();
-        let bytes = seal_copy(self.node, &self.key, epoch, agent, inbox)?;
-        let place = self.write_copy(id, epoch, &bytes)?;
-        let generation = self.next_generation()?;
-        let mut head = self.heads.get(&id).cloned().unwrap_or_default();
-        head.generation = generation;
-        head.running = Some(place);
-        self.put_head(id, head)?;
-        self.next_event.insert(id, 0);
-        Ok(())
+        let r = self.save_running(id, epoch, agent, inbox);
+        self.after_failed_write(id, &r);
+        r
     }
 
     fn load(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
-        if self.bad_heads.contains(&agent) {
-            return Err(KeepError::Refused(crate::CellError::from(
-                crate::DecodeError::Malformed,
-            )));
-        }
-        let Some(head) = self.heads.get(&agent).cloned() else {
-            return Ok(None);
-        };
-        let Some(place) = head.running else {
-            return Ok(None);
-        };
-        let mut saved = self.read_copy(agent, place)?;
-        saved.events = self.read_events(agent, head.generation)?;
-        self.next_event.insert(agent, saved.events.len() as u16);
-        Ok(Some(saved))
+        self.load_running(agent)
     }
 
     fn save_prepared(
@@ -549,17 +645,9 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
         inbox: &Inbox,
     ) -> Result<(), KeepError> {
         let id = agent.agent_id();
-        let mut head = self.heads.get(&id).cloned().unwrap_or_default();
-        // A copy prepared at this epoch before is replaced; the oldest other goes if full.
-        head.prepared.retain(|p| p.epoch != epoch);
-        if head.prepared.len() >= MAX_PREPARED {
-            head.prepared.remove(0);
-            self.put_head(id, head.clone())?;
-        }
-        let bytes = seal_copy(self.node, &self.key, epoch, agent, inbox)?;
-        let place = self.write_copy(id, epoch, &bytes)?;
-        head.prepared.push(place);
-        self.put_head(id, head)
+        let r = self.save_prepared_copy(id, epoch, agent, inbox);
+        self.after_failed_write(id, &r);
+        r
     }
 
     fn load_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<Option<Saved>, KeepError> {
@@ -585,6 +673,7 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
         head.generation = generation;
         self.put_head(agent, head)?;
         self.next_event.insert(agent, 0);
+        self.resave.remove(&agent);
         Ok(())
     }
 
@@ -600,44 +689,24 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
             })
             .collect();
         for (agent, head) in changed {
-            // A failure poisons the keeper; the prepared copy stays named until a restart
-            // prunes it again.
-            let _ = self.put_head(agent, head);
+            // A failure poisons the keeper (a write) or leaves the copy named (no room); a
+            // restart prunes it again. An agent left with no copy is forgotten whole, so
+            // that aborted hand-offs do not fill the flash.
+            let _ = self.put_or_forget(agent, head);
         }
     }
 
     fn remove(&mut self, agent: AgentId) {
         self.bad_heads.remove(&agent);
-        if self.heads.remove(&agent).is_none() {
+        let Some(mut head) = self.heads.get(&agent).cloned() else {
             return;
-        }
+        };
+        // The running copy goes; prepared ones stay (the trait's contract). An agent left
+        // with none is forgotten whole. A failure poisons the keeper (a write) or leaves the
+        // copy (no room): the journal says the agent moved, and a restart releases it again.
+        head.running = None;
         self.next_event.remove(&agent);
-        // The head first (an empty value): from then on nothing of the agent loads, whatever
-        // of the rest a reset leaves. Then its other keys, so they do not fill the flash.
-        if self.store(&key(agent, HEAD, 0, 0), &[]).is_err() {
-            return;
-        }
-        let mut keys = BTreeSet::new();
-        let buf = &mut self.buf;
-        let map = &mut self.map;
-        let listed = block_on(async {
-            let mut it = map.fetch_all_items(&mut buf[..]).await.ok()?;
-            while let Some((k, _)) = it.next::<&[u8]>(&mut buf[..]).await.ok()? {
-                if k[..16] == agent.as_bytes()[..] && k[16] != HEAD && k != GENERATION {
-                    keys.insert(k);
-                }
-            }
-            Some(())
-        });
-        if listed.is_none() {
-            return;
-        }
-        for k in keys {
-            if block_on(self.map.remove_item(&mut self.buf[..], &k)).is_err() {
-                self.failed = true;
-                return;
-            }
-        }
+        let _ = self.put_or_forget(agent, head);
     }
 
     fn logs_events(&self) -> bool {
@@ -645,6 +714,9 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
     }
 
     fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {
+        if self.resave.contains(&agent) {
+            return Ok(false);
+        }
         let generation = match self.heads.get(&agent) {
             Some(h) if h.running.is_some() => h.generation,
             _ => return Err(KeepError::Write),
@@ -668,5 +740,76 @@ impl<S: MultiwriteNorFlash, D: DnaStore> Keeper for FlashKeeper<S, D> {
             true => Err(KeepError::Write),
             false => Ok(()),
         }
+    }
+}
+
+impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
+    /// A save that found no room: an agent that has no head after it is forgotten, or the
+    /// chunks it wrote would stay with nothing naming them.
+    fn after_failed_write(&mut self, agent: AgentId, r: &Result<(), KeepError>) {
+        if r == &Err(KeepError::NoRoom) && !self.heads.contains_key(&agent) {
+            let _ = self.forget(agent);
+        }
+    }
+
+    fn save_running(
+        &mut self,
+        id: AgentId,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        let bytes = seal_copy(self.node, &self.key, epoch, agent, inbox)?;
+        let place = self.write_copy(id, epoch, &bytes)?;
+        let generation = self.next_generation()?;
+        let mut head = self.heads.get(&id).cloned().unwrap_or_default();
+        head.generation = generation;
+        head.running = Some(place);
+        self.put_head(id, head)?;
+        self.next_event.insert(id, 0);
+        self.resave.remove(&id);
+        Ok(())
+    }
+
+    fn load_running(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
+        if self.bad_heads.contains(&agent) {
+            return Err(KeepError::Refused(crate::CellError::from(
+                crate::DecodeError::Malformed,
+            )));
+        }
+        let Some(head) = self.heads.get(&agent).cloned() else {
+            return Ok(None);
+        };
+        let Some(place) = head.running else {
+            return Ok(None);
+        };
+        let mut saved = self.read_copy(agent, place)?;
+        let (events, gap) = self.read_events(agent, head.generation)?;
+        saved.events = events;
+        self.next_event.insert(agent, saved.events.len() as u16);
+        if gap {
+            self.resave.insert(agent);
+        }
+        Ok(Some(saved))
+    }
+
+    fn save_prepared_copy(
+        &mut self,
+        id: AgentId,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        let mut head = self.heads.get(&id).cloned().unwrap_or_default();
+        // A copy prepared at this epoch before is replaced; the oldest other goes if full.
+        head.prepared.retain(|p| p.epoch != epoch);
+        if head.prepared.len() >= MAX_PREPARED {
+            head.prepared.remove(0);
+            self.put_head(id, head.clone())?;
+        }
+        let bytes = seal_copy(self.node, &self.key, epoch, agent, inbox)?;
+        let place = self.write_copy(id, epoch, &bytes)?;
+        head.prepared.push(place);
+        self.put_head(id, head)
     }
 }

@@ -113,6 +113,22 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 kept: None,
             });
         }
+        // After a restart: the keeper's running copy, if it was saved at this very epoch, is
+        // newer than a prepared one (it was saved after the commit; a prepared copy left beside
+        // it is one the commit could not remove): it wins.
+        let running = match self.stopped.contains_key(&agent) {
+            true => None,
+            false => self.keeper.load(agent).map_err(Refusal::Keep)?,
+        };
+        if let Some(s) = running.as_ref().filter(|s| s.epoch == epoch) {
+            let s = Self::of_agent(agent, s.clone())?;
+            let kept = Some(s.events.len() as u32);
+            return Ok(ToRun {
+                live: self.resume_saved(s)?,
+                base: None,
+                kept,
+            });
+        }
         if let Some(s) = self
             .keeper
             .load_prepared(agent, epoch)
@@ -144,11 +160,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 kept: None,
             });
         }
-        let s = self
-            .keeper
-            .load(agent)
-            .map_err(Refusal::Keep)?
-            .ok_or(Refusal::NoCopy { epoch })?;
+        let s = running.ok_or(Refusal::NoCopy { epoch })?;
         let s = Self::of_agent(agent, s)?;
         check_saved_epoch(s.epoch, epoch)?;
         // Saved at this epoch, with its events after it: the keeper already holds exactly the

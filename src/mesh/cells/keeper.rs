@@ -51,6 +51,10 @@ pub enum KeepError {
         /// Its epoch.
         found: u64,
     },
+    /// The storage has no room for it. Nothing was written that a restart would read (the
+    /// keeper's other copies and events are as before), so the keeper goes on working.
+    #[error("no room in the storage")]
+    NoRoom,
 }
 
 /// The bytes a keeper stores for an agent: a version-3 container addressed to `node` at

@@ -394,7 +394,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                     r.events >= self.checkpoint_every
                 });
                 match full {
-                    true => self.save_running(agent),
+                    // Everything is in the logged events already: a checkpoint that fails
+                    // loses nothing and poisons nothing (it is tried again after as many
+                    // events); a keeper whose write failed fails the next flush itself.
+                    true => self.save_whole(agent),
                     false => Ok(()),
                 }
             }

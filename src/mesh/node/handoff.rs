@@ -68,14 +68,21 @@ impl<J: Journal, const N: usize> Node<J, N> {
                     node.abort_outgoing(host, agent, rec.epoch, target);
                     node.retry_abort_later(agent, now);
                 }
-                Phase::Prepared { .. } | Phase::Moved { acked: false, .. } => {
+                Phase::Prepared { .. } => {
                     node.set_timer(agent, now, None, None);
                     if checking {
                         node.ask_about_tombstone(agent, rec.epoch);
                     }
                 }
-                Phase::Moved { acked: true, .. } => {
-                    node.set_timer(agent, now + config.tombstone_ttl_ms, None, None);
+                Phase::Moved { acked, .. } => {
+                    // The agent left: whatever copy of it the host still keeps (a crash in
+                    // `release`, after the decision) goes.
+                    host.release(agent);
+                    let at = match acked {
+                        false => now,
+                        true => now + config.tombstone_ttl_ms,
+                    };
+                    node.set_timer(agent, at, None, None);
                     if checking {
                         node.ask_about_tombstone(agent, rec.epoch);
                     }
