@@ -649,3 +649,94 @@ fn a_running_copy_saved_after_the_commit_wins_over_the_prepared_one() {
         "the copy saved after the commit, not the one that arrived"
     );
 }
+
+/// A logging keeper whose whole saves fail with `fail` once `armed`.
+struct SaveFails {
+    inner: MemKeeper,
+    armed: bool,
+    fail: KeepError,
+}
+
+impl Keeper for SaveFails {
+    fn dna(&self) -> &dyn mielin_cells::migration::DnaStore {
+        self.inner.dna()
+    }
+    fn keep_dna(&mut self, dna: &Dna<Vec<u8>>) -> Result<(), KeepError> {
+        self.inner.keep_dna(dna)
+    }
+    fn save(
+        &mut self,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        match self.armed {
+            true => Err(self.fail),
+            false => self.inner.save(epoch, agent, inbox),
+        }
+    }
+    fn load(&mut self, agent: AgentId) -> Result<Option<Saved>, KeepError> {
+        self.inner.load(agent)
+    }
+    fn save_prepared(
+        &mut self,
+        epoch: u64,
+        agent: &MigrationSnapshot<&[u8]>,
+        inbox: &Inbox,
+    ) -> Result<(), KeepError> {
+        self.inner.save_prepared(epoch, agent, inbox)
+    }
+    fn load_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<Option<Saved>, KeepError> {
+        self.inner.load_prepared(agent, epoch)
+    }
+    fn commit_prepared(&mut self, agent: AgentId, epoch: u64) -> Result<(), KeepError> {
+        self.inner.commit_prepared(agent, epoch)
+    }
+    fn prune(&mut self, keep: &dyn Fn(AgentId, u64) -> bool) {
+        self.inner.prune(keep)
+    }
+    fn remove(&mut self, agent: AgentId) {
+        self.inner.remove(agent)
+    }
+    fn logs_events(&self) -> bool {
+        true
+    }
+    fn append(&mut self, agent: AgentId, event: &Event) -> Result<bool, KeepError> {
+        self.inner.append(agent, event)
+    }
+    fn flush(&mut self) -> Result<(), KeepError> {
+        self.inner.flush()
+    }
+}
+
+/// A checkpoint (the whole save after `checkpoint_every` events) that found no room loses
+/// nothing: the events hold the agent, and the host goes on. One that failed otherwise may have
+/// landed in part (a file renamed into place, its directory not synced): the host stops.
+#[test]
+fn only_a_checkpoint_that_found_no_room_lets_the_host_go_on() {
+    for (fail, poisoned) in [(KeepError::NoRoom, false), (KeepError::Write, true)] {
+        let keeper = SaveFails {
+            inner: MemKeeper::logging(),
+            armed: false,
+            fail,
+        };
+        let mut b = Cells::new(
+            A,
+            Runtime::new(1_000_000),
+            keeper,
+            Open,
+            DecodeLimits::default(),
+        );
+        b.checkpoint_every = 4;
+        b.start(agent(), Inbox::with_secret([1; 16])).unwrap();
+        b.keeper_mut().armed = true;
+        for seq in 1..=4 {
+            assert_eq!(
+                b.deliver(AGENT, A, SENDER, [3; 16], seq, b"\x01"),
+                Delivery::Accepted
+            );
+        }
+        assert_eq!(b.is_poisoned(), poisoned, "{fail:?}");
+        assert_eq!(b.flush().is_err(), poisoned, "{fail:?}");
+    }
+}

@@ -303,3 +303,142 @@ fn aborted_hand_offs_do_not_fill_the_flash() {
         assert_eq!(b.keeper().copies(), (0, 0));
     }
 }
+
+fn copies_after_reopen(mem: &mut [u8], key: &LocalKey) -> (usize, usize) {
+    let b = board(mem, key);
+    b.keeper().copies()
+}
+
+/// Power cuts inside `forget` (after the empty head landed, while its other keys are removed):
+/// the next open removes what is left, so a dozen such cuts and the flash still has room for
+/// a fresh 8 KB agent (before, each left its chunks for good, and 7 filled 64 KiB).
+#[test]
+fn cuts_while_an_agent_is_forgotten_leave_nothing_behind() {
+    let key = LocalKey::from_bytes([5; 32]);
+    let mut mem = vec![0xffu8; 16 * PAGE];
+    let mut rounds = 0;
+    for i in 0..12u8 {
+        let id = AgentId::from_bytes([0x40 + i; 16]);
+        let c = container(id, 8000, 1);
+        // Find the first cut in discard after which the agent has no head (the empty head
+        // landed), on a copy of the flash.
+        let mut chosen = None;
+        for k in 0..200u64 {
+            let mut trial = mem.clone();
+            let ops;
+            {
+                let mut b = board(&mut trial, &key);
+                if b.prepare(id, 1, false, &c).is_err() {
+                    break;
+                }
+                b.keeper_mut().flash_mut().cut_after(k, Landing::Half);
+                b.discard(id, 1);
+                ops = b.keeper_mut().flash_mut().is_down();
+            }
+            if !ops {
+                break; // discard finished before the cut
+            }
+            if copies_after_reopen(&mut trial, &key) == (0, 0) {
+                chosen = Some(k);
+                break;
+            }
+        }
+        let Some(k) = chosen else {
+            eprintln!("round {i}: no cut point / prepare failed");
+            break;
+        };
+        let mut b = board(&mut mem, &key);
+        match b.prepare(id, 1, false, &c) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!(
+                    "round {i}: prepare of a fresh agent refused: {e} ({:?})",
+                    b.last_refusal()
+                );
+                break;
+            }
+        }
+        b.keeper_mut().flash_mut().cut_after(k, Landing::Half);
+        b.discard(id, 1);
+        drop(b);
+        assert_eq!(copies_after_reopen(&mut mem, &key), (0, 0));
+        rounds += 1;
+        eprintln!("round {i}: cut at op {k}");
+    }
+    // No agent is kept: a fresh agent should fit as in aborted_hand_offs_do_not_fill_the_flash.
+    let id = AgentId::from_bytes([0x77; 16]);
+    let c = container(id, 8000, 1);
+    let mut b = board(&mut mem, &key);
+    assert_eq!(b.keeper().copies(), (0, 0));
+    let r = b.prepare(id, 1, false, &c);
+    assert!(
+        r.is_ok(),
+        "after {rounds} cut forgets, an empty keeper has no room for one 8 KB agent: {r:?} {:?}",
+        b.last_refusal()
+    );
+}
+
+/// Agents passing through (prepared, then discarded) leave nothing behind, not even an empty
+/// head: 3,000 distinct ones pass through 24 KiB (before, 712 filled it).
+#[test]
+fn thousands_of_distinct_agents_pass_through_a_small_flash() {
+    let key = LocalKey::from_bytes([5; 32]);
+    let mut mem = vec![0xffu8; 6 * PAGE];
+    let mut b = board(&mut mem, &key);
+    let mut n = 0u32;
+    for i in 0..3000u32 {
+        let mut idb = [0x55u8; 16];
+        idb[..4].copy_from_slice(&i.to_le_bytes());
+        let id = AgentId::from_bytes(idb);
+        let c = container(id, 0, 1);
+        if let Err(e) = b.prepare(id, 1, false, &c) {
+            eprintln!("agent {i}: refused {e} {:?}", b.last_refusal());
+            break;
+        }
+        b.discard(id, 1);
+        assert_eq!(b.keeper().copies(), (0, 0));
+        n = i + 1;
+    }
+    assert_eq!(
+        n, 3000,
+        "only {n} distinct agents passed through an empty 24 KiB keeper"
+    );
+}
+
+/// `restart_checked` with a journal older than the keeper (its last writes lost): it says
+/// Moved at 2, the keeper runs the agent at 3. The restart must not release the copy before
+/// the rollback check, which exists for exactly this journal.
+#[test]
+fn a_checked_restart_does_not_release_before_its_check() {
+    let key = LocalKey::from_bytes([5; 32]);
+    let mut mem = vec![0xffu8; 16 * PAGE];
+    let c = container(AGENT, 0, 3);
+    {
+        let mut b = board(&mut mem, &key);
+        b.prepare(AGENT, 3, false, &c).unwrap();
+        b.run(AGENT, 3);
+        assert!(b.is_running(AGENT));
+    }
+    let mut b = board(&mut mem, &key);
+    assert_eq!(b.keeper().copies(), (1, 0));
+    let mut journal: MemJournal<8> = MemJournal::new();
+    journal.set_sequence(AGENT, 2).unwrap();
+    journal
+        .put(
+            AGENT,
+            Record {
+                epoch: 2,
+                phase: Phase::Moved {
+                    target: A,
+                    acked: true,
+                },
+            },
+        )
+        .unwrap();
+    let _node = Node::<_, 8>::restart_checked(B, journal, Config::default(), &mut b, (0, 1), &[A]);
+    assert_eq!(
+        b.keeper().copies(),
+        (1, 0),
+        "the copy at epoch 3 was deleted before any peer answered"
+    );
+}

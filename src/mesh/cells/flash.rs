@@ -192,12 +192,16 @@ pub struct FlashKeeperStats {
 /// reached stay until overwritten: set [`Cells::checkpoint_every`](super::Cells::checkpoint_every)
 /// low on a board. An agent left with no copy here — it moved away ([`Keeper::remove`]), or
 /// the hand-offs that brought it aborted ([`Keeper::prune`]) — is forgotten whole: its head
-/// first, then every key it has (each removal reads the whole map: slow, and only then). The
+/// emptied first, then every key it has, the head's last (each removal reads the whole map:
+/// slow, and only then); what a power cut leaves of that, or of a copy written before any
+/// head named it, is removed when the keeper next opens. The
 /// flash must hold two copies of an agent at once (a new copy is written before the old one is
 /// let go) and its events between checkpoints. A copy that does not fit is refused with
 /// [`KeepError::NoRoom`] and what it wrote is removed; nothing else changes and the keeper goes
 /// on (a checkpoint that does not fit is skipped: the events hold the agent). When even an
-/// event does not fit, the host stops (it cannot make the message durable).
+/// event does not fit, the host stops (it cannot make the message durable); and an agent
+/// whose events filled the flash cannot be handed off either (the whole save of `stop` finds
+/// no room): a flash too small for its agents needs an operator.
 ///
 /// Needs a [`MultiwriteNorFlash`] (a word may be written again to clear more bits, as NOR flash
 /// allows) because an agent's keys are removed when it leaves. DNA comes from the embedder's
@@ -323,6 +327,8 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
     /// out (its agent then has no copy here; loading it refuses).
     fn scan(&mut self) -> Result<(), KeepError> {
         let mut heads: BTreeMap<AgentId, Vec<u8>> = BTreeMap::new();
+        // Every agent with any item, and its keys (bounded by the items the flash holds).
+        let mut keys: BTreeMap<AgentId, BTreeSet<Key>> = BTreeMap::new();
         let mut generation = 0u64;
         let buf = &mut self.buf;
         let map = &mut self.map;
@@ -341,9 +347,13 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
                     if let Ok(g) = <[u8; 8]>::try_from(v) {
                         generation = u64::from_le_bytes(g);
                     }
-                } else if k[16] == HEAD {
-                    let id: [u8; 16] = k[..16].try_into().map_err(|_| KeepError::Read)?;
-                    heads.insert(AgentId::from_bytes(id), v.to_vec());
+                    continue;
+                }
+                let id: [u8; 16] = k[..16].try_into().map_err(|_| KeepError::Read)?;
+                let agent = AgentId::from_bytes(id);
+                keys.entry(agent).or_default().insert(k);
+                if k[16] == HEAD {
+                    heads.insert(agent, v.to_vec());
                 }
             }
             Ok::<(), KeepError>(())
@@ -364,6 +374,15 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
             }
         }
         self.generation = generation;
+        // What a power cut left half-forgotten (its head emptied, its other keys not all
+        // removed yet) or half-written (a copy's chunks before any head named them): nothing
+        // loads it and nothing else would free it. A head that does not verify is kept, with
+        // everything of its agent: refused, not erased.
+        for (agent, keys) in keys {
+            if !self.heads.contains_key(&agent) && !self.bad_heads.contains(&agent) {
+                self.remove_keys(keys)?;
+            }
+        }
         Ok(())
     }
 
@@ -418,15 +437,19 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
     }
 
     /// Forgets everything of `agent`: its head first (an empty value: from then on nothing of
-    /// it loads, whatever of the rest a reset leaves), then its other keys, so they do not
-    /// fill the flash.
+    /// it loads, whatever of the rest a reset leaves), then its other keys and the head's own
+    /// items, so that nothing of it fills the flash (a cut on the way: the next open finishes).
     fn forget(&mut self, agent: AgentId) -> Result<(), KeepError> {
         self.heads.remove(&agent);
         self.next_event.remove(&agent);
         self.resave.remove(&agent);
         self.store(&key(agent, HEAD, 0, 0), &[])?;
         let keys = self.keys_of(agent)?;
-        self.remove_keys(keys)
+        self.remove_keys(keys)?;
+        // Last the head's own items, the empty one included, so that agents passing through
+        // leave nothing behind. A cut before this leaves an empty head, and the next open
+        // finishes the job.
+        self.remove_keys([key(agent, HEAD, 0, 0)])
     }
 
     /// Writes the agent's head, or forgets the agent when the head names no copy.

@@ -116,9 +116,14 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         // After a restart: the keeper's running copy, if it was saved at this very epoch, is
         // newer than a prepared one (it was saved after the commit; a prepared copy left beside
         // it is one the commit could not remove): it wins.
-        let running = match self.stopped.contains_key(&agent) {
-            true => None,
-            false => self.keeper.load(agent).map_err(Refusal::Keep)?,
+        // A running copy that fails to load does not stop a prepared one that loads (it is
+        // an older copy); its error is returned only if nothing else runs.
+        let (running, load_error) = match self.stopped.contains_key(&agent) {
+            true => (None, None),
+            false => match self.keeper.load(agent) {
+                Ok(r) => (r, None),
+                Err(e) => (None, Some(e)),
+            },
         };
         if let Some(s) = running.as_ref().filter(|s| s.epoch == epoch) {
             let s = Self::of_agent(agent, s.clone())?;
@@ -159,6 +164,9 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 base: None,
                 kept: None,
             });
+        }
+        if let Some(e) = load_error {
+            return Err(Refusal::Keep(e));
         }
         let s = running.ok_or(Refusal::NoCopy { epoch })?;
         let s = Self::of_agent(agent, s)?;

@@ -394,10 +394,19 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                     r.events >= self.checkpoint_every
                 });
                 match full {
-                    // Everything is in the logged events already: a checkpoint that fails
-                    // loses nothing and poisons nothing (it is tried again after as many
-                    // events); a keeper whose write failed fails the next flush itself.
-                    true => self.save_whole(agent),
+                    // Everything is in the logged events already: a checkpoint that found no
+                    // room changed nothing and loses nothing (it is tried again after as many
+                    // events). Any other failure may have landed in part (a file renamed into
+                    // place, its directory not synced): the host stops, as for any save.
+                    true => match self.save_whole(agent) {
+                        Err(Refusal::Keep(KeepError::NoRoom)) => {
+                            Err(Refusal::Keep(KeepError::NoRoom))
+                        }
+                        r => {
+                            self.poisoned |= r.is_err();
+                            r
+                        }
+                    },
                     false => Ok(()),
                 }
             }

@@ -76,8 +76,12 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
                 Phase::Moved { acked, .. } => {
                     // The agent left: whatever copy of it the host still keeps (a crash in
-                    // `release`, after the decision) goes.
-                    host.release(agent);
+                    // `release`, after the decision) goes. Not while checking: a journal
+                    // older than the host's copies is what the check looks for, and the copy
+                    // may be the agent's newest.
+                    if !checking {
+                        host.release(agent);
+                    }
                     let at = match acked {
                         false => now,
                         true => now + config.tombstone_ttl_ms,
