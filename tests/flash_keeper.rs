@@ -18,13 +18,18 @@ const SENDER: AgentId = AgentId::from_bytes([8; 16]);
 const PAGE: usize = 4096;
 
 /// `set(v)` stores v at 0, `get()` reads it; `take()` receives one message and returns its
-/// first byte (-1 when there is none).
+/// first byte (-1 when there is none); `take_len()` receives one of up to 4 KiB and returns
+/// its length, `at(i)` its byte i.
 const WAT: &str = r#"(module
   (import "mesh" "send" (func $send (param i32 i32 i32) (result i32)))
   (import "mesh" "recv" (func $recv (param i32 i32 i32) (result i32)))
   (memory 1)
   (func (export "set") (param i32) (i32.store (i32.const 0) (local.get 0)))
   (func (export "get") (result i32) (i32.load (i32.const 0)))
+  (func (export "take_len") (result i32)
+    (call $recv (i32.const 64) (i32.const 4096) (i32.const 4096)))
+  (func (export "at") (param i32) (result i32)
+    (i32.load8_u (i32.add (i32.const 4096) (local.get 0))))
   (func (export "take") (result i32)
     (if (result i32) (i32.lt_s (call $recv (i32.const 64) (i32.const 128) (i32.const 64)) (i32.const 1))
       (then (i32.const -1))
@@ -413,4 +418,61 @@ fn after_a_power_cut_at_any_write_the_hand_off_done_again_completes() {
             assert_eq!(call(&mut b, "get"), 41, "{at}");
         }
     }
+}
+
+/// A message of the mesh's longest kind (4 KiB) makes an event longer than a flash item holds
+/// (a page, 4 KiB here): the keeper refuses the item and the host saves the agent whole
+/// instead, so the message is kept all the same and nothing is poisoned.
+#[test]
+fn a_message_longer_than_a_flash_item_is_kept_by_a_whole_save() {
+    let bytes = container();
+    let key = LocalKey::from_bytes([5; 32]);
+    let mut mem = vec![0xffu8; 16 * PAGE];
+    let long: Vec<u8> = (0..mielin_cells::mesh::frame::MAX_MESSAGE_LEN)
+        .map(|i| (i * 7) as u8)
+        .collect();
+    {
+        let mut b = board(&mut mem, &key).unwrap();
+        b.prepare(AGENT, 1, true, &bytes).unwrap();
+        b.run(AGENT, 1);
+        b.flush().unwrap();
+        let (events, copies) = (b.keeper().stats().events, b.keeper().stats().copy_bytes);
+        assert_eq!(
+            b.deliver(AGENT, A, SENDER, [3; 16], 2, &long),
+            Delivery::Accepted
+        );
+        b.flush().unwrap();
+        assert!(!b.is_poisoned());
+        assert!(b.take_problems().0.is_empty());
+        assert_eq!(b.keeper().stats().events, events, "not logged as an event");
+        assert!(b.keeper().stats().copy_bytes > copies, "saved whole");
+        // A short one after it is an event again.
+        assert_eq!(
+            b.deliver(AGENT, A, SENDER, [3; 16], 3, b"\x05"),
+            Delivery::Accepted
+        );
+        b.flush().unwrap();
+        assert_eq!(b.keeper().stats().events, events + 1);
+    }
+    let mut b = board(&mut mem, &key).unwrap();
+    b.run(AGENT, 1);
+    assert!(b.is_running(AGENT), "{:?}", b.take_problems());
+    assert_eq!(
+        call(&mut b, "take"),
+        0x2a,
+        "the message the container carried"
+    );
+    assert_eq!(call(&mut b, "take_len"), long.len() as i32);
+    for i in [0usize, 1, 2047, 4094, 4095] {
+        let at = b
+            .live_mut(AGENT)
+            .unwrap()
+            .call("at", &[Val::I32(i as i32)])
+            .unwrap();
+        assert!(
+            matches!(at[..], [Val::I32(v)] if v == i32::from(long[i])),
+            "byte {i}: {at:?}"
+        );
+    }
+    assert_eq!(call(&mut b, "take"), 5);
 }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 const AGENT: [u8; 16] = [0x11; 16];
 const NODE: [u8; 16] = [0x22; 16];
+/// The longest message a Deliver frame carries.
+static LONGEST: [u8; frame::MAX_MESSAGE_LEN] = [0x5a; frame::MAX_MESSAGE_LEN];
 
 fn check(name: &str, bytes: &[u8]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -101,6 +103,19 @@ fn samples() -> Vec<(&'static str, Repr<'static>)> {
                 },
             ),
         ),
+        // The longest message (version 3: 4 KiB).
+        (
+            "deliver-longest",
+            r(
+                7,
+                Body::Deliver {
+                    sender: [0x33; 16],
+                    stream: [0x44; 16],
+                    seq: u64::MAX,
+                    payload: &LONGEST,
+                },
+            ),
+        ),
         (
             "epoch-answer",
             r(
@@ -128,7 +143,7 @@ fn golden_vectors() {
 /// The layout in `src/mesh/frame.rs`, written out by hand for one frame.
 #[test]
 fn commit_layout_by_hand() {
-    let mut expected = vec![b'M', b'Z', 2, 7];
+    let mut expected = vec![b'M', b'Z', 3, 7];
     expected.extend_from_slice(&[0x11; 16]);
     expected.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]); // 2^48 - 1
     let (_, commit) = samples().into_iter().find(|(n, _)| *n == "commit").unwrap();
@@ -184,8 +199,9 @@ fn refusals_name_the_problem() {
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(Repr::decode(&b), Err(MeshError::BadMagic));
-    // Version 1 (before the Deliver frame's stream) and 3 are refused.
-    for version in [1, 3] {
+    // Version 1 (before the Deliver frame's stream), 2 (256-byte messages at most: its nodes
+    // would refuse longer ones) and 4 are refused.
+    for version in [1, 2, 4] {
         let mut b = good.clone();
         b[2] = version;
         assert_eq!(
@@ -217,10 +233,12 @@ fn refusals_name_the_problem() {
     // A message longer than the limit: refused when decoding and when encoding.
     let d = emit(&samples()[10].1);
     let mut b = d.clone();
-    b[frame::DELIVER_OVERHEAD - 2..frame::DELIVER_OVERHEAD].copy_from_slice(&257u16.to_le_bytes());
-    b.resize(frame::DELIVER_OVERHEAD + 257, 0);
+    let over = frame::MAX_MESSAGE_LEN + 1;
+    b[frame::DELIVER_OVERHEAD - 2..frame::DELIVER_OVERHEAD]
+        .copy_from_slice(&(over as u16).to_le_bytes());
+    b.resize(frame::DELIVER_OVERHEAD + over, 0);
     assert_eq!(Repr::decode(&b), Err(MeshError::PayloadTooLarge));
-    let long = [0u8; 257];
+    let long = vec![0u8; over];
     let r = Repr {
         agent: AGENT,
         epoch: 0,
@@ -231,7 +249,10 @@ fn refusals_name_the_problem() {
             payload: &long,
         },
     };
-    assert_eq!(r.emit(&mut [0u8; 400]), Err(MeshError::PayloadTooLarge));
+    assert_eq!(
+        r.emit(&mut [0u8; frame::MAX_DELIVER_LEN + 2]),
+        Err(MeshError::PayloadTooLarge)
+    );
     // An unknown delivery status.
     let mut b = emit(&samples()[11].1);
     b[frame::HEADER_LEN + 24] = 9;

@@ -14,6 +14,7 @@
 //! run (default 300, what `cargo test` and CI run; the release run of docs/protocol.md runs 2000
 //! and more); `MIELIN_SIM_FIRST=<n>` where they start.
 
+use mielin_cells::mesh::frame::{MAX_DELIVER_LEN, MAX_MESSAGE_LEN};
 use mielin_cells::mesh::{
     AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Notice, Outgoing,
     Phase, Stream,
@@ -138,11 +139,19 @@ impl AgentSt {
     }
 }
 
-/// A message's bytes: its sender, addressee and number, so a mix-up shows.
+/// A message's bytes: its sender, addressee and number, so a mix-up shows, then a pattern to a
+/// length drawn from them: from 40 bytes to the longest a frame carries (one in eight), so
+/// frames of every size up to the longest Deliver cross the simulated network.
 fn payload(from: AgentId, to: AgentId, seq: u64) -> Vec<u8> {
     let mut p = from.as_bytes().to_vec();
     p.extend_from_slice(to.as_bytes());
     p.extend_from_slice(&seq.to_le_bytes());
+    let mut r = Rng(seq ^ u64::from(from.as_bytes()[0]) << 8 ^ u64::from(to.as_bytes()[0]) << 16);
+    let len = match r.below(8) {
+        0 => MAX_MESSAGE_LEN,
+        _ => 40 + r.below((MAX_MESSAGE_LEN - 40) as u64) as usize,
+    };
+    p.extend((p.len()..len).map(|i| (i as u64 ^ seq) as u8));
     p
 }
 
@@ -597,6 +606,8 @@ struct Figures {
     messages_consumed: u64,
     mailbox_full: u64,
     moved_answers: u64,
+    /// Deliver frames carrying the longest message (`MAX_MESSAGE_LEN`) put on the network.
+    longest_messages: u64,
     /// Seeds whose journals were kept in the storage log (`Storage::Log`).
     log_seeds: u64,
 }
@@ -627,6 +638,7 @@ impl std::ops::AddAssign for Figures {
         self.messages_consumed += o.messages_consumed;
         self.mailbox_full += o.mailbox_full;
         self.moved_answers += o.moved_answers;
+        self.longest_messages += o.longest_messages;
         self.log_seeds += o.log_seeds;
     }
 }
@@ -772,7 +784,7 @@ impl Sim {
 
     /// Sends what every up node has queued.
     fn drain(&mut self) {
-        let mut buf = [0u8; 2048];
+        let mut buf = vec![0u8; MAX_DELIVER_LEN.max(2048)];
         for i in 0..NODES {
             loop {
                 let slot = &mut self.slots[i];
@@ -789,6 +801,7 @@ impl Sim {
                     .expect("known node");
                 let bytes = buf[..t.len].to_vec();
                 self.fig.packets += 1;
+                self.fig.longest_messages += u64::from(t.len == MAX_DELIVER_LEN);
                 if self.faults && self.stale {
                     if self.history.len() < HISTORY {
                         self.history.push((i, to, bytes.clone()));
@@ -1446,6 +1459,7 @@ fn handoffs_survive_faults() {
             assert!(total.restart_crashes > 0);
         }
         assert!(total.messages_consumed > 0 && total.mailbox_full > 0 && total.moved_answers > 0);
+        assert!(total.longest_messages > 0);
         if cfg!(feature = "alloc") && std::env::var("MIELIN_SIM_STORAGE").as_deref() != Ok("mem") {
             assert!(total.log_seeds > 0);
         }

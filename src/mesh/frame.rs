@@ -5,12 +5,12 @@
 //! from it, with [`Repr::buffer_len`] and [`Repr::emit`]. The codec knows nothing of nodes,
 //! journals or hosts: it only turns bytes into frames and back.
 //!
-//! Layout (all integers little-endian), version 2:
+//! Layout (all integers little-endian), version 3:
 //!
 //! ```text
 //! offset size field
 //! 0      2    magic "MZ"
-//! 2      1    version = 2
+//! 2      1    version = 3
 //! 3      1    kind (see FrameKind)
 //! 4      16   agent id
 //! 20     8    epoch (u64, at most MAX_EPOCH = 2^48 - 1)
@@ -41,18 +41,22 @@ use super::MeshError;
 
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"MZ";
-/// The frame format version this codec reads and writes. Version 2 added the Deliver frame's
-/// stream token (which binds a message to its sender) and `RefuseReason::Stale`; version 1
-/// frames are refused.
-pub const VERSION: u8 = 2;
+/// The frame format version this codec reads and writes. Version 3 raised the longest message
+/// from 256 bytes to [`MAX_MESSAGE_LEN`] (4 KiB; the layout did not change); version 2 added
+/// the Deliver frame's stream token (which binds a message to its sender) and
+/// `RefuseReason::Stale`. Other versions are refused: a version-2 node would refuse a longer
+/// message, so a fleet upgrades every node together.
+pub const VERSION: u8 = 3;
 /// Bytes before the body: magic, version, kind, agent id, epoch.
 pub const HEADER_LEN: usize = 28;
 /// The largest frame without payload (an Offer).
 pub const MAX_CONTROL_LEN: usize = HEADER_LEN + 40;
 /// Bytes of a Transfer frame before its payload.
 pub const TRANSFER_OVERHEAD: usize = HEADER_LEN + 5;
-/// The longest message payload a Deliver frame carries.
-pub const MAX_MESSAGE_LEN: usize = 256;
+/// The longest message payload a Deliver frame carries (4 KiB, version 3; 256 bytes before).
+pub const MAX_MESSAGE_LEN: usize = 4096;
+/// The longest Deliver frame: its overhead and the longest message.
+pub const MAX_DELIVER_LEN: usize = DELIVER_OVERHEAD + MAX_MESSAGE_LEN;
 /// Bytes of a Deliver frame before its payload.
 pub const DELIVER_OVERHEAD: usize = HEADER_LEN + DELIVER_FIXED;
 /// The Deliver body before its payload: sender, stream, sequence, length.

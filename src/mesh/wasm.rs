@@ -31,7 +31,8 @@ pub trait Mailbox {
     /// Queues a message from this agent to `to`; `false` when the outbox is full.
     fn send(&mut self, to: AgentId, payload: &[u8]) -> bool;
     /// Moves the oldest message of this agent's mailbox into `out` and returns its sender and
-    /// length; [`Received::TooLong`] (the message stays) when `out` is too small.
+    /// length; [`Received::TooLong`] (the message stays) when `out` is too small. `out` is the
+    /// agent's own memory: write it only for a message taken.
     fn recv(&mut self, out: &mut [u8]) -> Received;
 }
 
@@ -148,14 +149,16 @@ pub fn link<T: Mailbox + 'static>(linker: &mut Imports<'_, T>) -> Result<(), was
             if l > MAX_MESSAGE_LEN {
                 return -2;
             }
-            let mut to = [0u8; 16];
-            let mut buf = [0u8; MAX_MESSAGE_LEN];
-            if mem.read(&caller, tp, &mut to).is_err()
-                || mem.read(&caller, p, &mut buf[..l]).is_err()
-            {
+            // The message is read where it lies in the agent's memory: no copy.
+            let (data, mailbox) = mem.data_and_store_mut(&mut caller);
+            let to = tp.checked_add(16).and_then(|e| data.get(tp..e));
+            let message = p.checked_add(l).and_then(|e| data.get(p..e));
+            let (Some(to), Some(message)) = (to, message) else {
                 return -2;
-            }
-            if caller.data_mut().send(AgentId::from_bytes(to), &buf[..l]) {
+            };
+            let mut id = [0u8; 16];
+            id.copy_from_slice(to);
+            if mailbox.send(AgentId::from_bytes(id), message) {
                 0
             } else {
                 -1
@@ -180,19 +183,16 @@ pub fn link<T: Mailbox + 'static>(linker: &mut Imports<'_, T>) -> Result<(), was
             {
                 return -2;
             }
-            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            // Taken straight into the agent's memory (both ranges were checked above).
             let room = c.min(MAX_MESSAGE_LEN);
-            let (from, n) = match caller.data_mut().recv(&mut buf[..room]) {
+            let (data, mailbox) = mem.data_and_store_mut(&mut caller);
+            let (from, n) = match mailbox.recv(&mut data[p..p + room]) {
                 Received::Empty => return -1,
                 Received::TooLong => return -2,
                 Received::Message { from, len } if len <= room => (from, len),
                 Received::Message { .. } => return -2,
             };
-            if mem.write(&mut caller, fp, from.as_bytes()).is_err()
-                || mem.write(&mut caller, p, &buf[..n]).is_err()
-            {
-                return -2;
-            }
+            data[fp..fp + 16].copy_from_slice(from.as_bytes());
             n as i32
         },
     )?;

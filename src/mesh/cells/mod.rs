@@ -410,6 +410,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                     false => Ok(()),
                 }
             }
+            // Too long for one record of the keeper's log (a message longer than a board's
+            // flash item holds), or no room for it: nothing was written, and the agent saved
+            // whole holds the change as well (a failed save poisons the host).
+            Err(KeepError::NoRoom) => self.save_running(agent),
             Ok(false) if save_otherwise || event.is_none() => self.save_running(agent),
             Ok(false) => Ok(()),
             Err(e) => {
@@ -570,7 +574,9 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     /// Room `poll_transmit` needs for the largest frame this node may send now: a container's
     /// size once captured, a bound before (memory, DNA, per-chunk tags, inbox and fields).
     pub fn transmit_room(&self) -> usize {
-        let mut room = 256;
+        // Any control frame or message (a message of the longest kind did not fit before
+        // this started from the longest Deliver).
+        let mut room = super::frame::MAX_DELIVER_LEN.max(super::frame::MAX_CONTROL_LEN);
         for s in self.stopped.values() {
             let need = match (&s.by_reference, &s.with_dna) {
                 (None, None) => {

@@ -94,6 +94,28 @@ impl<J: Journal, const N: usize> Node<J, N> {
         }
     }
 
+    /// Delivers message `seq` from `sender`, running here, to `to`, running here too; whether
+    /// it was accepted. Its own function (not inlined) so that the copy of the message, up to
+    /// 4 KiB on the stack, is there only while a local delivery runs.
+    #[inline(never)]
+    fn deliver_own<H: AgentHost>(
+        &mut self,
+        host: &mut H,
+        sender: AgentId,
+        to: AgentId,
+        seq: u64,
+    ) -> bool {
+        let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
+        match message_payload(host, sender, to, seq, &mut payload) {
+            Some((stream, n)) => {
+                let m = (sender, stream);
+                self.deliver_local(host, to, self.id, m, seq, &payload[..n])
+                    == DeliveryStatus::Accepted
+            }
+            None => false,
+        }
+    }
+
     /// For every agent running here, sends its oldest unacknowledged messages to each
     /// addressee, up to [`Config::window`] per pair (the addressee takes them in order), or
     /// delivers them locally; reports a message that has waited longer than
@@ -142,16 +164,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
                         phase: Phase::Running,
                         ..
                     }) if !self.is_held(to) => {
-                        let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
-                        let accepted = match message_payload(host, sender, to, seq, &mut payload) {
-                            Some((stream, n)) => {
-                                let here = self.id;
-                                let m = (sender, stream);
-                                self.deliver_local(host, to, here, m, seq, &payload[..n])
-                                    == DeliveryStatus::Accepted
-                            }
-                            None => false,
-                        };
+                        let accepted = self.deliver_own(host, sender, to, seq);
                         if !accepted || local_acks.push((sender, to, seq)).is_err() {
                             let _ = stopped.push(to);
                         }

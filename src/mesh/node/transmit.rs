@@ -1,6 +1,5 @@
 //! Writing queued frames out.
 
-use super::messages::message_payload;
 use super::*;
 
 impl<J: Journal, const N: usize> Node<J, N> {
@@ -39,23 +38,37 @@ impl<J: Journal, const N: usize> Node<J, N> {
                 }
             }
             if let Out::Deliver { sender, seq } = p.out {
-                let mut payload = [0u8; frame::MAX_MESSAGE_LEN];
-                let Some((stream, n)) = message_payload(host, sender, p.agent, seq, &mut payload)
-                else {
+                // Written straight from the host's outbox: no copy of the message on the stack.
+                let mut emitted = None;
+                host.outgoing(sender, &mut |m| {
+                    // A host's message longer than a frame carries is never sent (as before).
+                    if emitted.is_none()
+                        && m.to == p.agent
+                        && m.seq == seq
+                        && m.payload.len() <= frame::MAX_MESSAGE_LEN
+                    {
+                        emitted = Some(
+                            Repr {
+                                agent: *p.agent.as_bytes(),
+                                epoch: p.epoch,
+                                body: Body::Deliver {
+                                    sender: *sender.as_bytes(),
+                                    stream: m.stream,
+                                    seq,
+                                    payload: m.payload,
+                                },
+                            }
+                            .emit(buf),
+                        );
+                    }
+                });
+                let Some(len) = emitted else {
                     continue; // acknowledged meanwhile
                 };
-                let len = Repr {
-                    agent: *p.agent.as_bytes(),
-                    epoch: p.epoch,
-                    body: Body::Deliver {
-                        sender: *sender.as_bytes(),
-                        stream,
-                        seq,
-                        payload: &payload[..n],
-                    },
-                }
-                .emit(buf)?;
-                return Ok(Some(Transmit { to: p.to, len }));
+                return Ok(Some(Transmit {
+                    to: p.to,
+                    len: len?,
+                }));
             }
             break p;
         };
