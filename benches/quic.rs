@@ -12,8 +12,14 @@
 //!   agent to the other (`examples/agents/stream.wat`), durable messages per second; and the
 //!   latency of messages sent at a steady 1,000 per second (median, p99).
 //!
+//! - the same stream and steady latency with 1 KiB messages between two nodes on two OS
+//!   threads, each with its own tokio runtime.
+//!
 //! `cargo bench --features quic --bench quic`; a summary with the ratios is printed at the end.
-//! `MIELIN_QUIC_BENCH=messages` runs the message figures only.
+//! `MIELIN_QUIC_BENCH=messages` runs the message figures only, `threads` the two-thread ones,
+//! `restart` the restart; `MIELIN_MESH_WINDOW` sets the window of the one-thread figures (the
+//! two-thread ones run the defaults, then a window of 64 with mailboxes and outboxes of 64);
+//! `MIELIN_BENCH_DEBUG=1` prints each two-thread node's counters.
 //! Data directories are under the system's temporary directory (the files are fsynced).
 
 use criterion::Criterion;
@@ -130,6 +136,14 @@ fn main() {
     let only = std::env::var("MIELIN_QUIC_BENCH").ok();
     let only_messages = only.as_deref() == Some("messages");
     let only_restart = only.as_deref() == Some("restart");
+    // MIELIN_QUIC_BENCH=threads: the two-thread message figures only.
+    if only.as_deref() == Some("threads") {
+        two_threads(&summary);
+        for l in summary.borrow().iter() {
+            println!("{l}");
+        }
+        return;
+    }
 
     // Hand-offs beside raw quinn.
     for (label, size) in [
@@ -467,9 +481,256 @@ fn main() {
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }
+    if !only_restart {
+        two_threads(&summary);
+    }
     c.final_summary();
     println!("\n== summary (same run)");
     for l in summary.borrow().iter() {
         println!("{l}");
+    }
+}
+
+/// What one node thread of [`threaded`] shares with the bench.
+#[derive(Default)]
+struct Shared {
+    stop: std::sync::atomic::AtomicBool,
+    /// Messages the receiving agent took (its count), and its node's group commits.
+    received: std::sync::atomic::AtomicU64,
+    commits: [std::sync::atomic::AtomicU64; 2],
+    /// Steady mode: when each message was sent, and when the receiver's count passed it.
+    sent_at: std::sync::Mutex<Vec<Instant>>,
+    taken_at: std::sync::Mutex<Vec<Instant>>,
+    outbox_full: std::sync::atomic::AtomicU64,
+}
+
+/// Two nodes, each on its own OS thread with its own tokio runtime, on loopback: the agent on
+/// node 0 sends `len`-byte messages to the one on node 1, as fast as its outbox and the window
+/// let it, or (`steady`) one per millisecond through its `send1` export. Each thread runs its
+/// driver and, after every wake, its agent's `tick` (so a message is taken when it arrives, not
+/// at the next timer). Returns when `until` says so; the threads are stopped and joined.
+fn threaded(
+    name: &str,
+    len: u32,
+    steady: bool,
+    (window, mailbox): (u8, usize),
+    big: bool,
+    until: impl FnOnce(&Shared),
+) -> std::sync::Arc<Shared> {
+    use mielin_cells::mesh::InboxLimits;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::{mpsc, Arc};
+    let dir = std::env::temp_dir().join(format!("mielin-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let shared = Arc::new(Shared::default());
+    let agents = [AgentId::from_bytes([31; 16]), AgentId::from_bytes([32; 16])];
+    let (tx0, rx1) = mpsc::channel();
+    let (tx1, rx0) = mpsc::channel();
+    let threads: Vec<_> = [(0usize, tx0, rx0), (1, tx1, rx1)]
+        .into_iter()
+        .map(|(i, tx, rx)| {
+            let (shared, dir) = (shared.clone(), dir.join(format!("n{i}")));
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let _guard = rt.enter();
+                let id = Identity::from_seed([40 + i as u8; 32]);
+                let mut host =
+                    mielin_cells::quic::WasmHost::open(&id, &Directory::new(), &dir, u64::MAX)
+                        .unwrap();
+                host.set_inbox_limits(InboxLimits {
+                    mailbox,
+                    outbox: mailbox,
+                    ..InboxLimits::default()
+                });
+                let mut cfg = pair::cfg();
+                cfg.mesh.window = window;
+                let mut driver =
+                    pair::D::new(&id, Directory::new(), Default::default(), cfg, &mut host)
+                        .unwrap();
+                tx.send((id.public_key(), driver.local_addr().unwrap()))
+                    .unwrap();
+                let (key, addr) = rx.recv().unwrap();
+                let peer = driver.add_peer(key, addr);
+                host.trust_peer(&mielin_cells::quic::Peer { addr, key })
+                    .unwrap();
+                let wasm = wat::parse_str(include_str!("../examples/agents/stream.wat")).unwrap();
+                let (me, other) = (agents[i], agents[1 - i]);
+                // The sender's start argument: addressee, message length, send1 mode.
+                let arg = match i {
+                    0 => 32 | (len as i32) << 16 | if steady { 0x100 } else { 0 },
+                    _ => 0,
+                };
+                host.create(me, wasm, arg).unwrap();
+                if big {
+                    // 10 MiB of memory that does not compress (its checkpoints are whole).
+                    host.modify_memory(me, |m| {
+                        let mut x: u32 = 0x1234_5678;
+                        let data = m.len();
+                        m.resize(160 * 65536, 0);
+                        for b in m[data..].iter_mut() {
+                            x ^= x << 13;
+                            x ^= x >> 17;
+                            x ^= x << 5;
+                            *b = x as u8;
+                        }
+                    })
+                    .unwrap();
+                }
+                driver.start(&mut host, me).unwrap();
+                driver.node_mut().set_location(other, peer, 0);
+                let t0 = Instant::now();
+                rt.block_on(async {
+                    while !shared.stop.load(Relaxed) {
+                        let wake = tokio::select! {
+                            w = driver.wait() => Some(w),
+                            _ = tokio::time::sleep(Duration::from_millis(5)) => None,
+                        };
+                        // The agent runs in the turn that brought its messages (or acks).
+                        let steady_sender = i == 0 && steady;
+                        let w = wake.unwrap_or(mielin_cells::quic::Wake::Timer);
+                        driver.handle_with(&mut host, w, |host| {
+                            let mut changed = host.tick("tick", &[]) > 0;
+                            if steady_sender {
+                                let mut sent = shared.sent_at.lock().unwrap();
+                                while t0 + Duration::from_millis(sent.len() as u64)
+                                    <= Instant::now()
+                                {
+                                    let at = Instant::now();
+                                    if host.tick("send1", &[]) != 1 {
+                                        shared.outbox_full.fetch_add(1, Relaxed);
+                                        break;
+                                    }
+                                    sent.push(at);
+                                    changed = true;
+                                }
+                            }
+                            changed
+                        });
+                        if i == 1 {
+                            let r = host.stats(me).map_or(0, |s| s.received) as u64;
+                            if steady {
+                                let mut taken = shared.taken_at.lock().unwrap();
+                                let now = Instant::now();
+                                while (taken.len() as u64) < r {
+                                    taken.push(now);
+                                }
+                            }
+                            shared.received.store(r, Relaxed);
+                        }
+                        shared.commits[i].store(host.keeper().group_commits(), Relaxed);
+                    }
+                });
+                if std::env::var_os("MIELIN_BENCH_DEBUG").is_some() {
+                    eprintln!("node {i}: {:?} {:?}", driver.node().stats(), driver.stats());
+                }
+            })
+        })
+        .collect();
+    until(&shared);
+    shared.stop.store(true, Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    shared
+}
+
+/// The disk's own rate in the same run: 1 KiB appended and fdatasynced, for 2 s.
+fn fdatasyncs_per_second() -> f64 {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("mielin-fdatasync-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    let (mut k, t) = (0u32, Instant::now());
+    while t.elapsed() < Duration::from_secs(2) {
+        f.write_all(&[7u8; 1024]).unwrap();
+        f.sync_data().unwrap();
+        k += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    f64::from(k) / t.elapsed().as_secs_f64()
+}
+
+/// The two-thread figures: a stream of 256 B, 1 KiB and 4 KiB messages (durable messages per second, messages
+/// per group commit, beside the disk's fdatasync rate), and the latency of 1 KiB messages sent
+/// at a steady 1,000 per second.
+fn two_threads(summary: &RefCell<Vec<String>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let default = (
+        mielin_cells::mesh::Config::default().window,
+        mielin_cells::mesh::InboxLimits::default().mailbox,
+    );
+    // A window of 64 needs mailboxes and outboxes of 64 (a sender never has more in flight
+    // than its outbox holds).
+    let tuned = (64u8, 64usize);
+    let raw = fdatasyncs_per_second();
+    let cases = [
+        (256u32, default, false),
+        (1024, default, false),
+        (4096, default, false),
+        (256, tuned, false),
+        (1024, tuned, false),
+        (4096, tuned, false),
+        (1024, tuned, true),
+    ];
+    for (len, (window, mailbox), big) in cases {
+        let mut got = (0u64, 0u64, 0f64);
+        threaded("threads-stream", len, false, (window, mailbox), big, |s| {
+            while s.received.load(Relaxed) < 100 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let commits = || s.commits[0].load(Relaxed) + s.commits[1].load(Relaxed);
+            let (n0, c0, t0) = (s.received.load(Relaxed), commits(), Instant::now());
+            std::thread::sleep(Duration::from_secs(5));
+            got = (
+                s.received.load(Relaxed) - n0,
+                commits() - c0,
+                t0.elapsed().as_secs_f64(),
+            );
+        });
+        let (n, c, secs) = got;
+        let agents = if big {
+            "10 MiB agents"
+        } else {
+            "one-page agents"
+        };
+        summary.borrow_mut().push(format!(
+            "two threads, streamed ({len} bytes, {agents}, window {window}, mailbox and outbox {mailbox}): {n} messages in {secs:.2} s = {:.0} durable messages/s; {c} group commits on both nodes ({:.1} messages per commit, two fdatasyncs each); the disk, same run: {raw:.0} fdatasyncs/s of 1 KiB appends",
+            n as f64 / secs,
+            n as f64 / c.max(1) as f64
+        ));
+    }
+    for (window, mailbox) in [default, tuned] {
+        let (warm, total) = (200usize, 5_200usize);
+        let s = threaded(
+            "threads-steady",
+            1024,
+            true,
+            (window, mailbox),
+            false,
+            |s| {
+                while s.taken_at.lock().unwrap().len() < total {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            },
+        );
+        let (sent, taken) = (s.sent_at.lock().unwrap(), s.taken_at.lock().unwrap());
+        let t0 = sent[0];
+        let mut lat: Vec<Duration> = (warm..total).map(|k| taken[k] - sent[k]).collect();
+        let mut late: Vec<Duration> = (warm..total)
+            .map(|k| taken[k] - (t0 + Duration::from_millis(k as u64)))
+            .collect();
+        let secs = (sent[total - 1] - t0).as_secs_f64();
+        summary.borrow_mut().push(format!(
+            "two threads, 1 KiB messages at 1,000/s (window {window}, mailbox and outbox {mailbox}): {total} sent in {secs:.2} s (outbox full {} times); latency of the last {} (send1 on node 0 to the tick on node 1 that took it): median {:.2} ms, p99 {:.2} ms, max {:.2} ms; from when each send was due: p99 {:.2} ms",
+            s.outbox_full.load(Relaxed),
+            lat.len(),
+            median(&mut lat).as_secs_f64() * 1e3,
+            pct(&mut lat, 0.99).as_secs_f64() * 1e3,
+            lat.iter().max().unwrap().as_secs_f64() * 1e3,
+            pct(&mut late, 0.99).as_secs_f64() * 1e3
+        ));
     }
 }

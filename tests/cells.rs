@@ -740,3 +740,52 @@ fn only_a_checkpoint_that_found_no_room_lets_the_host_go_on() {
         assert_eq!(b.flush().is_err(), poisoned, "{fail:?}");
     }
 }
+
+/// `checkpoint_by_size`: an agent whose memory (one 64 KiB page here) outweighs its events is
+/// saved whole only once they weigh as much, however many they are; without it, every
+/// `checkpoint_every` events. Either way a restart applies the events and loses nothing.
+#[test]
+fn a_large_agent_is_saved_whole_only_once_its_events_weigh_as_much() {
+    let dna = Dna::new(wat::parse_str(COUNTER).unwrap()).unwrap();
+    let run = |by_size: bool| {
+        let mut a = counter_host(MemKeeper::logging());
+        a.checkpoint_every = 4;
+        a.checkpoint_by_size = by_size;
+        a.start(
+            Agent::with_id(AGENT, dna.clone()),
+            Inbox::with_secret([1; 16]),
+        )
+        .unwrap();
+        let saves = a.keeper().saves;
+        // 600 messages of 64 bytes, each taken at once: 1,200 events, about 87 KiB.
+        let mut sum = 0;
+        let mut saved_at = Vec::new();
+        for seq in 1..=600u64 {
+            let before = a.keeper().saves;
+            let m = [seq as u8; 64];
+            assert_eq!(
+                a.deliver(AGENT, B, SENDER, [3; 16], seq, &m),
+                Delivery::Accepted
+            );
+            assert_eq!(a.tick("tick", &[]), 1);
+            sum += i32::from(seq as u8);
+            AgentHost::flush(&mut a).unwrap();
+            if a.keeper().saves > before {
+                saved_at.push(seq);
+            }
+        }
+        assert!(a.keeper().saves > saves);
+        let mut b = counter_host(a.keeper().crashed());
+        b.run(AGENT, 0);
+        assert!(b.is_running(AGENT), "{:?}", b.take_problems());
+        assert_eq!(call(&mut b, "sum", &[]), sum);
+        saved_at
+    };
+    let by_count = run(false);
+    let by_size = run(true);
+    // Every second message (two events each) with the count alone.
+    assert_eq!(by_count.len(), 300, "{by_count:?}");
+    // Once 64 KiB of events (a message's are 61 bytes and its own, a tick's 20) gathered.
+    assert_eq!(by_size.len(), 1, "{by_size:?}");
+    assert!((450..=500).contains(&by_size[0]), "{by_size:?}");
+}

@@ -586,7 +586,9 @@ fn a_save_after_a_local_delivery_keeps_the_delivery() {
     let sender = AgentId::from_bytes([0x55; 16]);
     {
         let mut a = WasmHost::open(&id, &Directory::new(), &dir, 1_000_000).unwrap();
+        // A save at the second event, whatever the agents weigh.
         a.checkpoint_every = 2;
+        a.checkpoint_by_size = false;
         a.create(AGENT, wat::parse_str(SUMMER).unwrap(), 0).unwrap(); // the target
         a.create(sender, wat::parse_str(SEND_ONCE).unwrap(), 0)
             .unwrap();

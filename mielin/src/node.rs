@@ -314,7 +314,9 @@ async fn node(mut s: Settings) -> Result<(), String> {
         tokio::select! {
             w = st.driver.wait() => {
                 let tick = matches!(w, Wake::Tick);
-                events = st.driver.handle(&mut st.host, w);
+                // The agents run in the turn that brought their messages: one group commit
+                // covers the deliveries and what the agents did with them.
+                events = st.driver.handle_with(&mut st.host, w, |host| host.tick("tick", &[]) > 0);
                 if tick {
                     on_tick(&mut st);
                     st.battery = (f64::from(args.battery) - args.drain * st.started.elapsed().as_secs_f64()).max(0.0);

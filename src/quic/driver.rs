@@ -102,6 +102,11 @@ impl DriverConfig {
 /// leave (one group commit of the host for all of them).
 pub const MAX_BATCH: usize = 64;
 
+/// Frames the driver's node queues between two sends (its `Q`; a board's node keeps the
+/// default [`OUTBOX`](crate::mesh::OUTBOX), 32): room for a window of 64 messages per pair and
+/// the answers of a batch. 11 KiB of the driver.
+pub const DRIVER_OUTBOX: usize = 128;
+
 /// What [`Driver::wait`] woke up for; hand it to [`Driver::handle`].
 #[derive(Debug)]
 pub enum Wake {
@@ -220,7 +225,7 @@ struct Track {
 
 /// A mesh node on QUIC. See the module documentation of [`crate::quic`].
 pub struct Driver<J: Journal, const N: usize> {
-    node: Node<J, N>,
+    node: Node<J, N, DRIVER_OUTBOX>,
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Inbound>,
     writers: BTreeMap<NodeId, mpsc::Sender<Batch>>,
@@ -359,12 +364,12 @@ impl<J: Journal, const N: usize> Driver<J, N> {
     }
 
     /// The protocol state machine (journal, stats, locations).
-    pub fn node(&self) -> &Node<J, N> {
+    pub fn node(&self) -> &Node<J, N, DRIVER_OUTBOX> {
         &self.node
     }
 
     /// The protocol state machine, mutably (e.g. [`Node::set_location`]).
-    pub fn node_mut(&mut self) -> &mut Node<J, N> {
+    pub fn node_mut(&mut self) -> &mut Node<J, N, DRIVER_OUTBOX> {
         &mut self.node
     }
 
@@ -408,17 +413,40 @@ impl<J: Journal, const N: usize> Driver<J, N> {
     /// ([`AgentHost::flush`](crate::mesh::AgentHost::flush), before the frames leave) cover
     /// all of them.
     pub fn handle<H: RoutedHost>(&mut self, host: &mut H, wake: Wake) -> Vec<Event> {
+        self.handle_with(host, wake, |_| false)
+    }
+
+    /// [`Driver::handle`], with the agents run in the middle: after the waiting records were
+    /// taken (messages now in their mailboxes) and before anything is sent, `run` runs the
+    /// host's agents and says whether they changed (sent a message). If so, their outgoing
+    /// messages are scanned at once. Then one group commit covers the deliveries, the agents'
+    /// calls and what they sent, and the frames leave: an agent answers a message in the turn
+    /// that brought it, not at the next tick.
+    pub fn handle_with<H: RoutedHost>(
+        &mut self,
+        host: &mut H,
+        wake: Wake,
+        run: impl FnOnce(&mut H) -> bool,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         let now = self.now_ms();
         let inbound = matches!(wake, Wake::Inbound(_));
         self.take(host, now, wake, &mut events);
         if inbound {
             for _ in 1..MAX_BATCH {
+                // Room for this frame's answer (a full queue would drop it).
+                if self.node.outbox_room() < 2 {
+                    break;
+                }
                 match self.rx.try_recv() {
                     Ok(i) => self.take(host, now, Wake::Inbound(i), &mut events),
                     Err(_) => break,
                 }
             }
+        }
+        if run(host) {
+            self.node.wake_messages(now);
+            self.node.handle_timeout(host, now);
         }
         self.flush_into(host, &mut events);
         events

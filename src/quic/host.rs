@@ -745,6 +745,9 @@ impl WasmHost {
         };
         let mut host = Cells::new(node, Runtime::new(fuel), files, gate, limits);
         host.set_inbox_limits(InboxLimits::default());
+        // Large agents are saved whole only once their events weigh as much (disk is cheap,
+        // rewriting 128 MiB every 1,024 messages is not).
+        host.checkpoint_by_size = true;
         Ok(host)
     }
 

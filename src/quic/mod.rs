@@ -49,7 +49,7 @@ mod tls;
 pub use crate::mesh::records as wire;
 
 pub use crate::mesh::certificate::CertificateError;
-pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake, MAX_BATCH};
+pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake, DRIVER_OUTBOX, MAX_BATCH};
 pub use host::{
     AgentStats, NodeFiles, NodeJournal, SavedAgent, Signed, WasmHost, JOURNAL_CAPACITY,
 };

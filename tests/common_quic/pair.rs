@@ -77,21 +77,13 @@ pub fn pair(name: &str) -> Pair {
 pub async fn pump(p: &mut Pair, mut done: impl FnMut(&mut Pair, &[Event]) -> bool) {
     loop {
         let evs = tokio::select! {
+            // The agents run in the turn that brought their messages.
             w = p.a.driver.wait() => {
-                let e = p.a.driver.handle(&mut p.a.host, w);
-                if p.a.host.tick("tick", &[]) > 0 {
-                    let now = p.a.driver.now_ms();
-                    p.a.driver.node_mut().wake_messages(now);
-                }
-                e
+                p.a.driver.handle_with(&mut p.a.host, w, |h| h.tick("tick", &[]) > 0)
             }
+            // The agents run in the turn that brought their messages.
             w = p.b.driver.wait() => {
-                let e = p.b.driver.handle(&mut p.b.host, w);
-                if p.b.host.tick("tick", &[]) > 0 {
-                    let now = p.b.driver.now_ms();
-                    p.b.driver.node_mut().wake_messages(now);
-                }
-                e
+                p.b.driver.handle_with(&mut p.b.host, w, |h| h.tick("tick", &[]) > 0)
             }
         };
         if done(p, &evs) {

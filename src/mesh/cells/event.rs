@@ -133,6 +133,15 @@ impl Event {
         }
     }
 
+    /// The length of [`encode`](Self::encode)'s bytes.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Event::Delivered { payload, .. } => 1 + 16 + 16 + STREAM_LEN + 8 + 4 + payload.len(),
+            Event::Called { export, args, .. } => 1 + 1 + export.len() + 1 + 9 * args.len() + 4,
+            Event::Acked { .. } => 1 + 16 + 8,
+        }
+    }
+
     /// A `Called` event, if its name and arguments can be recorded (at most
     /// [`MAX_EXPORT_LEN`] bytes, [`MAX_CALL_ARGS`] numbers).
     pub fn called(export: &str, args: &[Val], result: i32) -> Option<Event> {

@@ -234,6 +234,9 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 epoch,
                 // Events already in the keeper's log after its copy count toward the next save.
                 events: kept.unwrap_or(0),
+                // Unknown until its next save: until then it is saved by count alone.
+                event_bytes: 0,
+                saved_len: 0,
             },
         );
         // Saved at its epoch now (after an abort, one more than before; after a commit, as it

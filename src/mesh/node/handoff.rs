@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<J: Journal, const N: usize> Node<J, N> {
+impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// A node coming back from a crash: resumes what its journal says. Agents it owns run
     /// again; a hand-off it offered but had not decided is aborted (it never sent a commit);
     /// in-doubt hand-offs ask their source again; unconfirmed commits are re-sent. The

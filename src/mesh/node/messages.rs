@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<J: Journal, const N: usize> Node<J, N> {
+impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_deliver<H: AgentHost>(
         &mut self,
@@ -187,9 +187,32 @@ impl<J: Journal, const N: usize> Node<J, N> {
                     }
                 };
                 if let Some(node) = node.filter(|n| *n != self.id) {
+                    // Each message once per round trip: what is in flight to this node is
+                    // not sent again on every scan (see `Head`).
+                    let head = heads.get_mut(&(sender, to));
+                    let resend = head.as_ref().is_none_or(|h| {
+                        h.sent_to != Some(node)
+                            || now >= h.sent_at.saturating_add(self.config.rto_ms)
+                    });
+                    if !resend && head.as_ref().is_some_and(|h| seq <= h.sent_up_to) {
+                        continue;
+                    }
                     let epoch = self.locations.get(&to).map_or(0, |l| l.1);
                     self.ask(sender, to, node);
-                    self.queue(node, to, epoch, Out::Deliver { sender, seq });
+                    if self.try_queue(node, to, epoch, Out::Deliver { sender, seq }) {
+                        if let Some(h) = heads.get_mut(&(sender, to)) {
+                            if resend {
+                                // The whole window goes again: the timer restarts.
+                                h.sent_up_to = 0;
+                                h.sent_at = now;
+                                h.sent_to = Some(node);
+                            }
+                            h.sent_up_to = h.sent_up_to.max(seq);
+                        }
+                    } else if let Some(h) = heads.get_mut(&(sender, to)) {
+                        // Not queued: the rest of the window waits for the next scan.
+                        h.sent_to = None;
+                    }
                 }
             }
         }
@@ -214,10 +237,22 @@ impl<J: Journal, const N: usize> Node<J, N> {
     ) {
         let mut head = match self.heads.get(&(sender, to)) {
             Some(h) if h.seq == seq => *h,
-            _ => Head {
+            // Progress: the messages after the old head stay in flight, and their
+            // retransmission timer restarts (as TCP's does on a new acknowledgement).
+            Some(h) => Head {
                 seq,
                 since: now,
                 reported: false,
+                sent_at: now,
+                ..*h
+            },
+            None => Head {
+                seq,
+                since: now,
+                reported: false,
+                sent_up_to: 0,
+                sent_at: now,
+                sent_to: None,
             },
         };
         let waited = now.saturating_sub(head.since);
@@ -365,6 +400,15 @@ impl<J: Journal, const N: usize> Node<J, N> {
         if self.asked.get(&(sender, agent)) != Some(&from) {
             self.stats.unsolicited += 1;
             return;
+        }
+        if status != DeliveryStatus::Accepted {
+            // Refused (full, out of order, busy): it and the messages after it go again at the
+            // next scan. The ones before it stay in flight: out of order usually means an
+            // earlier one is still on its way (batches travel on separate streams); if it was
+            // lost, the retransmission timeout sends the window again.
+            if let Some(h) = self.heads.get_mut(&(sender, agent)) {
+                h.sent_up_to = h.sent_up_to.min(seq.saturating_sub(1));
+            }
         }
         match status {
             DeliveryStatus::Unknown => {

@@ -148,12 +148,20 @@ pub struct Stalled {
     pub waited_ms: u64,
 }
 
-/// The oldest unacknowledged message of a (sender, addressee) pair, as the last scan saw it.
+/// The oldest unacknowledged message of a (sender, addressee) pair, as the last scan saw it,
+/// and what of the pair is in flight: messages up to `sent_up_to` went to `sent_to`, and are
+/// sent again only when that node is no longer where the addressee is, from a message the
+/// addressee refused (full, out of order, busy) on, or all of them one retransmission timeout
+/// after the last progress (`sent_at`: the head's first send, or the acknowledgement that made
+/// it the head).
 #[derive(Debug, Clone, Copy)]
 struct Head {
     seq: u64,
     since: u64,
     reported: bool,
+    sent_up_to: u64,
+    sent_at: u64,
+    sent_to: Option<NodeId>,
 }
 
 /// Backoff of lookups for an addressee with no known node: the next lookup is not before
@@ -230,14 +238,15 @@ struct Timer {
 /// Sans-IO: feed it [`Node::handle_frame`], [`Node::handle_timeout`] and commands, drain
 /// [`Node::poll_transmit`], wake it at [`Node::poll_timeout`]. The [`Journal`] is the truth about
 /// ownership; the node's own tables (timers, outbox) are volatile and rebuilt by
-/// [`Node::restart`].
+/// [`Node::restart`]. `Q` frames wait for [`Node::poll_transmit`] at most ([`OUTBOX`] unless
+/// given: the QUIC driver's node queues `quic::DRIVER_OUTBOX`).
 #[derive(Debug)]
-pub struct Node<J: Journal, const N: usize> {
+pub struct Node<J: Journal, const N: usize, const Q: usize = OUTBOX> {
     id: NodeId,
     journal: J,
     config: Config,
     timers: heapless::LinearMap<AgentId, Timer, N>,
-    outbox: heapless::Deque<Pending, OUTBOX>,
+    outbox: heapless::Deque<Pending, Q>,
     /// Where addressees run, as last learned, with the epoch that told us.
     locations: heapless::LinearMap<AgentId, (NodeId, u64), N>,
     /// The node each (sender, addressee) pair's message was last sent to: only that node's
@@ -257,7 +266,7 @@ pub struct Node<J: Journal, const N: usize> {
     stats: Stats,
 }
 
-impl<J: Journal, const N: usize> Node<J, N> {
+impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// A node with an empty or existing journal; call [`Node::restart`] instead when the journal
     /// may hold records (after a crash).
     pub fn new(id: NodeId, journal: J, config: Config) -> Self {
@@ -400,6 +409,13 @@ impl<J: Journal, const N: usize> Node<J, N> {
         self.locations.get(&agent).map(|l| l.0)
     }
 
+    /// Frames the queue can still take before [`Node::poll_transmit`] empties it (of `Q`). A driver that handles many frames before it transmits stops taking more
+    /// when this runs low: each may queue an answer, and one that finds the queue full is
+    /// dropped (the sender's timer sends its frame again, a retransmission timeout later).
+    pub fn outbox_room(&self) -> usize {
+        Q - self.outbox.len()
+    }
+
     /// Makes the next [`Node::handle_timeout`] send agents' outgoing messages at once (call it
     /// after an agent sent one).
     pub fn wake_messages(&mut self, now: u64) {
@@ -525,8 +541,14 @@ impl<J: Journal, const N: usize> Node<J, N> {
     }
 
     fn queue(&mut self, to: NodeId, agent: AgentId, epoch: u64, out: Out) {
+        let _ = self.try_queue(to, agent, epoch, out);
+    }
+
+    /// Queues a frame for `to`; whether it was queued (not for this node itself, and not
+    /// dropped because the queue was full).
+    fn try_queue(&mut self, to: NodeId, agent: AgentId, epoch: u64, out: Out) -> bool {
         if to == self.id {
-            return;
+            return false;
         }
         if self
             .outbox
@@ -539,6 +561,8 @@ impl<J: Journal, const N: usize> Node<J, N> {
             .is_err()
         {
             self.stats.outbox_drops += 1;
+            return false;
         }
+        true
     }
 }

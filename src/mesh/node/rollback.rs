@@ -110,7 +110,7 @@ pub(super) struct Check {
     durable: bool,
 }
 
-impl<J: Journal, const N: usize> Node<J, N> {
+impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// [`Node::restart`], with the rollback check: the journal's generation is raised, and
     /// every agent that would run again (`Running`, or `Outgoing`, whose hand-off a restart
     /// aborts) or could be committed here (`Prepared`) is held until each of `peers` (at most
@@ -225,7 +225,7 @@ impl<J: Journal, const N: usize> Node<J, N> {
             return;
         };
         let (generation, boot, peers) = (check.generation, check.boot, check.peers.clone());
-        let mut queries: heapless::Vec<(NodeId, AgentId, u64), OUTBOX> = heapless::Vec::new();
+        let mut queries: heapless::Vec<(NodeId, AgentId, u64), Q> = heapless::Vec::new();
         'all: for (agent, h) in self.held.iter().filter(|(_, h)| !h.stale) {
             for (i, p) in peers.iter().enumerate() {
                 if h.answered & (1 << i) == 0 && queries.push((*p, *agent, h.epoch)).is_err() {

@@ -10,6 +10,8 @@ struct Host {
     running: Option<u64>,
     inbox_last: u64,
     outbox: Option<(AgentId, u64)>,
+    /// Messages after the outbox's first (numbered on from it).
+    more: u64,
 }
 
 const A: AgentId = AgentId::from_bytes([0xa; 16]);
@@ -79,13 +81,15 @@ impl AgentHost for Host {
         }
     }
     fn outgoing(&mut self, _: AgentId, f: &mut dyn FnMut(Outgoing<'_>)) {
-        if let Some((to, seq)) = self.outbox {
-            f(Outgoing {
-                to,
-                stream: [0; 16],
-                seq,
-                payload: b"hi",
-            });
+        if let Some((to, first)) = self.outbox {
+            for seq in first..=first + self.more {
+                f(Outgoing {
+                    to,
+                    stream: [0; 16],
+                    seq,
+                    payload: b"hi",
+                });
+            }
         }
     }
     fn acked(&mut self, _: AgentId, _: AgentId, seq: u64) {
@@ -159,4 +163,112 @@ fn garbage_changes_nothing() {
     assert_eq!(n.stats().malformed, 1);
     assert_eq!(n.journal().get(A).map(|r| r.phase), Some(Phase::Running));
     assert_eq!(h.running, Some(0));
+}
+
+/// Frames node `n` lets out now: (to, kind, seq of a Deliver).
+fn sent(n: &mut TestNode, h: &mut Host) -> heapless::Vec<(NodeId, u64), 8> {
+    let mut buf = [0u8; 128];
+    let mut out = heapless::Vec::new();
+    while let Ok(Some(t)) = n.poll_transmit(h, &mut buf) {
+        if let Ok(Repr {
+            body: Body::Deliver { seq, .. },
+            ..
+        }) = Repr::decode(&buf[..t.len])
+        {
+            out.push((t.to, seq)).unwrap();
+        }
+    }
+    out
+}
+
+/// A message in flight is sent once per round trip: scans woken again and again (as a driver
+/// does after every agent call) do not send it again; one retransmission timeout later, a
+/// refusal from the addressee's node, or a new location for the addressee does.
+#[test]
+fn a_message_in_flight_is_not_sent_again_by_every_scan() {
+    const N3: NodeId = NodeId::from_bytes([3; 16]);
+    let mut h = Host {
+        owned: Some(1),
+        outbox: Some((A, 1)),
+        ..Host::default()
+    };
+    let cfg = Config::default();
+    let mut n: TestNode = Node::new(N1, MemJournal::new(), cfg);
+    n.start(&mut h, B).unwrap();
+    n.set_location(A, N2, 0);
+    let mut now = 1_000;
+    let scan = |n: &mut TestNode, h: &mut Host, now: u64| {
+        n.wake_messages(now);
+        n.handle_timeout(h, now);
+        sent(n, h)
+    };
+    assert_eq!(scan(&mut n, &mut h, now)[..], [(N2, 1)]);
+    for _ in 0..20 {
+        now += 1;
+        assert!(scan(&mut n, &mut h, now).is_empty(), "sent again at {now}");
+    }
+    // One timeout after the first send: again.
+    now = 1_000 + cfg.rto_ms;
+    assert_eq!(scan(&mut n, &mut h, now)[..], [(N2, 1)]);
+    assert!(scan(&mut n, &mut h, now + 1).is_empty());
+    // The addressee's node answers "full": the next scan sends it again.
+    let mut f = [0u8; 64];
+    let len = Repr {
+        agent: *A.as_bytes(),
+        epoch: 0,
+        body: Body::Delivered {
+            sender: *B.as_bytes(),
+            seq: 1,
+            status: DeliveryStatus::Full,
+        },
+    }
+    .emit(&mut f)
+    .unwrap();
+    n.handle_frame(&mut h, now + 2, N2, &f[..len]).unwrap();
+    assert_eq!(scan(&mut n, &mut h, now + 3)[..], [(N2, 1)]);
+    assert!(scan(&mut n, &mut h, now + 4).is_empty());
+    // The addressee moved: sent to its new node at once.
+    n.set_location(A, N3, 1);
+    assert_eq!(scan(&mut n, &mut h, now + 5)[..], [(N3, 1)]);
+    assert!(scan(&mut n, &mut h, now + 6).is_empty());
+}
+
+/// A refusal of message k (out of order: an earlier one is still on its way) sends k and
+/// those after it again at the next scan, not the ones before it.
+#[test]
+fn a_refused_message_and_those_after_it_go_again_not_those_before() {
+    let mut h = Host {
+        owned: Some(1),
+        outbox: Some((A, 1)),
+        more: 3,
+        ..Host::default()
+    };
+    let mut n: TestNode = Node::new(N1, MemJournal::new(), Config::default());
+    n.start(&mut h, B).unwrap();
+    n.set_location(A, N2, 0);
+    let scan = |n: &mut TestNode, h: &mut Host, now: u64| {
+        n.wake_messages(now);
+        n.handle_timeout(h, now);
+        sent(n, h)
+    };
+    assert_eq!(
+        scan(&mut n, &mut h, 10)[..],
+        [(N2, 1), (N2, 2), (N2, 3), (N2, 4)]
+    );
+    assert!(scan(&mut n, &mut h, 11).is_empty());
+    let mut f = [0u8; 64];
+    let len = Repr {
+        agent: *A.as_bytes(),
+        epoch: 0,
+        body: Body::Delivered {
+            sender: *B.as_bytes(),
+            seq: 3,
+            status: DeliveryStatus::OutOfOrder,
+        },
+    }
+    .emit(&mut f)
+    .unwrap();
+    n.handle_frame(&mut h, 12, N2, &f[..len]).unwrap();
+    assert_eq!(scan(&mut n, &mut h, 13)[..], [(N2, 3), (N2, 4)]);
+    assert!(scan(&mut n, &mut h, 14).is_empty());
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<J: Journal, const N: usize> Node<J, N> {
+impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// The earliest time [`Node::handle_timeout`] has work (timers of hand-offs, and the
     /// periodic scan of outgoing messages).
     pub fn poll_timeout(&self) -> Option<u64> {

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<J: Journal, const N: usize> Node<J, N> {
+impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// Takes the next frame to send, written at the start of `buf`. `Ok(None)`: nothing to
     /// send. An error drops that one frame (a timer re-sends what matters).
     ///
