@@ -315,8 +315,12 @@ async fn node(mut s: Settings) -> Result<(), String> {
             w = st.driver.wait() => {
                 let tick = matches!(w, Wake::Tick);
                 // The agents run in the turn that brought their messages: one group commit
-                // covers the deliveries and what the agents did with them.
-                events = st.driver.handle_with(&mut st.host, w, |host| host.tick("tick", &[]) > 0);
+                // covers the deliveries and what the agents did with them. Only when frames
+                // came in (a tick runs every agent); the periodic tick runs them too.
+                let inbound = matches!(w, Wake::Inbound(_));
+                events = st.driver.handle_with(&mut st.host, w, |host| {
+                    inbound && host.tick("tick", &[]) > 0
+                });
                 if tick {
                     on_tick(&mut st);
                     st.battery = (f64::from(args.battery) - args.drain * st.started.elapsed().as_secs_f64()).max(0.0);

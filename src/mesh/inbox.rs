@@ -157,6 +157,27 @@ impl Inbox {
         }
     }
 
+    /// Takes back the message [`offer`](Self::offer) just accepted (`seq` of `sender`'s
+    /// `stream`, the newest in the mailbox), as if it had been answered `Full`: for a host that
+    /// accepted it and then could not keep it. False, and nothing changed, if it is not the
+    /// newest accepted message.
+    pub fn withdraw(&mut self, sender: AgentId, stream: [u8; STREAM_LEN], seq: u64) -> bool {
+        let key = (sender, stream);
+        let newest = self.mailbox.back().is_some_and(|m| m.0 == sender);
+        match self.last_in.get(&key).copied() {
+            Some((last, peer)) if last == seq && newest => {
+                self.mailbox.pop_back();
+                match seq - 1 {
+                    // The stream's first message: the stream was not known before it.
+                    0 => self.last_in.remove(&key),
+                    before => self.last_in.insert(key, (before, peer)),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Puts a message from `from`, a sender outside the mesh (an operator's tool on this node),
     /// straight into the mailbox: no stream, no sequence, nothing to deduplicate (it does not
     /// cross the network). `Full` when the mailbox is, or the payload is longer than

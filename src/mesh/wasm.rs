@@ -100,6 +100,13 @@ impl SharedInbox {
     }
 }
 
+impl SharedInbox {
+    /// [`Inbox::withdraw`](super::Inbox::withdraw) on the shared inbox.
+    pub fn withdraw(&self, sender: AgentId, stream: super::Stream, seq: u64) -> bool {
+        self.inbox.borrow_mut().withdraw(sender, stream, seq)
+    }
+}
+
 impl Mailbox for SharedInbox {
     fn send(&mut self, to: AgentId, payload: &[u8]) -> bool {
         self.inbox.borrow_mut().send(to, payload, &self.limits)
@@ -192,7 +199,13 @@ pub fn link<T: Mailbox + 'static>(linker: &mut Imports<'_, T>) -> Result<(), was
                 Received::Message { from, len } if len <= room => (from, len),
                 Received::Message { .. } => return -2,
             };
-            data[fp..fp + 16].copy_from_slice(from.as_bytes());
+            // The sender's id, then the message over it where the two overlap (the order the
+            // agent has always seen: a copy re-applying a logged call must read the same).
+            for (i, b) in from.as_bytes().iter().enumerate() {
+                if !(p..p + n).contains(&(fp + i)) {
+                    data[fp + i] = *b;
+                }
+            }
             n as i32
         },
     )?;

@@ -572,6 +572,10 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                 Some(w) => w.try_send(batch).is_ok(),
                 None => false,
             };
+            if !sent {
+                // Dropped like lost packets; messages among them go at the next scan.
+                self.node.not_delivered_to(peer);
+            }
             if let Ok(mut s) = self.stats.lock() {
                 if sent {
                     s.frames_sent += n;

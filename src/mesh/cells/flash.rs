@@ -393,9 +393,8 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
         match block_on(self.map.store_item(&mut self.buf[..], key, &value)) {
             Ok(()) => Ok(()),
             // Refused before anything of the item was written: the map is as it was.
-            Err(sequential_storage::Error::FullStorage | sequential_storage::Error::ItemTooBig) => {
-                Err(KeepError::NoRoom)
-            }
+            Err(sequential_storage::Error::FullStorage) => Err(KeepError::NoRoom),
+            Err(sequential_storage::Error::ItemTooBig) => Err(KeepError::TooLong),
             Err(_) => {
                 self.failed = true;
                 Err(KeepError::Write)
@@ -501,7 +500,7 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
             if let Err(e) = self.store(&key(agent, CHUNK, i as u16, slot), piece) {
                 // A copy that did not fit: its chunks go again, or nothing would ever free
                 // them (no head names them).
-                if e == KeepError::NoRoom {
+                if matches!(e, KeepError::NoRoom | KeepError::TooLong) {
                     self.remove_keys((0..i as u16).map(|j| key(agent, CHUNK, j, slot)))?;
                     if !self.heads.contains_key(&agent) {
                         self.forget(agent)?;
@@ -770,7 +769,9 @@ impl<S: MultiwriteNorFlash, D: DnaStore> FlashKeeper<S, D> {
     /// A save that found no room: an agent that has no head after it is forgotten, or the
     /// chunks it wrote would stay with nothing naming them.
     fn after_failed_write(&mut self, agent: AgentId, r: &Result<(), KeepError>) {
-        if r == &Err(KeepError::NoRoom) && !self.heads.contains_key(&agent) {
+        if matches!(r, Err(KeepError::NoRoom | KeepError::TooLong))
+            && !self.heads.contains_key(&agent)
+        {
             let _ = self.forget(agent);
         }
     }

@@ -379,7 +379,14 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
                     seq,
                     payload: payload.to_vec(),
                 };
-                self.note(to, Some(e), true);
+                if !self.note_or_refuse(to, Some(e), true, true) {
+                    // Not kept (too long for the keeper, or no room): refused as if the
+                    // mailbox were full; the sender tries again later.
+                    if let Some(r) = self.live.get(&to) {
+                        r.live.host().withdraw(from, stream, seq);
+                    }
+                    return Delivery::Full;
+                }
             }
             Delivery::Duplicate => self.duplicates += 1,
             _ => {}

@@ -55,6 +55,10 @@ pub enum KeepError {
     /// keeper's other copies and events are as before), so the keeper goes on working.
     #[error("no room in the storage")]
     NoRoom,
+    /// One record is longer than the storage holds in one item (a board's flash page): it can
+    /// never be written there. Nothing was written; the keeper goes on working.
+    #[error("longer than one item of the storage")]
+    TooLong,
 }
 
 /// The bytes a keeper stores for an agent: a version-3 container addressed to `node` at

@@ -148,6 +148,11 @@ pub(crate) struct Running {
 /// Events after which [`Cells`] saves an agent whole by default ([`Cells::checkpoint_every`]).
 pub const CHECKPOINT_EVERY: u32 = 1024;
 
+/// With [`Cells::checkpoint_by_size`], an agent is saved whole after this many times
+/// [`Cells::checkpoint_every`] events at the latest, however light they are (a logged call is
+/// a few bytes but runs the export again at a restart).
+pub const BY_SIZE_CAP: u32 = 64;
+
 /// An agent stopped for a hand-off: its instance (state `Migrating`), and the containers
 /// captured from it, re-sent as they are.
 struct Stopped {
@@ -197,13 +202,13 @@ pub struct Cells<K: Keeper, G: Gate = Open> {
     /// With a keeper that logs events: how many an agent gathers before it is saved whole
     /// again (bounding what a restart re-applies). Default [`CHECKPOINT_EVERY`].
     pub checkpoint_every: u32,
-    /// With [`checkpoint_every`](Self::checkpoint_every) reached, an agent whose memory is
-    /// larger than the bytes of its events so far also waits until they are as many: a whole
-    /// save then costs at most as much again as the events did (a 10 MiB agent is not
-    /// rewritten every 1,024 small messages), and a restart re-applies about as many bytes of
-    /// events as it reads of the saved copy, at most. The QUIC node's host sets it; default
-    /// off (a board's flash holds its copies and the events between them: the count bounds
-    /// them).
+    /// With [`checkpoint_every`](Self::checkpoint_every) reached, an agent whose memory (its
+    /// length, zero pages included) is larger than the bytes of its events so far also waits
+    /// until they weigh as much, or until [`BY_SIZE_CAP`] times as many events: a 10 MiB agent
+    /// is not rewritten every 1,024 small messages. A restart then re-applies up to
+    /// `BY_SIZE_CAP` × `checkpoint_every` events (65,536 by default) instead of
+    /// `checkpoint_every`. The QUIC node's host sets it; default off (a board's flash holds
+    /// its copies and the events between them: the count bounds them).
     pub checkpoint_by_size: bool,
     duplicates: u64,
     problems: VecDeque<Problem>,
@@ -399,6 +404,21 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     /// (the agent is saved whole every [`checkpoint_every`](Self::checkpoint_every) events),
     /// else by saving the agent whole when `save_otherwise`.
     fn note(&mut self, agent: AgentId, event: Option<Event>, save_otherwise: bool) {
+        let _ = self.note_or_refuse(agent, event, save_otherwise, false);
+    }
+
+    /// [`note`](Self::note); with `refusable` (a delivery, which can still be answered
+    /// `Full`), a change the keeper cannot keep — an event longer than one record of its log
+    /// (a 4 KiB message on a board whose flash items hold less), or no room for the event nor
+    /// for the agent saved whole — is not kept and poisons nothing: false, and the caller
+    /// undoes it. Without it such a change is saved whole, and a save that fails poisons.
+    pub(crate) fn note_or_refuse(
+        &mut self,
+        agent: AgentId,
+        event: Option<Event>,
+        save_otherwise: bool,
+        refusable: bool,
+    ) -> bool {
         let logged = match &event {
             Some(e) if self.keeper.keeps_state() => self.keeper.append(agent, e),
             _ => Ok(false),
@@ -410,7 +430,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 let full = self.live.get_mut(&agent).is_some_and(|r| {
                     r.events += 1;
                     r.event_bytes += bytes;
-                    r.events >= self.checkpoint_every && (!by_size || r.event_bytes >= r.saved_len)
+                    r.events >= self.checkpoint_every
+                        && (!by_size
+                            || r.event_bytes >= r.saved_len
+                            || r.events >= self.checkpoint_every.saturating_mul(BY_SIZE_CAP))
                 });
                 match full {
                     // Everything is in the logged events already: a checkpoint that found no
@@ -429,10 +452,22 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                     false => Ok(()),
                 }
             }
-            // Too long for one record of the keeper's log (a message longer than a board's
-            // flash item holds), or no room for it: nothing was written, and the agent saved
-            // whole holds the change as well (a failed save poisons the host).
-            Err(KeepError::NoRoom) => self.save_running(agent),
+            // A delivery longer than one record can hold is refused: saving the agent whole
+            // for it would rewrite the whole copy for every such message, and a copy that
+            // carries several may no longer fit beside the old one.
+            Err(KeepError::TooLong) if refusable => return false,
+            // No room for the event: the agent saved whole holds the change as well; a
+            // delivery that does not fit that way either is refused.
+            Err(KeepError::NoRoom) if refusable => match self.save_whole(agent) {
+                Err(Refusal::Keep(KeepError::NoRoom | KeepError::TooLong)) => return false,
+                r => {
+                    self.poisoned |= r.is_err();
+                    r
+                }
+            },
+            // Nothing was written; the agent saved whole holds the change as well (a failed
+            // save poisons the host).
+            Err(KeepError::NoRoom | KeepError::TooLong) => self.save_running(agent),
             Ok(false) if save_otherwise || event.is_none() => self.save_running(agent),
             Ok(false) => Ok(()),
             Err(e) => {
@@ -441,6 +476,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             }
         };
         let _ = self.refused(agent, r);
+        true
     }
 
     /// The live instance of an agent running here, to call its exports. Call

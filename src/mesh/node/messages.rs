@@ -149,6 +149,11 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             });
             // Pairs whose delivery here stopped at a message: the later ones wait.
             let mut stopped: heapless::Vec<AgentId, 16> = heapless::Vec::new();
+            // One directory lookup per addressee and scan, for all its messages: a directory
+            // that names nodes in turn would otherwise send the window's messages to
+            // different nodes, and the answers of all but the last would be unsolicited.
+            let mut looked_up: heapless::LinearMap<AgentId, Option<NodeId>, 16> =
+                heapless::LinearMap::new();
             for (i, &(to, seq)) in pairs.iter().enumerate() {
                 if !pairs[..i].iter().any(|p| p.0 == to) {
                     self.watch(&mut heads, now, sender, to, seq);
@@ -181,10 +186,15 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                     // No node known: ask the host's directory, backing off while lookups
                     // keep answering `Unknown`.
                     None if self.lookups.get(&to).is_some_and(|l| l.next > now) => None,
-                    None => {
-                        self.stats.lookups += 1;
-                        host.locate(to)
-                    }
+                    None => match looked_up.get(&to) {
+                        Some(n) => *n,
+                        None => {
+                            self.stats.lookups += 1;
+                            let n = host.locate(to);
+                            let _ = looked_up.insert(to, n);
+                            n
+                        }
+                    },
                 };
                 if let Some(node) = node.filter(|n| *n != self.id) {
                     // Each message once per round trip: what is in flight to this node is
@@ -221,6 +231,14 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             for (sender, to, seq) in local_acks {
                 host.acked(sender, to, seq);
             }
+        }
+    }
+
+    /// A message of `sender` to `to` counted in flight did not leave: the pair's messages go
+    /// again at the next scan.
+    pub(super) fn not_sent(&mut self, sender: AgentId, to: AgentId) {
+        if let Some(h) = self.heads.get_mut(&(sender, to)) {
+            h.sent_to = None;
         }
     }
 

@@ -409,6 +409,17 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
         self.locations.get(&agent).map(|l| l.0)
     }
 
+    /// The frames [`Node::poll_transmit`] gave for `node` did not leave (the transport
+    /// dropped them): the messages in flight to it go again at the next scan instead of one
+    /// retransmission timeout later.
+    pub fn not_delivered_to(&mut self, node: NodeId) {
+        for (_, h) in self.heads.iter_mut() {
+            if h.sent_to == Some(node) {
+                h.sent_to = None;
+            }
+        }
+    }
+
     /// Frames the queue can still take before [`Node::poll_transmit`] empties it (of `Q`). A driver that handles many frames before it transmits stops taking more
     /// when this runs low: each may queue an answer, and one that finds the queue full is
     /// dropped (the sender's timer sends its frame again, a retransmission timeout later).

@@ -272,3 +272,38 @@ fn a_refused_message_and_those_after_it_go_again_not_those_before() {
     assert_eq!(scan(&mut n, &mut h, 13)[..], [(N2, 3), (N2, 4)]);
     assert!(scan(&mut n, &mut h, 14).is_empty());
 }
+
+/// A message counted in flight that did not leave — the embedder's buffer too small for it,
+/// or the transport dropped the frames for that node — goes again at the next scan, not one
+/// retransmission timeout later.
+#[test]
+fn a_message_that_did_not_leave_goes_at_the_next_scan() {
+    let mut h = Host {
+        owned: Some(1),
+        outbox: Some((A, 1)),
+        ..Host::default()
+    };
+    let mut n: TestNode = Node::new(N1, MemJournal::new(), Config::default());
+    n.start(&mut h, B).unwrap();
+    n.set_location(A, N2, 0);
+    n.wake_messages(10);
+    n.handle_timeout(&mut h, 10);
+    let mut small = [0u8; 40];
+    assert!(matches!(
+        n.poll_transmit(&mut h, &mut small),
+        Err(MeshError::BufferTooSmall { .. })
+    ));
+    let scan = |n: &mut TestNode, h: &mut Host, now: u64| {
+        n.wake_messages(now);
+        n.handle_timeout(h, now);
+        sent(n, h)
+    };
+    assert_eq!(scan(&mut n, &mut h, 11)[..], [(N2, 1)]);
+    assert!(scan(&mut n, &mut h, 12).is_empty());
+    n.not_delivered_to(N3_OTHER);
+    assert!(scan(&mut n, &mut h, 13).is_empty(), "another node's drop");
+    n.not_delivered_to(N2);
+    assert_eq!(scan(&mut n, &mut h, 14)[..], [(N2, 1)]);
+}
+
+const N3_OTHER: NodeId = NodeId::from_bytes([9; 16]);

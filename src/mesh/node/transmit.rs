@@ -4,7 +4,9 @@ use super::*;
 
 impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// Takes the next frame to send, written at the start of `buf`. `Ok(None)`: nothing to
-    /// send. An error drops that one frame (a timer re-sends what matters).
+    /// send. An error drops that one frame (a timer re-sends what matters). `buf` must hold
+    /// [`frame::MAX_DELIVER_LEN`] bytes (4,166) for messages, and a whole snapshot for a
+    /// hand-off: a message that does not fit is dropped with `BufferTooSmall`, every time.
     ///
     /// Before a frame leaves, the host makes what it accepted durable ([`AgentHost::flush`]):
     /// one group commit covers every frame queued since the last. If that fails, every queued
@@ -65,6 +67,10 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                 let Some(len) = emitted else {
                     continue; // acknowledged meanwhile
                 };
+                if len.is_err() {
+                    // Not sent: the pair goes again at the next scan, not an rto later.
+                    self.not_sent(sender, p.agent);
+                }
                 return Ok(Some(Transmit {
                     to: p.to,
                     len: len?,
