@@ -306,21 +306,7 @@ fn main() {
         let n = received(&mut p) - n0;
         let c = commits(&p) - c0;
         let secs = t0.elapsed().as_secs_f64();
-        // The disk's own rate in the same run: 1 KiB appended and fdatasynced, for 2 s.
-        let raw = {
-            use std::io::Write;
-            let path =
-                std::env::temp_dir().join(format!("mielin-fdatasync-{}", std::process::id()));
-            let mut f = std::fs::File::create(&path).unwrap();
-            let (mut k, t) = (0u32, Instant::now());
-            while t.elapsed() < Duration::from_secs(2) {
-                f.write_all(&[7u8; 1024]).unwrap();
-                f.sync_data().unwrap();
-                k += 1;
-            }
-            let _ = std::fs::remove_file(&path);
-            f64::from(k) / t.elapsed().as_secs_f64()
-        };
+        let raw = fdatasyncs_per_second();
         summary.borrow_mut().push(format!(
             "messages, streamed (256 bytes, window {}): {n} messages in {secs:.2} s = {:.0} durable messages/s; {c} group commits on both nodes ({:.1} messages per commit, two fdatasyncs each); the disk, same run: {raw:.0} fdatasyncs/s of 1 KiB appends",
             pair::cfg().mesh.window,
@@ -653,9 +639,9 @@ fn fdatasyncs_per_second() -> f64 {
     f64::from(k) / t.elapsed().as_secs_f64()
 }
 
-/// The two-thread figures: a stream of 256 B, 1 KiB and 4 KiB messages (durable messages per second, messages
-/// per group commit, beside the disk's fdatasync rate), and the latency of 1 KiB messages sent
-/// at a steady 1,000 per second.
+/// The two-thread figures: streams of 256 B, 1 KiB and 4 KiB messages (durable messages per
+/// second, messages per group commit, beside the disk's fdatasync rate), and the latency of
+/// 1 KiB messages sent at a steady 1,000 per second.
 fn two_threads(summary: &RefCell<Vec<String>>) {
     use std::sync::atomic::Ordering::Relaxed;
     let default = (

@@ -181,6 +181,23 @@ fn sent(n: &mut TestNode, h: &mut Host) -> heapless::Vec<(NodeId, u64), 8> {
     out
 }
 
+/// Node N2 answers `status` for message `seq` of B to A.
+fn answer(n: &mut TestNode, h: &mut Host, now: u64, seq: u64, status: DeliveryStatus) {
+    let mut f = [0u8; 64];
+    let len = Repr {
+        agent: *A.as_bytes(),
+        epoch: 0,
+        body: Body::Delivered {
+            sender: *B.as_bytes(),
+            seq,
+            status,
+        },
+    }
+    .emit(&mut f)
+    .unwrap();
+    n.handle_frame(h, now, N2, &f[..len]).unwrap();
+}
+
 /// A message in flight is sent once per round trip: scans woken again and again (as a driver
 /// does after every agent call) do not send it again; one retransmission timeout later, a
 /// refusal from the addressee's node, or a new location for the addressee does.
@@ -212,19 +229,7 @@ fn a_message_in_flight_is_not_sent_again_by_every_scan() {
     assert_eq!(scan(&mut n, &mut h, now)[..], [(N2, 1)]);
     assert!(scan(&mut n, &mut h, now + 1).is_empty());
     // The addressee's node answers "full": the next scan sends it again.
-    let mut f = [0u8; 64];
-    let len = Repr {
-        agent: *A.as_bytes(),
-        epoch: 0,
-        body: Body::Delivered {
-            sender: *B.as_bytes(),
-            seq: 1,
-            status: DeliveryStatus::Full,
-        },
-    }
-    .emit(&mut f)
-    .unwrap();
-    n.handle_frame(&mut h, now + 2, N2, &f[..len]).unwrap();
+    answer(&mut n, &mut h, now + 2, 1, DeliveryStatus::Full);
     assert_eq!(scan(&mut n, &mut h, now + 3)[..], [(N2, 1)]);
     assert!(scan(&mut n, &mut h, now + 4).is_empty());
     // The addressee moved: sent to its new node at once.
@@ -256,19 +261,7 @@ fn a_refused_message_and_those_after_it_go_again_not_those_before() {
         [(N2, 1), (N2, 2), (N2, 3), (N2, 4)]
     );
     assert!(scan(&mut n, &mut h, 11).is_empty());
-    let mut f = [0u8; 64];
-    let len = Repr {
-        agent: *A.as_bytes(),
-        epoch: 0,
-        body: Body::Delivered {
-            sender: *B.as_bytes(),
-            seq: 3,
-            status: DeliveryStatus::OutOfOrder,
-        },
-    }
-    .emit(&mut f)
-    .unwrap();
-    n.handle_frame(&mut h, 12, N2, &f[..len]).unwrap();
+    answer(&mut n, &mut h, 12, 3, DeliveryStatus::OutOfOrder);
     assert_eq!(scan(&mut n, &mut h, 13)[..], [(N2, 3), (N2, 4)]);
     assert!(scan(&mut n, &mut h, 14).is_empty());
 }
