@@ -348,8 +348,9 @@ impl AgentHost for SimHost {
 }
 
 /// The storage under a node's journal: the in-memory table (`MemJournal`), or the journal kept
-/// as records in the memory backend of the storage log (`LogJournal<MemLog>`), rebuilt from
-/// the log at every crash. Seeds alternate (odd seeds on the log) unless
+/// as records in the memory backend of the storage log (`LogJournal<MemLog>`, deferred: its
+/// changes wait for the node's sync, and a crash keeps the synced ones and any prefix of the
+/// rest), rebuilt from the log at every crash. Seeds alternate (odd seeds on the log) unless
 /// `MIELIN_SIM_STORAGE=mem` or `log` says which. The log needs the library's `alloc` feature:
 /// without it every seed runs on the table.
 #[derive(Clone)]
@@ -370,7 +371,7 @@ impl Storage {
         #[cfg(feature = "alloc")]
         if log {
             let log = MemLog::new(LOG_JOURNAL_RECORD, 1 << 24);
-            return Storage::Log(LogJournal::open(log, CAP).unwrap());
+            return Storage::Log(LogJournal::open(log, CAP).unwrap().deferred());
         }
         #[cfg(not(feature = "alloc"))]
         assert!(
@@ -400,6 +401,16 @@ impl Storage {
         }
     }
 
+    /// Records appended and not synced (0 on the table, whose writes are durable at once).
+    fn unsynced_records(&self) -> usize {
+        #[cfg(feature = "alloc")]
+        if let Storage::Log(j) = self {
+            use mielin_cells::storage::Log;
+            return (j.log().appended().0 - j.log().durable().0) as usize;
+        }
+        0
+    }
+
     /// After a crash: the log keeps what was synced and `keep` of what was not, and the
     /// journal's tables are rebuilt from it (nothing of the old tables survives).
     fn crash(&mut self, keep: usize) {
@@ -408,7 +419,9 @@ impl Storage {
         if let Storage::Log(j) = self {
             let mut log = j.clone().into_log();
             log.crash(keep);
-            *j = LogJournal::open(log, CAP).expect("a log the journal wrote reopens");
+            *j = LogJournal::open(log, CAP)
+                .expect("a log the journal wrote reopens")
+                .deferred();
         }
     }
 }
@@ -438,13 +451,20 @@ impl Journal for Storage {
     fn set_generation(&mut self, g: u64) -> Result<(), MeshError> {
         self.journal_mut().set_generation(g)
     }
+    fn sync(&mut self) -> Result<(), MeshError> {
+        self.journal_mut().sync()
+    }
+    fn unsynced(&self) -> bool {
+        self.journal().unsynced()
+    }
 }
 
 /// The journal the simulator gives each node, on either [`Storage`], with the write faults
 /// (their switch is `MIELIN_SIM_WRITES=0`):
 /// - a write that fails: on the table, nothing changes and the node sees `JournalIo`; on the
-///   log, the sync fails, which poisons the journal, so the node crashes there (it must
-///   restart from the log) and the record lands or not, as the log's crash decides;
+///   log, the append (of a deferred change) or the sync fails, which poisons the journal, so
+///   the node crashes there (it must restart from the log) and the records no sync covered
+///   land or not, as the log's crash decides;
 /// - a crash at a chosen write, inside a frame's handling, a timer or a restart alike (the
 ///   write in flight lands or not; the node is taken down once the event returns, and until
 ///   then nothing it writes or does in the host lasts).
@@ -482,6 +502,7 @@ impl SimJournal {
             self.failed += 1;
             #[cfg(feature = "alloc")]
             if let Storage::Log(j) = &mut self.inner {
+                j.log_mut().fail_next_append();
                 j.log_mut().fail_next_sync();
                 let r = f(&mut self.inner);
                 if r != Err(MeshError::JournalFull) {
@@ -520,6 +541,17 @@ impl Journal for SimJournal {
     }
     fn set_generation(&mut self, g: u64) -> Result<(), MeshError> {
         self.write(|j| j.set_generation(g))
+    }
+    /// A sync with changes waiting is a durable write (the crash and the failure faults
+    /// strike it as any other); one with none touches nothing.
+    fn sync(&mut self) -> Result<(), MeshError> {
+        if !self.inner.unsynced() {
+            return Ok(());
+        }
+        self.write(|j| j.sync())
+    }
+    fn unsynced(&self) -> bool {
+        self.inner.unsynced()
     }
 }
 
@@ -794,6 +826,12 @@ impl Sim {
                 let t = match node.poll_transmit(&mut slot.host, &mut buf) {
                     Ok(Some(t)) => t,
                     Ok(None) => break,
+                    // The journal's group commit before the frames leave failed or crashed
+                    // (a write fault): none of them leaves, and the node goes down.
+                    Err(MeshError::JournalIo) if slot.host.dead.get() => {
+                        self.reap(i, false);
+                        break;
+                    }
                     Err(e) => panic!("poll_transmit failed: {e:?}"),
                 };
                 let to = (0..NODES)
@@ -916,7 +954,9 @@ impl Sim {
         self.fig.unchecked += st.rollback_unchecked;
         let mut j = node.into_journal();
         self.fig.failed_writes += std::mem::take(&mut j.failed);
-        j.inner.crash(self.rng.below(2) as usize);
+        // Any prefix of the records no sync covered lands (none, some or all of them).
+        let unsynced = j.inner.unsynced_records() as u64;
+        j.inner.crash(self.rng.below(unsynced + 1) as usize);
         slot.saved = Some(j);
         slot.host.running.clear();
         slot.down_until = self.now + 50 + self.rng.below(1_000);

@@ -566,3 +566,186 @@ mod log_journal {
         ));
     }
 }
+
+/// The node's journal deferred (`LogJournal::deferred`): its changes wait for the group commit
+/// the node makes before frames leave, so the offers of a drain share one sync, and a crash
+/// before it leaves no peer believing in a record that is gone.
+mod deferred_journal {
+    use mielin_cells::mesh::{
+        AgentHost, AgentInfo, Config, Journal, LogJournal, MeshError, Node, Phase, Record,
+        LOG_JOURNAL_RECORD,
+    };
+    use mielin_cells::migration::EpochJournal;
+    use mielin_cells::storage::{Log, MemLog};
+    use mielin_cells::{AgentId, NodeId};
+    use std::collections::BTreeMap;
+
+    const HERE: NodeId = NodeId::from_bytes([1; 16]);
+    const THERE: NodeId = NodeId::from_bytes([2; 16]);
+
+    /// Agents as numbers; counts what it was asked to run, release and discard.
+    #[derive(Default)]
+    struct Host {
+        owned: BTreeMap<AgentId, u64>,
+        runs: usize,
+    }
+
+    impl AgentHost for Host {
+        fn describe(&mut self, a: AgentId) -> Option<AgentInfo> {
+            self.owned.get(&a).map(|_| AgentInfo {
+                dna_hash: [7; 32],
+                snapshot_len: 8,
+                dna_len: 0,
+            })
+        }
+        fn has_dna(&mut self, _: &[u8; 32]) -> bool {
+            true
+        }
+        fn stop(&mut self, _: AgentId) {}
+        fn capture(&mut self, a: AgentId, _: bool, out: &mut [u8]) -> Result<usize, MeshError> {
+            let v = self.owned.get(&a).ok_or(MeshError::Truncated)?;
+            out[..8].copy_from_slice(&v.to_le_bytes());
+            Ok(8)
+        }
+        fn prepare(&mut self, _: AgentId, _: u64, _: bool, _: &[u8]) -> Result<(), MeshError> {
+            Ok(())
+        }
+        fn run(&mut self, a: AgentId, _: u64) {
+            self.owned.entry(a).or_insert(0);
+            self.runs += 1;
+        }
+        fn discard(&mut self, _: AgentId, _: u64) {}
+        fn release(&mut self, a: AgentId) {
+            self.owned.remove(&a);
+        }
+    }
+
+    fn agent(i: u8) -> AgentId {
+        AgentId::from_bytes([i; 16])
+    }
+
+    fn journal() -> LogJournal<MemLog> {
+        LogJournal::open(MemLog::new(LOG_JOURNAL_RECORD, 1 << 20), 64)
+            .unwrap()
+            .deferred()
+    }
+
+    #[test]
+    fn a_drain_of_ten_agents_offers_them_under_one_sync() {
+        let mut host = Host::default();
+        let mut node: Node<LogJournal<MemLog>, 16> = Node::new(HERE, journal(), Config::default());
+        for i in 1..=10 {
+            // Starting runs the agent: its record is durable first, one sync each.
+            node.start(&mut host, agent(i)).unwrap();
+            assert!(!node.journal().unsynced());
+        }
+        let before = node.journal().log().syncs();
+        assert_eq!(before, 10);
+        for i in 1..=10 {
+            node.migrate(&mut host, 0, agent(i), THERE).unwrap();
+        }
+        // Twenty changes (a fence and an Outgoing record per agent), none durable yet.
+        assert!(node.journal().unsynced());
+        assert_eq!(
+            node.journal().log().appended().0 - node.journal().log().durable().0,
+            20
+        );
+        let mut buf = [0u8; 256];
+        let mut offers = 0;
+        while let Some(t) = node.poll_transmit(&mut host, &mut buf).unwrap() {
+            assert_eq!(t.to, THERE);
+            offers += 1;
+        }
+        assert_eq!(offers, 10);
+        assert_eq!(
+            node.journal().log().syncs(),
+            before + 1,
+            "one group commit for the ten"
+        );
+        assert!(!node.journal().unsynced());
+    }
+
+    #[test]
+    fn a_crash_before_the_sync_sends_nothing_and_the_agents_run_again() {
+        let mut host = Host::default();
+        let mut node: Node<LogJournal<MemLog>, 16> = Node::new(HERE, journal(), Config::default());
+        for i in 1..=3 {
+            node.start(&mut host, agent(i)).unwrap();
+        }
+        for i in 1..=3 {
+            node.migrate(&mut host, 0, agent(i), THERE).unwrap();
+        }
+        // The crash comes before any frame left: some of the deferred records landed.
+        for keep in 0..=6 {
+            let mut log = node.journal().log().clone();
+            log.crash(keep);
+            let j = LogJournal::open(log, 64).unwrap().deferred();
+            let mut h = Host::default();
+            let restarted: Node<LogJournal<MemLog>, 16> =
+                Node::restart(HERE, j, Config::default(), &mut h, 0);
+            for i in 1..=3 {
+                // Running, or offered and aborted by the restart: never lost, never moved.
+                assert!(
+                    matches!(
+                        restarted.journal().get(agent(i)),
+                        Some(Record {
+                            phase: Phase::Running,
+                            ..
+                        })
+                    ),
+                    "keep {keep}: agent {i}: {:?}",
+                    restarted.journal().get(agent(i))
+                );
+            }
+            assert_eq!(h.runs, 3, "keep {keep}: each agent runs again");
+        }
+    }
+
+    #[test]
+    fn a_trust_lists_epoch_is_durable_when_it_returns_even_deferred() {
+        let mut j = journal();
+        j.put(
+            agent(1),
+            Record {
+                epoch: 1,
+                phase: Phase::Running,
+            },
+        )
+        .unwrap();
+        assert!(j.unsynced());
+        j.record_epoch(agent(2), 5, None).unwrap();
+        assert!(
+            !j.unsynced(),
+            "the epoch's sync covers the change before it too"
+        );
+        let mut log = j.into_log();
+        log.crash(0);
+        let j = LogJournal::open(log, 64).unwrap();
+        assert_eq!(j.sequence(agent(2)), Some(5));
+        assert!(j.get(agent(1)).is_some());
+    }
+
+    #[test]
+    fn a_failed_group_commit_poisons_and_lets_no_frame_out() {
+        let mut host = Host::default();
+        let mut node: Node<LogJournal<MemLog>, 16> = Node::new(HERE, journal(), Config::default());
+        node.start(&mut host, agent(1)).unwrap();
+        node.migrate(&mut host, 0, agent(1), THERE).unwrap();
+        node.journal_mut().log_mut().fail_next_sync();
+        let mut buf = [0u8; 256];
+        assert_eq!(
+            node.poll_transmit(&mut host, &mut buf),
+            Err(MeshError::JournalIo)
+        );
+        assert!(node.journal().is_poisoned());
+        assert_eq!(
+            node.poll_transmit(&mut host, &mut buf),
+            Ok(None),
+            "the offer was dropped"
+        );
+        assert!(
+            node.journal_mut().sync().is_err(),
+            "poisoned until reopened"
+        );
+    }
+}

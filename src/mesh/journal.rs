@@ -108,9 +108,18 @@ impl Record {
 ///   same journal records the epochs it accepts in it, so a restart does not reopen replays.
 ///   Entries are never removed: when the table is full, new agents are refused.
 ///
-/// **Contract**: when `put`, `remove` or `set_sequence` returns `Ok`, the change survives a crash
-/// (written and flushed). A write that fails leaves the old value in place. The protocol's
-/// guarantees hold only for journals that keep this promise and are never lost.
+/// **Contract**: a change (`put`, `remove`, `set_sequence`, `set_generation`) that returned
+/// `Ok` survives a crash once [`sync`](Self::sync) returned `Ok` after it; reads see it at
+/// once. A journal may make each change durable before it returns (`MemJournal`,
+/// `FileJournal`, `FlashJournal`, and `LogJournal` by default: their `sync` has nothing to do),
+/// or defer it to the next `sync`, one group commit for every change since the last
+/// (`LogJournal::deferred`). After a crash a deferring journal holds every synced change and a
+/// prefix of the later ones, in order. A write that fails leaves the old value in place, or
+/// poisons the journal (every later write refused until it is reopened). [`Node`](super::Node)
+/// syncs before any frame leaves and before any host call that acts on a change (running,
+/// releasing or discarding a copy), so nothing a peer hears of and nothing it does to an
+/// agent's copies rests on an undurable record (docs/protocol.md, "Durability tickets"). The
+/// protocol's guarantees hold only for journals that keep this promise and are never lost.
 pub trait Journal {
     /// The agent's record, if any.
     fn get(&self, agent: AgentId) -> Option<Record>;
@@ -132,6 +141,17 @@ pub trait Journal {
     fn generation(&self) -> u64;
     /// Durably records the generation.
     fn set_generation(&mut self, generation: u64) -> Result<(), MeshError>;
+    /// Makes every change so far durable: one group commit. A journal whose changes are
+    /// durable when they return has nothing to do (the default). A failure leaves the changes
+    /// in doubt: the journal refuses every later write (it is poisoned) and the node must be
+    /// restarted from what reached the medium.
+    fn sync(&mut self) -> Result<(), MeshError> {
+        Ok(())
+    }
+    /// Whether a change awaits [`sync`](Self::sync) (never, by default).
+    fn unsynced(&self) -> bool {
+        false
+    }
 }
 
 /// A journal in memory with room for `N` records and `N` sequence numbers: what a simulator
@@ -736,6 +756,12 @@ mod shared {
         }
         fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
             self.lock().set_generation(generation)
+        }
+        fn sync(&mut self) -> Result<(), MeshError> {
+            self.lock().sync()
+        }
+        fn unsynced(&self) -> bool {
+            self.lock().unsynced()
         }
     }
 

@@ -24,8 +24,10 @@ mod kind {
 pub const LOG_JOURNAL_RECORD: usize = 1 + RECORD_LEN;
 
 /// A [`Journal`] (feature `alloc`) kept as records appended to a [`Log`]: each change is one
-/// record of at most [`LOG_JOURNAL_RECORD`] bytes, synced before the write returns, and opening
-/// replays the log into the tables. Holds at most `capacity` hand-off records and as many
+/// record of at most [`LOG_JOURNAL_RECORD`] bytes, synced before the write returns, or — once
+/// [`deferred`](Self::deferred) — at the next [`Journal::sync`], one group commit for every
+/// change since the last (a [`Node`](super::Node) syncs before it lets anything depend on
+/// them). Opening replays the log into the tables. Holds at most `capacity` hand-off records and as many
 /// fence entries, like `FileJournal` (feature `std`), which rewrites its whole file on
 /// every change.
 ///
@@ -44,6 +46,8 @@ pub struct LogJournal<L> {
     log: L,
     t: Tables,
     poisoned: bool,
+    /// Changes wait for `Journal::sync` (the epochs a trust list records never do).
+    deferred: bool,
 }
 
 /// What the log's records add up to.
@@ -102,7 +106,18 @@ impl<L: Log> LogJournal<L> {
             log,
             t,
             poisoned: false,
+            deferred: false,
         })
+    }
+
+    /// The same journal, with its changes made durable by [`Journal::sync`] instead of one
+    /// sync each: for a [`Node`](super::Node), which syncs before a frame leaves and before a
+    /// host call acts on a change, so that the changes of one turn share one group commit.
+    /// The epochs a trust list records through it ([`EpochJournal`](crate::migration::EpochJournal))
+    /// are still synced before they return: a trust list relies on that.
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
     }
 
     /// Records its tables hold: hand-off records, fence entries and the generation (what
@@ -148,17 +163,14 @@ impl<L: Log> LogJournal<L> {
         fresh.sync().map(|_| ())
     }
 
-    /// Appends `bytes` and syncs; on success applies them to the tables.
-    fn write(&mut self, bytes: &[u8]) -> Result<(), MeshError> {
+    /// Appends `bytes`, and syncs unless the journal defers (`sync` false); on success applies
+    /// them to the tables.
+    fn write(&mut self, bytes: &[u8], sync: bool) -> Result<(), MeshError> {
         if self.poisoned {
             return Err(MeshError::JournalIo);
         }
-        if self
-            .log
-            .append(bytes)
-            .and_then(|_| self.log.sync())
-            .is_err()
-        {
+        let appended = self.log.append(bytes);
+        if appended.is_err() || (sync && self.log.sync().is_err()) {
             self.poisoned = true;
             return Err(MeshError::JournalIo);
         }
@@ -183,12 +195,23 @@ impl<L: Log> LogJournal<L> {
             .count()
     }
 
-    /// `set_sequence`, keeping `created_by` with a new entry (an existing one keeps its own).
+    /// `set_sequence`, keeping `created_by` with a new entry (an existing one keeps its own);
+    /// durable when it returns, deferred or not (a trust list's write).
     pub(super) fn set_sequence_created(
         &mut self,
         agent: AgentId,
         seq: u64,
         created_by: Option<NodeId>,
+    ) -> Result<(), MeshError> {
+        self.sequence_record(agent, seq, created_by, true)
+    }
+
+    fn sequence_record(
+        &mut self,
+        agent: AgentId,
+        seq: u64,
+        created_by: Option<NodeId>,
+        sync: bool,
     ) -> Result<(), MeshError> {
         let created_by = match self.t.sequences.get(&agent) {
             Some((_, c)) => *c,
@@ -197,7 +220,7 @@ impl<L: Log> LogJournal<L> {
             }
             None => created_by,
         };
-        self.write(&sequence_record(agent, seq, created_by))
+        self.write(&sequence_record(agent, seq, created_by), sync)
     }
 }
 
@@ -281,7 +304,7 @@ impl<L: Log> Journal for LogJournal<L> {
         if !self.t.records.contains_key(&agent) && self.t.records.len() >= self.t.capacity {
             return Err(MeshError::JournalFull);
         }
-        self.write(&put_record(agent, &record))
+        self.write(&put_record(agent, &record), !self.deferred)
     }
     fn remove(&mut self, agent: AgentId) -> Result<(), MeshError> {
         if !self.t.records.contains_key(&agent) {
@@ -290,7 +313,7 @@ impl<L: Log> Journal for LogJournal<L> {
         let mut b = [0u8; 17];
         b[0] = kind::REMOVE;
         b[1..].copy_from_slice(agent.as_bytes());
-        self.write(&b)
+        self.write(&b, !self.deferred)
     }
     fn for_each(&self, f: &mut dyn FnMut(AgentId, Record)) {
         for (a, r) in &self.t.records {
@@ -301,12 +324,25 @@ impl<L: Log> Journal for LogJournal<L> {
         self.t.sequences.get(&agent).map(|(s, _)| *s)
     }
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
-        self.set_sequence_created(agent, seq, None)
+        self.sequence_record(agent, seq, None, !self.deferred)
     }
     fn generation(&self) -> u64 {
         self.t.generation
     }
     fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
-        self.write(&generation_record(generation))
+        self.write(&generation_record(generation), !self.deferred)
+    }
+    fn sync(&mut self) -> Result<(), MeshError> {
+        if self.poisoned {
+            return Err(MeshError::JournalIo);
+        }
+        if self.log.sync().is_err() {
+            self.poisoned = true;
+            return Err(MeshError::JournalIo);
+        }
+        Ok(())
+    }
+    fn unsynced(&self) -> bool {
+        self.log.appended() > self.log.durable()
     }
 }

@@ -545,8 +545,9 @@ impl Gate for Signed {
 pub const JOURNAL_CAPACITY: usize = 4096;
 
 /// The node's journal: the hand-off records and the fence table as records in one append-only
-/// file (`DATA/journal`, a [`FileLog`] sealed to the node), one record and one group commit per
-/// change.
+/// file (`DATA/journal`, a [`FileLog`] sealed to the node), one record per change. The host
+/// hands it out [`deferred`](LogJournal::deferred): the changes of one turn of the node share
+/// one group commit, made before a frame leaves or the host acts on them.
 pub type NodeJournal = LogJournal<FileLog>;
 
 /// Opens the journal at `path`, or creates it (`create`). A journal in the format before the
@@ -704,7 +705,7 @@ impl WasmHost {
         }
         std::fs::create_dir_all(dir.join("agents"))?;
         std::fs::create_dir_all(dir.join("dna"))?;
-        let journal = SharedJournal::new(journal);
+        let journal = SharedJournal::new(journal.deferred());
         let mut trust = TrustList::new(node, journal.clone());
         for (id, peer) in directory.iter() {
             let key = ed25519_dalek::VerifyingKey::from_bytes(&peer.key.0)

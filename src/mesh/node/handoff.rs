@@ -18,7 +18,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     ) -> Self {
         let mut node = Node::new(id, journal, config);
         let generation = node.journal.generation().saturating_add(1);
-        if node.journal.set_generation(generation).is_err() {
+        if node.write_now(|j| j.set_generation(generation)).is_err() {
             node.stats.journal_errors += 1;
         }
         node.resume(host, now, false);
@@ -203,18 +203,22 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             epoch: p,
             phase: Phase::Prepared { source: from },
         };
+        // Deferred: the Prepared answer waits for the sync before frames leave.
         if self.journal.put(agent, prepared).is_err() {
             host.discard(agent, p);
             self.refuse(from, agent, p, RefuseReason::Busy);
             return;
         }
         // An older in-doubt copy is superseded: a higher epoch exists only if that attempt was
-        // decided without this node (aborted).
+        // decided without this node (aborted). Discarded once the new record is durable.
         if let Some(Record {
             epoch,
             phase: Phase::Prepared { .. },
         }) = rec
         {
+            if self.journal.sync().is_err() {
+                return; // poisoned: the node restarts, and its restart prunes the copy
+            }
             host.discard(agent, epoch);
         }
         self.set_timer(agent, now + self.config.rto_ms, None, None);
@@ -247,7 +251,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                     epoch: p,
                     phase: Phase::Running,
                 };
-                if self.journal.put(agent, running).is_err() {
+                if self.write_now(|j| j.put(agent, running)).is_err() {
                     return; // the source re-sends the commit
                 }
                 self.timers.remove(&agent);
@@ -275,7 +279,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             phase: Phase::Prepared { source },
         }) = rec
         {
-            if epoch == p && source == from && self.journal.remove(agent).is_ok() {
+            if epoch == p && source == from && self.write_now(|j| j.remove(agent)).is_ok() {
                 self.timers.remove(&agent);
                 host.discard(agent, p);
             }
@@ -304,7 +308,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                         acked: false,
                     },
                 };
-                if self.journal.put(agent, moved).is_err() {
+                if self.write_now(|j| j.put(agent, moved)).is_err() {
                     return; // undecided; the target asks again
                 }
                 host.release(agent);
@@ -343,7 +347,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             epoch,
             phase: Phase::Running,
         };
-        if self.journal.put(agent, running).is_err() {
+        if self.write_now(|j| j.put(agent, running)).is_err() {
             return; // still undecided; the timer tries again
         }
         self.timers.remove(&agent);

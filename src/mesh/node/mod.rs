@@ -341,13 +341,11 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             return Err(MeshError::JournalFull);
         }
         self.raise_fence(agent, 0)?;
-        self.journal.put(
-            agent,
-            Record {
-                epoch: 0,
-                phase: Phase::Running,
-            },
-        )?;
+        let running = Record {
+            epoch: 0,
+            phase: Phase::Running,
+        };
+        self.write_now(|j| j.put(agent, running))?;
         host.run(agent, 0);
         Ok(())
     }
@@ -532,6 +530,17 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             ),
         }
         Ok(())
+    }
+
+    /// A change the host is about to act on (run, release or discard a copy), or that a restart
+    /// relies on: durable before it returns. One sync covers it and every deferred change
+    /// before it (`Journal::sync`).
+    fn write_now(
+        &mut self,
+        change: impl FnOnce(&mut J) -> Result<(), MeshError>,
+    ) -> Result<(), MeshError> {
+        change(&mut self.journal)?;
+        self.journal.sync()
     }
 
     /// Durably raises the agent's fence to `epoch` (never lowers it). Called only with the

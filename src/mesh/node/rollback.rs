@@ -136,7 +136,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
         let mut node = Node::new(id, journal, config);
         let generation = node.journal.generation().saturating_add(1);
         // Until the generation is durable no query goes out (handle_timeout writes it again).
-        let durable = node.journal.set_generation(generation).is_ok();
+        let durable = node.write_now(|j| j.set_generation(generation)).is_ok();
         if !durable {
             node.stats.journal_errors += 1;
         }
@@ -213,7 +213,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
         check.next_query = now.saturating_add(self.config.rto_ms);
         if !check.durable {
             let generation = check.generation;
-            if self.journal.set_generation(generation).is_err() {
+            if self.write_now(|j| j.set_generation(generation)).is_err() {
                 self.stats.journal_errors += 1;
                 return;
             }
@@ -403,7 +403,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                     epoch,
                     phase: Phase::Running,
                 };
-                if self.journal.put(agent, running).is_err() {
+                if self.write_now(|j| j.put(agent, running)).is_err() {
                     return; // asked again next round
                 }
                 self.stats.aborted += 1;
@@ -433,7 +433,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             // (which needs no answer to abort) and the agent moved on, or it was committed here
             // and moved on after the copy of this journal was taken. Either way it must never
             // run: it is discarded, as an Abort would (the fence stays).
-            if self.journal.remove(agent).is_ok() {
+            if self.write_now(|j| j.remove(agent)).is_ok() {
                 self.held.remove(&agent);
                 host.discard(agent, epoch);
                 self.stats.fenced += 1;

@@ -8,17 +8,17 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// [`frame::MAX_DELIVER_LEN`] bytes (4,166) for messages, and a whole snapshot for a
     /// hand-off: a message that does not fit is dropped with `BufferTooSmall`, every time.
     ///
-    /// Before a frame leaves, the host makes what it accepted durable ([`AgentHost::flush`]):
-    /// one group commit covers every frame queued since the last. If that fails, every queued
-    /// frame is dropped and the error returned: none leaves while the host cannot make its
-    /// changes durable.
+    /// Before a frame leaves, the journal and the host make their changes durable
+    /// ([`Journal::sync`], [`AgentHost::flush`]): one group commit each covers every frame
+    /// queued since the last. If either fails, every queued frame is dropped and the error
+    /// returned: none leaves while a change it may depend on could still be lost.
     pub fn poll_transmit<H: AgentHost>(
         &mut self,
         host: &mut H,
         buf: &mut [u8],
     ) -> Result<Option<Transmit>, MeshError> {
         if !self.outbox.is_empty() {
-            if let Err(e) = host.flush() {
+            if let Err(e) = self.journal.sync().and_then(|()| host.flush()) {
                 self.outbox.clear();
                 return Err(e);
             }
