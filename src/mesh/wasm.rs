@@ -98,9 +98,7 @@ impl SharedInbox {
             .borrow_mut()
             .offer(peer, sender, stream, seq, payload, &self.limits)
     }
-}
 
-impl SharedInbox {
     /// [`Inbox::withdraw`](super::Inbox::withdraw) on the shared inbox.
     pub fn withdraw(&self, sender: AgentId, stream: super::Stream, seq: u64) -> bool {
         self.inbox.borrow_mut().withdraw(sender, stream, seq)

@@ -64,6 +64,7 @@ pub enum KeepError {
 /// The bytes a keeper stores for an agent: a version-3 container addressed to `node` at
 /// `epoch`, its DNA by reference, its inbox inside, sealed with `key` (the node's own key, or
 /// [`LocalKey::UNKEYED`] on a board without a secret: a checksum then, not a MAC).
+#[cfg_attr(not(any(feature = "flash", feature = "quic")), allow(dead_code))]
 pub(crate) fn seal_copy(
     node: NodeId,
     key: &LocalKey,
@@ -91,6 +92,7 @@ pub(crate) fn seal_copy(
 
 /// Decodes what [`seal_copy`] wrote, as strictly as bytes from a peer: sealed with `key`,
 /// addressed to `node`, every check of the container and of its inbox.
+#[cfg_attr(not(any(feature = "flash", feature = "quic")), allow(dead_code))]
 pub(crate) fn open_copy(
     node: NodeId,
     key: &LocalKey,

@@ -35,6 +35,8 @@ mod keeper;
 pub use event::{Diverged, Event, MAX_CALL_ARGS, MAX_EVENT_LEN, MAX_EXPORT_LEN};
 #[cfg(feature = "flash")]
 pub use flash::{FlashKeeper, FlashKeeperStats, FLASH_SLOTS};
+// The sealed copy, for the keepers outside this module (the board's flash, the node's files).
+#[cfg_attr(not(any(feature = "flash", feature = "quic")), allow(unused_imports))]
 pub(crate) use keeper::{open_copy, seal_copy};
 pub use keeper::{Gate, KeepError, Keeper, MemKeeper, NoKeeper, Open, Saved};
 

@@ -199,7 +199,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                 if let Some(node) = node.filter(|n| *n != self.id) {
                     // Each message once per round trip: what is in flight to this node is
                     // not sent again on every scan (see `Head`).
-                    let head = heads.get_mut(&(sender, to));
+                    let head = heads.get(&(sender, to));
                     let resend = head.as_ref().is_none_or(|h| {
                         h.sent_to != Some(node)
                             || now >= h.sent_at.saturating_add(self.config.rto_ms)

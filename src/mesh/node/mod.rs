@@ -418,8 +418,9 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
         }
     }
 
-    /// Frames the queue can still take before [`Node::poll_transmit`] empties it (of `Q`). A driver that handles many frames before it transmits stops taking more
-    /// when this runs low: each may queue an answer, and one that finds the queue full is
+    /// Frames the queue can still take before [`Node::poll_transmit`] empties it (of `Q`). A
+    /// driver that handles many frames before it transmits stops taking more when this runs
+    /// low: each may queue an answer, and one that finds the queue full is
     /// dropped (the sender's timer sends its frame again, a retransmission timeout later).
     pub fn outbox_room(&self) -> usize {
         Q - self.outbox.len()
