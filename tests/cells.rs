@@ -7,7 +7,7 @@ use mielin_cells::mesh::cells::{
     Cells, Diverged, Event, Gate, KeepError, Keeper, MemKeeper, Open, Refusal, Saved,
 };
 use mielin_cells::mesh::wasm::{self, SharedInbox};
-use mielin_cells::mesh::{AgentHost, Delivery, Inbox, Stream};
+use mielin_cells::mesh::{AgentHost, Delivery, HostRefusal, Inbox, MeshError, Stream};
 use mielin_cells::migration::{DecodeLimits, EncodeOptions, MigrationSnapshot, Route};
 use mielin_cells::runtime::{Runtime, Val};
 use mielin_cells::{Agent, AgentId, CellError, Dna, NodeId};
@@ -161,8 +161,13 @@ fn containers_for_another_hand_off_are_refused_with_a_reason() {
     let mut a = started();
     let bytes = capture(&mut a, 1);
     let mut b = host(B, MemKeeper::new(), Open);
-    // Another epoch than the frame's, another agent.
-    assert!(b.prepare(AGENT, 2, true, &bytes).is_err());
+    // Another epoch than the frame's, another agent. The node sees the refusal's kind, typed.
+    assert_eq!(
+        b.prepare(AGENT, 2, true, &bytes),
+        Err(MeshError::HostRefused {
+            reason: HostRefusal::NotThisHandOff
+        })
+    );
     assert_eq!(b.last_refusal(), Some(Refusal::NotThisHandOff));
     assert!(b.prepare(SENDER, 1, true, &bytes).is_err());
     assert_eq!(b.last_refusal(), Some(Refusal::NotThisHandOff));
@@ -171,9 +176,12 @@ fn containers_for_another_hand_off_are_refused_with_a_reason() {
     assert!(c.prepare(AGENT, 1, true, &bytes).is_err());
     assert_eq!(c.last_refusal(), Some(Refusal::NotThisHandOff));
     // Cut short: not a container.
-    assert!(b
-        .prepare(AGENT, 1, true, &bytes[..bytes.len() - 1])
-        .is_err());
+    assert_eq!(
+        b.prepare(AGENT, 1, true, &bytes[..bytes.len() - 1]),
+        Err(MeshError::HostRefused {
+            reason: HostRefusal::Snapshot
+        })
+    );
     assert!(matches!(b.last_refusal(), Some(Refusal::Container(_))));
     assert!(b.prepared().is_empty());
 

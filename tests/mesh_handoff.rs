@@ -7,7 +7,8 @@ mod common;
 
 use common::sample_agent;
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, FileJournal, Journal, MemJournal, MeshError, Node, Phase, Record,
+    AgentHost, AgentInfo, Config, FileJournal, HostRefusal, Journal, MemJournal, MeshError, Node,
+    Phase, Record,
 };
 use mielin_cells::migration::MigrationSnapshot;
 use mielin_cells::{Agent, AgentId, AgentState, LocalKey, NodeId};
@@ -63,12 +64,12 @@ impl AgentHost for SnapshotHost {
         out: &mut [u8],
     ) -> Result<usize, MeshError> {
         let a = self.agents.get(&agent).ok_or(MeshError::HostRefused {
-            reason: "unknown agent",
+            reason: HostRefusal::UnknownAgent,
         })?;
         let mut bytes = MigrationSnapshot::capture_at(a, Some(self.node), 1_790_000_000)
             .serialize()
             .map_err(|_| MeshError::HostRefused {
-                reason: "serialize",
+                reason: HostRefusal::Runtime,
             })?;
         if std::mem::take(&mut self.corrupt_next_capture) {
             let mid = bytes.len() / 2;
@@ -85,11 +86,11 @@ impl AgentHost for SnapshotHost {
     }
     fn prepare(&mut self, agent: AgentId, epoch: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
         let snap = MigrationSnapshot::deserialize(s).map_err(|_| MeshError::HostRefused {
-            reason: "invalid snapshot",
+            reason: HostRefusal::Snapshot,
         })?;
         if snap.agent_id() != agent {
             return Err(MeshError::HostRefused {
-                reason: "another agent",
+                reason: HostRefusal::NotThisHandOff,
             });
         }
         self.prepared.insert((agent, epoch), s.to_vec());

@@ -4,8 +4,8 @@
 //! longer than `Config::undelivered_ms` once.
 
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, MemJournal, MeshError, Node, Notice, Outgoing, Stalled,
-    Stream, MAX_LOOKUP_BACKOFF,
+    AgentHost, AgentInfo, Config, Delivery, HostRefusal, MemJournal, MeshError, Node, Notice,
+    Outgoing, Stalled, Stream, MAX_LOOKUP_BACKOFF,
 };
 use mielin_cells::{AgentId, NodeId};
 use std::collections::BTreeMap;
@@ -47,10 +47,14 @@ impl AgentHost for MsgHost {
     }
     fn stop(&mut self, _: AgentId) {}
     fn capture(&mut self, _: AgentId, _: bool, _: &mut [u8]) -> Result<usize, MeshError> {
-        Err(MeshError::HostRefused { reason: "none" })
+        Err(MeshError::HostRefused {
+            reason: HostRefusal::UnknownAgent,
+        })
     }
     fn prepare(&mut self, _: AgentId, _: u64, _: bool, _: &[u8]) -> Result<(), MeshError> {
-        Err(MeshError::HostRefused { reason: "none" })
+        Err(MeshError::HostRefused {
+            reason: HostRefusal::UnknownAgent,
+        })
     }
     fn run(&mut self, agent: AgentId, _: u64) {
         if !self.running.contains(&agent) {

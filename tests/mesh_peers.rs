@@ -6,8 +6,8 @@
 
 use mielin_cells::mesh::frame::{Body, DeliveryStatus, Repr};
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Inbox, InboxLimits, MemJournal, MeshError, Node,
-    Outgoing, Stream,
+    AgentHost, AgentInfo, Config, Delivery, HostRefusal, Inbox, InboxLimits, MemJournal, MeshError,
+    Node, Outgoing, Stream,
 };
 use mielin_cells::{AgentId, NodeId};
 use std::collections::BTreeMap;
@@ -48,12 +48,12 @@ impl AgentHost for Host {
     fn stop(&mut self, _: AgentId) {}
     fn capture(&mut self, _: AgentId, _: bool, _: &mut [u8]) -> Result<usize, MeshError> {
         Err(MeshError::HostRefused {
-            reason: "no hand-offs here",
+            reason: HostRefusal::Runtime,
         })
     }
     fn prepare(&mut self, _: AgentId, _: u64, _: bool, _: &[u8]) -> Result<(), MeshError> {
         Err(MeshError::HostRefused {
-            reason: "no hand-offs here",
+            reason: HostRefusal::Runtime,
         })
     }
     fn run(&mut self, _: AgentId, _: u64) {}

@@ -16,8 +16,8 @@
 
 use mielin_cells::mesh::frame::{MAX_DELIVER_LEN, MAX_MESSAGE_LEN};
 use mielin_cells::mesh::{
-    AgentHost, AgentInfo, Config, Delivery, Journal, MemJournal, MeshError, Node, Notice, Outgoing,
-    Phase, Stream,
+    AgentHost, AgentInfo, Config, Delivery, HostRefusal, Journal, MemJournal, MeshError, Node,
+    Notice, Outgoing, Phase, Stream,
 };
 #[cfg(feature = "alloc")]
 use mielin_cells::{
@@ -210,10 +210,9 @@ impl AgentHost for SimHost {
         with_dna: bool,
         out: &mut [u8],
     ) -> Result<usize, MeshError> {
-        let st = self
-            .owned
-            .get(&agent)
-            .ok_or(MeshError::HostRefused { reason: "unknown" })?;
+        let st = self.owned.get(&agent).ok_or(MeshError::HostRefused {
+            reason: HostRefusal::UnknownAgent,
+        })?;
         let mut bytes = st.encode(agent);
         if with_dna {
             bytes.extend_from_slice(&[0xd5; DNA_LEN]);
@@ -238,7 +237,7 @@ impl AgentHost for SimHost {
             return Err(MeshError::JournalIo);
         }
         let bad = MeshError::HostRefused {
-            reason: "bad snapshot",
+            reason: HostRefusal::Snapshot,
         };
         let body = if with_dna {
             let n = s.len().checked_sub(DNA_LEN).ok_or(bad)?;
@@ -248,7 +247,7 @@ impl AgentHost for SimHost {
             s
         } else {
             return Err(MeshError::HostRefused {
-                reason: "DNA not held",
+                reason: HostRefusal::Snapshot,
             });
         };
         let st = AgentSt::decode(agent, body).ok_or(bad)?;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use mielin_cells::mesh::frame::Repr;
-use mielin_cells::mesh::{AgentHost, AgentInfo, Config, MemJournal, MeshError, Node};
+use mielin_cells::mesh::{AgentHost, AgentInfo, Config, HostRefusal, MemJournal, MeshError, Node};
 use mielin_cells::{AgentId, NodeId};
 
 struct NullHost;
@@ -27,7 +27,9 @@ impl AgentHost for NullHost {
     }
     fn prepare(&mut self, _: AgentId, _: u64, _: bool, s: &[u8]) -> Result<(), MeshError> {
         if s.first() == Some(&0) {
-            Err(MeshError::HostRefused { reason: "fuzz" })
+            Err(MeshError::HostRefused {
+                reason: HostRefusal::Snapshot,
+            })
         } else {
             Ok(())
         }

@@ -141,7 +141,50 @@ pub enum MeshError {
     /// The host refused (capture failed, snapshot invalid, agent unknown to the host).
     #[error("the agent host refused: {reason}")]
     HostRefused {
-        /// Why.
-        reason: &'static str,
+        /// Why, by kind; a host keeps the details (`Cells::take_problems`).
+        reason: HostRefusal,
     },
+    /// A hand-off to a node the driver has no connection or directory entry for.
+    #[error("the target node is not in the directory")]
+    UnknownTarget,
+}
+
+/// Why an [`AgentHost`] refused ([`MeshError::HostRefused`]): the kind, typed, for the node,
+/// its logs and its callers to match on. Match with a wildcard arm, new kinds may come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostRefusal {
+    /// The host does not hold the agent (nothing to describe or capture).
+    #[error("the agent is unknown to the host")]
+    UnknownAgent,
+    /// The agent is not stopped here (a capture outside a hand-off).
+    #[error("the agent is not stopped here")]
+    NotStopped,
+    /// No route (target and epoch) was set for the hand-off.
+    #[error("no route for the hand-off")]
+    NoRoute,
+    /// The snapshot names another agent, epoch or target than the hand-off it came in.
+    #[error("the snapshot is not for this hand-off")]
+    NotThisHandOff,
+    /// The snapshot carries a suspended call, which the host does not take over.
+    #[error("a suspended call: this host runs agents between calls only")]
+    SuspendedCall,
+    /// The snapshot did not verify or decode: format, limits, signature, DNA or memory.
+    #[error("the snapshot was refused")]
+    Snapshot,
+    /// The snapshot's mailbox (inbox section) is missing or was refused.
+    #[error("the inbox section is missing or was refused")]
+    Inbox,
+    /// Keeping the agent durably failed (storage full or failing).
+    #[error("keeping the agent failed")]
+    Keep,
+    /// No copy of the agent at the epoch asked for.
+    #[error("no copy of the agent at this epoch")]
+    NoCopy,
+    /// The runtime refused to capture, start or resume the agent.
+    #[error("the runtime refused")]
+    Runtime,
+    /// The saved copy's events did not apply again.
+    #[error("the saved copy's events did not apply again")]
+    Diverged,
 }

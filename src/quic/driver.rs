@@ -494,9 +494,7 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         target: NodeId,
     ) -> Result<(u64, Vec<Event>), MeshError> {
         if !self.writers.contains_key(&target) {
-            return Err(MeshError::HostRefused {
-                reason: "target not in the directory",
-            });
+            return Err(MeshError::UnknownTarget);
         }
         let now = self.now_ms();
         let epoch = match self.node.journal().get(agent) {

@@ -1,7 +1,7 @@
 //! A host for mesh tests: keeps the agent as a number (its state), trusts every snapshot, and
 //! fails a test that runs an agent without a copy. Included with `#[path]` by the mesh tests.
 
-use mielin_cells::mesh::{AgentHost, AgentInfo, MeshError};
+use mielin_cells::mesh::{AgentHost, AgentInfo, HostRefusal, MeshError};
 use mielin_cells::AgentId;
 use std::collections::BTreeMap;
 
@@ -28,9 +28,9 @@ impl AgentHost for PlainHost {
         self.running = None;
     }
     fn capture(&mut self, _: AgentId, _: bool, out: &mut [u8]) -> Result<usize, MeshError> {
-        let v = self
-            .owned
-            .ok_or(MeshError::HostRefused { reason: "none" })?;
+        let v = self.owned.ok_or(MeshError::HostRefused {
+            reason: HostRefusal::UnknownAgent,
+        })?;
         out[..8].copy_from_slice(&v.to_le_bytes());
         Ok(8)
     }

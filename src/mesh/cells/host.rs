@@ -20,7 +20,7 @@ struct ToRun {
 fn refused(r: Refusal) -> MeshError {
     match r {
         Refusal::BufferTooSmall => MeshError::PayloadTooLarge,
-        _ => MeshError::HostRefused { reason: r.reason() },
+        _ => MeshError::HostRefused { reason: r.kind() },
     }
 }
 

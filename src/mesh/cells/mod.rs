@@ -22,7 +22,7 @@
 //! journal asks for.
 //!
 //! **Refusals** are typed ([`Refusal`]); the protocol sees
-//! [`MeshError::HostRefused`] with the refusal's text, and
+//! [`MeshError::HostRefused`] with its kind ([`HostRefusal`](super::HostRefusal)), and
 //! [`Cells::last_refusal`] keeps the typed value. Failures that have no caller to return to (a
 //! save after an accepted message) are kept in a bounded list ([`Cells::take_problems`]).
 
@@ -41,7 +41,7 @@ pub(crate) use keeper::{open_copy, seal_copy};
 pub use keeper::{Gate, KeepError, Keeper, MemKeeper, NoKeeper, Open, Saved};
 
 use super::wasm::{self, SharedInbox};
-use super::{Delivery, Inbox, InboxLimits, Journal, MeshError, Node, Phase};
+use super::{Delivery, HostRefusal, Inbox, InboxLimits, Journal, MeshError, Node, Phase};
 use crate::migration::{DecodeLimits, EncodeOptions, MemoryDigests, Route, StateEncoding};
 use crate::runtime::{LiveAgent, Runtime, Val};
 use crate::{Agent, AgentId, AgentState, CellError, NodeId};
@@ -101,21 +101,22 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A fixed text for [`MeshError::HostRefused`].
-    pub fn reason(&self) -> &'static str {
+    /// Its kind, for [`MeshError::HostRefused`] (the refusal itself, with its details, stays
+    /// with the host: [`Cells::take_problems`], [`Cells::last_refusal`]).
+    pub fn kind(&self) -> HostRefusal {
         match self {
-            Refusal::NotStopped => "the agent is not stopped here",
-            Refusal::NoRoute => "no route for the hand-off",
-            Refusal::NotThisHandOff => "the container is not for this hand-off",
-            Refusal::SuspendedCall => "a suspended call: this host runs agents between calls only",
-            Refusal::NoInbox => "the container has no inbox section",
-            Refusal::Container(_) => "the container was refused",
-            Refusal::Inbox(_) => "the inbox section was refused",
-            Refusal::Keep(_) => "keeping the agent failed",
-            Refusal::NoCopy { .. } => "no copy of the agent at this epoch",
-            Refusal::Runtime(_) => "the runtime refused",
-            Refusal::BufferTooSmall => "the container does not fit the buffer",
-            Refusal::Diverged { .. } => "the saved copy's events did not apply again",
+            Refusal::NotStopped => HostRefusal::NotStopped,
+            Refusal::NoRoute => HostRefusal::NoRoute,
+            Refusal::NotThisHandOff => HostRefusal::NotThisHandOff,
+            Refusal::SuspendedCall => HostRefusal::SuspendedCall,
+            Refusal::NoInbox | Refusal::Inbox(_) => HostRefusal::Inbox,
+            Refusal::Container(_) => HostRefusal::Snapshot,
+            Refusal::Keep(_) => HostRefusal::Keep,
+            Refusal::NoCopy { .. } => HostRefusal::NoCopy,
+            Refusal::Runtime(_) => HostRefusal::Runtime,
+            // `capture` maps it to `MeshError::PayloadTooLarge`; as a kind, the runtime's.
+            Refusal::BufferTooSmall => HostRefusal::Runtime,
+            Refusal::Diverged { .. } => HostRefusal::Diverged,
         }
     }
 }

@@ -14,7 +14,7 @@ mod transmit;
 
 use super::frame::{self, Body, DeliveryStatus, RefuseReason, Repr};
 use super::journal::{Journal, Phase, Record};
-use super::MeshError;
+use super::{HostRefusal, MeshError};
 use crate::{AgentId, NodeId};
 
 /// Frames a node queues before [`Node::poll_transmit`] takes them. When the queue is full a new
@@ -380,7 +380,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             return Err(MeshError::Busy);
         }
         let info = host.describe(agent).ok_or(MeshError::HostRefused {
-            reason: "agent unknown to the host",
+            reason: HostRefusal::UnknownAgent,
         })?;
         self.raise_fence(agent, epoch)?;
         self.journal.put(

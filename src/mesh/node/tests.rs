@@ -1,6 +1,7 @@
 //! A hand-off and a message between two nodes with no allocator: fixed-size journals,
 //! nodes and a host that keeps one agent as a counter.
 use super::*;
+use crate::mesh::HostRefusal;
 use crate::mesh::MemJournal;
 
 #[derive(Default)]
@@ -34,9 +35,9 @@ impl AgentHost for Host {
         self.running = None;
     }
     fn capture(&mut self, _: AgentId, _: bool, out: &mut [u8]) -> Result<usize, MeshError> {
-        let v = self
-            .owned
-            .ok_or(MeshError::HostRefused { reason: "none" })?;
+        let v = self.owned.ok_or(MeshError::HostRefused {
+            reason: HostRefusal::UnknownAgent,
+        })?;
         out.get_mut(..8)
             .ok_or(MeshError::PayloadTooLarge)?
             .copy_from_slice(&v.to_le_bytes());
