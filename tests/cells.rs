@@ -805,14 +805,10 @@ fn a_large_agent_is_saved_whole_only_once_its_events_weigh_as_much() {
 /// memory (a 10 MiB agent about 1.3 million) before a whole save. The count still bounds them:
 /// at most `BY_SIZE_CAP` times `checkpoint_every`.
 mod checkpoint_by_size {
+    use super::{A, AGENT};
     use mielin_cells::mesh::cells::{Cells, Keeper, MemKeeper, Open, BY_SIZE_CAP};
     use mielin_cells::mesh::{AgentHost, Inbox};
-    use mielin_cells::migration::DecodeLimits;
-    use mielin_cells::runtime::Runtime;
-    use mielin_cells::{Agent, AgentId, Dna, NodeId};
-
-    const A: NodeId = NodeId::from_bytes([0xa; 16]);
-    const AGENT: AgentId = AgentId::from_bytes([7; 16]);
+    use mielin_cells::{Agent, Dna};
 
     /// `w()` burns about 3 x 2,000 instructions, adds one to the counter at 0 and returns 1 (so
     /// every call is logged as a `Called` event).
@@ -830,13 +826,7 @@ mod checkpoint_by_size {
       (func (export "count") (result i32) (i32.load (i32.const 0))))"#;
 
     fn host(keeper: MemKeeper, by_size: bool) -> Cells<MemKeeper, Open> {
-        let mut h = Cells::new(
-            A,
-            Runtime::new(10_000_000),
-            keeper,
-            Open,
-            DecodeLimits::default(),
-        );
+        let mut h = super::host(A, keeper, Open);
         h.checkpoint_every = 64;
         h.checkpoint_by_size = by_size;
         h
