@@ -19,7 +19,7 @@ use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
 use mielin_cells::mesh::{
-    AgentHost, Config, Delivery, Journal, MeshError, Notice, Phase, SharedJournal,
+    AgentHost, Config, Delivery, InboxLimits, Journal, MeshError, Notice, Phase, SharedJournal,
 };
 use mielin_cells::quic::{
     to_hex, Directory, Driver, DriverConfig, Event, Identity, NodeJournal, Peer, PublicKey, Role,
@@ -190,6 +190,11 @@ async fn node(mut s: Settings) -> Result<(), String> {
             s.data.display()
         )
     })?;
+    host.set_inbox_limits(InboxLimits {
+        mailbox: usize::from(s.window),
+        outbox: usize::from(s.window),
+        ..InboxLimits::default()
+    });
     let journal_path = s.data.join("journal");
     let metrics = Arc::new(Metrics::default());
     let journal = Counted {
@@ -200,6 +205,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
     cfg.mesh = Config {
         rto_ms: s.rto_ms,
         strict_rollback: s.strict_rollback,
+        window: s.window,
         ..Config::default()
     };
     cfg.tick = Duration::from_millis(s.tick_ms.max(1));

@@ -642,6 +642,24 @@ fn config_file_and_its_errors() {
         "{}",
         text(&o)
     );
+    // A window the driver's queue has no room for, or none at all.
+    for w in ["0", "65"] {
+        let o = mielin(&[
+            "node",
+            "--key",
+            dir.join("b.key").to_str().unwrap(),
+            "--data",
+            dir.join("x.d").to_str().unwrap(),
+            "--window",
+            w,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("--window {w}: between 1 and 64")),
+            "{}",
+            text(&o)
+        );
+    }
 }
 
 /// A loop that calls the yield point `env.yield_now`, with a memory for Asyncify's buffer.
