@@ -335,6 +335,12 @@ impl Journal for Flaky {
     fn set_sequence(&mut self, agent: AgentId, seq: u64) -> Result<(), MeshError> {
         self.inner.set_sequence(agent, seq)
     }
+    fn sync(&mut self) -> Result<(), MeshError> {
+        self.inner.sync()
+    }
+    fn unsynced(&self) -> bool {
+        self.inner.unsynced()
+    }
 }
 
 /// A source that crashed with a hand-off open restarts and aborts it; when that journal write

@@ -570,6 +570,8 @@ mod log_journal {
 /// The node's journal deferred (`LogJournal::deferred`): its changes wait for the group commit
 /// the node makes before frames leave, so the offers of a drain share one sync, and a crash
 /// before it leaves no peer believing in a record that is gone.
+use deferred_journal as deferred_journal_support;
+
 mod deferred_journal {
     use mielin_cells::mesh::{
         AgentHost, AgentInfo, Config, Journal, LogJournal, MeshError, Node, Phase, Record,
@@ -580,14 +582,14 @@ mod deferred_journal {
     use mielin_cells::{AgentId, NodeId};
     use std::collections::BTreeMap;
 
-    const HERE: NodeId = NodeId::from_bytes([1; 16]);
-    const THERE: NodeId = NodeId::from_bytes([2; 16]);
+    pub const HERE: NodeId = NodeId::from_bytes([1; 16]);
+    pub const THERE: NodeId = NodeId::from_bytes([2; 16]);
 
     /// Agents as numbers; counts what it was asked to run, release and discard.
     #[derive(Default)]
-    struct Host {
-        owned: BTreeMap<AgentId, u64>,
-        runs: usize,
+    pub struct Host {
+        pub owned: BTreeMap<AgentId, u64>,
+        pub runs: usize,
     }
 
     impl AgentHost for Host {
@@ -620,11 +622,11 @@ mod deferred_journal {
         }
     }
 
-    fn agent(i: u8) -> AgentId {
+    pub fn agent(i: u8) -> AgentId {
         AgentId::from_bytes([i; 16])
     }
 
-    fn journal() -> LogJournal<MemLog> {
+    pub fn journal() -> LogJournal<MemLog> {
         LogJournal::open(MemLog::new(LOG_JOURNAL_RECORD, 1 << 20), 64)
             .unwrap()
             .deferred()
@@ -747,5 +749,54 @@ mod deferred_journal {
             node.journal_mut().sync().is_err(),
             "poisoned until reopened"
         );
+    }
+}
+
+/// Found by review: a journal poisoned by a failed group commit still shows the change in its
+/// tables (it reached memory, maybe not the medium). A node restarted on that journal object
+/// must not act on it: nothing runs, nothing is released.
+mod poisoned_restart {
+    use super::deferred_journal_support::*;
+    use mielin_cells::mesh::{Config, Journal, Node, Phase, Record};
+
+    #[test]
+    fn a_poisoned_journal_is_not_resumed() {
+        let mut j = journal();
+        let running = Record {
+            epoch: 0,
+            phase: Phase::Running,
+        };
+        j.put(agent(1), running).unwrap();
+        j.sync().unwrap();
+        j.log_mut().fail_next_sync();
+        let moved = Record {
+            epoch: 1,
+            phase: Phase::Moved {
+                target: THERE,
+                acked: false,
+            },
+        };
+        j.put(agent(1), moved).unwrap();
+        assert!(j.sync().is_err());
+        assert_eq!(
+            j.get(agent(1)),
+            Some(moved),
+            "in the tables, not on the medium"
+        );
+        let mut h = Host::default();
+        h.owned.insert(agent(1), 5);
+        let n: Node<_, 16> = Node::restart(HERE, j, Config::default(), &mut h, 0);
+        assert_eq!(h.runs, 0, "nothing runs");
+        assert!(h.owned.contains_key(&agent(1)), "nothing is released");
+        assert!(n.stats().journal_errors >= 1);
+        // Reopened, the journal says what the medium holds: the agent runs again.
+        let mut log = n.into_journal().into_log();
+        log.crash(0);
+        let j = mielin_cells::mesh::LogJournal::open(log, 64)
+            .unwrap()
+            .deferred();
+        assert_eq!(j.get(agent(1)), Some(running));
+        let _n: Node<_, 16> = Node::restart(HERE, j, Config::default(), &mut h, 0);
+        assert_eq!(h.runs, 1);
     }
 }

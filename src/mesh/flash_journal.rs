@@ -284,4 +284,11 @@ impl<S: NorFlash, const N: usize> Journal for FlashJournal<S, N> {
         self.store(&key(GENERATION, None), &generation.to_le_bytes())?;
         self.t.set_generation(generation)
     }
+    /// Nothing to do: every change is an item written to the flash before it returned.
+    fn sync(&mut self) -> Result<(), MeshError> {
+        Ok(())
+    }
+    fn unsynced(&self) -> bool {
+        false
+    }
 }

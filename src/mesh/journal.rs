@@ -142,16 +142,13 @@ pub trait Journal {
     /// Durably records the generation.
     fn set_generation(&mut self, generation: u64) -> Result<(), MeshError>;
     /// Makes every change so far durable: one group commit. A journal whose changes are
-    /// durable when they return has nothing to do (the default). A failure leaves the changes
-    /// in doubt: the journal refuses every later write (it is poisoned) and the node must be
-    /// restarted from what reached the medium.
-    fn sync(&mut self) -> Result<(), MeshError> {
-        Ok(())
-    }
-    /// Whether a change awaits [`sync`](Self::sync) (never, by default).
-    fn unsynced(&self) -> bool {
-        false
-    }
+    /// durable when they return has nothing to do. A failure leaves the changes in doubt: the
+    /// journal refuses every later write (it is poisoned) and the node must be restarted from
+    /// what reached the medium. No default: a wrapper that did not pass it on would silently
+    /// turn a deferring journal's group commits into nothing.
+    fn sync(&mut self) -> Result<(), MeshError>;
+    /// Whether a change awaits [`sync`](Self::sync).
+    fn unsynced(&self) -> bool;
 }
 
 /// A journal in memory with room for `N` records and `N` sequence numbers: what a simulator
@@ -216,6 +213,13 @@ impl<const N: usize> Journal for MemJournal<N> {
     fn set_generation(&mut self, generation: u64) -> Result<(), MeshError> {
         self.generation = generation;
         Ok(())
+    }
+    /// Nothing to do: its tables are what a crash keeps.
+    fn sync(&mut self) -> Result<(), MeshError> {
+        Ok(())
+    }
+    fn unsynced(&self) -> bool {
+        false
     }
 }
 
@@ -689,6 +693,13 @@ mod file {
                 |j| core::mem::replace(&mut j.generation, generation),
                 |j, old| j.generation = old,
             )
+        }
+        /// Nothing to do: every change rewrote and synced the file.
+        fn sync(&mut self) -> Result<(), MeshError> {
+            Ok(())
+        }
+        fn unsynced(&self) -> bool {
+            false
         }
     }
 }

@@ -752,7 +752,10 @@ impl WasmHost {
         Ok(host)
     }
 
-    /// The node's journal, shared with this host's trust list: give it to the node.
+    /// The node's journal, shared with this host's trust list: give it to the node. It is
+    /// [deferred](LogJournal::deferred): a change written here outside the node is durable
+    /// only after [`Journal::sync`] (the node syncs before its frames leave), and a wrapper
+    /// around it must pass `sync` on.
     pub fn journal(&self) -> SharedJournal<NodeJournal> {
         self.gate().journal.clone()
     }

@@ -28,6 +28,13 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
     /// What a restart does with each record; with `checking`, agents that would run are held
     /// for the rollback check instead.
     pub(super) fn resume<H: AgentHost>(&mut self, host: &mut H, now: u64, checking: bool) {
+        // A journal that cannot sync (poisoned by a failed write) may show changes that never
+        // reached the medium: nothing is run, released or discarded on its word. The embedder
+        // reopens it (`LogJournal::is_poisoned`) and restarts from what is there.
+        if self.journal.sync().is_err() {
+            self.stats.journal_errors += 1;
+            return;
+        }
         let node = self;
         let config = node.config;
         let mut pending: heapless::Vec<(AgentId, Record), N> = heapless::Vec::new();

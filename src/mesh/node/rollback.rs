@@ -357,11 +357,9 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                 });
             }
             // The next restart must be above what every peer saw.
+            let next = seen_generation.saturating_add(1);
             if seen_generation >= self.journal.generation()
-                && self
-                    .journal
-                    .set_generation(seen_generation.saturating_add(1))
-                    .is_err()
+                && self.write_now(|j| j.set_generation(next)).is_err()
             {
                 self.stats.journal_errors += 1;
             }
