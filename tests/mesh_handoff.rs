@@ -371,3 +371,95 @@ fn replayed_frames_change_nothing() {
         }
     }
 }
+
+/// A large snapshot is not sent again while the target is still at work: the Transfer's
+/// retransmission waits `rto` plus its size at `transfer_ms_per_mib` (500 ms a MiB) or twice
+/// the rate measured on earlier transfers (issue 23: a 10 MiB agent crossed the wire twice
+/// because the 200 ms timer fired while the target verified and synced it).
+#[test]
+fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
+    let (id, mut ha, mut hb) = setup();
+    // 4 MiB of memory that does not compress.
+    let mut x = 0x9e37_79b9_u32;
+    let state: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    ha.agents.get_mut(&id).unwrap().set_wasm_state(state);
+    let config = Config::default();
+    let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), config);
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), config);
+    a.start(&mut ha, id).unwrap();
+    a.migrate(&mut ha, 0, id, B).unwrap();
+    let mut buf = vec![0u8; 5 << 20];
+    let mut small = vec![0u8; 4096];
+    // Offer; B answers NeedDna; A queues the Transfer at 10 ms.
+    let need_dna = offer_answered(&mut a, &mut ha, &mut b, &mut hb);
+    a.handle_frame(&mut ha, 10, B, &need_dna).unwrap();
+    // The Transfer leaves; B holds it (still checking, say) while A's timers run.
+    let mut transfer = Vec::new();
+    while let Some(t) = a.poll_transmit(&mut ha, &mut buf).unwrap() {
+        transfer = buf[..t.len].to_vec();
+    }
+    let len = transfer.len();
+    assert!(len > 4 << 20, "{len}");
+    let allowance = a.transfer_allowance(len);
+    assert_eq!(allowance, (len as u64 * 500) >> 20);
+    // An rto later (and up to just before the allowance ends): nothing is sent again.
+    a.handle_timeout(&mut ha, 10 + config.rto_ms + 1);
+    a.handle_timeout(&mut ha, 10 + config.rto_ms + allowance - 1);
+    assert_eq!(a.poll_transmit(&mut ha, &mut buf).unwrap(), None);
+    assert_eq!(a.stats().retransmits, 0);
+    // B's Prepared comes 1.5 s after the Transfer was queued: 1,500 ms for about 4 MiB.
+    b.handle_frame(&mut hb, 1_510, A, &transfer).unwrap();
+    let t = b.poll_transmit(&mut hb, &mut small).unwrap().unwrap();
+    let prepared = small[..t.len].to_vec();
+    a.handle_frame(&mut ha, 1_510, B, &prepared).unwrap();
+    assert_eq!(a.stats().committed, 1);
+    // Measured: 1,500 ms / (len / 1 MiB) a MiB; the next transfer is given twice that.
+    let measured = (1_500u64 << 20) / len as u64;
+    assert_eq!(a.transfer_allowance(1 << 20), 2 * measured);
+    // Without an answer, the Transfer does go again once its allowance is over.
+    let (id2, mut ha2, mut hb2) = setup();
+    let mut a2: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), config);
+    let mut b2: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), config);
+    a2.start(&mut ha2, id2).unwrap();
+    a2.migrate(&mut ha2, 0, id2, B).unwrap();
+    let need_dna = offer_answered(&mut a2, &mut ha2, &mut b2, &mut hb2);
+    a2.handle_frame(&mut ha2, 10, B, &need_dna).unwrap();
+    let first = a2.poll_transmit(&mut ha2, &mut buf).unwrap().unwrap().len;
+    let due = 10 + config.rto_ms + a2.transfer_allowance(first);
+    a2.handle_timeout(&mut ha2, due - 1);
+    assert_eq!(a2.stats().retransmits, 0);
+    a2.handle_timeout(&mut ha2, due);
+    assert_eq!(a2.stats().retransmits, 1);
+    assert_eq!(
+        a2.poll_transmit(&mut ha2, &mut buf).unwrap().map(|t| t.len),
+        Some(first)
+    );
+    // Backed off: twice the rto, plus the allowance again.
+    let again = due + 2 * config.rto_ms + a2.transfer_allowance(first);
+    a2.handle_timeout(&mut ha2, again - 1);
+    assert_eq!(a2.stats().retransmits, 1);
+    a2.handle_timeout(&mut ha2, again);
+    assert_eq!(a2.stats().retransmits, 2);
+}
+
+/// Takes A's Offer to B at time 0 and returns B's answer.
+fn offer_answered(
+    a: &mut Node<MemJournal<8>, 8>,
+    ha: &mut SnapshotHost,
+    b: &mut Node<MemJournal<8>, 8>,
+    hb: &mut SnapshotHost,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    while let Some(t) = a.poll_transmit(ha, &mut buf).unwrap() {
+        b.handle_frame(hb, 0, A, &buf[..t.len]).unwrap();
+    }
+    let t = b.poll_transmit(hb, &mut buf).unwrap().unwrap();
+    buf[..t.len].to_vec()
+}

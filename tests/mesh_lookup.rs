@@ -24,6 +24,7 @@ const CONFIG: Config = Config {
     rollback_check_ms: 2_000,
     strict_rollback: false,
     window: 8,
+    transfer_ms_per_mib: 500,
 };
 
 /// Runs agents that only send and receive numbered messages; its directory answers with the

@@ -20,6 +20,7 @@ fn config(strict: bool) -> Config {
         rollback_check_ms: 1_000,
         strict_rollback: strict,
         window: 8,
+        transfer_ms_per_mib: 500,
     }
 }
 

@@ -729,6 +729,7 @@ impl Sim {
             // 1 to 8 messages in flight per pair, from the seed (not the generator, so that
             // every other draw of a seed is what it was before the window came in).
             window: 1 + ((seed >> 2) % 8) as u8,
+            ..Config::default()
         };
         let mut slots: Vec<Slot> = (0..NODES)
             .map(|i| {

@@ -318,6 +318,9 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                 if self.write_now(|j| j.put(agent, moved)).is_err() {
                     return; // undecided; the target asks again
                 }
+                if let Some(t) = self.timers.get(&agent).copied() {
+                    self.measure_transfer(now, t);
+                }
                 host.release(agent);
                 self.stats.committed += 1;
                 self.set_timer(agent, now + self.config.rto_ms, None, None);
@@ -436,8 +439,12 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                 self.queue(from, agent, p, Out::Transfer { with_dna: need });
                 if let Some(t) = self.timers.get_mut(&agent) {
                     t.with_dna = Some(need);
+                    // Plus the transfer's allowance for its size, once it leaves
+                    // (`poll_transmit`).
                     t.deadline = now + self.config.rto_ms;
                     t.attempts = 0;
+                    t.sent_at = now;
+                    t.sent_len = 0;
                 }
             }
         }

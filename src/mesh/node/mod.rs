@@ -56,6 +56,13 @@ pub struct Config {
     /// each; one group commit of its host covers them all). 1 sends one at a time; 0 counts
     /// as 1. The sender's outbox bounds it too (`InboxLimits::outbox`).
     pub window: u8,
+    /// The slowest a Transfer is expected to be, milliseconds per MiB of its frame, from being
+    /// handed to the transport to the target's `Prepared` (the wire, the target's checks and
+    /// its durable prepare): a Transfer's retransmission waits this much longer than `rto_ms`
+    /// per MiB, or twice the rate measured on earlier transfers if that is slower, so a large
+    /// snapshot is not sent again while the target is still at work (see
+    /// [`Node::transfer_allowance`]). 500: 2 MiB/s.
+    pub transfer_ms_per_mib: u64,
 }
 
 impl Default for Config {
@@ -69,9 +76,18 @@ impl Default for Config {
             rollback_check_ms: 2_000,
             strict_rollback: false,
             window: 8,
+            transfer_ms_per_mib: 500,
         }
     }
 }
+
+/// The longest a Transfer's retransmission is put off for its size (10 minutes), whatever the
+/// rate measured.
+pub const MAX_TRANSFER_ALLOWANCE_MS: u64 = 600_000;
+
+/// Transfers shorter than this (1 MiB) are not measured: their time is mostly round trips and
+/// fixed costs, not bytes.
+const MEASURED_TRANSFER_MIN: u32 = 1 << 20;
 
 /// A frame ready to send: `len` bytes at the start of the buffer given to
 /// [`Node::poll_transmit`], for node `to`.
@@ -225,12 +241,16 @@ struct Pending {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Timer {
+pub(super) struct Timer {
     deadline: u64,
     attempts: u8,
     /// Source side: the DNA answer, once the target gave it.
     with_dna: Option<bool>,
     info: Option<AgentInfo>,
+    /// Source side: when the Transfer was queued, and its frame's length once it left (0
+    /// before), to measure the transfer rate.
+    sent_at: u64,
+    sent_len: u32,
 }
 
 /// One node of the mesh: the hand-off protocol for up to `N` agents with a timer each.
@@ -263,6 +283,8 @@ pub struct Node<J: Journal, const N: usize, const Q: usize = OUTBOX> {
     /// Addressees whose lookup answered `Unknown`: when to look again.
     lookups: heapless::LinearMap<AgentId, Lookup, N>,
     next_message_scan: u64,
+    /// Milliseconds per MiB measured on earlier transfers (a moving average), if any.
+    measured_ms_per_mib: Option<u64>,
     stats: Stats,
 }
 
@@ -285,8 +307,37 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             generations: heapless::LinearMap::new(),
             lookups: heapless::LinearMap::new(),
             next_message_scan: 0,
+            measured_ms_per_mib: None,
             stats: Stats::default(),
         }
+    }
+
+    /// How much longer than `rto_ms` a Transfer frame of `len` bytes is given before it is
+    /// sent again: `len` at [`Config::transfer_ms_per_mib`], or at twice the rate measured on
+    /// earlier transfers of 1 MiB or more if that is slower, at most
+    /// [`MAX_TRANSFER_ALLOWANCE_MS`]. A small agent's transfer gets almost nothing more.
+    pub fn transfer_allowance(&self, len: usize) -> u64 {
+        let per_mib = self
+            .config
+            .transfer_ms_per_mib
+            .max(self.measured_ms_per_mib.unwrap_or(0).saturating_mul(2));
+        let ms = (len as u128 * u128::from(per_mib)) >> 20;
+        (ms.min(u128::from(MAX_TRANSFER_ALLOWANCE_MS))) as u64
+    }
+
+    /// The target answered a Transfer that left once, `len` bytes queued at `sent_at`: the
+    /// rate enters the moving average (three parts old, one part new). Karn's rule: a
+    /// retransmitted transfer is not measured, nor one too short to say much.
+    pub(super) fn measure_transfer(&mut self, now: u64, timer: Timer) {
+        if timer.attempts > 0 || timer.sent_len < MEASURED_TRANSFER_MIN {
+            return;
+        }
+        let took = now.saturating_sub(timer.sent_at);
+        let per_mib = ((u128::from(took) << 20) / u128::from(timer.sent_len)) as u64;
+        self.measured_ms_per_mib = Some(match self.measured_ms_per_mib {
+            Some(old) => (old.saturating_mul(3).saturating_add(per_mib)) / 4,
+            None => per_mib,
+        });
     }
 
     /// This node's id.

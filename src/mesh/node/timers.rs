@@ -56,10 +56,18 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                         },
                     };
                     self.stats.retransmits += 1;
+                    let transfer = matches!(out, Out::Transfer { .. });
                     self.queue(target, agent, rec.epoch, out);
                     if let Some(t) = self.timers.get_mut(&agent) {
-                        t.deadline = next;
                         t.attempts = t.attempts.saturating_add(1);
+                        t.deadline = next;
+                        if transfer {
+                            // Backed off (the size's allowance is added when it leaves): a
+                            // snapshot that did not get through in time may be on a slow link.
+                            t.deadline = now + (self.config.rto_ms << t.attempts.min(5));
+                            t.sent_at = now;
+                            t.sent_len = 0;
+                        }
                     }
                 }
                 Phase::Prepared { source } => {
@@ -101,6 +109,8 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             attempts: 0,
             with_dna,
             info,
+            sent_at: 0,
+            sent_len: 0,
         };
         // A full table was checked before any state that needs a timer was created; if it is
         // full anyway the record stays in the journal and `restart` finds it.

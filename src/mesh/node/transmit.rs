@@ -104,9 +104,19 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             }
             .emit(buf)?,
             Out::Transfer { with_dna } => {
-                frame::emit_transfer_with(buf, &agent, p.epoch, with_dna, |out| {
+                let len = frame::emit_transfer_with(buf, &agent, p.epoch, with_dna, |out| {
                     host.capture(p.agent, with_dna, out)
-                })?
+                })?;
+                // The retransmission waits for a snapshot this size to get through and be
+                // checked and kept: a healthy link never carries it twice.
+                let allowance = self.transfer_allowance(len);
+                if let Some(t) = self.timers.get_mut(&p.agent) {
+                    if t.sent_len == 0 {
+                        t.sent_len = u32::try_from(len).unwrap_or(u32::MAX);
+                        t.deadline = t.deadline.saturating_add(allowance);
+                    }
+                }
+                len
             }
             Out::Control(b) => {
                 let body = match b {
