@@ -223,6 +223,10 @@ struct Track {
     phases: Vec<(&'static str, Duration)>,
 }
 
+/// How many finished hand-offs a driver remembers, so that late duplicates of their frames
+/// report nothing.
+pub const FINISHED_REMEMBERED: usize = 256;
+
 /// A mesh node on QUIC. See the module documentation of [`crate::quic`].
 pub struct Driver<J: Journal, const N: usize> {
     node: Node<J, N, DRIVER_OUTBOX>,
@@ -233,6 +237,9 @@ pub struct Driver<J: Journal, const N: usize> {
     tracks: BTreeMap<(AgentId, u64), Track>,
     /// How many of `tracks` each peer has.
     tracks_of: BTreeMap<NodeId, usize>,
+    /// The hand-offs whose report went out lately (at most [`FINISHED_REMEMBERED`]): a late
+    /// duplicate of their last frame (a Done answering a re-sent Commit) starts no new report.
+    finished: alloc::collections::VecDeque<(AgentId, u64)>,
     started: Instant,
     next_tick: Instant,
     buf: Vec<u8>,
@@ -322,6 +329,7 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             statuses: BTreeMap::new(),
             tracks: BTreeMap::new(),
             tracks_of: BTreeMap::new(),
+            finished: alloc::collections::VecDeque::new(),
             started: now,
             next_tick: now,
             buf: alloc::vec![0u8; cfg.max_frame_len],
@@ -616,6 +624,9 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             _ => return,
         };
         let now = Instant::now();
+        if self.finished.contains(&(agent, epoch)) {
+            return;
+        }
         if !self.tracks.contains_key(&(agent, epoch)) {
             // Follow at most so many hand-offs per peer: a peer offering ever new agents
             // gets its answers, but no more of this node's memory.
@@ -671,6 +682,10 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             _ => None,
         };
         if let Some(committed) = outcome {
+            if self.finished.len() >= FINISHED_REMEMBERED {
+                self.finished.pop_front();
+            }
+            self.finished.push_back((agent, epoch));
             if let Some(t) = self.untrack(agent, epoch) {
                 events.push(Event::HandOff(HandOffReport {
                     agent,
