@@ -934,12 +934,13 @@ fn console(st: &mut State, line: &str) -> bool {
             }
             let d = st.driver.stats();
             say(format!(
-                "stats-node sent {} received {} dropped {} duplicates {} errors {}",
+                "stats-node sent {} received {} dropped {} duplicates {} errors {} snapshots {}",
                 d.frames_sent,
                 d.frames_received,
                 d.frames_dropped,
                 st.host.duplicates(),
-                st.host.problems_seen()
+                st.host.problems_seen(),
+                d.snapshots_received
             ));
             say("stats-end".to_string());
         }

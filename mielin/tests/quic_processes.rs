@@ -145,6 +145,69 @@ fn chain_of_handoffs_with_messages() {
     }
 }
 
+/// A large agent (10 MiB of memory that does not compress) crosses once: its Transfer's timer
+/// waits for its size, so the target, still checking and syncing it, does not get it again;
+/// and the source reports the hand-off in one line (a late Done starts no second report).
+/// Before, a debug build sent a 10 MiB agent twice and printed four summary lines.
+#[test]
+fn a_large_agent_crosses_once_and_is_reported_once() {
+    let dir = scratch("large");
+    let fill = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agents/fill.wat");
+    let want = 10 << 20;
+    let args = |agent: bool| {
+        let mut v = vec!["--limit".to_string(), want.to_string()];
+        if agent {
+            v.extend(["--agent".into(), format!("big={fill}")]);
+        }
+        v
+    };
+    let debug = [("RUST_LOG", "debug")];
+    let mut a = Proc::start("a", &dir, "127.0.0.1:0", &args(true), &debug, None);
+    let mut b = Proc::start("b", &dir, "127.0.0.1:0", &args(false), &debug, None);
+    pin_all(&mut [&mut a, &mut b]);
+    let start = std::time::Instant::now();
+    while !a.stats().iter().any(|x| x.0 == "big" && x.1 >= want) {
+        assert!(
+            start.elapsed() < T,
+            "the agent did not fill its memory: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.send("migrate big b");
+    let l = a.wait_line(0, handoff_line("big", "source", "committed"), T);
+    let bytes: usize = l
+        .split(" bytes ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(bytes > want as usize, "{l}");
+    // b knows the agent by its id, not by a's name for it.
+    let on_b = |l: &str| l.starts_with("handoff ") && l.contains(" target from a committed ");
+    b.wait_line(0, on_b, T);
+    // Room for late frames (a re-sent Commit and its Done) to arrive and be reported.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let from = b.len();
+    b.send("stats");
+    let node = b.wait_line(from, |l| l.starts_with("stats-node "), T);
+    assert!(
+        node.ends_with(" snapshots 1"),
+        "the snapshot crossed again: {node}"
+    );
+    let reports = a
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("handoff big "))
+        .count();
+    assert_eq!(reports, 1, "{}", a.log());
+    assert_eq!(b.log().lines().filter(|l| on_b(l)).count(), 1);
+    assert!(b.stats().iter().any(|x| x.1 >= want), "{}", b.log());
+    for p in [a, b] {
+        p.quit();
+    }
+}
+
 /// A node whose key is not pinned cannot connect, hand over an agent, or send a message; the
 /// refusal names its address and the id its key claims.
 #[test]

@@ -136,6 +136,9 @@ pub struct DriverStats {
     pub tracks_refused: u64,
     /// Followed hand-offs forgotten after `track_ttl` without a frame.
     pub tracks_expired: u64,
+    /// Transfer frames (snapshots) received, each attempt's copies and retransmissions
+    /// counted: more than one per hand-off means a snapshot crossed the wire again.
+    pub snapshots_received: u64,
 }
 
 type Batch = Vec<(Vec<u8>, Option<(AgentId, u64)>)>;
@@ -472,6 +475,11 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                 if self.node.handle_frame(host, now, peer, &bytes).is_err() {
                     events.push(Event::Malformed { peer });
                 } else if let Some((kind, agent, epoch)) = what {
+                    if kind == FrameKind::Transfer {
+                        if let Ok(mut s) = self.stats.lock() {
+                            s.snapshots_received += 1;
+                        }
+                    }
                     let agent = AgentId::from_bytes(agent);
                     self.track(events, kind, agent, epoch, peer, bytes.len(), false);
                 }
