@@ -7,7 +7,9 @@
 #[path = "common/v3ref.rs"]
 mod v3ref;
 
-use mielin_cells::mesh::{AgentHost, Inbox, InboxLimits, Journal, MemJournal, Node, Phase, Record};
+use mielin_cells::mesh::{
+    AgentHost, HostRefusal, Inbox, InboxLimits, Journal, MemJournal, MeshError, Node, Phase, Record,
+};
 use mielin_cells::migration::{
     Ed25519Signer, EncodeOptions, MigrationSnapshot, StateEncoding, SECTION_INBOX,
 };
@@ -147,7 +149,13 @@ fn a_suspended_call_is_refused_and_does_not_burn_the_epoch() {
         })
         .unwrap();
     let err = t.b.prepare(AGENT, 1, true, &with_call).unwrap_err();
-    assert!(format!("{err:?}").contains("between calls"), "{err:?}");
+    assert_eq!(
+        err,
+        MeshError::HostRefused {
+            reason: HostRefusal::SuspendedCall
+        }
+    );
+    assert!(err.to_string().contains("between calls"), "{err}");
     t.b.prepare(AGENT, 1, true, &good).unwrap();
     t.b.run(AGENT, 1);
     assert_eq!(number(&mut t.b), Some(7));

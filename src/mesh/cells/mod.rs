@@ -22,7 +22,7 @@
 //! journal asks for.
 //!
 //! **Refusals** are typed ([`Refusal`]); the protocol sees
-//! [`MeshError::HostRefused`] with its kind ([`HostRefusal`](super::HostRefusal)), and
+//! [`MeshError::HostRefused`] with its kind ([`HostRefusal`]), and
 //! [`Cells::last_refusal`] keeps the typed value. Failures that have no caller to return to (a
 //! save after an accepted message) are kept in a bounded list ([`Cells::take_problems`]).
 
@@ -518,7 +518,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.duplicates
     }
 
-    /// The last refusal, typed (the protocol saw its [`Refusal::reason`]).
+    /// The last refusal, typed (the protocol saw its [`Refusal::kind`]).
     pub fn last_refusal(&self) -> Option<Refusal> {
         self.last_refusal
     }
