@@ -898,6 +898,11 @@ async fn write_peer(
     let mut backoff = shared.cfg.backoff_min;
     let mut retry_at = Instant::now();
     let mut dialed_at: Option<Instant> = None;
+    // Every frame but a snapshot goes on one stream per connection, in the order the node
+    // queued them: a window of messages whose batches went on streams of their own arrived
+    // out of order and was refused (`OutOfOrder`) and sent again. Snapshots keep a stream each,
+    // so a large one holds nothing else up.
+    let mut ordered: Option<(usize, quinn::SendStream)> = None;
     let drop_batch = |n: usize| {
         if let Ok(mut s) = stats.lock() {
             s.frames_dropped += n as u64;
@@ -962,9 +967,22 @@ async fn write_peer(
         if batch.is_empty() {
             continue;
         }
+        let (snapshots, rest): (Batch, Batch) = batch.into_iter().partition(|(_, s)| s.is_some());
+        if !rest.is_empty() && send_ordered(&conn, &mut ordered, &rest).await.is_err() {
+            // Whatever of it QUIC did not take is lost with the stream: timers send it again.
+            ordered = None;
+            shared.forget(id, &conn);
+            drop_batch(rest.len());
+        }
+        if snapshots.is_empty() {
+            continue;
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
-            if send_batch(&conn, &batch, id, &shared.events).await.is_err() {
+            if send_batch(&conn, &snapshots, id, &shared.events)
+                .await
+                .is_err()
+            {
                 shared.forget(id, &conn);
             }
             if let Ok(mut sending) = shared.sending.lock() {
@@ -974,6 +992,26 @@ async fn write_peer(
             }
         });
     }
+}
+
+/// Writes `batch` on the connection's ordered stream (opened on first use, and again on a new
+/// connection).
+async fn send_ordered(
+    conn: &quinn::Connection,
+    ordered: &mut Option<(usize, quinn::SendStream)>,
+    batch: &Batch,
+) -> Result<(), io::Error> {
+    if ordered.as_ref().map(|o| o.0) != Some(conn.stable_id()) {
+        let s = conn.open_uni().await.map_err(io::Error::other)?;
+        *ordered = Some((conn.stable_id(), s));
+    }
+    let Some((_, s)) = ordered.as_mut() else {
+        return Err(io::Error::other("no ordered stream"));
+    };
+    for (rec, _) in batch {
+        s.write_all(rec).await.map_err(io::Error::other)?;
+    }
+    Ok(())
 }
 
 async fn dial(
