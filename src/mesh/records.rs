@@ -3,8 +3,10 @@
 //! (`crate::quic`, where it is re-exported as `quic::wire`) uses it; it builds without the QUIC
 //! stack, so that any stream transport can use it and the fuzzer needs no network crates.
 //!
-//! In the QUIC driver a unidirectional stream carries one batch: records back to back, then the end of the
-//! stream. A record is a 1-byte kind, a 4-byte little-endian length and that many bytes:
+//! In the QUIC driver a unidirectional stream carries records back to back: one long-lived
+//! stream per connection every frame but snapshots, in order, and each snapshot a stream of
+//! its own, ended after it. A record is a 1-byte kind, a 4-byte little-endian length and that
+//! many bytes:
 //!
 //! | kind | record | payload |
 //! |-----:|--------|---------|
