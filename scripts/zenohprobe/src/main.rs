@@ -4,17 +4,29 @@ use zenoh::{Config, Wait};
 fn cfg(mode: &str, listen: Option<&str>, connect: Option<&str>) -> Config {
     let mut c = Config::default();
     c.insert_json5("mode", &format!("\"{mode}\"")).unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    if let Some(l) = listen { c.insert_json5("listen/endpoints", &format!("[\"{l}\"]")).unwrap(); }
-    else { c.insert_json5("listen/endpoints", "[]").unwrap(); }
-    if let Some(e) = connect { c.insert_json5("connect/endpoints", &format!("[\"{e}\"]")).unwrap(); }
+    c.insert_json5("scouting/multicast/enabled", "false")
+        .unwrap();
+    if let Some(l) = listen {
+        c.insert_json5("listen/endpoints", &format!("[\"{l}\"]"))
+            .unwrap();
+    } else {
+        c.insert_json5("listen/endpoints", "[]").unwrap();
+    }
+    if let Some(e) = connect {
+        c.insert_json5("connect/endpoints", &format!("[\"{e}\"]"))
+            .unwrap();
+    }
     c
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // zenoh::Session::info().locators() is unstable, so pick a free port ourselves.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let ep = format!("tcp/127.0.0.1:{port}");
     let idle = std::env::args().any(|a| a == "--idle");
     let t0 = Instant::now();
@@ -49,14 +61,27 @@ async fn main() {
         }
         let t_live = t1.elapsed();
         // Queryable round trip.
-        let replies = b.get("fleet/nodes/a/status").timeout(Duration::from_secs(5)).await.unwrap();
+        let replies = b
+            .get("fleet/nodes/a/status")
+            .timeout(Duration::from_secs(5))
+            .await
+            .unwrap();
         let r = replies.recv_async().await.unwrap();
-        let body = r.result().unwrap().payload().try_to_string().unwrap().into_owned();
+        let body = r
+            .result()
+            .unwrap()
+            .payload()
+            .try_to_string()
+            .unwrap()
+            .into_owned();
         let t_reply = t1.elapsed();
         // Pub/sub.
         tokio::time::sleep(Duration::from_millis(100)).await; // let subscriber declaration propagate
         publisher.put("hello").await.unwrap();
-        let s = tokio::time::timeout(Duration::from_secs(5), sub.recv_async()).await.unwrap().unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(5), sub.recv_async())
+            .await
+            .unwrap()
+            .unwrap();
         println!(
             "[{mode}] tokens={seen:?} reply={body:?} sample={:?} | B open {:?}, +liveliness {:?}, +reply {:?} (A open {:?})",
             s.payload().try_to_string().unwrap(), t_bopen, t_live, t_reply, t_open
