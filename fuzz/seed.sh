@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
   corpus/certificate corpus/control_request corpus/container corpus/inbox \
-  corpus/suspended_call corpus/transform_record corpus/log_file corpus/cell_event corpus/flash_keeper
+  corpus/suspended_call corpus/transform_record corpus/log_file corpus/cell_event corpus/flash_keeper \
+  corpus/fleet_record
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -33,6 +34,10 @@ printf '\0asm\1\0\0\0' >corpus/dna/empty-module
 printf '\0asm\x0d\0\1\0' >corpus/dna/component
 for v in ../tests/vectors/mesh-*.bin; do
   cp "$v" "corpus/mesh_frame/$(basename "$v" .bin)"
+done
+# Fleet records: mode 0 (verify), then each signed vector as it is.
+for v in ../tests/vectors/fleet-*.bin; do
+  { printf '\0'; cat "$v"; } >"corpus/fleet_record/$(basename "$v" .bin)"
 done
 # Stream records (mesh::records): a split point, then each mesh vector as one frame record.
 for v in ../tests/vectors/mesh-*.bin; do

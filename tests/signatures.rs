@@ -284,3 +284,204 @@ fn admit_then_record_never_lowers_an_epoch() {
     assert!(trust.admit(&e7, &limits, NOW).is_err(), "a replay of 7");
     assert!(trust.admit(&e3, &limits, NOW).is_err());
 }
+
+/// Signed fleet records (`mesh::fleet`): the golden vectors, every bit flip and length refused,
+/// fields out of range refused even when validly signed, a key that speaks only for its own
+/// node, stale sequence numbers, and locations resolved by the highest epoch.
+/// `MIELIN_WRITE_VECTORS=1` rewrites the two vectors, only for a deliberate format change.
+mod fleet_records {
+    use mielin_cells::mesh::fleet::{
+        node_of, sign, Body, FleetError, FleetRecord, Freshness, Location, Locations, Status,
+        CAN_REWIND, LOCATION_LEN, MAX_RECORD_LEN, SIGNATURE_CONTEXT, STATUS_LEN,
+    };
+    use mielin_cells::migration::{Ed25519Signer, SnapshotSigner};
+    use mielin_cells::{AgentId, Arch, MAX_EPOCH};
+    use proptest::prelude::*;
+
+    /// The published test key of tests/vectors/README.md.
+    const SEED: [u8; 32] = [7; 32];
+    const AGENT: AgentId = AgentId::from_bytes([0x11; 16]);
+
+    fn status() -> Body {
+        Body::Status(Status {
+            arch: Arch::Aarch64,
+            battery_percent: 87,
+            load_percent: 12,
+            free_memory_kib: 65_536,
+            agents: 3,
+            capabilities: CAN_REWIND,
+        })
+    }
+
+    fn location(epoch: u64) -> Body {
+        Body::Location(Location {
+            agent: AGENT,
+            epoch,
+        })
+    }
+
+    fn signed(seed: &[u8; 32], seq: u64, body: &Body) -> Vec<u8> {
+        let mut out = [0u8; MAX_RECORD_LEN];
+        let n = sign(seed, seq, body, &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    /// Signs `bytes` again as they are (a forger with the key: the signature is valid, the
+    /// fields are whatever the bytes say).
+    fn resign(bytes: &mut [u8]) {
+        let n = bytes.len() - 64;
+        let mut m = SIGNATURE_CONTEXT.to_vec();
+        m.push(0);
+        m.extend_from_slice(&bytes[..n]);
+        let sig = Ed25519Signer::from_secret(&SEED).sign(&m);
+        bytes[n..].copy_from_slice(&sig);
+    }
+
+    fn vector(name: &str, bytes: &[u8]) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors")
+            .join(name);
+        if std::env::var_os("MIELIN_WRITE_VECTORS").is_some() {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn the_golden_vectors_decode_to_what_was_signed() {
+        let key = Ed25519Signer::from_secret(&SEED).verifying_key().to_bytes();
+        for (name, seq, body, len) in [
+            ("fleet-status.bin", 5, status(), STATUS_LEN),
+            ("fleet-location.bin", 9, location(7), LOCATION_LEN),
+        ] {
+            let bytes = signed(&SEED, seq, &body);
+            assert_eq!(bytes.len(), len);
+            assert_eq!(vector(name, &bytes), bytes, "{name}: the format changed");
+            let r = FleetRecord::verify(&bytes).unwrap();
+            assert_eq!((r.seq, r.body, r.key), (seq, body, key), "{name}");
+            assert_eq!(r.node, node_of(&key));
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_and_every_other_length_is_refused() {
+        for bytes in [signed(&SEED, 5, &status()), signed(&SEED, 9, &location(7))] {
+            for i in 0..bytes.len() * 8 {
+                let mut b = bytes.clone();
+                b[i / 8] ^= 1 << (i % 8);
+                assert!(FleetRecord::verify(&b).is_err(), "bit {i} flipped");
+            }
+            for n in 0..bytes.len() {
+                assert!(FleetRecord::verify(&bytes[..n]).is_err(), "cut at {n}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(matches!(
+                FleetRecord::verify(&longer),
+                Err(FleetError::Length { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn fields_out_of_range_are_refused_even_when_validly_signed() {
+        let base = signed(&SEED, 5, &status());
+        // Offsets in the status body, which starts at 44.
+        for (at, v, what) in [
+            (44, 7, "architecture"),
+            (45, 101, "battery percent"),
+            (46, 101, "load percent"),
+            (47, 1, "reserved bits"),
+            (56, 2, "reserved bits"),
+            (58, 1, "reserved bits"),
+        ] {
+            let mut b = base.clone();
+            b[at] = v;
+            resign(&mut b);
+            assert_eq!(
+                FleetRecord::verify(&b),
+                Err(FleetError::OutOfRange(what)),
+                "byte {at} = {v}"
+            );
+        }
+        let mut b = signed(&SEED, 9, &location(7));
+        b[60..68].copy_from_slice(&(MAX_EPOCH + 1).to_le_bytes());
+        resign(&mut b);
+        assert_eq!(
+            FleetRecord::verify(&b),
+            Err(FleetError::OutOfRange("epoch"))
+        );
+        // And the signer refuses to write them.
+        let mut out = [0u8; MAX_RECORD_LEN];
+        assert_eq!(sign(&SEED, 1, &location(MAX_EPOCH + 1), &mut out), None);
+        assert_eq!(sign(&SEED, 1, &status(), &mut out[..STATUS_LEN - 1]), None);
+    }
+
+    #[test]
+    fn a_key_speaks_only_for_its_own_node() {
+        // Another key's record with this key put in: the signature no longer verifies.
+        let mine = signed(&SEED, 5, &status());
+        let mut theirs = signed(&[9; 32], 5, &status());
+        theirs[4..36].copy_from_slice(&mine[4..36]);
+        assert_eq!(FleetRecord::verify(&theirs), Err(FleetError::BadSignature));
+        // A record is for the node its key hashes to; there is no field to claim another.
+        let a = FleetRecord::verify(&mine).unwrap();
+        let b = FleetRecord::verify(&signed(&[9; 32], 5, &status())).unwrap();
+        assert_ne!(a.node, b.node);
+    }
+
+    #[test]
+    fn stale_records_are_refused_and_locations_take_the_highest_epoch() {
+        let mut fresh: Freshness<8> = Freshness::default();
+        let r = |seed: u8, seq, body: Body| {
+            FleetRecord::verify(&signed(&[seed; 32], seq, &body)).unwrap()
+        };
+        fresh.admit(&r(7, 5, status())).unwrap();
+        assert_eq!(
+            fresh.admit(&r(7, 5, status())),
+            Err(FleetError::Stale { seq: 5, last: 5 })
+        );
+        assert!(fresh.admit(&r(7, 4, status())).is_err());
+        fresh.admit(&r(7, 6, status())).unwrap();
+        // Sequences are per node, kind and agent: a location at 1 is not stale.
+        fresh.admit(&r(7, 1, location(3))).unwrap();
+        fresh.admit(&r(9, 1, status())).unwrap();
+
+        let mut at: Locations<4> = Locations::default();
+        let (a, b) = (r(7, 1, location(3)), r(9, 1, location(5)));
+        at.note(&a);
+        at.note(&b);
+        // A lower epoch claimed later changes nothing.
+        at.note(&r(7, 2, location(4)));
+        assert_eq!(at.resolve(AGENT), Some((b.node, 5)));
+        assert_eq!(at.resolve(AgentId::from_bytes([2; 16])), None);
+    }
+
+    proptest! {
+        // Each case signs and verifies twice (and CI runs these under qemu too).
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_status_and_location_round_trip(
+            arch in 0u8..7, battery in 0u8..=100, load in 0u8..=100, free: u32, agents: u32,
+            rewind: bool, seq: u64, epoch in 0..=MAX_EPOCH, agent: [u8; 16],
+        ) {
+            let arch = [Arch::X86_64, Arch::Aarch64, Arch::Arm, Arch::Riscv32, Arch::Riscv64,
+                Arch::X86, Arch::Xtensa][arch as usize];
+            let s = Body::Status(Status {
+                arch, battery_percent: battery, load_percent: load, free_memory_kib: free,
+                agents, capabilities: if rewind { CAN_REWIND } else { 0 },
+            });
+            let l = Body::Location(Location { agent: AgentId::from_bytes(agent), epoch });
+            for body in [s, l] {
+                let r = FleetRecord::verify(&signed(&SEED, seq, &body)).unwrap();
+                prop_assert_eq!((r.seq, r.body), (seq, body));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = FleetRecord::verify(&bytes);
+        }
+    }
+}

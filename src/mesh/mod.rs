@@ -34,6 +34,9 @@ pub mod certificate;
 #[cfg(feature = "flash")]
 #[cfg_attr(docsrs, doc(cfg(feature = "flash")))]
 mod flash_journal;
+#[cfg(feature = "signatures")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signatures")))]
+pub mod fleet;
 pub mod frame;
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
