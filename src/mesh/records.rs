@@ -71,7 +71,15 @@ pub fn header(kind: u8, len: usize) -> [u8; RECORD_HEADER_LEN] {
 /// The payload of a status record.
 pub fn encode_status(s: &NodeStatus) -> [u8; STATUS_LEN] {
     let l = s.latency_ms.to_le_bytes();
-    [s.battery_percent, l[0], l[1], l[2], l[3], s.arch as u8]
+    // A charge over 100 (a caller's mistake) goes as 100: the decoder refuses more.
+    [
+        s.battery_percent.min(100),
+        l[0],
+        l[1],
+        l[2],
+        l[3],
+        s.arch as u8,
+    ]
 }
 
 /// Decodes a status payload.
@@ -84,6 +92,7 @@ pub fn decode_status(b: &[u8]) -> Result<NodeStatus, WireError> {
         3 => Arch::Riscv32,
         4 => Arch::Riscv64,
         5 => Arch::X86,
+        6 => Arch::Xtensa,
         _ => return Err(WireError::BadStatus),
     };
     if b[0] > 100 {

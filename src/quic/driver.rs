@@ -208,6 +208,8 @@ impl Shared {
                 conns.remove(&peer);
             }
         }
+        // Forgotten, it must not live on (its reader and keep-alives would hold it open).
+        conn.close(0u32.into(), b"forgotten");
     }
 }
 
@@ -862,7 +864,13 @@ async fn read_stream(shared: Arc<Shared>, peer: NodeId, mut recv: quinn::RecvStr
         }
         let record = match wire::record(kind, body) {
             Ok(r) => r,
-            Err(e) => return refuse(&mut recv, e),
+            // Framed right, but its payload does not decode (a status from a newer or
+            // mistaken peer): that record is skipped and counted, the stream goes on. The
+            // frames behind it on the same ordered stream must not be lost with it.
+            Err(e) => {
+                shared.events.emit(Event::StreamRefused { peer, error: e });
+                continue;
+            }
         };
         // Waits while the peer (or everyone) has too much queued here.
         let need = wire::RECORD_HEADER_LEN + len;
@@ -886,8 +894,9 @@ async fn read_stream(shared: Arc<Shared>, peer: NodeId, mut recv: quinn::RecvStr
     }
 }
 
-/// Sends the batches for one peer: dials (with backoff) when there is no connection, then one
-/// unidirectional stream per batch.
+/// Sends the batches for one peer: dials (with backoff) when there is no connection, then
+/// writes every frame but snapshots on the connection's ordered stream, and each snapshot on a
+/// stream of its own.
 async fn write_peer(
     shared: Arc<Shared>,
     id: NodeId,
@@ -970,8 +979,12 @@ async fn write_peer(
         let (snapshots, rest): (Batch, Batch) = batch.into_iter().partition(|(_, s)| s.is_some());
         if !rest.is_empty() && send_ordered(&conn, &mut ordered, &rest).await.is_err() {
             // Whatever of it QUIC did not take is lost with the stream: timers send it again.
+            // The next batch opens a new stream; the connection is forgotten only if it is
+            // closed (a peer that stopped the stream left it open).
             ordered = None;
-            shared.forget(id, &conn);
+            if conn.close_reason().is_some() {
+                shared.forget(id, &conn);
+            }
             drop_batch(rest.len());
         }
         if snapshots.is_empty() {
@@ -979,9 +992,11 @@ async fn write_peer(
         }
         let shared = shared.clone();
         tokio::spawn(async move {
+            // A stream the peer stopped (a snapshot it refused) leaves the connection up.
             if send_batch(&conn, &snapshots, id, &shared.events)
                 .await
                 .is_err()
+                && conn.close_reason().is_some()
             {
                 shared.forget(id, &conn);
             }
