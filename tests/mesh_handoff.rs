@@ -139,7 +139,8 @@ fn pump_recording<JA: Journal, JB: Journal>(
     now: &mut u64,
     log: &mut Vec<(bool, Vec<u8>)>,
 ) -> usize {
-    let mut buf = vec![0u8; 4096];
+    // Room for the 2 MiB agent of the allowance test.
+    let mut buf = vec![0u8; 3 << 20];
     let mut frames = 0;
     for _ in 0..100 {
         let mut moved = false;
@@ -407,8 +408,11 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
     }
     let len = transfer.len();
     assert!(len > 4 << 20, "{len}");
-    let allowance = a.transfer_allowance(len);
+    let allowance = a.transfer_allowance(len, B);
     assert_eq!(allowance, (len as u64 * 500) >> 20);
+    // A duplicate of B's answer (to a re-sent Offer, say) does not send the snapshot again.
+    a.handle_frame(&mut ha, 20, B, &need_dna).unwrap();
+    assert_eq!(a.poll_transmit(&mut ha, &mut buf).unwrap(), None);
     // An rto later (and up to just before the allowance ends): nothing is sent again.
     a.handle_timeout(&mut ha, 10 + config.rto_ms + 1);
     a.handle_timeout(&mut ha, 10 + config.rto_ms + allowance - 1);
@@ -420,9 +424,12 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
     let prepared = small[..t.len].to_vec();
     a.handle_frame(&mut ha, 1_510, B, &prepared).unwrap();
     assert_eq!(a.stats().committed, 1);
-    // Measured: 1,500 ms / (len / 1 MiB) a MiB; the next transfer is given twice that.
+    // Measured: 1,500 ms / (len / 1 MiB) a MiB; the next transfer to B is given twice that,
+    // one to another target the configured rate.
     let measured = (1_500u64 << 20) / len as u64;
-    assert_eq!(a.transfer_allowance(1 << 20), 2 * measured);
+    assert_eq!(a.transfer_allowance(1 << 20, B), 2 * measured);
+    let c = NodeId::from_bytes([0xc3; 16]);
+    assert_eq!(a.transfer_allowance(1 << 20, c), 500);
     // Without an answer, the Transfer does go again once its allowance is over.
     let (id2, mut ha2, mut hb2) = setup();
     let mut a2: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), config);
@@ -432,7 +439,7 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
     let need_dna = offer_answered(&mut a2, &mut ha2, &mut b2, &mut hb2);
     a2.handle_frame(&mut ha2, 10, B, &need_dna).unwrap();
     let first = a2.poll_transmit(&mut ha2, &mut buf).unwrap().unwrap().len;
-    let due = 10 + config.rto_ms + a2.transfer_allowance(first);
+    let due = 10 + config.rto_ms + a2.transfer_allowance(first, B);
     a2.handle_timeout(&mut ha2, due - 1);
     assert_eq!(a2.stats().retransmits, 0);
     a2.handle_timeout(&mut ha2, due);
@@ -441,8 +448,9 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
         a2.poll_transmit(&mut ha2, &mut buf).unwrap().map(|t| t.len),
         Some(first)
     );
-    // Backed off: twice the rto, plus the allowance again.
-    let again = due + 2 * config.rto_ms + a2.transfer_allowance(first);
+    // And again one rto plus the allowance later (no backoff: a silent target costs
+    // `max_attempts` of them, not minutes).
+    let again = due + config.rto_ms + a2.transfer_allowance(first, B);
     a2.handle_timeout(&mut ha2, again - 1);
     assert_eq!(a2.stats().retransmits, 1);
     a2.handle_timeout(&mut ha2, again);
@@ -462,4 +470,71 @@ fn offer_answered(
     }
     let t = b.poll_transmit(hb, &mut buf).unwrap().unwrap();
     buf[..t.len].to_vec()
+}
+
+/// Found by review: a target that answers each Transfer just before its deadline raised the
+/// measured rate a quarter each time (the allowance is twice the average), until a lost
+/// Transfer to any target waited ten minutes an attempt. The rate is now per target and each
+/// sample and the average count for at most `MAX_MEASURED_FACTOR` times the configured rate.
+#[test]
+fn a_slow_answerer_cannot_ratchet_the_allowance_up() {
+    use mielin_cells::mesh::MAX_MEASURED_FACTOR;
+    let config = Config::default();
+    let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), config);
+    let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), config);
+    let (id, mut ha, mut hb) = setup();
+    // 2 MiB of memory that does not compress.
+    let mut x = 0x2545_f491_u32;
+    let state: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    ha.agents.get_mut(&id).unwrap().set_wasm_state(state);
+    a.start(&mut ha, id).unwrap();
+    let mut buf = vec![0u8; 3 << 20];
+    let mut small = vec![0u8; 4096];
+    let mut now = 0;
+    for _ in 0..30 {
+        a.migrate(&mut ha, now, id, B).unwrap();
+        let answer = {
+            while let Some(t) = a.poll_transmit(&mut ha, &mut buf).unwrap() {
+                b.handle_frame(&mut hb, now, A, &buf[..t.len]).unwrap();
+            }
+            let t = b.poll_transmit(&mut hb, &mut small).unwrap().unwrap();
+            small[..t.len].to_vec()
+        };
+        a.handle_frame(&mut ha, now, B, &answer).unwrap();
+        let t = a.poll_transmit(&mut ha, &mut buf).unwrap().unwrap();
+        let len = t.len;
+        let transfer = buf[..len].to_vec();
+        // B answers one millisecond before the Transfer would go again.
+        now += config.rto_ms + a.transfer_allowance(len, B) - 1;
+        b.handle_frame(&mut hb, now, A, &transfer).unwrap();
+        let t = b.poll_transmit(&mut hb, &mut small).unwrap().unwrap();
+        let prepared = small[..t.len].to_vec();
+        a.handle_frame(&mut ha, now, B, &prepared).unwrap();
+        // Commit, Done; then B hands it back so A can offer it again.
+        let mut t_now = now;
+        pump(&mut a, &mut ha, &mut b, &mut hb, &mut t_now);
+        b.migrate(&mut hb, t_now, id, A).unwrap();
+        pump(&mut a, &mut ha, &mut b, &mut hb, &mut t_now);
+        now = t_now;
+    }
+    // Twice the average, the average at most 8 x 500 ms a MiB: 8 s a MiB at the most.
+    assert_eq!(MAX_MEASURED_FACTOR, 8);
+    let cap = 8_000;
+    assert!(
+        a.transfer_allowance(1 << 20, B) <= cap,
+        "{}",
+        a.transfer_allowance(1 << 20, B)
+    );
+    // Another target is untouched by B's answers.
+    assert_eq!(
+        a.transfer_allowance(1 << 20, NodeId::from_bytes([0xc3; 16])),
+        config.transfer_ms_per_mib
+    );
 }

@@ -67,7 +67,8 @@ pub use journal::{Journal, MemJournal, Phase, Record, RECORD_LEN};
 pub use log_journal::{LogJournal, LOG_JOURNAL_RECORD};
 pub use node::{
     AgentHost, AgentInfo, Config, Delivery, Node, Notice, Outgoing, Stalled, Stats, Stream,
-    Transmit, CHECK_PEERS, MAX_LOOKUP_BACKOFF, MAX_TRANSFER_ALLOWANCE_MS, NOTICES, OUTBOX,
+    Transmit, CHECK_PEERS, MAX_LOOKUP_BACKOFF, MAX_MEASURED_FACTOR, MAX_TRANSFER_ALLOWANCE_MS,
+    NOTICES, OUTBOX,
 };
 
 /// Everything that can go wrong in the mesh protocol. `Copy`, allocation-free; match with a

@@ -319,7 +319,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                     return; // undecided; the target asks again
                 }
                 if let Some(t) = self.timers.get(&agent).copied() {
-                    self.measure_transfer(now, t);
+                    self.measure_transfer(now, t, target);
                 }
                 host.release(agent);
                 self.stats.committed += 1;
@@ -435,7 +435,14 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             phase: Phase::Outgoing { target },
         }) = rec
         {
-            if epoch == p && target == from {
+            // Answered already (a duplicate, or the answer to a re-sent Offer): the Transfer
+            // is on its way and its timer runs; queueing it again would send the snapshot
+            // twice.
+            let answered = self
+                .timers
+                .get(&agent)
+                .is_some_and(|t| t.with_dna.is_some());
+            if epoch == p && target == from && !answered {
                 self.queue(from, agent, p, Out::Transfer { with_dna: need });
                 if let Some(t) = self.timers.get_mut(&agent) {
                     t.with_dna = Some(need);

@@ -59,9 +59,10 @@ pub struct Config {
     /// The slowest a Transfer is expected to be, milliseconds per MiB of its frame, from being
     /// handed to the transport to the target's `Prepared` (the wire, the target's checks and
     /// its durable prepare): a Transfer's retransmission waits this much longer than `rto_ms`
-    /// per MiB, or twice the rate measured on earlier transfers if that is slower, so a large
-    /// snapshot is not sent again while the target is still at work (see
-    /// [`Node::transfer_allowance`]). 500: 2 MiB/s.
+    /// per MiB, or twice the rate measured on earlier transfers to the same target if that is
+    /// slower (at most [`MAX_MEASURED_FACTOR`] times this), so a large snapshot is not sent
+    /// again while the target is still at work (see [`Node::transfer_allowance`]). 500:
+    /// 2 MiB/s.
     pub transfer_ms_per_mib: u64,
 }
 
@@ -84,6 +85,14 @@ impl Default for Config {
 /// The longest a Transfer's retransmission is put off for its size (10 minutes), whatever the
 /// rate measured.
 pub const MAX_TRANSFER_ALLOWANCE_MS: u64 = 600_000;
+
+/// A measured rate counts for at most this many times [`Config::transfer_ms_per_mib`]: a
+/// target that answers just before each deadline cannot ratchet the allowance up (each answer
+/// would raise it a quarter) until a lost transfer waits minutes.
+pub const MAX_MEASURED_FACTOR: u64 = 8;
+
+/// How many targets' rates a node remembers.
+const MEASURED_PEERS: usize = 8;
 
 /// Transfers shorter than this (1 MiB) are not measured: their time is mostly round trips and
 /// fixed costs, not bytes.
@@ -283,8 +292,8 @@ pub struct Node<J: Journal, const N: usize, const Q: usize = OUTBOX> {
     /// Addressees whose lookup answered `Unknown`: when to look again.
     lookups: heapless::LinearMap<AgentId, Lookup, N>,
     next_message_scan: u64,
-    /// Milliseconds per MiB measured on earlier transfers (a moving average), if any.
-    measured_ms_per_mib: Option<u64>,
+    /// Milliseconds per MiB measured on earlier transfers to each target (a moving average).
+    measured_ms_per_mib: heapless::LinearMap<NodeId, u64, MEASURED_PEERS>,
     stats: Stats,
 }
 
@@ -307,37 +316,60 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
             generations: heapless::LinearMap::new(),
             lookups: heapless::LinearMap::new(),
             next_message_scan: 0,
-            measured_ms_per_mib: None,
+            measured_ms_per_mib: heapless::LinearMap::new(),
             stats: Stats::default(),
         }
     }
 
-    /// How much longer than `rto_ms` a Transfer frame of `len` bytes is given before it is
-    /// sent again: `len` at [`Config::transfer_ms_per_mib`], or at twice the rate measured on
-    /// earlier transfers of 1 MiB or more if that is slower, at most
+    /// How much longer than `rto_ms` a Transfer frame of `len` bytes to `target` is given
+    /// before it is sent again: `len` at [`Config::transfer_ms_per_mib`], or at twice the rate
+    /// measured on earlier transfers of 1 MiB or more to that target if that is slower, at most
     /// [`MAX_TRANSFER_ALLOWANCE_MS`]. A small agent's transfer gets almost nothing more.
-    pub fn transfer_allowance(&self, len: usize) -> u64 {
+    pub fn transfer_allowance(&self, len: usize, target: NodeId) -> u64 {
+        let measured = self.measured_ms_per_mib.get(&target).copied().unwrap_or(0);
         let per_mib = self
             .config
             .transfer_ms_per_mib
-            .max(self.measured_ms_per_mib.unwrap_or(0).saturating_mul(2));
+            .max(measured.saturating_mul(2));
         let ms = (len as u128 * u128::from(per_mib)) >> 20;
         (ms.min(u128::from(MAX_TRANSFER_ALLOWANCE_MS))) as u64
     }
 
-    /// The target answered a Transfer that left once, `len` bytes queued at `sent_at`: the
-    /// rate enters the moving average (three parts old, one part new). Karn's rule: a
+    /// `target` answered a Transfer that left once, `len` bytes queued at `sent_at`: the rate
+    /// enters that target's moving average (three parts old, one part new), each sample and
+    /// the average at most [`MAX_MEASURED_FACTOR`] times the configured rate. Karn's rule: a
     /// retransmitted transfer is not measured, nor one too short to say much.
-    pub(super) fn measure_transfer(&mut self, now: u64, timer: Timer) {
+    pub(super) fn measure_transfer(&mut self, now: u64, timer: Timer, target: NodeId) {
         if timer.attempts > 0 || timer.sent_len < MEASURED_TRANSFER_MIN {
             return;
         }
+        let cap = self
+            .config
+            .transfer_ms_per_mib
+            .saturating_mul(MAX_MEASURED_FACTOR);
         let took = now.saturating_sub(timer.sent_at);
-        let per_mib = ((u128::from(took) << 20) / u128::from(timer.sent_len)) as u64;
-        self.measured_ms_per_mib = Some(match self.measured_ms_per_mib {
-            Some(old) => (old.saturating_mul(3).saturating_add(per_mib)) / 4,
-            None => per_mib,
-        });
+        let sample = (((u128::from(took) << 20) / u128::from(timer.sent_len)) as u64).min(cap);
+        let avg = match self.measured_ms_per_mib.get(&target) {
+            Some(old) => (old.saturating_mul(3).saturating_add(sample)) / 4,
+            None => sample,
+        };
+        if self
+            .measured_ms_per_mib
+            .insert(target, avg.min(cap))
+            .is_err()
+        {
+            // Full: the target measured fastest makes room (it would get the configured
+            // rate anyway).
+            if let Some(k) = self
+                .measured_ms_per_mib
+                .iter()
+                .min_by_key(|(_, v)| **v)
+                .map(|(k, _)| *k)
+            {
+                self.measured_ms_per_mib.remove(&k);
+                let _ = self.measured_ms_per_mib.insert(target, avg.min(cap));
+            }
+        }
     }
 
     /// This node's id.

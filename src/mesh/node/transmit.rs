@@ -109,7 +109,7 @@ impl<J: Journal, const N: usize, const Q: usize> Node<J, N, Q> {
                 })?;
                 // The retransmission waits for a snapshot this size to get through and be
                 // checked and kept: a healthy link never carries it twice.
-                let allowance = self.transfer_allowance(len);
+                let allowance = self.transfer_allowance(len, p.to);
                 if let Some(t) = self.timers.get_mut(&p.agent) {
                     if t.sent_len == 0 {
                         t.sent_len = u32::try_from(len).unwrap_or(u32::MAX);
