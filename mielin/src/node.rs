@@ -109,6 +109,9 @@ type Drv = Driver<Counted<SharedJournal<NodeJournal>>, CAPACITY>;
 struct Waiter {
     agent: AgentId,
     epoch: u64,
+    /// The target: only its hand-off report answers (another peer's frames for the same agent
+    /// and epoch, forged or late, report on their own).
+    target: NodeId,
     reply: mpsc::Sender<Reply>,
 }
 
@@ -592,7 +595,7 @@ fn on_event(st: &mut State, e: &Event) {
                 let line = handoff_summary(&st.names, r, &running);
                 let (agent, to) = (st.names.agent(r.agent), st.names.node(r.peer));
                 st.waiting.retain(|w| {
-                    if w.agent != r.agent || w.epoch != r.epoch {
+                    if w.agent != r.agent || w.epoch != r.epoch || w.target != r.peer {
                         return true;
                     }
                     let reply = if r.committed {
@@ -680,6 +683,7 @@ fn migrate(
                 st.waiting.push(Waiter {
                     agent,
                     epoch,
+                    target,
                     reply,
                 });
             }

@@ -239,12 +239,13 @@ pub struct Driver<J: Journal, const N: usize> {
     rx: mpsc::Receiver<Inbound>,
     writers: BTreeMap<NodeId, mpsc::Sender<Batch>>,
     statuses: BTreeMap<NodeId, (NodeStatus, Instant)>,
-    tracks: BTreeMap<(AgentId, u64), Track>,
+    /// By agent, epoch and peer: a peer's frames (forged ones included) touch only its own.
+    tracks: BTreeMap<(AgentId, u64, NodeId), Track>,
     /// How many of `tracks` each peer has.
     tracks_of: BTreeMap<NodeId, usize>,
     /// The hand-offs whose report went out lately (at most [`FINISHED_REMEMBERED`]): a late
     /// duplicate of their last frame (a Done answering a re-sent Commit) starts no new report.
-    finished: alloc::collections::VecDeque<(AgentId, u64)>,
+    finished: alloc::collections::VecDeque<(AgentId, u64, NodeId)>,
     started: Instant,
     next_tick: Instant,
     buf: Vec<u8>,
@@ -634,10 +635,10 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             _ => return,
         };
         let now = Instant::now();
-        if self.finished.contains(&(agent, epoch)) {
+        if self.finished.contains(&(agent, epoch, peer)) {
             return;
         }
-        if !self.tracks.contains_key(&(agent, epoch)) {
+        if !self.tracks.contains_key(&(agent, epoch, peer)) {
             // Follow at most so many hand-offs per peer: a peer offering ever new agents
             // gets its answers, but no more of this node's memory.
             let of_peer = self.tracks_of.entry(peer).or_insert(0);
@@ -649,17 +650,20 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             }
             *of_peer += 1;
         }
-        let t = self.tracks.entry((agent, epoch)).or_insert_with(|| Track {
-            role,
-            peer,
-            started: now,
-            last: now,
-            transfer_at: None,
-            transfer_took: None,
-            bytes: 0,
-            seen: Vec::new(),
-            phases: Vec::new(),
-        });
+        let t = self
+            .tracks
+            .entry((agent, epoch, peer))
+            .or_insert_with(|| Track {
+                role,
+                peer,
+                started: now,
+                last: now,
+                transfer_at: None,
+                transfer_took: None,
+                bytes: 0,
+                seen: Vec::new(),
+                phases: Vec::new(),
+            });
         t.last = now;
         if t.role != role || t.seen.contains(&phase) {
             return;
@@ -695,8 +699,8 @@ impl<J: Journal, const N: usize> Driver<J, N> {
             if self.finished.len() >= FINISHED_REMEMBERED {
                 self.finished.pop_front();
             }
-            self.finished.push_back((agent, epoch));
-            if let Some(t) = self.untrack(agent, epoch) {
+            self.finished.push_back((agent, epoch, peer));
+            if let Some(t) = self.untrack(agent, epoch, peer) {
                 events.push(Event::HandOff(HandOffReport {
                     agent,
                     epoch,
@@ -715,14 +719,14 @@ impl<J: Journal, const N: usize> Driver<J, N> {
     /// Forgets followed hand-offs that had no frame for `track_ttl`.
     fn expire_tracks(&mut self) {
         let ttl = self.shared.cfg.track_ttl;
-        let stale: Vec<(AgentId, u64)> = self
+        let stale: Vec<(AgentId, u64, NodeId)> = self
             .tracks
             .iter()
             .filter(|(_, t)| t.last.elapsed() >= ttl)
             .map(|(k, _)| *k)
             .collect();
-        for (agent, epoch) in &stale {
-            self.untrack(*agent, *epoch);
+        for (agent, epoch, peer) in &stale {
+            self.untrack(*agent, *epoch, *peer);
         }
         let expired = stale.len() as u64;
         if expired > 0 {
@@ -732,8 +736,8 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         }
     }
 
-    fn untrack(&mut self, agent: AgentId, epoch: u64) -> Option<Track> {
-        let t = self.tracks.remove(&(agent, epoch))?;
+    fn untrack(&mut self, agent: AgentId, epoch: u64, peer: NodeId) -> Option<Track> {
+        let t = self.tracks.remove(&(agent, epoch, peer))?;
         if let Some(n) = self.tracks_of.get_mut(&t.peer) {
             *n -= 1;
             if *n == 0 {
