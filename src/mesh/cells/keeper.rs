@@ -289,6 +289,12 @@ impl MemKeeper {
         self.running.keys().copied()
     }
 
+    /// How many events follow `agent`'s saved copy (flushed or not): what a restart now would
+    /// apply again if all were flushed.
+    pub fn events(&self, agent: AgentId) -> usize {
+        self.running.get(&agent).map_or(0, |s| s.events.len())
+    }
+
     fn saved(
         epoch: u64,
         agent: &MigrationSnapshot<&[u8]>,
