@@ -379,18 +379,7 @@ fn replayed_frames_change_nothing() {
 /// because the 200 ms timer fired while the target verified and synced it).
 #[test]
 fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
-    let (id, mut ha, mut hb) = setup();
-    // 2 MiB of memory that does not compress.
-    let mut x = 0x9e37_79b9_u32;
-    let state: Vec<u8> = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    ha.agents.get_mut(&id).unwrap().set_wasm_state(state);
+    let (id, mut ha, mut hb) = setup_with_memory(2 << 20);
     let config = Config::default();
     let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), config);
     let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), config);
@@ -399,7 +388,7 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
     let mut buf = vec![0u8; 3 << 20];
     let mut small = vec![0u8; 4096];
     // Offer; B answers NeedDna; A queues the Transfer at 10 ms.
-    let need_dna = offer_answered(&mut a, &mut ha, &mut b, &mut hb);
+    let need_dna = offer_answered(&mut a, &mut ha, &mut b, &mut hb, 0);
     a.handle_frame(&mut ha, 10, B, &need_dna).unwrap();
     // The Transfer leaves; B holds it (still checking, say) while A's timers run.
     let mut transfer = Vec::new();
@@ -436,7 +425,7 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
     let mut b2: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), config);
     a2.start(&mut ha2, id2).unwrap();
     a2.migrate(&mut ha2, 0, id2, B).unwrap();
-    let need_dna = offer_answered(&mut a2, &mut ha2, &mut b2, &mut hb2);
+    let need_dna = offer_answered(&mut a2, &mut ha2, &mut b2, &mut hb2, 0);
     a2.handle_frame(&mut ha2, 10, B, &need_dna).unwrap();
     let first = a2.poll_transmit(&mut ha2, &mut buf).unwrap().unwrap().len;
     let due = 10 + config.rto_ms + a2.transfer_allowance(first, B);
@@ -457,16 +446,33 @@ fn a_large_transfer_waits_for_its_size_and_the_rate_measured() {
     assert_eq!(a2.stats().retransmits, 2);
 }
 
-/// Takes A's Offer to B at time 0 and returns B's answer.
+/// [`setup`], with `len` bytes of agent memory that do not compress (xorshift).
+fn setup_with_memory(len: usize) -> (AgentId, SnapshotHost, SnapshotHost) {
+    let (id, mut ha, hb) = setup();
+    let mut x = 0x9e37_79b9_u32;
+    let state: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    ha.agents.get_mut(&id).unwrap().set_wasm_state(state);
+    (id, ha, hb)
+}
+
+/// Takes A's Offer to B at `now` and returns B's answer.
 fn offer_answered(
     a: &mut Node<MemJournal<8>, 8>,
     ha: &mut SnapshotHost,
     b: &mut Node<MemJournal<8>, 8>,
     hb: &mut SnapshotHost,
+    now: u64,
 ) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     while let Some(t) = a.poll_transmit(ha, &mut buf).unwrap() {
-        b.handle_frame(hb, 0, A, &buf[..t.len]).unwrap();
+        b.handle_frame(hb, now, A, &buf[..t.len]).unwrap();
     }
     let t = b.poll_transmit(hb, &mut buf).unwrap().unwrap();
     buf[..t.len].to_vec()
@@ -482,31 +488,15 @@ fn a_slow_answerer_cannot_ratchet_the_allowance_up() {
     let config = Config::default();
     let mut a: Node<MemJournal<8>, 8> = Node::new(A, MemJournal::new(), config);
     let mut b: Node<MemJournal<8>, 8> = Node::new(B, MemJournal::new(), config);
-    let (id, mut ha, mut hb) = setup();
-    // Just over the 1 MiB a transfer needs to be measured, of memory that does not compress.
-    let mut x = 0x2545_f491_u32;
-    let state: Vec<u8> = (0..(1 << 20) + (64 << 10))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    ha.agents.get_mut(&id).unwrap().set_wasm_state(state);
+    // Just over the 1 MiB a transfer needs to be measured.
+    let (id, mut ha, mut hb) = setup_with_memory((1 << 20) + (64 << 10));
     a.start(&mut ha, id).unwrap();
     let mut buf = vec![0u8; 3 << 20];
     let mut small = vec![0u8; 4096];
     let mut now = 0;
     for _ in 0..12 {
         a.migrate(&mut ha, now, id, B).unwrap();
-        let answer = {
-            while let Some(t) = a.poll_transmit(&mut ha, &mut buf).unwrap() {
-                b.handle_frame(&mut hb, now, A, &buf[..t.len]).unwrap();
-            }
-            let t = b.poll_transmit(&mut hb, &mut small).unwrap().unwrap();
-            small[..t.len].to_vec()
-        };
+        let answer = offer_answered(&mut a, &mut ha, &mut b, &mut hb, now);
         a.handle_frame(&mut ha, now, B, &answer).unwrap();
         let t = a.poll_transmit(&mut ha, &mut buf).unwrap().unwrap();
         let len = t.len;

@@ -466,8 +466,7 @@ mod fleet_records {
             arch in 0u8..7, battery in 0u8..=100, load in 0u8..=100, free: u32, agents: u32,
             rewind: bool, seq: u64, epoch in 0..=MAX_EPOCH, agent: [u8; 16],
         ) {
-            let arch = [Arch::X86_64, Arch::Aarch64, Arch::Arm, Arch::Riscv32, Arch::Riscv64,
-                Arch::X86, Arch::Xtensa][arch as usize];
+            let arch = Arch::from_tag(arch).unwrap();
             let s = Body::Status(Status {
                 arch, battery_percent: battery, load_percent: load, free_memory_kib: free,
                 agents, capabilities: if rewind { CAN_REWIND } else { 0 },

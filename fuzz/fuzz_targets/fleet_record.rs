@@ -58,14 +58,8 @@ fuzz_target!(|data: &[u8]| {
     let seq = u64::from_le_bytes(take(d));
     let [arch, battery, load, caps] = take::<4>(d);
     let body = if mode % 2 == 1 {
-        let arch = match arch % 8 {
-            0 => Arch::X86_64,
-            1 => Arch::Aarch64,
-            2 => Arch::Arm,
-            3 => Arch::Riscv32,
-            4 => Arch::Riscv64,
-            5 => Arch::X86,
-            _ => Arch::Xtensa,
+        let Some(arch) = Arch::from_tag(arch % 7) else {
+            return;
         };
         Body::Status(Status {
             arch,

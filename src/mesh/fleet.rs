@@ -146,19 +146,6 @@ pub fn node_of(key: &[u8; 32]) -> NodeId {
     NodeId::from_bytes(id)
 }
 
-fn arch_from(b: u8) -> Option<Arch> {
-    Some(match b {
-        0 => Arch::X86_64,
-        1 => Arch::Aarch64,
-        2 => Arch::Arm,
-        3 => Arch::Riscv32,
-        4 => Arch::Riscv64,
-        5 => Arch::X86,
-        6 => Arch::Xtensa,
-        _ => return None,
-    })
-}
-
 /// Writes the record for `body` at `seq`, signed with the 32-byte secret `seed`, into `out`;
 /// its length. `None` when `out` is too short, or a field is out of range (the record would be
 /// refused).
@@ -178,7 +165,7 @@ pub fn sign(seed: &[u8; 32], seq: u64, body: &Body, out: &mut [u8]) -> Option<us
     let b = &mut out[HEADER..len - 64];
     match body {
         Body::Status(s) => {
-            b[0] = s.arch as u8;
+            b[0] = s.arch.tag();
             b[1] = s.battery_percent;
             b[2] = s.load_percent;
             b[4..8].copy_from_slice(&s.free_memory_kib.to_le_bytes());
@@ -211,7 +198,7 @@ fn check_body(kind: u8, b: &[u8]) -> Result<Body, FleetError> {
     let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
     match kind {
         KIND_STATUS => {
-            let arch = arch_from(b[0]).ok_or(FleetError::OutOfRange("architecture"))?;
+            let arch = Arch::from_tag(b[0]).ok_or(FleetError::OutOfRange("architecture"))?;
             if b[1] > 100 {
                 return Err(FleetError::OutOfRange("battery percent"));
             }

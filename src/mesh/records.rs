@@ -78,23 +78,14 @@ pub fn encode_status(s: &NodeStatus) -> [u8; STATUS_LEN] {
         l[1],
         l[2],
         l[3],
-        s.arch as u8,
+        s.arch.tag(),
     ]
 }
 
 /// Decodes a status payload.
 pub fn decode_status(b: &[u8]) -> Result<NodeStatus, WireError> {
     let b: &[u8; STATUS_LEN] = b.try_into().map_err(|_| WireError::BadStatus)?;
-    let arch = match b[5] {
-        0 => Arch::X86_64,
-        1 => Arch::Aarch64,
-        2 => Arch::Arm,
-        3 => Arch::Riscv32,
-        4 => Arch::Riscv64,
-        5 => Arch::X86,
-        6 => Arch::Xtensa,
-        _ => return Err(WireError::BadStatus),
-    };
+    let arch = Arch::from_tag(b[5]).ok_or(WireError::BadStatus)?;
     if b[0] > 100 {
         return Err(WireError::BadStatus);
     }

@@ -25,10 +25,7 @@ impl PublicKey {
     /// The node id this key speaks for: the first 16 bytes of the SHA-256 of the key, so a
     /// node cannot claim an id without holding the key.
     pub fn node_id(&self) -> NodeId {
-        let d = crate::sha256(&self.0);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&d[..16]);
-        NodeId::from_bytes(id)
+        crate::mesh::fleet::node_of(&self.0)
     }
 
     /// Parses 64 hexadecimal digits.
