@@ -407,6 +407,13 @@ fn saved_agent(
                 saved.waiting,
                 saved.unacked
             );
+            if let Some(call) = &saved.call {
+                let _ = writeln!(
+                    out,
+                    "  waiting in the middle of a call to {} (unwound frames {} bytes at {})",
+                    call.export, call.buffer.len, call.buffer.start
+                );
+            }
             transformed(a.dna().binary(), out);
             true
         }

@@ -13,6 +13,10 @@
 //!   or the `cap` bytes at `ptr` outside the memory) or a message longer than `cap` (it stays in
 //!   the mailbox).
 //!
+//! [`link_blocking`] adds `mesh.recv_wait` (a receive that suspends the call while the mailbox
+//! is empty) and `mesh.yield` (a yield point for preemption), for modules transformed for
+//! mid-call capture; [`Cells`](super::cells::Cells) links them for every agent.
+//!
 //! The agent's module must define a memory (agents started by `crate::runtime` have it
 //! exported for them). What `Mailbox` does with a message —
 //! numbering it and keeping it until the mesh acknowledges it ([`AgentHost::outgoing`]) — is
@@ -21,6 +25,7 @@
 //! [`AgentHost::outgoing`]: super::AgentHost::outgoing
 
 use super::frame::MAX_MESSAGE_LEN;
+use crate::runtime::midcall::{self, MidCall, Suspendable};
 use crate::runtime::Imports;
 use crate::AgentId;
 use wasmi::{Caller, Extern};
@@ -55,10 +60,15 @@ pub enum Received {
 /// An agent's [`Inbox`](super::Inbox), shared between its live instance (as the store data the
 /// host functions see) and its host (which delivers into it and reads its outbox), with the
 /// limits the host allows the agent.
+///
+/// It also holds the agent's mid-call state ([`Suspendable`]), for [`link_blocking`]'s imports,
+/// and the fuel below which `mesh.yield` suspends the call.
 #[derive(Debug, Clone, Default)]
 pub struct SharedInbox {
     inbox: alloc::rc::Rc<core::cell::RefCell<super::Inbox>>,
     limits: super::InboxLimits,
+    mid: MidCall,
+    preempt_below: u64,
 }
 
 impl SharedInbox {
@@ -67,7 +77,22 @@ impl SharedInbox {
         SharedInbox {
             inbox: alloc::rc::Rc::new(core::cell::RefCell::new(inbox)),
             limits,
+            mid: MidCall::default(),
+            preempt_below: 0,
         }
+    }
+
+    /// `mesh.yield` suspends the call when less than `fuel` units of the call's fuel are left
+    /// (0, the default: it never does).
+    pub fn preempt_below(mut self, fuel: u64) -> Self {
+        self.preempt_below = fuel;
+        self
+    }
+
+    /// Whether the agent is suspended in `mesh.recv_wait` (as opposed to a yield point): it
+    /// continues only once a message is in its mailbox. Meaningful while a call is suspended.
+    pub fn waits_for_mail(&self) -> bool {
+        self.mid.host_state() == WAIT_STATE
     }
 
     /// The inbox, to read.
@@ -102,6 +127,30 @@ impl SharedInbox {
     /// [`Inbox::withdraw`](super::Inbox::withdraw) on the shared inbox.
     pub fn withdraw(&self, sender: AgentId, stream: super::Stream, seq: u64) -> bool {
         self.inbox.borrow_mut().withdraw(sender, stream, seq)
+    }
+}
+
+impl Suspendable for SharedInbox {
+    fn mid_call(&mut self) -> &mut MidCall {
+        &mut self.mid
+    }
+}
+
+/// What `mesh.recv_wait` keeps with a call it suspended (the import's host-side state): a
+/// yield point keeps [`YIELD_STATE`].
+pub const WAIT_STATE: &[u8] = b"recv_wait";
+/// What `mesh.yield` keeps with a call it suspended.
+pub const YIELD_STATE: &[u8] = b"yield";
+
+/// The store data [`link_blocking`]'s imports need: a [`Mailbox`] that can suspend a call.
+pub trait Blocking: Mailbox + Suspendable {
+    /// Fuel below which `mesh.yield` suspends the call (0: never).
+    fn preempt_below(&self) -> u64;
+}
+
+impl Blocking for SharedInbox {
+    fn preempt_below(&self) -> u64 {
+        self.preempt_below
     }
 }
 
@@ -173,38 +222,94 @@ pub fn link<T: Mailbox + 'static>(linker: &mut Imports<'_, T>) -> Result<(), was
     linker.func_wrap(
         "mesh",
         "recv",
-        |mut caller: Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i32| -> i32 {
-            let Some(mem) = memory(&caller) else {
-                return -2;
-            };
-            let (Some((fp, _)), Some((p, c))) = (range(from_ptr, 16), range(ptr, cap)) else {
-                return -2;
-            };
-            // The whole buffer must lie in the agent's memory before a message is taken: a write
-            // that failed afterwards would lose it.
-            let size = mem.data_size(&caller);
-            if fp.checked_add(16).is_none_or(|e| e > size)
-                || p.checked_add(c).is_none_or(|e| e > size)
-            {
-                return -2;
-            }
-            // Taken straight into the agent's memory (both ranges were checked above).
-            let room = c.min(MAX_MESSAGE_LEN);
-            let (data, mailbox) = mem.data_and_store_mut(&mut caller);
-            let (from, n) = match mailbox.recv(&mut data[p..p + room]) {
-                Received::Empty => return -1,
-                Received::TooLong => return -2,
-                Received::Message { from, len } if len <= room => (from, len),
-                Received::Message { .. } => return -2,
-            };
-            // The sender's id, then the message over it where the two overlap (the order the
-            // agent has always seen: a copy re-applying a logged call must read the same).
-            for (i, b) in from.as_bytes().iter().enumerate() {
-                if !(p..p + n).contains(&(fp + i)) {
-                    data[fp + i] = *b;
+        |mut caller: Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i32| {
+            recv(&mut caller, from_ptr, ptr, cap)
+        },
+    )?;
+    Ok(())
+}
+
+/// `mesh.recv`: -1 when the mailbox is empty (see the module documentation).
+fn recv<T: Mailbox>(caller: &mut Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i32) -> i32 {
+    let Some(mem) = memory(caller) else {
+        return -2;
+    };
+    let (Some((fp, _)), Some((p, c))) = (range(from_ptr, 16), range(ptr, cap)) else {
+        return -2;
+    };
+    // The whole buffer must lie in the agent's memory before a message is taken: a write
+    // that failed afterwards would lose it.
+    let size = mem.data_size(&*caller);
+    if fp.checked_add(16).is_none_or(|e| e > size) || p.checked_add(c).is_none_or(|e| e > size) {
+        return -2;
+    }
+    // Taken straight into the agent's memory (both ranges were checked above).
+    let room = c.min(MAX_MESSAGE_LEN);
+    let (data, mailbox) = mem.data_and_store_mut(&mut *caller);
+    let (from, n) = match mailbox.recv(&mut data[p..p + room]) {
+        Received::Empty => return -1,
+        Received::TooLong => return -2,
+        Received::Message { from, len } if len <= room => (from, len),
+        Received::Message { .. } => return -2,
+    };
+    // The sender's id, then the message over it where the two overlap (the order the
+    // agent has always seen: a copy re-applying a logged call must read the same).
+    for (i, b) in from.as_bytes().iter().enumerate() {
+        if !(p..p + n).contains(&(fp + i)) {
+            data[fp + i] = *b;
+        }
+    }
+    n as i32
+}
+
+/// [`link`]'s imports and two more that suspend the call in the middle, for modules that went
+/// through the deploy-time transform (`runtime::transform`, with these imports as its
+/// unwinding ones; `runtime::midcall`):
+///
+/// - `mesh.recv_wait(from_ptr: i32, ptr: i32, cap: i32) -> i32`: `mesh.recv` that never
+///   returns -1: while the mailbox is empty it suspends the call, which the host continues
+///   (`LiveAgent::resume_call`) once a message has arrived, here or on another node.
+/// - `mesh.yield()`: a yield point; suspends the call when less than
+///   [`Blocking::preempt_below`] units of its fuel are left, so that a long computation is
+///   continued by the next call of the host instead of failing with `OutOfFuel` (and can be
+///   moved in the middle).
+///
+/// In a module that was not transformed, both fail the call (a trap) instead of suspending.
+pub fn link_blocking<T: Blocking + 'static>(
+    linker: &mut Imports<'_, T>,
+) -> Result<(), wasmi::Error> {
+    link(linker)?;
+    linker.func_wrap(
+        "mesh",
+        "recv_wait",
+        |mut caller: Caller<'_, T>,
+         from_ptr: i32,
+         ptr: i32,
+         cap: i32|
+         -> Result<i32, wasmi::Error> {
+            // A rewind that ends here takes the message it waited for, as a first call would.
+            midcall::enter(&mut caller)?;
+            match recv(&mut caller, from_ptr, ptr, cap) {
+                -1 => {
+                    midcall::suspend(&mut caller, WAIT_STATE)?;
+                    Ok(0) // never seen: the call unwinds
                 }
+                n => Ok(n),
             }
-            n as i32
+        },
+    )?;
+    linker.func_wrap(
+        "mesh",
+        "yield",
+        |mut caller: Caller<'_, T>| -> Result<(), wasmi::Error> {
+            if midcall::enter(&mut caller)?.is_some() {
+                return Ok(()); // resumed here: go on
+            }
+            let reserve = caller.data().preempt_below();
+            if reserve > 0 && midcall::fuel_below(&caller, reserve) {
+                midcall::suspend(&mut caller, YIELD_STATE)?;
+            }
+            Ok(())
         },
     )?;
     Ok(())

@@ -14,6 +14,7 @@ use crate::migration::{
     Admitted, DecodeLimits, DecodeOptions, DnaMap, DnaStore, Ed25519Signer, EpochJournal,
     FileEpochJournal, MigrationSnapshot, SnapshotSigner, TrustList,
 };
+use crate::runtime::midcall::SuspendedCall;
 use crate::runtime::{Runtime, Val};
 use crate::storage::{write_durable, FileLog, Log};
 use crate::{Agent, AgentId, Dna, LocalKey, NodeId, StoreError};
@@ -47,6 +48,8 @@ pub struct SavedAgent {
     pub waiting: usize,
     /// Messages it sent that were not acknowledged yet.
     pub unacked: usize,
+    /// The call it was saved in the middle of, if it was waiting in one (`runtime::midcall`).
+    pub call: Option<SuspendedCall>,
 }
 
 /// WebAssembly agents on disk, sealed to this node, signed on the wire: [`Cells`] with
@@ -813,9 +816,23 @@ impl WasmHost {
         self.save(agent).map_err(|e| format!("save: {e}"))
     }
 
-    /// An agent's `stats` export, if it runs here and has one.
+    /// An agent's `stats` export, if it runs here and has one. An agent waiting in the middle
+    /// of a call takes no other call: its stats are then its exported `i32` globals
+    /// `received`, `last` and `out_of_order`, if it has them.
     pub fn stats(&mut self, agent: AgentId) -> Option<AgentStats> {
-        let v = self.live_mut(agent)?.call("stats", &[]).ok()?;
+        let live = self.live_mut(agent)?;
+        if live.is_suspended_in_call() {
+            let g = |name| match live.global(name) {
+                Some(Val::I32(v)) => Some(v),
+                _ => None,
+            };
+            return Some(AgentStats {
+                received: g("received")?,
+                last: g("last")?,
+                out_of_order: g("out_of_order")?,
+            });
+        }
+        let v = live.call("stats", &[]).ok()?;
         match v[..] {
             [Val::I32(received), Val::I32(last), Val::I32(out_of_order)] => Some(AgentStats {
                 received,
@@ -844,11 +861,17 @@ impl WasmHost {
         let s = MigrationSnapshot::deserialize_sealed(bytes, &opts, key)?;
         let epoch = s.route().map_or(0, |r| r.epoch);
         let inbox = Inbox::decode(s.inbox().unwrap_or_default())?;
+        let (agent, call) = s.into_agent_with_call()?;
+        let call = call
+            .map(|c| SuspendedCall::from_bytes(&c))
+            .transpose()
+            .map_err(crate::CellError::ExecutionFailed)?;
         Ok(SavedAgent {
-            agent: s.into_agent()?,
+            agent,
             epoch,
             waiting: inbox.waiting(),
             unacked: inbox.unacked(),
+            call,
         })
     }
 }

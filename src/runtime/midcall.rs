@@ -166,6 +166,12 @@ impl MidCall {
         self.buffer
     }
 
+    /// The host-side state the suspending import gave [`suspend`] (empty once [`enter`] has
+    /// handed it back).
+    pub fn host_state(&self) -> &[u8] {
+        &self.host_state
+    }
+
     /// Whether a rewind is on its way to the import that suspended.
     pub fn is_rewinding(&self) -> bool {
         self.rewinding
@@ -451,6 +457,19 @@ impl<T: Suspendable> LiveAgent<T> {
             buffer: mid.buffer?,
             host_state: mid.host_state.clone(),
         })
+    }
+
+    /// The suspended call encoded as a snapshot's call section ([`SuspendedCall::to_bytes`]),
+    /// or `None` between calls: give it to
+    /// [`snapshot_with_call_at`](Self::snapshot_with_call_at).
+    pub fn call_bytes(&mut self) -> Result<Option<Vec<u8>>, CellError> {
+        match self.call_to_carry()? {
+            Some(c) => c
+                .to_bytes()
+                .map(Some)
+                .ok_or(failed(ExecutionError::BadSuspendedCall)),
+            None => Ok(None),
+        }
     }
 
     /// The suspended call, or `None` between calls; a call recorded without its buffer (which

@@ -83,6 +83,11 @@ impl Runtime {
         }
     }
 
+    /// The fuel every call gets.
+    pub fn fuel_per_call(&self) -> u64 {
+        self.fuel_per_call
+    }
+
     /// The engine configuration every runtime uses: wasmi's default WebAssembly features (with
     /// `simd` when the crate feature is on) and fuel metering. Exposed so that tests can compare
     /// with a plain wasmi engine of the same features.

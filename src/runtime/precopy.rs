@@ -10,7 +10,7 @@
 //!   the receiver, which staged the first snapshot in an instance, applies them in place with
 //!   [`LiveAgent::apply_delta`], hashing only those chunks.
 
-use super::midcall::SuspendedCall;
+use super::midcall::{Suspendable, SuspendedCall};
 use super::{failed, to_global_value, Imports, LiveAgent, Runtime};
 use crate::globals::Globals;
 use crate::migration::snapshot::{assemble, resolve_dna};
@@ -55,6 +55,30 @@ impl<T> LiveAgent<T> {
     ) -> Result<MigrationSnapshot<&[u8]>, CellError> {
         self.refuse_suspended()?;
         self.snapshot_state_at(source_node, unix_secs)
+    }
+
+    /// [`snapshot_at`](Self::snapshot_at) that also works while a call is suspended: `call` is
+    /// the call's encoding ([`call_bytes`](Self::call_bytes)), carried as the snapshot's call
+    /// section, and must be given exactly when a call is suspended
+    /// ([`ExecutionError::CallSuspended`] without it, [`ExecutionError::NotSuspended`] with one
+    /// between calls): a snapshot never holds unwound frames without the call that resumes them.
+    pub fn snapshot_with_call_at<'a>(
+        &'a self,
+        source_node: Option<NodeId>,
+        unix_secs: u64,
+        call: Option<&'a [u8]>,
+    ) -> Result<MigrationSnapshot<&'a [u8]>, CellError> {
+        match (self.interrupted.is_some(), call) {
+            (true, None) => Err(failed(ExecutionError::CallSuspended)),
+            (false, Some(_)) => Err(failed(ExecutionError::NotSuspended)),
+            (_, None) => self.snapshot_state_at(source_node, unix_secs),
+            (_, Some(c)) => Ok(self.snapshot_state_at(source_node, unix_secs)?.with_call(c)),
+        }
+    }
+
+    /// The instance's linear memory as it is now (empty without one), suspended call or not.
+    pub fn memory_bytes(&self) -> &[u8] {
+        self.memory.map_or(&[][..], |m| m.data(&self.store))
     }
 
     /// [`snapshot_at`](Self::snapshot_at), suspended call or not (the caller carries it).
@@ -262,17 +286,50 @@ impl Runtime {
         host: T,
         link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
     ) -> Result<(LiveAgent<T>, MemoryDigests), CellError> {
-        let p = wire::parse(bytes, &opts.limits)?;
-        if p.call.is_some() {
-            return Err(DecodeError::CallNotTaken.into());
+        let (live, digests, _) = self.stage_inner(bytes, opts, host, link, false)?;
+        Ok((live, digests))
+    }
+
+    /// [`stage`](Self::stage) that also takes a snapshot captured while a call was suspended:
+    /// its call section is decoded (a malformed one refused) before the instance is made, and
+    /// taken over with [`LiveAgent::restore_call`] once memory and globals are written. The
+    /// agent is `Migrating`; once it is `Running`, [`LiveAgent::resume_call`] continues the
+    /// call. A snapshot without a call section is staged as by `stage`.
+    pub fn stage_with_call<T: Suspendable>(
+        &self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        host: T,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
+    ) -> Result<(LiveAgent<T>, MemoryDigests), CellError> {
+        let (mut live, digests, call) = self.stage_inner(bytes, opts, host, link, true)?;
+        if let Some(call) = call {
+            live.restore_call(call)?;
         }
+        Ok((live, digests))
+    }
+
+    fn stage_inner<T>(
+        &self,
+        bytes: &[u8],
+        opts: &DecodeOptions<'_>,
+        host: T,
+        link: impl FnOnce(&mut Imports<'_, T>) -> Result<(), wasmi::Error>,
+        with_call: bool,
+    ) -> Result<(LiveAgent<T>, MemoryDigests, Option<SuspendedCall>), CellError> {
+        let p = wire::parse(bytes, &opts.limits)?;
+        let call = match (p.call, with_call) {
+            (None, _) => None,
+            (Some(_), false) => return Err(DecodeError::CallNotTaken.into()),
+            (Some(c), true) => Some(SuspendedCall::from_bytes(c).map_err(failed)?),
+        };
         if p.flags & wire::STATE_FLAGS != 0 {
             let (snapshot, digests) = MigrationSnapshot::deserialize_with_digests(bytes, opts)?;
-            // Migrating, as restored.
-            let agent = snapshot.into_agent()?;
+            // Migrating, as restored (the call section, decoded above, is taken by the caller).
+            let (agent, _) = snapshot.into_agent_with_call()?;
             let (mut live, _) = self.instantiate(agent, host, link)?;
             live.write_back()?;
-            return Ok((live, digests));
+            return Ok((live, digests, call));
         }
         let dna = resolve_dna(&p, opts.dna_store)?;
         let state = p.state;
@@ -280,7 +337,7 @@ impl Runtime {
         let commit = p.commit;
         // The agent without its memory: the memory goes into the instance, once.
         let view = assemble(p, dna, &[][..]);
-        let agent = view.to_owned_snapshot().into_agent()?;
+        let (agent, _) = view.to_owned_snapshot().into_agent_with_call()?;
         let globals = crate::globals::collect(view.globals())?;
         let (mut live, _) = self.instantiate(agent, host, link)?;
         let mut digests = chunks::digest_vec(state.len(), opts.limits.max_wasm_state)?;
@@ -298,6 +355,6 @@ impl Runtime {
             wire::check_digest(Digested::Memory, &root, &digests.root_by(commit))?;
         }
         live.set_globals(&globals)?;
-        Ok((live, digests))
+        Ok((live, digests, call))
     }
 }

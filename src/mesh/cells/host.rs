@@ -45,7 +45,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         }
         // Refused before the gate too, so the epoch is not used up and the source may offer
         // the agent elsewhere.
-        if c.section(SECTION_CALL).is_some() {
+        if c.section(SECTION_CALL).is_some() && !self.mid_call {
             return Err(Refusal::SuspendedCall);
         }
         let inbox = Inbox::decode(c.section(SECTION_INBOX).ok_or(Refusal::NoInbox)?)
@@ -62,10 +62,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         };
         // Decoded straight into a new instance (memory checked against its digests, DNA against
         // its hash): one copy of the memory.
-        let inbox_host = SharedInbox::new(inbox, self.inbox_limits);
-        let (live, digests) = self
+        let inbox_host = self.shared(inbox);
+        let (mut live, digests) = self
             .rt
-            .stage(bytes, &opts, inbox_host, wasm::link)
+            .stage_with_call(bytes, &opts, inbox_host, wasm::link_blocking)
             .map_err(Refusal::Container)?;
         self.gate
             .admitted(bytes, &self.limits)
@@ -77,8 +77,9 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             .keep_dna(live.agent().dna())
             .map_err(Refusal::Keep)?;
         if self.keeper.keeps_state() {
+            let call = live.call_bytes().map_err(Refusal::Runtime)?;
             let snapshot = live
-                .snapshot_at(Some(self.node), self.gate.now())
+                .snapshot_with_call_at(Some(self.node), self.gate.now(), call.as_deref())
                 .map_err(Refusal::Runtime)?;
             let inbox = live.host().get();
             self.keeper
@@ -88,11 +89,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         // The memory as it came: the base of a delta when the agent goes back.
         let base = match self.send_delta {
             true => {
-                let memory = live
-                    .snapshot_at(None, 0)
-                    .map_err(Refusal::Runtime)?
-                    .wasm_state()
-                    .to_vec();
+                let memory = live.memory_bytes().to_vec();
                 Some(Base { memory, digests })
             }
             false => None,

@@ -24,6 +24,10 @@ pub struct Saved {
     pub epoch: u64,
     /// What happened to it after it was saved, in order (empty for a prepared copy).
     pub events: Vec<Event>,
+    /// The call it was saved in the middle of (the container's call section,
+    /// `runtime::midcall::SuspendedCall::to_bytes`), if it was waiting in one: the host takes
+    /// it over before anything else runs.
+    pub call: Option<Vec<u8>>,
 }
 
 /// Why a [`Keeper`] failed.
@@ -117,12 +121,13 @@ pub(crate) fn open_copy(
     }
     let inbox =
         Inbox::decode(s.inbox().unwrap_or_default()).map_err(|e| KeepError::Refused(e.into()))?;
-    let agent = s.into_agent().map_err(KeepError::Refused)?;
+    let (agent, call) = s.into_agent_with_call().map_err(KeepError::Refused)?;
     Ok(Saved {
         agent,
         inbox,
         epoch: route.epoch,
         events: Vec::new(),
+        call,
     })
 }
 
@@ -300,15 +305,16 @@ impl MemKeeper {
         agent: &MigrationSnapshot<&[u8]>,
         inbox: &Inbox,
     ) -> Result<Saved, KeepError> {
-        let agent = agent
+        let (agent, call) = agent
             .to_owned_snapshot()
-            .into_agent()
+            .into_agent_with_call()
             .map_err(KeepError::Refused)?;
         Ok(Saved {
             agent,
             inbox: inbox.clone(),
             epoch,
             events: Vec::new(),
+            call,
         })
     }
 }

@@ -43,8 +43,9 @@ pub use keeper::{Gate, KeepError, Keeper, MemKeeper, NoKeeper, Open, Saved};
 use super::wasm::{self, SharedInbox};
 use super::{Delivery, HostRefusal, Inbox, InboxLimits, Journal, MeshError, Node, Phase};
 use crate::migration::{DecodeLimits, EncodeOptions, MemoryDigests, Route, StateEncoding};
+use crate::runtime::midcall::{Completion, SuspendedCall};
 use crate::runtime::{LiveAgent, Runtime, Val};
-use crate::{Agent, AgentId, AgentState, CellError, NodeId};
+use crate::{Agent, AgentId, AgentState, CellError, ExecutionError, NodeId};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
@@ -213,6 +214,15 @@ pub struct Cells<K: Keeper, G: Gate = Open> {
     /// `checkpoint_every`. The QUIC node's host sets it; default off (a board's flash holds
     /// its copies and the events between them: the count bounds them).
     pub checkpoint_by_size: bool,
+    /// Whether this host takes agents captured in the middle of a call (a container with a
+    /// call section: `runtime::midcall`), and continues them where they stopped. Default yes.
+    /// A host that says no refuses them with [`Refusal::SuspendedCall`] before its gate
+    /// records the epoch, so the source can offer the agent elsewhere.
+    pub mid_call: bool,
+    /// `mesh.yield` suspends a call when less fuel than this is left (see
+    /// [`wasm::link_blocking`]); default a tenth of the runtime's fuel per call. Agents started
+    /// or resumed from now on.
+    pub preempt_below: u64,
     duplicates: u64,
     problems: VecDeque<Problem>,
     dropped_problems: u64,
@@ -237,6 +247,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     /// `gate`, accepts containers within `limits`, gives each agent's inbox the default
     /// [`InboxLimits`].
     pub fn new(node: NodeId, rt: Runtime, keeper: K, gate: G, limits: DecodeLimits) -> Self {
+        let preempt_below = rt.fuel_per_call() / 10;
         Cells {
             node,
             rt,
@@ -255,6 +266,8 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             keep_sent_base: false,
             checkpoint_every: CHECKPOINT_EVERY,
             checkpoint_by_size: false,
+            mid_call: true,
+            preempt_below,
             duplicates: 0,
             problems: VecDeque::new(),
             dropped_problems: 0,
@@ -322,11 +335,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.keeper.keep_dna(agent.dna()).map_err(Refusal::Keep)?;
         let live = self
             .rt
-            .start(
-                agent,
-                SharedInbox::new(inbox, self.inbox_limits),
-                wasm::link,
-            )
+            .start(agent, self.shared(inbox), wasm::link_blocking)
             .map_err(Refusal::Runtime)?;
         self.live.insert(
             id,
@@ -375,9 +384,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         };
         r.events = 0;
         r.event_bytes = 0;
+        let call = r.live.call_bytes().map_err(Refusal::Runtime)?;
         let snapshot = r
             .live
-            .snapshot_at(Some(self.node), self.gate.now())
+            .snapshot_with_call_at(Some(self.node), self.gate.now(), call.as_deref())
             .map_err(Refusal::Runtime)?;
         r.saved_len = snapshot.wasm_state().len() as u64;
         let inbox = r.live.host().get();
@@ -545,19 +555,55 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     /// arguments and checks that it returns the same value ([`Refusal::Diverged`] otherwise):
     /// the export must be a function of the agent's state and mailbox (the `mesh` imports
     /// are), and a call that returns 0 must not change the agent.
+    ///
+    /// **Mid-call.** An agent whose module went through the deploy-time transform may suspend
+    /// its call in `mesh.recv_wait` or `mesh.yield` ([`wasm::link_blocking`]): then `export`
+    /// is not called again; each tick continues the suspended call instead (at once after a
+    /// yield point, after `mesh.recv_wait` only once a message is waiting), and counts 1 for it.
+    /// So a `tick` export may be the agent's whole life, `loop { recv_wait(); handle() }`. A
+    /// call that suspends or is continued is saved whole with its call (the container's call
+    /// section), never logged as an event: a restart continues the saved call.
     pub fn tick(&mut self, export: &str, args: &[Val]) -> u64 {
         let ids: Vec<AgentId> = self.live.keys().copied().collect();
         let mut total = 0;
         for id in ids {
-            let n = match self.live.get_mut(&id).map(|r| r.live.call(export, args)) {
-                Some(Ok(v)) => event::first_i32(&v),
-                Some(Err(_)) => {
+            let Some(r) = self.live.get_mut(&id) else {
+                continue;
+            };
+            if r.live.is_suspended_in_call() {
+                // Continued, not called again: at once after a yield point, and after
+                // `mesh.recv_wait` once a message is waiting.
+                if r.live.host().waits_for_mail() && r.live.host().get().peek().is_none() {
+                    continue;
+                }
+                let _ = r.live.resume_call();
+                // Saved whole, returned, suspended again or failed: a resumed call is not an
+                // event a restart could apply again (it continues frames, not an export).
+                let _ = self.save(id);
+                total += 1;
+                continue;
+            }
+            let n = match r.live.run(export, args) {
+                Ok(Completion::Returned(v)) => event::first_i32(&v),
+                // Suspended in the middle: the agent changed (it may have received, and its
+                // frames are in its memory); saved whole, with its call.
+                Ok(Completion::Suspended) => {
+                    let _ = self.save(id);
+                    total += 1;
+                    continue;
+                }
+                // Refused before any of the agent's code ran: nothing changed.
+                Err(CellError::ExecutionFailed(
+                    ExecutionError::MissingExport
+                    | ExecutionError::WrongArguments
+                    | ExecutionError::NotRunning { .. },
+                )) => continue,
+                Err(_) => {
                     // A trap or the fuel running out may come after the call changed the
                     // agent (sent, received): what it left is saved whole, not replayed.
                     let _ = self.save(id);
                     continue;
                 }
-                None => 0,
             };
             if n > 0 {
                 total += n as u64;
@@ -638,10 +684,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         for s in self.stopped.values() {
             let need = match (&s.by_reference, &s.with_dna) {
                 (None, None) => {
-                    let memory = s
-                        .live
-                        .snapshot_at(None, 0)
-                        .map_or(0, |v| v.wasm_state().len());
+                    let memory = s.live.memory_bytes().len();
                     let inbox = s.live.host().get().to_bytes().len();
                     memory + memory / 4096 * 16 + s.live.agent().dna().size() + inbox + 4096
                 }
@@ -655,10 +698,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     /// The size of the linear memory of an agent running here.
     pub fn memory_len(&self, agent: AgentId) -> Option<usize> {
         let r = self.live.get(&agent)?;
-        r.live
-            .snapshot_at(None, 0)
-            .ok()
-            .map(|s| s.wasm_state().len())
+        Some(r.live.memory_bytes().len())
     }
 
     /// Takes an agent running here out of its instance, lets `f` change it (its memory, for a
@@ -745,6 +785,13 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     /// A copy the keeper gave back, resumed, with the events logged after it applied again.
     pub(crate) fn resume_saved(&self, saved: Saved) -> Result<LiveAgent<SharedInbox>, Refusal> {
         let mut live = self.resume(saved.agent, saved.inbox)?;
+        if let Some(call) = saved.call {
+            // The call it was saved in: taken over before the events after it (deliveries and
+            // acknowledgements: a call suspended is continued by the host, and saved whole).
+            let call = SuspendedCall::from_bytes(&call)
+                .map_err(|e| Refusal::Runtime(CellError::ExecutionFailed(e)))?;
+            live.restore_call(call).map_err(Refusal::Runtime)?;
+        }
         for (index, e) in saved.events.iter().enumerate() {
             e.apply(&mut live)
                 .map_err(|why| Refusal::Diverged { index, why })?;
@@ -758,12 +805,14 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         inbox: Inbox,
     ) -> Result<LiveAgent<SharedInbox>, Refusal> {
         self.rt
-            .resume(
-                agent,
-                SharedInbox::new(inbox, self.inbox_limits),
-                wasm::link,
-            )
+            .resume(agent, self.shared(inbox), wasm::link_blocking)
             .map_err(Refusal::Runtime)
+    }
+
+    /// The store data of an agent of this host: its inbox within the host's limits, and the
+    /// host's preemption reserve.
+    pub(crate) fn shared(&self, inbox: Inbox) -> SharedInbox {
+        SharedInbox::new(inbox, self.inbox_limits).preempt_below(self.preempt_below)
     }
 
     /// The container of a stopped agent for its route, captured once per route and variant.
@@ -785,7 +834,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 return Err(Refusal::Keep(KeepError::WrongEpoch { found: saved }));
             }
         }
-        let s = self.stopped.get(&agent).ok_or(Refusal::NotStopped)?;
+        let s = self.stopped.get_mut(&agent).ok_or(Refusal::NotStopped)?;
         let cached = match with_dna {
             true => &s.with_dna,
             false => &s.by_reference,
@@ -793,9 +842,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         if !matches!(cached, Some((r, _)) if *r == route) {
             let base = self.bases.get(&agent).filter(|_| send_delta);
             let inbox = s.live.host().get().to_bytes();
+            let call = s.live.call_bytes().map_err(Refusal::Runtime)?;
             let snapshot = s
                 .live
-                .snapshot_at(Some(node), now)
+                .snapshot_with_call_at(Some(node), now, call.as_deref())
                 .map_err(Refusal::Runtime)?
                 .with_route(route)
                 .with_inbox(&inbox[..]);
@@ -827,11 +877,7 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     }
 
     fn memory_of(live: &LiveAgent<SharedInbox>) -> Result<Base, Refusal> {
-        let memory = live
-            .snapshot_at(None, 0)
-            .map_err(Refusal::Runtime)?
-            .wasm_state()
-            .to_vec();
+        let memory = live.memory_bytes().to_vec();
         let digests = MemoryDigests::of(&memory);
         Ok(Base { memory, digests })
     }

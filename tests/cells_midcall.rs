@@ -1,0 +1,335 @@
+//! `Cells`, the node's agent host, running agents in the middle of a call (feature
+//! `transform`: the modules go through the deploy-time Asyncify transform, which needs
+//! Binaryen's `wasm-opt`): an agent whose `tick` export is its whole life,
+//! `loop { recv_wait(); handle() }`, waits in the middle of that call for mail, crosses to
+//! another host, survives a restart there and goes on with the frames it had; a CPU-bound
+//! agent is preempted at its yield points, moved twice in the middle of its loop and ends with
+//! the unmoved result. A host that does not take such agents refuses them before its gate
+//! records the epoch, and a call section that does not fit the memory is refused.
+
+use mielin_cells::mesh::cells::{Cells, Gate, MemKeeper, Open, Refusal};
+use mielin_cells::mesh::{AgentHost, Delivery, HostRefusal, Inbox, MeshError, Stream};
+use mielin_cells::migration::{DecodeLimits, EncodeOptions, Route};
+use mielin_cells::runtime::midcall::{SuspendedCall, UnwindBuffer};
+use mielin_cells::runtime::transform::{transform, TransformOptions};
+use mielin_cells::runtime::{Runtime, Val};
+use mielin_cells::{Agent, AgentId, CellError, Dna, NodeId};
+
+const A: NodeId = NodeId::from_bytes([0xa; 16]);
+const B: NodeId = NodeId::from_bytes([0xb; 16]);
+const AGENT: AgentId = AgentId::from_bytes([7; 16]);
+const SENDER: AgentId = AgentId::from_bytes([8; 16]);
+const STREAM: Stream = [3; 16];
+
+/// `tick` never returns: it waits for a message, folds its first byte into a local (which lives
+/// only in the call's frame, so it survives a move only if the frame does), and publishes the
+/// fold and the count in globals.
+const WAITER: &str = r#"(module
+  (import "mesh" "recv_wait" (func $wait (param i32 i32 i32) (result i32)))
+  (memory 1)
+  (global $count (export "count") (mut i32) (i32.const 0))
+  (global $fold (export "fold") (mut i64) (i64.const 0))
+  (func (export "tick") (result i32)
+    (local $acc i64)
+    (loop $forever
+      (drop (call $wait (i32.const 0) (i32.const 16) (i32.const 64)))
+      (local.set $acc (i64.add (i64.mul (local.get $acc) (i64.const 31))
+                               (i64.load8_u (i32.const 16))))
+      (global.set $fold (local.get $acc))
+      (global.set $count (i32.add (global.get $count) (i32.const 1)))
+      (br $forever))
+    (i32.const 0)))"#;
+
+/// 1,000 outer iterations of 1,000 xorshift steps, with a yield point at the outer loop's head;
+/// the result and the counter live in locals until the end.
+const CRUNCH: &str = r#"(module
+  (import "mesh" "yield" (func $yield))
+  (memory 1)
+  (global $result (export "result") (mut i64) (i64.const 0))
+  (global $done (export "done") (mut i32) (i32.const 0))
+  (func (export "tick") (result i32)
+    (local $x i64) (local $i i32) (local $j i32)
+    (if (global.get $done) (then (return (i32.const 0))))
+    (local.set $x (i64.const 0x1234567887654321))
+    (block $out
+      (loop $outer
+        (br_if $out (i32.ge_u (local.get $i) (i32.const 1000)))
+        (call $yield)
+        (local.set $j (i32.const 0))
+        (loop $inner
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $outer)))
+    (global.set $result (local.get $x))
+    (global.set $done (i32.const 1))
+    (i32.const 1)))"#;
+
+fn transformed(wat: &str, import: &str) -> Vec<u8> {
+    let wasm = wat::parse_str(wat).unwrap();
+    transform(&wasm, &TransformOptions::new(&[("mesh", import)])).expect("wasm-opt (binaryen)")
+}
+
+fn host(node: NodeId, keeper: MemKeeper, fuel: u64) -> Cells<MemKeeper, Open> {
+    Cells::new(
+        node,
+        Runtime::new(fuel),
+        keeper,
+        Open,
+        DecodeLimits::default(),
+    )
+}
+
+fn started(wasm: &[u8], fuel: u64) -> Cells<MemKeeper, Open> {
+    let mut a = host(A, MemKeeper::new(), fuel);
+    let agent = Agent::with_id(AGENT, Dna::new(wasm.to_vec()).unwrap());
+    a.start(agent, Inbox::with_secret([1; 16])).unwrap();
+    a
+}
+
+/// An exported global's value (`i32` or `i64`).
+fn global<G: Gate>(h: &mut Cells<MemKeeper, G>, name: &str) -> i64 {
+    match h.live_mut(AGENT).expect("running").global(name).unwrap() {
+        Val::I32(v) => i64::from(v),
+        Val::I64(v) => v,
+        v => panic!("{v:?}"),
+    }
+}
+
+fn waiting<G: Gate>(h: &mut Cells<MemKeeper, G>) -> bool {
+    h.live_mut(AGENT).expect("running").is_suspended_in_call()
+}
+
+/// The container of the agent for `to` at `epoch`, captured by `from`.
+fn capture<G: Gate>(from: &mut Cells<MemKeeper, G>, to: NodeId, epoch: u64) -> Vec<u8> {
+    from.route(AGENT, to, epoch);
+    from.stop(AGENT);
+    let mut buf = vec![0u8; from.transmit_room()];
+    let n = from.capture(AGENT, true, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Moves the agent from `from` to `to` at `epoch`.
+fn hand_off(from: &mut Cells<MemKeeper, Open>, to: &mut Cells<MemKeeper, Open>, epoch: u64) {
+    let bytes = capture(from, to.node(), epoch);
+    to.prepare(AGENT, epoch, true, &bytes).unwrap();
+    to.run(AGENT, epoch);
+    from.release(AGENT);
+    assert!(to.is_running(AGENT) && !from.is_running(AGENT));
+}
+
+fn fold(bytes: &[u8]) -> i64 {
+    bytes.iter().fold(0i64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(i64::from(*b))
+    })
+}
+
+#[test]
+fn a_waiting_agent_crosses_in_the_middle_of_its_call_and_keeps_its_frames() {
+    let wasm = transformed(WAITER, "recv_wait");
+    let mut a = started(&wasm, 1_000_000);
+    assert_eq!(a.tick("tick", &[]), 1, "the call started and is waiting");
+    assert!(waiting(&mut a));
+    assert_eq!(a.tick("tick", &[]), 0, "no mail: not continued");
+    let mut seq = 0;
+    let mut send = |h: &mut Cells<MemKeeper, Open>, byte: u8| {
+        seq += 1;
+        assert_eq!(
+            h.deliver(AGENT, A, SENDER, STREAM, seq, &[byte]),
+            Delivery::Accepted
+        );
+    };
+    send(&mut a, 5);
+    send(&mut a, 9);
+    assert_eq!(a.tick("tick", &[]), 1);
+    assert_eq!(global(&mut a, "count"), 2);
+    assert_eq!(global(&mut a, "fold"), fold(&[5, 9]));
+
+    // One message waits in the mailbox while the agent, waiting in its call, crosses.
+    send(&mut a, 11);
+    let mut b = host(B, MemKeeper::new(), 1_000_000);
+    hand_off(&mut a, &mut b, 1);
+    assert!(waiting(&mut b), "it arrived in the middle of its call");
+    assert_eq!(b.tick("tick", &[]), 1);
+    send(&mut b, 13);
+    assert_eq!(b.tick("tick", &[]), 1);
+    assert_eq!(global(&mut b, "count"), 4);
+    // The fold lives in a local of the suspended frame: it came across with the frame.
+    assert_eq!(global(&mut b, "fold"), fold(&[5, 9, 11, 13]));
+
+    // B restarts from its keeper: the saved call is taken over, frames and all.
+    let keeper = b.keeper().clone();
+    drop(b);
+    let mut b = host(B, keeper, 1_000_000);
+    b.run(AGENT, 1);
+    assert!(waiting(&mut b), "the saved copy carries its call");
+    send(&mut b, 17);
+    assert_eq!(b.tick("tick", &[]), 1);
+    assert_eq!(global(&mut b, "fold"), fold(&[5, 9, 11, 13, 17]));
+
+    // And back to A, which gave it up: the same again.
+    let mut a = host(A, MemKeeper::new(), 1_000_000);
+    hand_off(&mut b, &mut a, 2);
+    send(&mut a, 19);
+    assert_eq!(a.tick("tick", &[]), 1);
+    assert_eq!(global(&mut a, "count"), 6);
+    assert_eq!(global(&mut a, "fold"), fold(&[5, 9, 11, 13, 17, 19]));
+    assert_eq!(a.problems_seen(), 0);
+}
+
+/// Runs the crunch on one host to the end, moving it to the other host after each tick in
+/// `moves`; returns its result, the ticks it took and the host it ended on.
+fn crunch(moves: &[u32]) -> (i64, u32, NodeId) {
+    let wasm = transformed(CRUNCH, "yield");
+    // 300,000 units of fuel a call, about 30 outer iterations: many preemptions.
+    let fuel = 300_000;
+    let mut hosts = [started(&wasm, fuel), host(B, MemKeeper::new(), fuel)];
+    let (mut here, mut epoch, mut ticks) = (0, 0, 0);
+    while global(&mut hosts[here], "done") == 0 {
+        hosts[here].tick("tick", &[]);
+        ticks += 1;
+        assert!(ticks < 1_000, "the crunch does not finish");
+        assert_eq!(
+            hosts[here].problems_seen(),
+            0,
+            "{:?}",
+            hosts[here].take_problems()
+        );
+        if moves.contains(&ticks) {
+            assert!(waiting(&mut hosts[here]), "moved in the middle of its loop");
+            epoch += 1;
+            let [a, b] = &mut hosts;
+            match here {
+                0 => hand_off(a, b, epoch),
+                _ => hand_off(b, a, epoch),
+            }
+            here = 1 - here;
+        }
+    }
+    let node = hosts[here].node();
+    (global(&mut hosts[here], "result"), ticks, node)
+}
+
+#[test]
+fn a_preempted_agent_moves_twice_in_the_middle_of_its_loop_and_ends_as_if_unmoved() {
+    let (unmoved, ticks, node) = crunch(&[]);
+    assert!(ticks > 10, "preempted {ticks} times only");
+    assert_eq!(node, A);
+    let (moved, moved_ticks, node) = crunch(&[3, 7]);
+    assert_eq!(node, A, "there and back");
+    assert_eq!(moved, unmoved);
+    assert_eq!(moved_ticks, ticks, "no work lost or done twice");
+    // Without a reserve the call runs out of fuel instead of yielding: the result is never
+    // published (what preemption is for).
+    let wasm = transformed(CRUNCH, "yield");
+    let mut a = host(A, MemKeeper::new(), 300_000);
+    a.preempt_below = 0;
+    a.start(
+        Agent::with_id(AGENT, Dna::new(wasm).unwrap()),
+        Inbox::with_secret([1; 16]),
+    )
+    .unwrap();
+    assert_eq!(a.tick("tick", &[]), 0);
+    assert!(!waiting(&mut a));
+    assert_eq!(global(&mut a, "done"), 0);
+}
+
+#[test]
+fn a_host_that_does_not_take_suspended_calls_refuses_them_before_its_gate() {
+    let wasm = transformed(WAITER, "recv_wait");
+    let mut a = started(&wasm, 1_000_000);
+    a.tick("tick", &[]);
+    let bytes = capture(&mut a, B, 1);
+    let mut b = host(B, MemKeeper::new(), 1_000_000);
+    b.mid_call = false;
+    assert_eq!(
+        b.prepare(AGENT, 1, true, &bytes),
+        Err(MeshError::HostRefused {
+            reason: HostRefusal::SuspendedCall
+        })
+    );
+    assert_eq!(b.last_refusal(), Some(Refusal::SuspendedCall));
+    assert!(b.prepared().is_empty());
+    // One that does takes the same bytes.
+    b.mid_call = true;
+    b.prepare(AGENT, 1, true, &bytes).unwrap();
+}
+
+#[test]
+fn a_call_section_that_does_not_fit_the_memory_is_refused() {
+    let wasm = transformed(WAITER, "recv_wait");
+    let mut a = started(&wasm, 1_000_000);
+    a.tick("tick", &[]);
+    let live = a.live_mut(AGENT).unwrap();
+    let good = live.suspended_call().unwrap();
+    let inbox = live.host().get().to_bytes();
+    let len = live.memory_bytes().len() as u32;
+    let bad_calls = [
+        // Past the end of memory.
+        SuspendedCall {
+            buffer: UnwindBuffer {
+                start: len - 8,
+                len: 64,
+            },
+            ..good.clone()
+        },
+        // Not where the frames are: its header is not a finished unwind.
+        SuspendedCall {
+            buffer: UnwindBuffer { start: 0, len: 64 },
+            ..good.clone()
+        },
+        // An export the module does not have.
+        SuspendedCall {
+            export: "nothing".into(),
+            ..good.clone()
+        },
+    ];
+    for bad in bad_calls {
+        let call = bad.to_bytes().unwrap();
+        let container = live
+            .snapshot_with_call_at(Some(A), 0, live_call(&call))
+            .unwrap()
+            .with_route(Route {
+                target: B,
+                epoch: 1,
+            })
+            .with_inbox(&inbox[..])
+            .serialize_with(&EncodeOptions {
+                version: Some(3),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut b = host(B, MemKeeper::new(), 1_000_000);
+        assert!(
+            b.prepare(AGENT, 1, true, &container).is_err(),
+            "{bad:?} was taken"
+        );
+        assert!(
+            matches!(
+                b.last_refusal(),
+                Some(Refusal::Container(CellError::ExecutionFailed(_)))
+            ),
+            "{:?}",
+            b.last_refusal()
+        );
+        assert!(b.prepared().is_empty());
+    }
+}
+
+fn live_call(call: &[u8]) -> Option<&[u8]> {
+    Some(call)
+}
+
+#[test]
+fn an_agent_that_is_not_transformed_fails_its_wait_instead_of_suspending() {
+    let wasm = wat::parse_str(WAITER).unwrap();
+    let mut a = started(&wasm, 1_000_000);
+    assert_eq!(a.tick("tick", &[]), 0);
+    assert!(!waiting(&mut a));
+    // The failed call left the agent `Suspended` (its state), as any failed call does.
+    assert!(a.live_mut(AGENT).unwrap().call("tick", &[]).is_err());
+}
