@@ -47,18 +47,18 @@ fn median(mut v: Vec<Duration>) -> f64 {
 }
 
 const RECV_WAT: &str = r#"(module
-  (import "mesh" "recv_wait" (func $recv (param i32 i32) (result i32)))
+  (import "mesh" "recv_wait" (func $recv (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func $down (param $d i32) (result i64)
     (if (result i64) (i32.eqz (local.get $d))
-      (then (i64.extend_i32_u (call $recv (i32.const 64) (i32.const 8))))
+      (then (i64.extend_i32_u (call $recv (i32.const 0) (i32.const 64) (i32.const 8))))
       (else (i64.add (call $down (i32.sub (local.get $d) (i32.const 1)))
                      (i64.extend_i32_u (local.get $d))))))
   (func (export "deep") (param i32) (result i64) (call $down (local.get 0))))"#;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield"), ("mesh", "recv")]);
+    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("mesh", "yield"), ("mesh", "recv")]);
 
     println!("## Code size (bytes)\n");
     println!("| module | original | wasm-opt -O only | transformed (Asyncify, --optimize-level=2, record) | transformed / original |");
@@ -161,13 +161,13 @@ fn main() {
     );
 
     // The same loop in WAT without a yield point of its author's: the transform inserts them
-    // (a countdown at every function entry and loop head, calling env.yield every N passes).
+    // (a countdown at every function entry and loop head, calling mesh.yield every N passes).
     let bare = wat::parse_str(crunch_without_yield()).unwrap();
     let with_points = |interval, placement| {
         let mut options = TransformOptions::new(&[]);
         options.yield_points = Some(YieldPoints {
             placement,
-            ..YieldPoints::new("env", "yield", interval)
+            ..YieldPoints::new("mesh", "yield", interval)
         });
         transform(&bare, &options).unwrap()
     };

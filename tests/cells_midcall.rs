@@ -5,7 +5,8 @@
 //! another host, survives a restart there and goes on with the frames it had; a CPU-bound
 //! agent is preempted at its yield points, moved twice in the middle of its loop and ends with
 //! the unmoved result. A host that does not take such agents refuses them before its gate
-//! records the epoch, and a call section that does not fit the memory is refused.
+//! records the epoch, and a call section that does not fit the memory is refused. The Rust
+//! guest of `examples/guest-midcall` answers every message the same, moved or not.
 
 use mielin_cells::mesh::cells::{Cells, Gate, MemKeeper, Open, Refusal};
 use mielin_cells::mesh::{AgentHost, Delivery, HostRefusal, Inbox, MeshError, Stream};
@@ -236,6 +237,68 @@ fn a_preempted_agent_moves_twice_in_the_middle_of_its_loop_and_ends_as_if_unmove
     assert_eq!(a.tick("tick", &[]), 0);
     assert!(!waiting(&mut a));
     assert_eq!(global(&mut a, "done"), 0);
+}
+
+/// The Rust guest (`examples/guest-midcall`, `tests/midcall-guest.wasm`): its `tick` is
+/// `loop { recv_wait(); handle(); reply(digest) }`. Each message is delivered and the agent
+/// ticked; it moves between two hosts after each message in `moves`. Returns its replies.
+fn rust_guest(moves: &[usize]) -> Vec<i32> {
+    let original = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/midcall-guest.wasm"
+    ))
+    .unwrap();
+    let wasm = transform(
+        &original,
+        &TransformOptions::new(&[("mesh", "recv_wait"), ("mesh", "yield")]),
+    )
+    .unwrap();
+    let mut hosts = [
+        started(&wasm, 10_000_000),
+        host(B, MemKeeper::new(), 10_000_000),
+    ];
+    let (mut here, mut epoch, mut replies) = (0, 0, Vec::new());
+    let words: Vec<String> = (0..12)
+        .map(|i| format!("w{} shared w{} {}", i % 4, i % 3, "x".repeat(i)))
+        .collect();
+    for (i, w) in words.iter().enumerate() {
+        let h = &mut hosts[here];
+        assert_eq!(
+            h.deliver(AGENT, A, SENDER, STREAM, i as u64 + 1, w.as_bytes()),
+            Delivery::Accepted
+        );
+        assert_eq!(h.tick("tick", &[]), 1);
+        assert!(waiting(h), "waiting for the next message");
+        let mut got = Vec::new();
+        h.outgoing(AGENT, &mut |m| {
+            assert_eq!(m.to, SENDER);
+            got.push((m.seq, i32::from_le_bytes(m.payload.try_into().unwrap())));
+        });
+        for (seq, reply) in got {
+            h.acked(AGENT, SENDER, seq);
+            replies.push(reply);
+        }
+        if moves.contains(&i) {
+            epoch += 1;
+            let [a, b] = &mut hosts;
+            match here {
+                0 => hand_off(a, b, epoch),
+                _ => hand_off(b, a, epoch),
+            }
+            here = 1 - here;
+        }
+    }
+    assert_eq!(hosts[here].problems_seen(), 0);
+    replies
+}
+
+#[test]
+fn the_rust_guest_answers_across_moves_as_an_unmoved_one() {
+    let unmoved = rust_guest(&[]);
+    assert_eq!(unmoved.len(), 12, "one answer a message");
+    assert!(unmoved.windows(2).all(|w| w[0] != w[1]), "{unmoved:?}");
+    assert_eq!(rust_guest(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), unmoved);
+    assert_eq!(rust_guest(&[5]), unmoved);
 }
 
 #[test]

@@ -29,7 +29,7 @@ use midcall_host::{crunch_without_yield, link, start, Host, CRUNCH_WAT};
 fn transformed(wasm: &[u8]) -> Vec<u8> {
     transform(
         wasm,
-        &TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]),
+        &TransformOptions::new(&[("mesh", "recv_wait"), ("mesh", "yield")]),
     )
     .unwrap()
 }
@@ -93,14 +93,14 @@ fn i64_of(v: &[Val]) -> i64 {
 }
 
 const RECV_WAT: &str = r#"(module
-  (import "mesh" "recv_wait" (func $recv (param i32 i32) (result i32)))
+  (import "mesh" "recv_wait" (func $recv (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   ;; loop { n = recv_wait(); if n == 0 { return acc } fold(message) }
   (func (export "serve") (param $seed i32) (result i64)
     (local $acc i64) (local $n i32) (local $i i32)
     (local.set $acc (i64.extend_i32_u (local.get $seed)))
     (loop $l
-      (local.set $n (call $recv (i32.const 64) (i32.const 64)))
+      (local.set $n (call $recv (i32.const 0) (i32.const 64) (i32.const 64)))
       (if (i32.eqz (local.get $n)) (then (return (local.get $acc))))
       (local.set $i (i32.const 0))
       (loop $b
@@ -114,7 +114,7 @@ const RECV_WAT: &str = r#"(module
   ;; `depth` frames, then one receive at the bottom.
   (func $down (param $d i32) (result i64)
     (if (result i64) (i32.eqz (local.get $d))
-      (then (i64.extend_i32_u (call $recv (i32.const 64) (i32.const 8))))
+      (then (i64.extend_i32_u (call $recv (i32.const 0) (i32.const 64) (i32.const 8))))
       (else (i64.add (call $down (i32.sub (local.get $d) (i32.const 1)))
                      (i64.extend_i32_u (local.get $d))))))
   (func (export "deep") (param i32) (result i64) (call $down (local.get 0))))"#;
@@ -271,22 +271,22 @@ fn a_cpu_bound_loop_without_yield_points_gets_them_from_the_transform() {
         transform(&original, &TransformOptions::new(&[])),
         Err(TransformError::NoUnwindingImport)
     );
-    // With them, at every function entry and loop head, calling env.yield every 500 passes:
+    // With them, at every function entry and loop head, calling mesh.yield every 500 passes:
     // the inner loop (about 20 units of fuel an iteration) reaches the import within about
     // 10,000 units, so a reserve of 50,000 covers the stretch from "fuel low" to the unwind.
     let mut options = TransformOptions::new(&[]);
-    options.yield_points = Some(YieldPoints::new("env", "yield", 500));
+    options.yield_points = Some(YieldPoints::new("mesh", "yield", 500));
     let wasm = transform(&original, &options).unwrap();
     let record = TransformRecord::find(&wasm).unwrap();
     assert_eq!(record.original, mielin_cells::sha256(&original));
-    assert_eq!(record.imports, [UnwindingImport::new("env", "yield")]);
+    assert_eq!(record.imports, [UnwindingImport::new("mesh", "yield")]);
     let moves = preempted_and_moved(&original, &wasm, 50_000);
     assert!(moves >= 5, "{moves} moves");
     // At the outer loop's head only (and function entries), every pass calls the import: an
     // outer iteration is about 20,000 units, within the reserve.
     options.yield_points = Some(YieldPoints {
         placement: Placement::OutermostLoops,
-        ..YieldPoints::new("env", "yield", 1)
+        ..YieldPoints::new("mesh", "yield", 1)
     });
     let outer = transform(&original, &options).unwrap();
     assert!(outer.len() < wasm.len());

@@ -129,10 +129,11 @@ fn a_rewritten_inbox_is_refused() {
 }
 
 /// Issue 25: a container that carries a suspended call (the call section, `runtime::midcall`)
-/// is refused by this host, which runs agents between calls only, rather than restored as an
-/// agent between calls (which would restart the export with the unwound frames in memory); and
-/// refused before the trust list journals the epoch, so the same hand-off without the call
-/// still goes through.
+/// is taken over only if the call fits the agent, and otherwise refused rather than restored as
+/// an agent between calls (which would restart the export with the unwound frames in memory);
+/// a host set to run agents between calls only (`mid_call` off) refuses every such container
+/// with its reason. Both refusals come before the trust list journals the epoch, so the same
+/// hand-off without the call still goes through.
 #[test]
 fn a_suspended_call_is_refused_and_does_not_burn_the_epoch() {
     let mut t = two("call");
@@ -148,6 +149,14 @@ fn a_suspended_call_is_refused_and_does_not_burn_the_epoch() {
             ..Default::default()
         })
         .unwrap();
+    // Signed, but its call is not one (and the agent is not transformed).
+    assert_eq!(
+        t.b.prepare(AGENT, 1, true, &with_call).unwrap_err(),
+        MeshError::HostRefused {
+            reason: HostRefusal::Snapshot
+        }
+    );
+    t.b.mid_call = false;
     let err = t.b.prepare(AGENT, 1, true, &with_call).unwrap_err();
     assert_eq!(
         err,

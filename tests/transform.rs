@@ -50,7 +50,7 @@ fn the_rust_guests_are_transformed_or_refused() {
     );
     // rustc's output (no `target_features` section, `memory.copy` in it) goes through.
     let guest = read("midcall-guest.wasm");
-    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("env", "yield")]);
+    let opts = TransformOptions::new(&[("mesh", "recv_wait"), ("mesh", "yield")]);
     let out = transform(&guest, &opts).unwrap();
     let record = TransformRecord::find(&out).unwrap();
     assert_eq!(record.original, sha256(&guest));
@@ -58,11 +58,11 @@ fn the_rust_guests_are_transformed_or_refused() {
         record.imports,
         [
             UnwindingImport::new("mesh", "recv_wait"),
-            UnwindingImport::new("env", "yield")
+            UnwindingImport::new("mesh", "yield")
         ]
     );
     let names = exports(&out);
-    for name in ["serve", "deep", "crunch"]
+    for name in ["serve", "tick", "deep", "crunch"]
         .into_iter()
         .chain(ASYNCIFY_EXPORTS)
     {

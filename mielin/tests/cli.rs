@@ -927,3 +927,97 @@ fn inspect_leaves_a_running_nodes_journal_alone() {
     .unwrap();
     assert_eq!(n, 2, "the node's commit survived");
 }
+
+/// Issue 25: an agent moves in the middle of a call between two node processes. The Rust guest
+/// of `examples/guest-midcall`, transformed by `mielin transform`, runs its `tick` as
+/// `loop { recv_wait(); handle(); reply(digest) }`: `guest` waits in that call on a, moves to
+/// b while waiting (its saved copy there says so), is killed with b and restarted, and answers
+/// every message as `still`, the same module deployed on a and never moved, answers it.
+#[test]
+fn a_transformed_agent_moves_in_the_middle_of_its_call() {
+    let dir = scratch("midcall");
+    let (ad, bd) = (data(&dir, "a"), data(&dir, "b"));
+    let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/midcall-guest.wasm");
+    let dna = dir.join("guest.async.wasm");
+    let dna_s = dna.to_str().unwrap();
+    let o = mielin(&[
+        "transform",
+        guest,
+        "-o",
+        dna_s,
+        "--unwind",
+        "mesh.recv_wait",
+        "--unwind",
+        "mesh.yield",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut a = Proc::start("a", &dir, "127.0.0.1:0", &[], &[], None);
+    let mut b = Proc::start("b", &dir, "127.0.0.1:0", &[], &[], None);
+    pin_all(&mut [&mut a, &mut b]);
+    for name in ["guest", "still"] {
+        let o = mielin(&["deploy", dna_s, "--name", name, "-d", &ad]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // Sends `m` to `name` on the node at `d` and returns its answer from the node's log.
+    let ask = |p: &Proc, d: &str, name: &str, m: &str| -> String {
+        let from = p.len();
+        let o = mielin(&["send", name, m, "-d", d]);
+        assert!(o.status.success(), "{}", text(&o));
+        let prefix = format!("reply {name} -> operator: ");
+        let l = p.wait_line(from, |l| l.starts_with(&prefix), T);
+        l[prefix.len()..].to_string()
+    };
+    let words = |i: usize| format!("w{} shared w{} {}", i % 4, i % 3, "x".repeat(i));
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let (g, s) = (
+            ask(&a, &ad, "guest", &words(i)),
+            ask(&a, &ad, "still", &words(i)),
+        );
+        assert_eq!(g, s, "message {i}");
+        answers.push(g);
+    }
+    let o = mielin(&["migrate", "guest", "--to", "b", "-d", &ad]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(" committed "), "{}", text(&o));
+    // b saved it waiting in its call.
+    let saved = std::path::Path::new(&bd).join(format!(
+        "agents/{}.run",
+        mielin_cells::quic::to_hex(agent_of("guest").as_bytes())
+    ));
+    let key = dir.join("b.key");
+    let o = mielin(&[
+        "inspect",
+        saved.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&o).contains("waiting in the middle of a call to tick"),
+        "{}",
+        text(&o)
+    );
+    for i in 3..6 {
+        let (g, s) = (
+            ask(&b, &bd, "guest", &words(i)),
+            ask(&a, &ad, "still", &words(i)),
+        );
+        assert_eq!(g, s, "message {i}, after the move");
+        answers.push(g);
+    }
+    b.kill9();
+    let addr = b.addr.clone();
+    let b = Proc::start("b", &dir, &addr, &[], &[], None);
+    for i in 6..8 {
+        let (g, s) = (
+            ask(&b, &bd, "guest", &words(i)),
+            ask(&a, &ad, "still", &words(i)),
+        );
+        assert_eq!(g, s, "message {i}, after b was killed and restarted");
+        answers.push(g);
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 8, "every answer differs from the one before");
+    a.quit();
+    b.quit();
+}

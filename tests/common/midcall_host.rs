@@ -1,5 +1,7 @@
 //! The host of the mid-call tests and of the cost example (feature `transform`): the mid-call
-//! state, a mailbox, the preemption policy, and the imports `mesh.recv_wait` and `env.yield`.
+//! state, a mailbox, the preemption policy, and the imports a mesh node gives a transformed
+//! agent (`mesh.recv_wait`, `mesh.yield`, and `mesh.send`, which this host drops), with the same
+//! signatures as `mesh::wasm::link_blocking`.
 //! Included with `#[path]` by `tests/midcall.rs` and `examples/midcall_costs.rs`.
 
 use mielin_cells::runtime::midcall::{self, MidCall, Suspendable};
@@ -14,7 +16,7 @@ pub struct Host {
     pub mailbox: VecDeque<Vec<u8>>,
     /// A yield point suspends when less fuel than this is left (0: never).
     pub reserve: u64,
-    /// `env.yield` skips its bookkeeping (`yields`, `last_fuel`), as a host that only preempts
+    /// `mesh.yield` skips its bookkeeping (`yields`, `last_fuel`), as a host that only preempts
     /// would: the cost example sets it, so that it times the bare yield point.
     pub bare: bool,
     pub yields: u64,
@@ -28,13 +30,18 @@ impl Suspendable for Host {
     }
 }
 
-/// `mesh.recv_wait(ptr, cap) -> len` (suspends while the mailbox is empty) and `env.yield()`
-/// (suspends when the call's fuel runs below the host's reserve).
+/// `mesh.recv_wait(from_ptr, ptr, cap) -> len` (suspends while the mailbox is empty; the
+/// sender written at `from_ptr` is all zeros), `mesh.yield()` (suspends when the call's fuel
+/// runs below the host's reserve) and `mesh.send` (queues nothing, answers 0).
 pub fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
     imports.func_wrap(
         "mesh",
         "recv_wait",
-        |mut caller: Caller<'_, Host>, ptr: i32, cap: i32| -> Result<i32, wasmi::Error> {
+        |mut caller: Caller<'_, Host>,
+         from: i32,
+         ptr: i32,
+         cap: i32|
+         -> Result<i32, wasmi::Error> {
             midcall::enter(&mut caller)?;
             let Some(message) = caller.data_mut().mailbox.pop_front() else {
                 midcall::suspend(&mut caller, b"recv")?;
@@ -45,12 +52,18 @@ pub fn link(imports: &mut Imports<'_, Host>) -> Result<(), wasmi::Error> {
                 .get_export("memory")
                 .and_then(wasmi::Extern::into_memory)
                 .ok_or_else(|| wasmi::Error::new("no memory"))?;
+            memory.write(&mut caller, from as u32 as usize, &[0; 16])?;
             memory.write(&mut caller, ptr as u32 as usize, &message[..n])?;
             Ok(n as i32)
         },
     )?;
     imports.func_wrap(
-        "env",
+        "mesh",
+        "send",
+        |_: Caller<'_, Host>, _: i32, _: i32, _: i32| -> i32 { 0 },
+    )?;
+    imports.func_wrap(
+        "mesh",
         "yield",
         |mut caller: Caller<'_, Host>| -> Result<(), wasmi::Error> {
             if midcall::enter(&mut caller)?.is_some() {
@@ -79,9 +92,9 @@ pub fn start(rt: &Runtime, wasm: &[u8], host: Host) -> LiveAgent<Host> {
 }
 
 /// A CPU-bound loop, 1,000 xorshift steps an outer iteration, with its author's yield point
-/// (`env.yield`) at the outer loop's head.
+/// (`mesh.yield`) at the outer loop's head.
 pub const CRUNCH_WAT: &str = r#"(module
-  (import "env" "yield" (func $yield))
+  (import "mesh" "yield" (func $yield))
   (memory (export "memory") 1)
   (func (export "crunch") (param $steps i64) (result i64)
     (local $x i64) (local $done i64) (local $j i32)
@@ -104,6 +117,6 @@ pub const CRUNCH_WAT: &str = r#"(module
 /// `CRUNCH_WAT` without its author's yield point.
 pub fn crunch_without_yield() -> String {
     CRUNCH_WAT
-        .replace(r#"(import "env" "yield" (func $yield))"#, "")
+        .replace(r#"(import "mesh" "yield" (func $yield))"#, "")
         .replace("(call $yield)", "")
 }

@@ -1,24 +1,32 @@
 //! An agent written as the natural loop `loop { let m = recv_wait(); handle(m) }`, and a
-//! CPU-bound one with a yield point, both compiled by rustc for `wasm32-unknown-unknown`. They
-//! only run after the deploy-time transform (`runtime::transform`): `recv_wait` and `yield`
-//! may suspend the agent in the middle of a call, and `tests/midcall.rs` captures it there,
-//! moves it, and resumes it. `build.sh` rebuilds `tests/midcall-guest.wasm`.
+//! CPU-bound one with a yield point, both compiled by rustc for `wasm32-unknown-unknown`, with
+//! the imports a mesh node gives (`mesh::wasm::link_blocking`). They only run after the
+//! deploy-time transform (`runtime::transform`): `recv_wait` and `yield` may suspend the agent in
+//! the middle of a call, and `tests/midcall.rs` captures it there, moves it, and resumes it;
+//! `mielin/tests/midcall.rs` runs `tick` on two nodes. `build.sh` rebuilds
+//! `tests/midcall-guest.wasm`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 #[link(wasm_import_module = "mesh")]
 extern "C" {
-    /// Blocks until a message arrives, copies at most `cap` bytes of it to `ptr`, returns its
-    /// length. (The host suspends the agent while the mailbox is empty.)
-    fn recv_wait(ptr: *mut u8, cap: i32) -> i32;
-}
-
-#[link(wasm_import_module = "env")]
-extern "C" {
+    /// Blocks until a message arrives, writes its sender's 16-byte id at `from` and at most `cap`
+    /// bytes of it at `ptr`, returns its length (-2 for one longer than `cap`). The host suspends
+    /// the agent while the mailbox is empty.
+    fn recv_wait(from: *mut u8, ptr: *mut u8, cap: i32) -> i32;
+    /// Sends `len` bytes at `ptr` to the agent whose id is at `to`; 0 when queued.
+    fn send(to: *const u8, ptr: *const u8, len: i32) -> i32;
     /// A yield point: the host may suspend the agent here (preemption).
     #[link_name = "yield"]
     fn yield_now();
+}
+
+/// One message: its sender and its bytes.
+fn receive(buffer: &mut [u8]) -> ([u8; 16], &[u8]) {
+    let mut from = [0u8; 16];
+    let n = unsafe { recv_wait(from.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len() as i32) };
+    (from, &buffer[..(n.max(0) as usize).min(buffer.len())])
 }
 
 struct State {
@@ -66,12 +74,24 @@ fn digest() -> i64 {
 pub extern "C" fn serve() -> i64 {
     let mut buffer = vec![0u8; 256];
     loop {
-        let n = unsafe { recv_wait(buffer.as_mut_ptr(), buffer.len() as i32) };
-        let message = &buffer[..(n.max(0) as usize).min(buffer.len())];
+        let (_, message) = receive(&mut buffer);
         if message == b"stop" {
             return digest();
         }
         handle(message);
+    }
+}
+
+/// The node's entry (`mielin node` calls `tick`): the same loop for ever, answering each
+/// message with the low 32 bits of the digest so far (4 bytes, little-endian).
+#[no_mangle]
+pub extern "C" fn tick() -> i32 {
+    let mut buffer = vec![0u8; 256];
+    loop {
+        let (from, message) = receive(&mut buffer);
+        handle(message);
+        let reply = (digest() as i32).to_le_bytes();
+        unsafe { send(from.as_ptr(), reply.as_ptr(), 4) };
     }
 }
 
@@ -83,7 +103,8 @@ pub extern "C" fn deep(depth: i32) -> i64 {
     fn down(depth: i32, acc: i64) -> i64 {
         if depth <= 0 {
             let mut b = [0u8; 8];
-            let n = unsafe { recv_wait(b.as_mut_ptr(), 8) };
+            let mut from = [0u8; 16];
+            let n = unsafe { recv_wait(from.as_mut_ptr(), b.as_mut_ptr(), 8) };
             return acc.wrapping_add(i64::from(n)).wrapping_add(i64::from(b[0]));
         }
         let next = acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i64::from(depth));
