@@ -716,6 +716,129 @@ enum Step {
     Back,
 }
 
+/// The `result` and `done` globals of the crunch agent running on `cells`.
+fn crunch_globals(cells: &mut Cells, agent: AgentId) -> Res<(i64, bool)> {
+    let live = cells
+        .live_mut(agent)
+        .ok_or_else(|| Failure::Broken("the crunch does not run here".into()))?;
+    match (live.global("result"), live.global("done")) {
+        (Some(Val::I64(r)), Some(Val::I32(d))) => Ok((r, d != 0)),
+        other => broken(format!("the crunch's globals: {other:?}")),
+    }
+}
+
+/// Ticks `agent` on `cells` until it is done; the ticks it took.
+fn tick_to_the_end(cells: &mut Cells, agent: AgentId) -> Res<u32> {
+    let mut ticks = 0;
+    while !crunch_globals(cells, agent)?.1 {
+        cells.tick("tick", &[]);
+        ticks += 1;
+        if ticks > 1_000 {
+            return broken("the crunch did not finish in 1,000 ticks");
+        }
+    }
+    Ok(ticks)
+}
+
+/// Mid-call capture (issue 25): the crunch (`examples/agents/crunch.wat`, transformed), 10^6
+/// steps preempted at its yield point, starts here, moves to the board in the middle of its
+/// loop, is continued there for a few ticks, comes back in the middle of it and finishes here:
+/// its result and its total of ticks must be the unmoved run's.
+fn mid_call(link: &mut Link, side: &mut Side) -> Res<()> {
+    println!("-- crunch (10^6 steps), preempted and moved in the middle of its call both ways");
+    let fail = |e: mielin_cells::mesh::cells::Refusal| Failure::Broken(format!("start: {e}"));
+    let dna =
+        Dna::new(cells::CRUNCH_WASM.to_vec()).map_err(|e| Failure::Broken(format!("DNA: {e}")))?;
+    let agent = AgentId::derive(dna.hash(), 25);
+    // The unmoved run, on a host of its own preempted the same way.
+    let mut still = cells::new_cells(HOST, &[], DecodeLimits::DEFAULT)
+        .map_err(|e| Failure::Broken(format!("cells: {e}")))?;
+    still
+        .start(Agent::with_id(agent, dna.clone()), Inbox::new())
+        .map_err(fail)?;
+    let unmoved_ticks = tick_to_the_end(&mut still, agent)?;
+    let (expected, _) = crunch_globals(&mut still, agent)?;
+
+    side.cells.claim_dna = false;
+    side.cells.send_delta = false;
+    link.send_cmd(&Cmd::Mode {
+        claim_dna: false,
+        delta: false,
+    });
+    side.cells
+        .start(Agent::with_id(agent, dna), Inbox::new())
+        .map_err(fail)?;
+    side.node
+        .start(&mut side.cells, agent)
+        .map_err(|e| Failure::Broken(format!("node start: {e}")))?;
+    let (here, there) = (2, 3);
+    for _ in 0..here {
+        side.cells.tick("tick", &[]);
+    }
+    let suspended = |s: &mut Side| {
+        s.cells
+            .live_mut(agent)
+            .is_some_and(|l| l.is_suspended_in_call())
+    };
+    if !suspended(side) || crunch_globals(&mut side.cells, agent)?.1 {
+        return broken("the crunch is not in the middle of its call after two ticks");
+    }
+    let now = link.now();
+    side.cells
+        .migrate(&mut side.node, now, agent, BOARD)
+        .map_err(|e| Failure::Broken(format!("migrate: {e}")))?;
+    let committed = link.until(
+        side,
+        Duration::from_secs(60),
+        "the crunch's hand-off to the board",
+        |s, _| match record(s, agent)?.phase {
+            Phase::Moved { acked: true, .. } => Some(true),
+            Phase::Running => Some(false),
+            _ => None,
+        },
+    )?;
+    if !committed {
+        return broken("the crunch's hand-off to the board aborted");
+    }
+    check_once(link, side, agent, true)?;
+    let snapshot_to_board = link.last_transfer_out;
+    link.send_cmd(&Cmd::Tick {
+        agent,
+        count: there,
+    });
+    let mut board_value = None;
+    link.until(
+        side,
+        Duration::from_secs(120),
+        "the board's ticks and the crunch's hand-off back",
+        |s, cmds| {
+            if let Some(i) = cmds.iter().position(|c| matches!(c, Cmd::Worked { .. })) {
+                if let Cmd::Worked { value, .. } = cmds.remove(i) {
+                    board_value = Some(value);
+                }
+            }
+            (board_value.is_some() && s.cells.is_running(agent) && s.node.is_quiet()).then_some(())
+        },
+    )?;
+    check_once(link, side, agent, false)?;
+    if !suspended(side) {
+        return broken("the crunch came back, but not in the middle of its call");
+    }
+    let rest = tick_to_the_end(&mut side.cells, agent)?;
+    let (got, _) = crunch_globals(&mut side.cells, agent)?;
+    println!(
+        "crunch: {here} ticks here, {there} on the board (its result global then: {}), {rest} \
+         here: result {got:#x}, unmoved {expected:#x} in {unmoved_ticks} ticks; snapshot to \
+         the board {snapshot_to_board} bytes, back {} bytes",
+        board_value.unwrap_or_default(),
+        link.last_transfer_in
+    );
+    if got != expected || here + there + rest != unmoved_ticks || board_value != Some(0) {
+        return broken("the crunch moved in the middle of its call differs from the unmoved run");
+    }
+    Ok(())
+}
+
 /// An agent whose memory is larger than the board accepts: refused, it runs on here.
 fn too_big(link: &mut Link, side: &mut Side, max_memory: u32) -> Res<()> {
     println!("-- an agent with 80 pages (5 MiB) of memory, over the board's limit");
@@ -921,6 +1044,7 @@ fn run(elf: &Path, fault: Fault) -> Res<Vec<Figures>> {
     }
     if fault == Fault::None {
         too_big(&mut link, &mut side, max_memory)?;
+        mid_call(&mut link, &mut side)?;
     }
     Ok(figures)
 }

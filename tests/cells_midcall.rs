@@ -41,33 +41,9 @@ const WAITER: &str = r#"(module
       (br $forever))
     (i32.const 0)))"#;
 
-/// 1,000 outer iterations of 1,000 xorshift steps, with a yield point at the outer loop's head;
-/// the result and the counter live in locals until the end.
-const CRUNCH: &str = r#"(module
-  (import "mesh" "yield" (func $yield))
-  (memory 1)
-  (global $result (export "result") (mut i64) (i64.const 0))
-  (global $done (export "done") (mut i32) (i32.const 0))
-  (func (export "tick") (result i32)
-    (local $x i64) (local $i i32) (local $j i32)
-    (if (global.get $done) (then (return (i32.const 0))))
-    (local.set $x (i64.const 0x1234567887654321))
-    (block $out
-      (loop $outer
-        (br_if $out (i32.ge_u (local.get $i) (i32.const 1000)))
-        (call $yield)
-        (local.set $j (i32.const 0))
-        (loop $inner
-          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
-          (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
-          (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
-          (local.set $j (i32.add (local.get $j) (i32.const 1)))
-          (br_if $inner (i32.lt_u (local.get $j) (i32.const 1000))))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $outer)))
-    (global.set $result (local.get $x))
-    (global.set $done (i32.const 1))
-    (i32.const 1)))"#;
+/// The CPU-bound agent (`examples/agents/crunch.wat`): 10^6 steps, a yield point at the head
+/// of its outer loop, the loop's state in locals; `result` and `done` published at the end.
+const CRUNCH: &str = include_str!("../examples/agents/crunch.wat");
 
 fn transformed(wat: &str, import: &str) -> Vec<u8> {
     let wasm = wat::parse_str(wat).unwrap();
@@ -299,6 +275,22 @@ fn the_rust_guest_answers_across_moves_as_an_unmoved_one() {
     assert!(unmoved.windows(2).all(|w| w[0] != w[1]), "{unmoved:?}");
     assert_eq!(rust_guest(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), unmoved);
     assert_eq!(rust_guest(&[5]), unmoved);
+}
+
+/// The board's copy (`examples/firmware-wasmi`, which cannot run wasm-opt) is the transform of
+/// `examples/agents/crunch.wat`, unwinding at `mesh.yield` only.
+#[test]
+fn the_boards_crunch_is_the_transform_of_its_source() {
+    use mielin_cells::runtime::transform::{TransformRecord, UnwindingImport};
+    let board = include_bytes!("../examples/firmware-wasmi/agents/crunch.async.wasm");
+    let record = TransformRecord::find(board).expect("a transformed module");
+    assert_eq!(
+        record.original,
+        mielin_cells::sha256(&wat::parse_str(CRUNCH).unwrap()),
+        "rebuild it: mielin transform examples/agents/crunch.wat -o \
+         examples/firmware-wasmi/agents/crunch.async.wasm --unwind mesh.yield"
+    );
+    assert_eq!(record.imports, [UnwindingImport::new("mesh", "yield")]);
 }
 
 #[test]

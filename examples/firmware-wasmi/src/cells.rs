@@ -34,6 +34,17 @@ pub const FUEL_PER_CALL: u64 = 50_000_000;
 pub static COUNTER_WASM: &[u8] = include_bytes!("../agents/counter.wasm");
 /// The rustc-compiled agent with a heap and a stack-pointer global (`examples/guest-rust`).
 pub static RUST_GUEST_WASM: &[u8] = include_bytes!("../../../tests/guest.wasm");
+/// The CPU-bound agent of `examples/agents/crunch.wat` after the deploy-time transform
+/// (`agents/crunch.async.wasm`: the board cannot run wasm-opt; `tests/cells_midcall.rs` checks
+/// that it is the transform of its source). It is preempted at its yield point and moves in
+/// the middle of its loop.
+pub static CRUNCH_WASM: &[u8] = include_bytes!("../agents/crunch.async.wasm");
+
+/// `mesh.yield` suspends a call with less fuel than this left: a call of the crunch runs about
+/// a million units of fuel (some 80 of its 1,000 outer iterations) before it is preempted, so
+/// it takes a dozen ticks and can move between them. Only agents that import `mesh.yield`
+/// notice.
+pub const PREEMPT_BELOW: u64 = FUEL_PER_CALL - 1_000_000;
 
 /// CRC-32 (IEEE 802.3, reflected), bit by bit: small, and fast enough for a serial link.
 pub fn crc32(bytes: &[u8]) -> u32 {
@@ -177,6 +188,9 @@ pub enum Cmd {
     /// Host → board: cut the power at the `after`-th write or erase of the agents' flash from
     /// now (0: the next one), half of it landing; the board resets there.
     CutPower { after: u32 },
+    /// Host → board: tick the agents `count` times (each tick continues a suspended call:
+    /// `Cells::tick`), report `agent`'s `result` global as a [`Cmd::Worked`], and hand it back.
+    Tick { agent: AgentId, count: u32 },
 }
 
 fn put_id(out: &mut Vec<u8>, a: AgentId) {
@@ -271,6 +285,11 @@ impl Cmd {
                 o.push(10);
                 o.extend_from_slice(&after.to_le_bytes());
             }
+            Cmd::Tick { agent, count } => {
+                o.push(11);
+                put_id(&mut o, *agent);
+                o.extend_from_slice(&count.to_le_bytes());
+            }
         }
         o
     }
@@ -314,6 +333,10 @@ impl Cmd {
             },
             9 => return Some(Cmd::Log(r.0.to_vec())),
             10 => Cmd::CutPower { after: r.u32()? },
+            11 => Cmd::Tick {
+                agent: r.id()?,
+                count: r.u32()?,
+            },
             _ => return None,
         };
         r.0.is_empty().then_some(cmd)
@@ -375,5 +398,6 @@ pub fn new_cells(
     );
     cells.claim_dna = true;
     cells.send_delta = true;
+    cells.preempt_below = PREEMPT_BELOW;
     Ok(cells)
 }

@@ -192,6 +192,7 @@ impl Board {
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Work { agent, from, count } => self.work(agent, from, count),
+            Cmd::Tick { agent, count } => self.tick(agent, count),
             Cmd::Mode { claim_dna, delta } => {
                 self.cells.claim_dna = claim_dna;
                 self.cells.send_delta = delta;
@@ -273,6 +274,44 @@ impl Board {
             self.log(&format!("hand-off back failed to start: {e}"));
         }
     }
+
+    /// Ticks the agents `count` times (a suspended call is continued), reports `agent`'s
+    /// `result` global, and hands it back to the host: in the middle of its call if it is
+    /// still in one.
+    fn tick(&mut self, agent: mielin_cells::AgentId, count: u32) {
+        let t0 = now_ns();
+        for _ in 0..count {
+            self.cells.tick("tick", &[]);
+        }
+        let insns = now_ns() - t0;
+        let Some(live) = self.cells.live_mut(agent) else {
+            self.log("tick: the agent does not run here");
+            return;
+        };
+        let value = match live.global("result") {
+            Some(mielin_cells::runtime::Val::I64(v)) => v,
+            _ => 0,
+        };
+        let suspended = live.is_suspended_in_call();
+        let (problems, _) = self.cells.take_problems();
+        for p in problems {
+            self.log(&format!("tick: {p}"));
+        }
+        self.log(&format!(
+            "ticked {count} times; waiting in the middle of a call: {suspended}"
+        ));
+        self.cmd(&Cmd::Worked {
+            agent,
+            value,
+            insns,
+        });
+        let t0 = now_ns();
+        let r = self.cells.migrate(&mut self.node, now_ms(), agent, HOST);
+        self.busy_ns += now_ns() - t0;
+        if let Err(e) = r {
+            self.log(&format!("hand-off back failed to start: {e}"));
+        }
+    }
 }
 
 #[entry]
@@ -295,7 +334,11 @@ fn main() -> ! {
         debug::exit(debug::EXIT_FAILURE);
         halt()
     };
-    let slots = match cells::dna_slots(&[cells::COUNTER_WASM, cells::RUST_GUEST_WASM]) {
+    let slots = match cells::dna_slots(&[
+        cells::COUNTER_WASM,
+        cells::RUST_GUEST_WASM,
+        cells::CRUNCH_WASM,
+    ]) {
         Ok(s) => s,
         Err(e) => fail(&format!("DNA in flash: {e}")),
     };
@@ -324,6 +367,7 @@ fn main() -> ! {
     cells.claim_dna = true;
     cells.send_delta = true;
     cells.checkpoint_every = CHECKPOINT_EVERY;
+    cells.preempt_below = cells::PREEMPT_BELOW;
     let config = Config {
         rto_ms: 300,
         ..Config::default()
