@@ -8,7 +8,7 @@
 //! records the epoch, and a call section that does not fit the memory is refused. The Rust
 //! guest of `examples/guest-midcall` answers every message the same, moved or not.
 
-use mielin_cells::mesh::cells::{Cells, Gate, MemKeeper, Open, Refusal};
+use mielin_cells::mesh::cells::{Cells, Gate, Keeper, MemKeeper, Open, Refusal};
 use mielin_cells::mesh::{AgentHost, Delivery, HostRefusal, Inbox, MeshError, Stream};
 use mielin_cells::migration::{DecodeLimits, EncodeOptions, Route};
 use mielin_cells::runtime::midcall::{SuspendedCall, UnwindBuffer};
@@ -48,6 +48,34 @@ const CRUNCH: &str = include_str!("../examples/agents/crunch.wat");
 fn transformed(wat: &str, import: &str) -> Vec<u8> {
     let wasm = wat::parse_str(wat).unwrap();
     transform(&wasm, &TransformOptions::new(&[("mesh", import)])).expect("wasm-opt (binaryen)")
+}
+
+/// Counts what the host asks of its gate.
+#[derive(Default)]
+struct Counting {
+    checked: u32,
+    admitted: u32,
+}
+
+impl Gate for Counting {
+    fn check(&mut self, _: &[u8], _: &DecodeLimits) -> Result<(), CellError> {
+        self.checked += 1;
+        Ok(())
+    }
+    fn admitted(&mut self, _: &[u8], _: &DecodeLimits) -> Result<(), CellError> {
+        self.admitted += 1;
+        Ok(())
+    }
+}
+
+fn counting(node: NodeId) -> Cells<MemKeeper, Counting> {
+    Cells::new(
+        node,
+        Runtime::new(1_000_000),
+        MemKeeper::new(),
+        Counting::default(),
+        DecodeLimits::default(),
+    )
 }
 
 fn host(node: NodeId, keeper: MemKeeper, fuel: u64) -> Cells<MemKeeper, Open> {
@@ -113,30 +141,50 @@ fn a_waiting_agent_crosses_in_the_middle_of_its_call_and_keeps_its_frames() {
     assert!(waiting(&mut a));
     assert_eq!(a.tick("tick", &[]), 0, "no mail: not continued");
     let mut seq = 0;
-    let mut send = |h: &mut Cells<MemKeeper, Open>, byte: u8| {
-        seq += 1;
+    let send = |h: &mut Cells<MemKeeper, Open>, seq: &mut u64, byte: u8| {
+        *seq += 1;
         assert_eq!(
-            h.deliver(AGENT, A, SENDER, STREAM, seq, &[byte]),
+            h.deliver(AGENT, A, SENDER, STREAM, *seq, &[byte]),
             Delivery::Accepted
         );
     };
-    send(&mut a, 5);
-    send(&mut a, 9);
+    send(&mut a, &mut seq, 5);
+    send(&mut a, &mut seq, 9);
     assert_eq!(a.tick("tick", &[]), 1);
     assert_eq!(global(&mut a, "count"), 2);
     assert_eq!(global(&mut a, "fold"), fold(&[5, 9]));
+    // The continued call was saved whole, with its call: the keeper's copy is the live one.
+    let saved = a.keeper().clone().load(AGENT).unwrap().expect("saved");
+    let call = a.live_mut(AGENT).unwrap().call_bytes().unwrap();
+    assert!(call.is_some() && saved.call == call);
+    assert_eq!(
+        saved.agent.wasm_state(),
+        a.live_mut(AGENT).unwrap().memory_bytes()
+    );
+    // A message longer than the agent's 64-byte buffer is taken, cut: the loop goes on.
+    seq += 1;
+    let mut long = vec![3u8; 100];
+    long[0] = 7;
+    assert_eq!(
+        a.deliver(AGENT, A, SENDER, STREAM, seq, &long),
+        Delivery::Accepted
+    );
+    assert_eq!(a.tick("tick", &[]), 1);
+    assert!(waiting(&mut a));
+    assert_eq!(global(&mut a, "count"), 3);
+    assert_eq!(global(&mut a, "fold"), fold(&[5, 9, 7]));
 
     // One message waits in the mailbox while the agent, waiting in its call, crosses.
-    send(&mut a, 11);
+    send(&mut a, &mut seq, 11);
     let mut b = host(B, MemKeeper::new(), 1_000_000);
     hand_off(&mut a, &mut b, 1);
     assert!(waiting(&mut b), "it arrived in the middle of its call");
     assert_eq!(b.tick("tick", &[]), 1);
-    send(&mut b, 13);
+    send(&mut b, &mut seq, 13);
     assert_eq!(b.tick("tick", &[]), 1);
-    assert_eq!(global(&mut b, "count"), 4);
+    assert_eq!(global(&mut b, "count"), 5);
     // The fold lives in a local of the suspended frame: it came across with the frame.
-    assert_eq!(global(&mut b, "fold"), fold(&[5, 9, 11, 13]));
+    assert_eq!(global(&mut b, "fold"), fold(&[5, 9, 7, 11, 13]));
 
     // B restarts from its keeper: the saved call is taken over, frames and all.
     let keeper = b.keeper().clone();
@@ -144,17 +192,17 @@ fn a_waiting_agent_crosses_in_the_middle_of_its_call_and_keeps_its_frames() {
     let mut b = host(B, keeper, 1_000_000);
     b.run(AGENT, 1);
     assert!(waiting(&mut b), "the saved copy carries its call");
-    send(&mut b, 17);
+    send(&mut b, &mut seq, 17);
     assert_eq!(b.tick("tick", &[]), 1);
-    assert_eq!(global(&mut b, "fold"), fold(&[5, 9, 11, 13, 17]));
+    assert_eq!(global(&mut b, "fold"), fold(&[5, 9, 7, 11, 13, 17]));
 
     // And back to A, which gave it up: the same again.
     let mut a = host(A, MemKeeper::new(), 1_000_000);
     hand_off(&mut b, &mut a, 2);
-    send(&mut a, 19);
+    send(&mut a, &mut seq, 19);
     assert_eq!(a.tick("tick", &[]), 1);
-    assert_eq!(global(&mut a, "count"), 6);
-    assert_eq!(global(&mut a, "fold"), fold(&[5, 9, 11, 13, 17, 19]));
+    assert_eq!(global(&mut a, "count"), 7);
+    assert_eq!(global(&mut a, "fold"), fold(&[5, 9, 7, 11, 13, 17, 19]));
     assert_eq!(a.problems_seen(), 0);
 }
 
@@ -234,9 +282,18 @@ fn rust_guest(moves: &[usize]) -> Vec<i32> {
         host(B, MemKeeper::new(), 10_000_000),
     ];
     let (mut here, mut epoch, mut replies) = (0, 0, Vec::new());
+    // The last is longer than the guest's 256-byte buffer: taken, cut, answered.
     let words: Vec<String> = (0..12)
-        .map(|i| format!("w{} shared w{} {}", i % 4, i % 3, "x".repeat(i)))
+        .map(|i| {
+            format!(
+                "w{} shared w{} {}",
+                i % 4,
+                i % 3,
+                "x".repeat(if i == 11 { 300 } else { i })
+            )
+        })
         .collect();
+    assert!(words[11].len() > 256);
     for (i, w) in words.iter().enumerate() {
         let h = &mut hosts[here];
         assert_eq!(
@@ -299,7 +356,7 @@ fn a_host_that_does_not_take_suspended_calls_refuses_them_before_its_gate() {
     let mut a = started(&wasm, 1_000_000);
     a.tick("tick", &[]);
     let bytes = capture(&mut a, B, 1);
-    let mut b = host(B, MemKeeper::new(), 1_000_000);
+    let mut b = counting(B);
     b.mid_call = false;
     assert_eq!(
         b.prepare(AGENT, 1, true, &bytes),
@@ -309,9 +366,15 @@ fn a_host_that_does_not_take_suspended_calls_refuses_them_before_its_gate() {
     );
     assert_eq!(b.last_refusal(), Some(Refusal::SuspendedCall));
     assert!(b.prepared().is_empty());
+    assert_eq!(
+        (b.gate().checked, b.gate().admitted),
+        (0, 0),
+        "the gate was not asked"
+    );
     // One that does takes the same bytes.
     b.mid_call = true;
     b.prepare(AGENT, 1, true, &bytes).unwrap();
+    assert_eq!((b.gate().checked, b.gate().admitted), (1, 1));
 }
 
 #[test]
@@ -358,11 +421,12 @@ fn a_call_section_that_does_not_fit_the_memory_is_refused() {
                 ..Default::default()
             })
             .unwrap();
-        let mut b = host(B, MemKeeper::new(), 1_000_000);
+        let mut b = counting(B);
         assert!(
             b.prepare(AGENT, 1, true, &container).is_err(),
             "{bad:?} was taken"
         );
+        assert_eq!(b.gate().admitted, 0, "the epoch was recorded for {bad:?}");
         assert!(
             matches!(
                 b.last_refusal(),
@@ -387,4 +451,26 @@ fn an_agent_that_is_not_transformed_fails_its_wait_instead_of_suspending() {
     assert!(!waiting(&mut a));
     // The failed call left the agent `Suspended` (its state), as any failed call does.
     assert!(a.live_mut(AGENT).unwrap().call("tick", &[]).is_err());
+}
+
+/// `replace_live` (used by benchmarks and tests to change an agent's memory) keeps the call an
+/// agent waits in: it used to drop the agent instead (its capture refused the suspended call).
+#[test]
+fn replacing_a_waiting_agents_memory_keeps_its_call() {
+    let wasm = transformed(WAITER, "recv_wait");
+    let mut a = started(&wasm, 1_000_000);
+    a.tick("tick", &[]);
+    a.replace_live(AGENT, |agent| {
+        let mut memory = agent.wasm_state().to_vec();
+        memory[40] = 1;
+        agent.set_wasm_state(memory);
+    })
+    .unwrap();
+    assert!(a.is_running(AGENT) && waiting(&mut a));
+    assert_eq!(
+        a.deliver(AGENT, A, SENDER, STREAM, 1, &[21]),
+        Delivery::Accepted
+    );
+    assert_eq!(a.tick("tick", &[]), 1);
+    assert_eq!(global(&mut a, "fold"), fold(&[21]));
 }

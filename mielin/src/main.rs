@@ -129,9 +129,9 @@ enum Cmd {
     #[command(
         after_help = "The output records the original's SHA-256, wasm-opt's version and the imports \
         that unwind (`mielin inspect OUT` shows it). Needs Binaryen's wasm-opt (Debian: apt-get install binaryen).\n\n\
-        Examples:\n  mielin transform worker.wasm -o worker.async.wasm --unwind mesh.recv_wait --unwind env.yield\n  \
-        mielin transform worker.wat -o worker.async.wasm --unwind env.yield --wasm-opt ~/binaryen/bin/wasm-opt\n  \
-        mielin transform crunch.wasm -o crunch.async.wasm --yield-points env.yield --yield-every 1000"
+        Examples:\n  mielin transform worker.wasm -o worker.async.wasm --unwind mesh.recv_wait --unwind mesh.yield\n  \
+        mielin transform worker.wat -o worker.async.wasm --unwind mesh.yield --wasm-opt ~/binaryen/bin/wasm-opt\n  \
+        mielin transform crunch.wasm -o crunch.async.wasm --yield-points mesh.yield --yield-every 1000"
     )]
     Transform {
         /// The module (.wasm or .wat).

@@ -146,11 +146,26 @@ pub const YIELD_STATE: &[u8] = b"yield";
 pub trait Blocking: Mailbox + Suspendable {
     /// Fuel below which `mesh.yield` suspends the call (0: never).
     fn preempt_below(&self) -> u64;
+    /// [`Mailbox::recv`] that takes the oldest message even when it is longer than `out`:
+    /// writes its first `out.len()` bytes and returns its whole length.
+    fn recv_cut(&mut self, out: &mut [u8]) -> Received;
 }
 
 impl Blocking for SharedInbox {
     fn preempt_below(&self) -> u64 {
         self.preempt_below
+    }
+
+    fn recv_cut(&mut self, out: &mut [u8]) -> Received {
+        let mut i = self.inbox.borrow_mut();
+        let Some((from, m)) = i.peek() else {
+            return Received::Empty;
+        };
+        let n = m.len().min(out.len());
+        out[..n].copy_from_slice(&m[..n]);
+        let len = m.len();
+        i.pop();
+        Received::Message { from, len }
     }
 }
 
@@ -223,14 +238,28 @@ pub fn link<T: Mailbox + 'static>(linker: &mut Imports<'_, T>) -> Result<(), was
         "mesh",
         "recv",
         |mut caller: Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i32| {
-            recv(&mut caller, from_ptr, ptr, cap)
+            recv(&mut caller, from_ptr, ptr, cap, |m, out| {
+                match m.recv(out) {
+                    // Longer than the buffer: it stays in the mailbox.
+                    Received::Message { len, .. } if len > out.len() => Received::TooLong,
+                    r => r,
+                }
+            })
         },
     )?;
     Ok(())
 }
 
-/// `mesh.recv`: -1 when the mailbox is empty (see the module documentation).
-fn recv<T: Mailbox>(caller: &mut Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i32) -> i32 {
+/// `mesh.recv` and `mesh.recv_wait`: checks the ranges, lets `take` move the oldest message
+/// into the buffer (at most its room: a longer length means the rest was cut off), and writes
+/// the sender; -1 when the mailbox is empty, -2 for bad arguments or a message `take` left.
+fn recv<T>(
+    caller: &mut Caller<'_, T>,
+    from_ptr: i32,
+    ptr: i32,
+    cap: i32,
+    take: impl FnOnce(&mut T, &mut [u8]) -> Received,
+) -> i32 {
     let Some(mem) = memory(caller) else {
         return -2;
     };
@@ -246,19 +275,20 @@ fn recv<T: Mailbox>(caller: &mut Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i3
     // Taken straight into the agent's memory (both ranges were checked above).
     let room = c.min(MAX_MESSAGE_LEN);
     let (data, mailbox) = mem.data_and_store_mut(&mut *caller);
-    let (from, n) = match mailbox.recv(&mut data[p..p + room]) {
+    let (from, n) = match take(mailbox, &mut data[p..p + room]) {
         Received::Empty => return -1,
         Received::TooLong => return -2,
-        Received::Message { from, len } if len <= room => (from, len),
-        Received::Message { .. } => return -2,
+        Received::Message { from, len } => (from, len),
     };
     // The sender's id, then the message over it where the two overlap (the order the
     // agent has always seen: a copy re-applying a logged call must read the same).
+    let written = n.min(room);
     for (i, b) in from.as_bytes().iter().enumerate() {
-        if !(p..p + n).contains(&(fp + i)) {
+        if !(p..p + written).contains(&(fp + i)) {
             data[fp + i] = *b;
         }
     }
+    // At most MAX_MESSAGE_LEN.
     n as i32
 }
 
@@ -268,7 +298,10 @@ fn recv<T: Mailbox>(caller: &mut Caller<'_, T>, from_ptr: i32, ptr: i32, cap: i3
 ///
 /// - `mesh.recv_wait(from_ptr: i32, ptr: i32, cap: i32) -> i32`: `mesh.recv` that never
 ///   returns -1: while the mailbox is empty it suspends the call, which the host continues
-///   (`LiveAgent::resume_call`) once a message has arrived, here or on another node.
+///   (`LiveAgent::resume_call`) once a message has arrived, here or on another node. A message
+///   longer than `cap` is taken all the same, cut to `cap` bytes, and its whole length
+///   returned (more than `cap`: the agent sees it was cut): a waiting loop cannot stop on a
+///   message it can never take, as it would if the message stayed at the head of the mailbox.
 /// - `mesh.yield()`: a yield point; suspends the call when less than
 ///   [`Blocking::preempt_below`] units of its fuel are left, so that a long computation is
 ///   continued by the next call of the host instead of failing with `OutOfFuel` (and can be
@@ -289,7 +322,7 @@ pub fn link_blocking<T: Blocking + 'static>(
          -> Result<i32, wasmi::Error> {
             // A rewind that ends here takes the message it waited for, as a first call would.
             midcall::enter(&mut caller)?;
-            match recv(&mut caller, from_ptr, ptr, cap) {
+            match recv(&mut caller, from_ptr, ptr, cap, T::recv_cut) {
                 -1 => {
                     midcall::suspend(&mut caller, WAIT_STATE)?;
                     Ok(0) // never seen: the call unwinds

@@ -576,11 +576,11 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
                 if r.live.host().waits_for_mail() && r.live.host().get().peek().is_none() {
                     continue;
                 }
-                let _ = r.live.resume_call();
+                let resumed = r.live.resume_call();
                 // Saved whole, returned, suspended again or failed: a resumed call is not an
                 // event a restart could apply again (it continues frames, not an export).
                 let _ = self.save(id);
-                total += 1;
+                total += u64::from(resumed.is_ok());
                 continue;
             }
             let n = match r.live.run(export, args) {
@@ -713,11 +713,15 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             .remove(&agent)
             .ok_or(Refusal::NoCopy { epoch: 0 })?;
         let inbox = live.host().get().clone();
-        let mut a = live.into_agent().map_err(Refusal::Runtime)?;
+        let (mut a, call) = live.into_agent_with_call().map_err(Refusal::Runtime)?;
         f(&mut a);
         a.set_state(AgentState::Suspended)
             .map_err(Refusal::Runtime)?;
-        let live = self.resume(a, inbox)?;
+        let mut live = self.resume(a, inbox)?;
+        // A call it was suspended in goes on over the changed memory.
+        if let Some(call) = call {
+            live.restore_call(call).map_err(Refusal::Runtime)?;
+        }
         self.live.insert(
             agent,
             Running {
