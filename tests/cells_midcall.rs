@@ -208,23 +208,34 @@ fn a_waiting_agent_crosses_in_the_middle_of_its_call_and_keeps_its_frames() {
 
 /// Runs the crunch on one host to the end, moving it to the other host after each tick in
 /// `moves`; returns its result, the ticks it took and the host it ended on.
-fn crunch(moves: &[u32]) -> (i64, u32, NodeId) {
-    let wasm = transformed(CRUNCH, "yield");
-    // 300,000 units of fuel a call, about 30 outer iterations: many preemptions.
-    let fuel = 300_000;
+/// The crunch with `outer` outer iterations of 1,000 steps.
+fn crunch_wat(outer: u32) -> String {
+    let bound = "(i32.ge_u (local.get $i) (i32.const 1000))";
+    assert!(CRUNCH.contains(bound));
+    CRUNCH.replace(
+        bound,
+        &format!("(i32.ge_u (local.get $i) (i32.const {outer}))"),
+    )
+}
+
+/// Runs the crunch (`outer` thousand steps, `fuel` a call) on host A to the end, moving it to
+/// the other host after each tick `moves` names; returns its result, the ticks it took and the
+/// host it ended on.
+fn crunch(outer: u32, fuel: u64, moves: impl Fn(u32) -> bool) -> (i64, u32, NodeId) {
+    let wasm = transformed(&crunch_wat(outer), "yield");
     let mut hosts = [started(&wasm, fuel), host(B, MemKeeper::new(), fuel)];
     let (mut here, mut epoch, mut ticks) = (0, 0, 0);
     while global(&mut hosts[here], "done") == 0 {
         hosts[here].tick("tick", &[]);
         ticks += 1;
-        assert!(ticks < 1_000, "the crunch does not finish");
+        assert!(ticks < 100_000, "the crunch does not finish");
         assert_eq!(
             hosts[here].problems_seen(),
             0,
             "{:?}",
             hosts[here].take_problems()
         );
-        if moves.contains(&ticks) {
+        if moves(ticks) && global(&mut hosts[here], "done") == 0 {
             assert!(waiting(&mut hosts[here]), "moved in the middle of its loop");
             epoch += 1;
             let [a, b] = &mut hosts;
@@ -239,13 +250,34 @@ fn crunch(moves: &[u32]) -> (i64, u32, NodeId) {
     (global(&mut hosts[here], "result"), ticks, node)
 }
 
+/// `MIELIN_CRUNCH_OUTER` (default 1,000: 10^6 steps) and `MIELIN_CRUNCH_FUEL` (default 300,000
+/// a call, about 10 outer iterations: 100 preemptions). With either set, the agent moves after
+/// every tick; by default after ticks 3 and 7. The release run of docs/testing.md:
+/// `MIELIN_CRUNCH_OUTER=1000000 MIELIN_CRUNCH_FUEL=100000000 cargo test --release --features
+/// transform --test cells_midcall a_preempted -- --nocapture` (10^9 steps).
 #[test]
 fn a_preempted_agent_moves_twice_in_the_middle_of_its_loop_and_ends_as_if_unmoved() {
-    let (unmoved, ticks, node) = crunch(&[]);
+    let env = |name: &str| std::env::var(name).ok().map(|v| v.parse::<u64>().unwrap());
+    let (outer, fuel) = (env("MIELIN_CRUNCH_OUTER"), env("MIELIN_CRUNCH_FUEL"));
+    let every = outer.is_some() || fuel.is_some();
+    let (outer, fuel) = (outer.unwrap_or(1_000) as u32, fuel.unwrap_or(300_000));
+    let t0 = std::time::Instant::now();
+    let (unmoved, ticks, node) = crunch(outer, fuel, |_| false);
+    let unmoved_time = t0.elapsed();
     assert!(ticks > 10, "preempted {ticks} times only");
     assert_eq!(node, A);
-    let (moved, moved_ticks, node) = crunch(&[3, 7]);
-    assert_eq!(node, A, "there and back");
+    let t0 = std::time::Instant::now();
+    let (moved, moved_ticks, node) = crunch(outer, fuel, |t| every || t == 3 || t == 7);
+    if !every {
+        assert_eq!(node, A, "there and back");
+    }
+    println!(
+        "crunch of {outer} x 1,000 steps: {ticks} ticks, result {unmoved:#x} in {:.1} s unmoved; \
+         moved {} times: {moved:#x} in {:.1} s",
+        unmoved_time.as_secs_f64(),
+        if every { moved_ticks - 1 } else { 2 },
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(moved, unmoved);
     assert_eq!(moved_ticks, ticks, "no work lost or done twice");
     // Without a reserve the call runs out of fuel instead of yielding: the result is never
