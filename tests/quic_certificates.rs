@@ -375,7 +375,7 @@ fn fake_client(f: &Forged, to: SocketAddr) -> quinn::Endpoint {
             latency_ms: 1,
             arch: Arch::X86_64,
         };
-        let payload = wire::encode_status(&status);
+        let payload = wire::encode_status(&status, 0);
         let mut rec = wire::header(wire::KIND_STATUS, payload.len()).to_vec();
         rec.extend_from_slice(&payload);
         if let Ok(mut s) = conn.open_uni().await {

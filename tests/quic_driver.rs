@@ -4,7 +4,7 @@
 #[path = "common_quic/pair.rs"]
 mod pair;
 
-use mielin_cells::quic::{Event, Role, PROGRESS_MIN_BYTES};
+use mielin_cells::quic::{wire, Event, Role, PROGRESS_MIN_BYTES};
 use pair::{pair, pump, spawn};
 
 /// A 3 MiB agent: its snapshot is written in tenths, each reported with a growing count that
@@ -86,11 +86,14 @@ fn status_announcements_never_hold_up_the_frames_behind_them() {
         let mut refused = 0;
         let mut statuses = Vec::new();
         for agent in agents {
-            p.a.driver.announce(&NodeStatus {
-                battery_percent: 150,
-                latency_ms: 1,
-                arch: Arch::Xtensa,
-            });
+            p.a.driver.announce(
+                &NodeStatus {
+                    battery_percent: 150,
+                    latency_ms: 1,
+                    arch: Arch::Xtensa,
+                },
+                wire::CAN_REWIND,
+            );
             p.a.driver.migrate(&mut p.a.host, agent, target).unwrap();
             pump(&mut p, |_, evs| {
                 for e in evs {
@@ -112,5 +115,9 @@ fn status_announcements_never_hold_up_the_frames_behind_them() {
         assert!(statuses
             .iter()
             .all(|s| s.arch == Arch::Xtensa && s.battery_percent == 100));
+        // Its capability came with it: b may offer a waiting agent to a.
+        let a = p.a.driver.id();
+        assert_eq!(p.b.driver.peer_can_rewind(a), Some(true));
+        assert_eq!(p.b.driver.peer_can_rewind(p.b.driver.id()), None);
     });
 }

@@ -67,6 +67,12 @@ pub struct NodeArgs {
     /// runs after 2 s even if some peers did not answer, and that is logged.
     #[arg(long)]
     pub strict_rollback: bool,
+    /// Run agents between calls only: refuse an agent captured in the middle of a call (a
+    /// module transformed by `mielin transform`, waiting in `mesh.recv_wait` or preempted at
+    /// `mesh.yield`), and say so in this node's status, so that peers do not offer it one.
+    /// Without it the node continues such agents where they stopped.
+    #[arg(long)]
+    pub between_calls_only: bool,
     /// Read console commands on standard input (`help` lists them). Off by default, so that a
     /// node started in the background of a shell is not stopped for reading the terminal.
     #[arg(long)]
@@ -144,6 +150,7 @@ struct FileConfig {
     rto_ms: Option<u64>,
     window: Option<u8>,
     strict_rollback: Option<bool>,
+    between_calls_only: Option<bool>,
     #[serde(default)]
     peer: Vec<PeerEntry>,
     #[serde(default)]
@@ -175,6 +182,8 @@ pub struct Settings {
     /// Messages in flight per pair, and each agent's mailbox and outbox (1..=[`MAX_WINDOW`]).
     pub window: u8,
     pub strict_rollback: bool,
+    /// Refuse agents captured in the middle of a call (`--between-calls-only`).
+    pub between_calls_only: bool,
     pub args: NodeArgs,
 }
 
@@ -329,6 +338,7 @@ impl Settings {
             rto_ms: args.rto_ms.or(file.rto_ms).unwrap_or(200),
             window,
             strict_rollback: args.strict_rollback || file.strict_rollback.unwrap_or(false),
+            between_calls_only: args.between_calls_only || file.between_calls_only.unwrap_or(false),
             args,
         })
     }

@@ -22,8 +22,8 @@ use mielin_cells::mesh::{
     AgentHost, Config, Delivery, InboxLimits, Journal, MeshError, Notice, Phase, SharedJournal,
 };
 use mielin_cells::quic::{
-    to_hex, Directory, Driver, DriverConfig, Event, Identity, NodeJournal, Peer, PublicKey, Role,
-    Wake, WasmHost,
+    to_hex, wire, Directory, Driver, DriverConfig, Event, Identity, NodeJournal, Peer, PublicKey,
+    Role, Wake, WasmHost,
 };
 use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy};
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,6 +131,9 @@ struct State {
     /// Per agent: replies to the operator, and the last one.
     replies: BTreeMap<AgentId, (u64, Vec<u8>)>,
     battery: f64,
+    /// The battery last set (at start, or by the console's `battery`) and when: it drains
+    /// from there.
+    battery_set: (f64, Instant),
     started: Instant,
 }
 
@@ -198,6 +201,9 @@ async fn node(mut s: Settings) -> Result<(), String> {
         outbox: usize::from(s.window),
         ..InboxLimits::default()
     });
+    // Agents captured in the middle of a call: continued here unless told otherwise (and the
+    // status says which, so that peers offer such agents only where they continue).
+    host.mid_call = !s.between_calls_only;
     let journal_path = s.data.join("journal");
     let metrics = Arc::new(Metrics::default());
     let journal = Counted {
@@ -257,6 +263,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
         waiting: Vec::new(),
         replies: BTreeMap::new(),
         battery: f64::from(args.battery),
+        battery_set: (f64::from(args.battery), Instant::now()),
         started: Instant::now(),
     };
     for a in st.host.running() {
@@ -345,14 +352,17 @@ async fn node(mut s: Settings) -> Result<(), String> {
                 });
                 if tick {
                     on_tick(&mut st);
-                    st.battery = (f64::from(args.battery) - args.drain * st.started.elapsed().as_secs_f64()).max(0.0);
+                    // (It used to drain from the start's value on every tick, which undid the
+                    // console's `battery` within a tick.)
+                    st.battery = (st.battery_set.0 - args.drain * st.battery_set.1.elapsed().as_secs_f64()).max(0.0);
                     if last_announce.elapsed() >= Duration::from_millis(500) {
                         last_announce = Instant::now();
+                        let caps = if st.host.mid_call { wire::CAN_REWIND } else { 0 };
                         st.driver.announce(&NodeStatus {
                             battery_percent: st.battery as u8,
                             latency_ms: 1,
                             arch: Arch::X86_64,
-                        });
+                        }, caps);
                     }
                     if args.stats_ms > 0 && last_stats.elapsed() >= Duration::from_millis(args.stats_ms) {
                         last_stats = Instant::now();
@@ -406,14 +416,22 @@ async fn node(mut s: Settings) -> Result<(), String> {
                 st.battery,
                 args.min_battery
             );
-            match st.driver.select(&policy) {
-                Some(target) => {
-                    let name = st.names.node(target);
-                    for a in st.host.running() {
+            for a in st.host.running() {
+                // An agent in the middle of a call goes only to a peer that continues it.
+                let mid_call = waits_in_a_call(&mut st, a);
+                match st.driver.select_for(&policy, mid_call) {
+                    Some(target) => {
+                        let name = st.names.node(target);
                         let _ = migrate(&mut st, a, &name, None);
                     }
+                    None if mid_call => tracing::info!(
+                        "no live peer fits the policy and continues a call in the middle; {} stays",
+                        st.names.agent(a)
+                    ),
+                    None => {
+                        tracing::info!("no live peer fits the policy; {} stays", st.names.agent(a))
+                    }
                 }
-                None => tracing::info!("no live peer fits the policy; agents stay"),
             }
         }
         if let Some(c) = command {
@@ -675,6 +693,13 @@ fn migrate(
         tracing::warn!("{e}");
         return Err(e);
     };
+    if waits_in_a_call(st, agent) && st.driver.peer_can_rewind(target) == Some(false) {
+        let e = format!(
+            "migrate {name}: {peer} runs agents between calls only (its status says so), and {name} waits in the middle of a call; pick a node that continues it"
+        );
+        tracing::warn!("{e}");
+        return Err(e);
+    }
     let bytes = st.host.memory_len(agent).unwrap_or(0);
     match st.driver.migrate(&mut st.host, agent, target) {
         Ok((epoch, events)) => {
@@ -705,6 +730,14 @@ fn migrate(
             Err(e)
         }
     }
+}
+
+/// Whether `agent` runs here in the middle of a call (a transformed module waiting in
+/// `mesh.recv_wait` or preempted at `mesh.yield`).
+fn waits_in_a_call(st: &mut State, agent: AgentId) -> bool {
+    st.host
+        .live_mut(agent)
+        .is_some_and(|l| l.is_suspended_in_call())
 }
 
 /// Where the journal says an agent is.
@@ -782,9 +815,19 @@ fn status_text(st: &mut State) -> String {
     if st.peers.is_empty() {
         o += "  none pinned (add them to a fleet file: mielin keygen --fleet)\n";
     }
+    let statuses: BTreeMap<NodeId, NodeStatus> = st.driver.live_peers().into_iter().collect();
     for (id, addr) in &st.peers {
+        // What its last fresh status said: placement's input.
+        let status = match (statuses.get(id), st.driver.peer_can_rewind(*id)) {
+            (Some(s), Some(rewind)) => format!(
+                "  battery {}%  mid-call {}",
+                s.battery_percent,
+                if rewind { "yes" } else { "no" }
+            ),
+            _ => String::new(),
+        };
         o += &format!(
-            "  {:<12} {addr}  {}\n",
+            "  {:<12} {addr}  {}{status}\n",
             st.names.node(*id),
             if st.connected.contains(id) {
                 "connected"
@@ -920,6 +963,7 @@ fn console(st: &mut State, line: &str) -> bool {
         ["battery", p] => {
             if let Ok(p) = p.parse::<f64>() {
                 st.battery = p;
+                st.battery_set = (p, Instant::now());
             }
         }
         ["stats"] => {

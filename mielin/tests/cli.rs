@@ -1021,3 +1021,124 @@ fn a_transformed_agent_moves_in_the_middle_of_its_call() {
     a.quit();
     b.quit();
 }
+
+/// Issue 25: a node that cannot rewind says so in its status, placement does not offer it an
+/// agent waiting in the middle of a call, and it refuses one with its reason if offered. `b`
+/// runs with `--between-calls-only`; `a` holds `guest` (the Rust guest, transformed, waiting in
+/// its call) and `pong` (between calls). Asked to move `guest` to b, a refuses at once with the
+/// reason; when a's battery drops below its policy, `pong` goes to b (the policy's pick: more
+/// battery than c) and `guest` to c, which continues it. (A node learns a peer's status on a
+/// connection it has: `spare` opens the one to c.)
+#[test]
+fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
+    let dir = scratch("rewind");
+    let (ad, cd) = (data(&dir, "a"), data(&dir, "c"));
+    let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/midcall-guest.wasm");
+    let dna = dir.join("guest.async.wasm");
+    let dna_s = dna.to_str().unwrap();
+    let o = mielin(&[
+        "transform",
+        guest,
+        "-o",
+        dna_s,
+        "--unwind",
+        "mesh.recv_wait",
+        "--unwind",
+        "mesh.yield",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut a = Proc::start("a", &dir, "127.0.0.1:0", &[], &[], None);
+    let args = |between: bool, battery: &str| -> Vec<String> {
+        let mut v = vec!["--battery".into(), battery.into()];
+        if between {
+            v.push("--between-calls-only".into());
+        }
+        v
+    };
+    let mut b = Proc::start("b", &dir, "127.0.0.1:0", &args(true, "100"), &[], None);
+    let mut c = Proc::start("c", &dir, "127.0.0.1:0", &args(false, "90"), &[], None);
+    pin_all(&mut [&mut a, &mut b, &mut c]);
+    for (file, name) in [
+        (dna_s.to_string(), "guest"),
+        (agent_file(), "pong"),
+        (agent_file(), "spare"),
+    ] {
+        let o = mielin(&["deploy", &file, "--name", name, "-d", &ad]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // Statuses travel on the connections a node has: one to c (b's comes with the refusals).
+    let o = mielin(&["migrate", "spare", "--to", "c", "-d", &ad]);
+    assert!(text(&o).contains(" committed "), "{}", text(&o));
+    // The guest waits in its call once it ran; b's status reaches a within a second.
+    let start = Instant::now();
+    let refusal = loop {
+        let o = mielin(&["migrate", "guest", "--to", "b", "-d", &ad]);
+        let t = text(&o);
+        if t.contains("runs agents between calls only") {
+            assert_eq!(o.status.code(), Some(1), "{t}");
+            break t;
+        }
+        // Before a heard b's status the hand-off is offered, and b refuses it.
+        assert!(!o.status.success() || !t.contains(" committed "), "{t}");
+        assert!(start.elapsed() < T, "{t}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        refusal.contains("guest waits in the middle of a call"),
+        "{refusal}"
+    );
+    // a has both statuses before its battery drops (`mielin status` shows them).
+    let start = Instant::now();
+    loop {
+        let t = text(&mielin(&["status", "-d", &ad]));
+        let peer = |n: &str| {
+            t.lines()
+                .find(|l| l.trim_start().starts_with(n))
+                .unwrap_or("")
+                .to_string()
+        };
+        if peer("b ").contains("mid-call no") && peer("c ").contains("mid-call yes") {
+            break;
+        }
+        assert!(start.elapsed() < T, "{t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let from = a.len();
+    a.send("battery 10");
+    a.wait_line(
+        from,
+        |l| l.starts_with("battery 10% below the policy's 20%"),
+        T,
+    );
+    // (A node that never heard an agent's name shows the first 8 hex digits of its id.)
+    let runs_on = |p: &Proc, d: &str, name: &str| {
+        let start = Instant::now();
+        let id = mielin_cells::quic::to_hex(agent_of(name).as_bytes());
+        while !text(&mielin(&["agents", "-d", d]))
+            .lines()
+            .any(|l| (l.starts_with(name) || l.starts_with(&id[..8])) && l.contains("running here"))
+        {
+            assert!(start.elapsed() < T, "{name} not on {}: {}", p.name, p.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    runs_on(&c, &cd, "guest");
+    runs_on(&b, &data(&dir, "b"), "pong");
+    // c continues the call: the guest answers there.
+    let from = c.len();
+    let o = mielin(&["send", "guest", "hello there", "-d", &cd]);
+    assert!(o.status.success(), "{}", text(&o));
+    c.wait_line(
+        from,
+        |l| l.starts_with("reply ") && l.contains(" -> operator: "),
+        T,
+    );
+    assert!(
+        !b.has_line(0, |l| l.contains("guest") && l.contains("committed")),
+        "{}",
+        b.log()
+    );
+    a.quit();
+    b.quit();
+    c.quit();
+}

@@ -11,7 +11,11 @@
 //! | kind | record | payload |
 //! |-----:|--------|---------|
 //! | 1 | mesh frame | one `mesh::frame` (the protocol's own codec checks it) |
-//! | 2 | status | battery percent u8, latency ms u32 LE, architecture u8 (6 bytes) |
+//! | 2 | status | battery percent u8, latency ms u32 LE, architecture u8, capabilities u8 (7 bytes; 6 without the capabilities from a node before them, read as none) |
+//!
+//! Capabilities: bit 0 [`CAN_REWIND`] (the node takes agents captured in the middle of a call,
+//! `runtime::midcall`; the same bit as the fleet's status record); the other bits are reserved,
+//! written 0 and refused.
 //!
 //! [`RecordDecoder`] never panics, refuses unknown kinds and lengths above its limit before
 //! reading the payload, and grows its buffer only as bytes arrive: a peer makes it hold at most
@@ -28,7 +32,12 @@ pub const KIND_STATUS: u8 = 2;
 /// Bytes before a record's payload.
 pub const RECORD_HEADER_LEN: usize = 5;
 /// A status record's payload length.
-pub const STATUS_LEN: usize = 6;
+pub const STATUS_LEN: usize = 7;
+/// A status record's payload length from a node that sends no capabilities (read as none).
+pub const STATUS_LEN_WITHOUT_CAPABILITIES: usize = 6;
+/// Capability: the node takes agents captured in the middle of a call (its host continues
+/// them). A node without it refuses them; placement does not offer it such an agent.
+pub const CAN_REWIND: u8 = 1;
 
 /// Why a peer's stream was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -58,8 +67,8 @@ pub enum WireError {
 pub enum Record {
     /// A mesh frame (not yet decoded).
     Frame(Vec<u8>),
-    /// A status announcement.
-    Status(NodeStatus),
+    /// A status announcement, and the node's capabilities ([`CAN_REWIND`]).
+    Status(NodeStatus, u8),
 }
 
 /// Writes a record header for `kind` and a payload of `len` bytes.
@@ -68,8 +77,9 @@ pub fn header(kind: u8, len: usize) -> [u8; RECORD_HEADER_LEN] {
     [kind, l[0], l[1], l[2], l[3]]
 }
 
-/// The payload of a status record.
-pub fn encode_status(s: &NodeStatus) -> [u8; STATUS_LEN] {
+/// The payload of a status record: the status and the node's capabilities (reserved bits are
+/// written 0).
+pub fn encode_status(s: &NodeStatus, capabilities: u8) -> [u8; STATUS_LEN] {
     let l = s.latency_ms.to_le_bytes();
     // A charge over 100 (a caller's mistake) goes as 100: the decoder refuses more.
     [
@@ -79,21 +89,29 @@ pub fn encode_status(s: &NodeStatus) -> [u8; STATUS_LEN] {
         l[2],
         l[3],
         s.arch.tag(),
+        capabilities & CAN_REWIND,
     ]
 }
 
-/// Decodes a status payload.
-pub fn decode_status(b: &[u8]) -> Result<NodeStatus, WireError> {
-    let b: &[u8; STATUS_LEN] = b.try_into().map_err(|_| WireError::BadStatus)?;
+/// Decodes a status payload: the status and the capabilities (none from a 6-byte payload, a
+/// node from before them). A charge over 100, an unknown architecture, a reserved capability
+/// bit or another length is [`WireError::BadStatus`].
+pub fn decode_status(b: &[u8]) -> Result<(NodeStatus, u8), WireError> {
+    let (b, capabilities) = match b.len() {
+        STATUS_LEN => (&b[..STATUS_LEN_WITHOUT_CAPABILITIES], b[6]),
+        STATUS_LEN_WITHOUT_CAPABILITIES => (b, 0),
+        _ => return Err(WireError::BadStatus),
+    };
     let arch = Arch::from_tag(b[5]).ok_or(WireError::BadStatus)?;
-    if b[0] > 100 {
+    if b[0] > 100 || capabilities & !CAN_REWIND != 0 {
         return Err(WireError::BadStatus);
     }
-    Ok(NodeStatus {
+    let status = NodeStatus {
         battery_percent: b[0],
         latency_ms: u32::from_le_bytes([b[1], b[2], b[3], b[4]]),
         arch,
-    })
+    };
+    Ok((status, capabilities))
 }
 
 /// Reads a record header: its kind and payload length, refusing an unknown kind or a length
@@ -113,7 +131,10 @@ pub fn parse_header(h: &[u8; RECORD_HEADER_LEN], max_len: usize) -> Result<(u8, 
 /// The record of `kind` (from [`parse_header`]) with payload `body`.
 pub fn record(kind: u8, body: Vec<u8>) -> Result<Record, WireError> {
     Ok(match kind {
-        KIND_STATUS => Record::Status(decode_status(&body)?),
+        KIND_STATUS => {
+            let (status, capabilities) = decode_status(&body)?;
+            Record::Status(status, capabilities)
+        }
         _ => Record::Frame(body),
     })
 }
@@ -193,7 +214,7 @@ mod tests {
         bytes.extend_from_slice(&header(KIND_FRAME, 3));
         bytes.extend_from_slice(b"abc");
         bytes.extend_from_slice(&header(KIND_STATUS, STATUS_LEN));
-        bytes.extend_from_slice(&encode_status(&s));
+        bytes.extend_from_slice(&encode_status(&s, CAN_REWIND));
         bytes.extend_from_slice(&header(KIND_FRAME, 0));
         for split in 0..=bytes.len() {
             let mut d = RecordDecoder::new(16);
@@ -205,7 +226,7 @@ mod tests {
                 got,
                 [
                     Record::Frame(b"abc".to_vec()),
-                    Record::Status(s),
+                    Record::Status(s, CAN_REWIND),
                     Record::Frame(Vec::new())
                 ]
             );
@@ -229,5 +250,44 @@ mod tests {
         let mut b = header(KIND_STATUS, 6).to_vec();
         b.extend_from_slice(&[101, 0, 0, 0, 0, 0]);
         assert_eq!(d.push(&b, &mut |_| {}), Err(WireError::BadStatus));
+    }
+
+    /// The status payload's bytes, field by field; the 6 bytes of a node from before the
+    /// capabilities read as none; reserved bits, other lengths, a charge over 100 and an
+    /// unknown architecture are refused.
+    #[test]
+    fn status_bytes() {
+        let s = NodeStatus {
+            battery_percent: 42,
+            latency_ms: 0x0102_0304,
+            arch: Arch::Aarch64,
+        };
+        let tag = Arch::Aarch64.tag();
+        assert_eq!(
+            encode_status(&s, CAN_REWIND),
+            [42, 4, 3, 2, 1, tag, 1],
+            "battery, latency LE, architecture, capabilities"
+        );
+        assert_eq!(
+            encode_status(&s, 0xff)[6],
+            CAN_REWIND,
+            "reserved bits go as 0"
+        );
+        assert_eq!(
+            decode_status(&[42, 4, 3, 2, 1, tag, 1]),
+            Ok((s, CAN_REWIND))
+        );
+        assert_eq!(decode_status(&[42, 4, 3, 2, 1, tag, 0]), Ok((s, 0)));
+        assert_eq!(decode_status(&[42, 4, 3, 2, 1, tag]), Ok((s, 0)));
+        for bad in [
+            &[42, 4, 3, 2, 1, tag, 2][..],
+            &[42, 4, 3, 2, 1, tag, 0x81],
+            &[42, 4, 3, 2, 1, tag, 1, 0],
+            &[42, 4, 3, 2, 1],
+            &[101, 4, 3, 2, 1, tag, 1],
+            &[42, 4, 3, 2, 1, 0xee, 1],
+        ] {
+            assert_eq!(decode_status(bad), Err(WireError::BadStatus), "{bad:?}");
+        }
     }
 }

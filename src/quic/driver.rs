@@ -238,7 +238,8 @@ pub struct Driver<J: Journal, const N: usize> {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Inbound>,
     writers: BTreeMap<NodeId, mpsc::Sender<Batch>>,
-    statuses: BTreeMap<NodeId, (NodeStatus, Instant)>,
+    /// Each peer's last status, its capabilities, and when it came.
+    statuses: BTreeMap<NodeId, (NodeStatus, u8, Instant)>,
     /// By agent, epoch and peer: a peer's frames (forged ones included) touch only its own.
     tracks: BTreeMap<(AgentId, u64, NodeId), Track>,
     /// How many of `tracks` each peer has.
@@ -487,8 +488,9 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                     self.track(events, kind, agent, epoch, peer, bytes.len(), false);
                 }
             }
-            Wake::Inbound(Inbound::Record(peer, Record::Status(status), _credit)) => {
-                self.statuses.insert(peer, (status, Instant::now()));
+            Wake::Inbound(Inbound::Record(peer, Record::Status(status, capabilities), _credit)) => {
+                self.statuses
+                    .insert(peer, (status, capabilities, Instant::now()));
                 events.push(Event::Status { peer, status });
             }
             Wake::Inbound(Inbound::Event(e)) => events.push(e),
@@ -528,10 +530,11 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         Ok((epoch, events))
     }
 
-    /// Tells every connected peer this node's status (placement input for their
-    /// [`Driver::select`]).
-    pub fn announce(&mut self, status: &NodeStatus) {
-        let payload = wire::encode_status(status);
+    /// Tells every connected peer this node's status and capabilities (`wire::CAN_REWIND` if
+    /// its host takes agents in the middle of a call): placement input for their
+    /// [`Driver::select`].
+    pub fn announce(&mut self, status: &NodeStatus, capabilities: u8) {
+        let payload = wire::encode_status(status, capabilities);
         let mut rec = wire::header(wire::KIND_STATUS, payload.len()).to_vec();
         rec.extend_from_slice(&payload);
         for (peer, w) in &self.writers {
@@ -546,14 +549,34 @@ impl<J: Journal, const N: usize> Driver<J, N> {
         let ttl = self.shared.cfg.status_ttl;
         self.statuses
             .iter()
-            .filter(|(_, (_, at))| at.elapsed() <= ttl)
-            .map(|(p, (s, _))| (*p, *s))
+            .filter(|(_, (_, _, at))| at.elapsed() <= ttl)
+            .map(|(p, (s, _, _))| (*p, *s))
             .collect()
+    }
+
+    /// Whether `peer`'s fresh status says it takes agents in the middle of a call; `None`
+    /// without a fresh status.
+    pub fn peer_can_rewind(&self, peer: NodeId) -> Option<bool> {
+        let ttl = self.shared.cfg.status_ttl;
+        self.statuses
+            .get(&peer)
+            .filter(|(_, _, at)| at.elapsed() <= ttl)
+            .map(|(_, caps, _)| caps & wire::CAN_REWIND != 0)
     }
 
     /// The peer [`Policy::select`] prefers among the live peers' last announced statuses.
     pub fn select(&self, policy: &Policy) -> Option<NodeId> {
-        let live = self.live_peers();
+        self.select_for(policy, false)
+    }
+
+    /// [`select`](Self::select) for an agent that may be in the middle of a call: with
+    /// `mid_call`, only among peers whose status says they take such agents.
+    pub fn select_for(&self, policy: &Policy, mid_call: bool) -> Option<NodeId> {
+        let live: Vec<(NodeId, NodeStatus)> = self
+            .live_peers()
+            .into_iter()
+            .filter(|(p, _)| !mid_call || self.peer_can_rewind(*p) == Some(true))
+            .collect();
         let statuses: Vec<NodeStatus> = live.iter().map(|p| p.1).collect();
         policy.select(&statuses).map(|i| live[i].0)
     }
