@@ -5,7 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mielin_cells::mesh::records::{decode_status, encode_status, Record, RecordDecoder};
+use mielin_cells::mesh::records::{
+    decode_status, encode_status, record, Record, RecordDecoder, KIND_STATUS,
+};
 
 fn decode(parts: &[&[u8]], max: usize) -> (Vec<Record>, Result<(), ()>) {
     let mut d = RecordDecoder::new(max);
@@ -25,6 +27,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let max = 64;
     let at = (cut as usize).min(rest.len());
+    // The driver's own path: a status payload of any bytes (`record`, as `read_stream` calls
+    // it after `parse_header`).
+    if let Ok(Record::Status(s, caps)) = record(KIND_STATUS, rest.to_vec()) {
+        assert_eq!(decode_status(&encode_status(&s, caps)), Ok((s, caps)));
+    }
     let whole = decode(&[rest], max);
     let split = decode(&[&rest[..at], &rest[at..]], max);
     assert_eq!(whole, split);

@@ -67,10 +67,11 @@ pub struct NodeArgs {
     /// runs after 2 s even if some peers did not answer, and that is logged.
     #[arg(long)]
     pub strict_rollback: bool,
-    /// Run agents between calls only: refuse an agent captured in the middle of a call (a
-    /// module transformed by `mielin transform`, waiting in `mesh.recv_wait` or preempted at
-    /// `mesh.yield`), and say so in this node's status, so that peers do not offer it one.
-    /// Without it the node continues such agents where they stopped.
+    /// Take no agent captured in the middle of a call from a peer (a module transformed by
+    /// `mielin transform`, waiting in `mesh.recv_wait` or preempted at `mesh.yield`), and say
+    /// so in this node's status, so that peers do not offer it one. Without it the node
+    /// continues such agents where they stopped. (Agents deployed here, or arriving between
+    /// calls, still run as their modules do.)
     #[arg(long)]
     pub between_calls_only: bool,
     /// Read console commands on standard input (`help` lists them). Off by default, so that a

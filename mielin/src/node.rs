@@ -330,7 +330,12 @@ async fn node(mut s: Settings) -> Result<(), String> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
 
-    let mut low_battery_done = false;
+    // Battery placement: whether the battery is below the policy's minimum (logged once per
+    // drop), when agents are placed next (every PLACEMENT_EVERY while it is), and the agents
+    // said to stay during this drop (logged once each).
+    let mut below = false;
+    let mut next_placement = Instant::now();
+    let mut stayed: BTreeSet<AgentId> = BTreeSet::new();
     let mut last_announce = Instant::now() - Duration::from_secs(1);
     let mut last_stats = Instant::now();
     let policy = Policy {
@@ -409,13 +414,21 @@ async fn node(mut s: Settings) -> Result<(), String> {
         for (_, agent, peer) in due {
             let _ = migrate(&mut st, agent, &peer, None);
         }
-        if !low_battery_done && st.battery < f64::from(args.min_battery) {
-            low_battery_done = true;
-            tracing::info!(
-                "battery {:.0}% below the policy's {}%",
-                st.battery,
-                args.min_battery
-            );
+        if st.battery >= f64::from(args.min_battery) {
+            below = false;
+            stayed.clear();
+        } else if !below || Instant::now() >= next_placement {
+            if !below {
+                below = true;
+                tracing::info!(
+                    "battery {:.0}% below the policy's {}%",
+                    st.battery,
+                    args.min_battery
+                );
+            }
+            // Again while the battery stays low: an agent that found no peer, whose hand-off
+            // was refused, or that arrived since, is placed once a peer fits.
+            next_placement = Instant::now() + PLACEMENT_EVERY;
             for a in st.host.running() {
                 // An agent in the middle of a call goes only to a peer that continues it.
                 let mid_call = waits_in_a_call(&mut st, a);
@@ -424,6 +437,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
                         let name = st.names.node(target);
                         let _ = migrate(&mut st, a, &name, None);
                     }
+                    None if !stayed.insert(a) => {}
                     None if mid_call => tracing::info!(
                         "no live peer fits the policy and continues a call in the middle; {} stays",
                         st.names.agent(a)
@@ -695,7 +709,7 @@ fn migrate(
     };
     if waits_in_a_call(st, agent) && st.driver.peer_can_rewind(target) == Some(false) {
         let e = format!(
-            "migrate {name}: {peer} runs agents between calls only (its status says so), and {name} waits in the middle of a call; pick a node that continues it"
+            "migrate {name}: {peer} takes no agent in the middle of a call (its status says so), and {name} waits in the middle of a call; pick a node that continues it"
         );
         tracing::warn!("{e}");
         return Err(e);
@@ -731,6 +745,9 @@ fn migrate(
         }
     }
 }
+
+/// While the battery is below the policy's minimum, how often the agents still here are placed.
+const PLACEMENT_EVERY: Duration = Duration::from_secs(2);
 
 /// Whether `agent` runs here in the middle of a call (a transformed module waiting in
 /// `mesh.recv_wait` or preempted at `mesh.yield`).
@@ -827,7 +844,7 @@ fn status_text(st: &mut State) -> String {
             _ => String::new(),
         };
         o += &format!(
-            "  {:<12} {addr}  {}{status}\n",
+            "  {:<12} {addr}  {:<13}{status}\n",
             st.names.node(*id),
             if st.connected.contains(id) {
                 "connected"

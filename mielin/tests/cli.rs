@@ -1027,8 +1027,9 @@ fn a_transformed_agent_moves_in_the_middle_of_its_call() {
 /// runs with `--between-calls-only`; `a` holds `guest` (the Rust guest, transformed, waiting in
 /// its call) and `pong` (between calls). Asked to move `guest` to b, a refuses at once with the
 /// reason; when a's battery drops below its policy, `pong` goes to b (the policy's pick: more
-/// battery than c) and `guest` to c, which continues it. (A node learns a peer's status on a
-/// connection it has: `spare` opens the one to c.)
+/// battery than c) and `guest` to c, which continues it; an agent deployed on a while its
+/// battery stays low is placed too. (A node learns a peer's status on a connection it has:
+/// `spare` opens the one to c.)
 #[test]
 fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
     let dir = scratch("rewind");
@@ -1074,7 +1075,7 @@ fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
     let refusal = loop {
         let o = mielin(&["migrate", "guest", "--to", "b", "-d", &ad]);
         let t = text(&o);
-        if t.contains("runs agents between calls only") {
+        if t.contains("takes no agent in the middle of a call") {
             assert_eq!(o.status.code(), Some(1), "{t}");
             break t;
         }
@@ -1124,6 +1125,10 @@ fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
     };
     runs_on(&c, &cd, "guest");
     runs_on(&b, &data(&dir, "b"), "pong");
+    // While a's battery stays low it keeps placing: an agent deployed now leaves too.
+    let o = mielin(&["deploy", &agent_file(), "--name", "late", "-d", &ad]);
+    assert!(o.status.success(), "{}", text(&o));
+    runs_on(&b, &data(&dir, "b"), "late");
     // c continues the call: the guest answers there.
     let from = c.len();
     let o = mielin(&["send", "guest", "hello there", "-d", &cd]);
@@ -1133,8 +1138,11 @@ fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
         |l| l.starts_with("reply ") && l.contains(" -> operator: "),
         T,
     );
+    // b never took it (b never heard its name: its log shows the id's first 8 hex digits).
+    let id = mielin_cells::quic::to_hex(agent_of("guest").as_bytes());
+    assert!(b.has_line(0, |l| l.contains(&id[..8])), "{}", b.log());
     assert!(
-        !b.has_line(0, |l| l.contains("guest") && l.contains("committed")),
+        !b.has_line(0, |l| l.contains(&id[..8]) && l.contains(" committed ")),
         "{}",
         b.log()
     );

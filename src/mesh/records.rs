@@ -14,8 +14,10 @@
 //! | 2 | status | battery percent u8, latency ms u32 LE, architecture u8, capabilities u8 (7 bytes; 6 without the capabilities from a node before them, read as none) |
 //!
 //! Capabilities: bit 0 [`CAN_REWIND`] (the node takes agents captured in the middle of a call,
-//! `runtime::midcall`; the same bit as the fleet's status record); the other bits are reserved,
-//! written 0 and refused.
+//! `runtime::midcall`; the same bit as the fleet's status record); the other bits are reserved:
+//! written 0, and ignored when read, as are bytes after the seventh, so that a later version can
+//! say more without its statuses being refused. (Nodes from before the capabilities byte accept
+//! exactly 6 bytes: they refuse this version's statuses, so a fleet upgrades together.)
 //!
 //! [`RecordDecoder`] never panics, refuses unknown kinds and lengths above its limit before
 //! reading the payload, and grows its buffer only as bytes arrive: a peer makes it hold at most
@@ -93,17 +95,17 @@ pub fn encode_status(s: &NodeStatus, capabilities: u8) -> [u8; STATUS_LEN] {
     ]
 }
 
-/// Decodes a status payload: the status and the capabilities (none from a 6-byte payload, a
-/// node from before them). A charge over 100, an unknown architecture, a reserved capability
-/// bit or another length is [`WireError::BadStatus`].
+/// Decodes a status payload: the status and the capabilities this version knows (none from a
+/// 6-byte payload, a node from before them; reserved bits and bytes after the seventh are
+/// ignored). Fewer than 6 bytes, a charge over 100 or an unknown architecture is
+/// [`WireError::BadStatus`].
 pub fn decode_status(b: &[u8]) -> Result<(NodeStatus, u8), WireError> {
-    let (b, capabilities) = match b.len() {
-        STATUS_LEN => (&b[..STATUS_LEN_WITHOUT_CAPABILITIES], b[6]),
-        STATUS_LEN_WITHOUT_CAPABILITIES => (b, 0),
-        _ => return Err(WireError::BadStatus),
-    };
+    let capabilities = b.get(6).map_or(0, |c| c & CAN_REWIND);
+    let b = b
+        .get(..STATUS_LEN_WITHOUT_CAPABILITIES)
+        .ok_or(WireError::BadStatus)?;
     let arch = Arch::from_tag(b[5]).ok_or(WireError::BadStatus)?;
-    if b[0] > 100 || capabilities & !CAN_REWIND != 0 {
+    if b[0] > 100 {
         return Err(WireError::BadStatus);
     }
     let status = NodeStatus {
@@ -253,8 +255,8 @@ mod tests {
     }
 
     /// The status payload's bytes, field by field; the 6 bytes of a node from before the
-    /// capabilities read as none; reserved bits, other lengths, a charge over 100 and an
-    /// unknown architecture are refused.
+    /// capabilities read as none; reserved bits and later bytes are ignored; fewer bytes, a
+    /// charge over 100 and an unknown architecture are refused.
     #[test]
     fn status_bytes() {
         let s = NodeStatus {
@@ -279,10 +281,18 @@ mod tests {
         );
         assert_eq!(decode_status(&[42, 4, 3, 2, 1, tag, 0]), Ok((s, 0)));
         assert_eq!(decode_status(&[42, 4, 3, 2, 1, tag]), Ok((s, 0)));
+        // What a later version may add.
+        assert_eq!(
+            decode_status(&[42, 4, 3, 2, 1, tag, 0x81]),
+            Ok((s, CAN_REWIND))
+        );
+        assert_eq!(decode_status(&[42, 4, 3, 2, 1, tag, 2]), Ok((s, 0)));
+        assert_eq!(
+            decode_status(&[42, 4, 3, 2, 1, tag, 1, 9, 9]),
+            Ok((s, CAN_REWIND))
+        );
         for bad in [
-            &[42, 4, 3, 2, 1, tag, 2][..],
-            &[42, 4, 3, 2, 1, tag, 0x81],
-            &[42, 4, 3, 2, 1, tag, 1, 0],
+            &[][..],
             &[42, 4, 3, 2, 1],
             &[101, 4, 3, 2, 1, tag, 1],
             &[42, 4, 3, 2, 1, 0xee, 1],

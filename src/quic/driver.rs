@@ -493,7 +493,13 @@ impl<J: Journal, const N: usize> Driver<J, N> {
                     .insert(peer, (status, capabilities, Instant::now()));
                 events.push(Event::Status { peer, status });
             }
-            Wake::Inbound(Inbound::Event(e)) => events.push(e),
+            Wake::Inbound(Inbound::Event(e)) => {
+                // A peer gone is no placement candidate, whatever its last status said.
+                if let Event::Disconnected { peer, .. } = &e {
+                    self.statuses.remove(peer);
+                }
+                events.push(e);
+            }
             Wake::Timer | Wake::Tick => {
                 self.node.handle_timeout(host, now);
                 self.expire_tracks();
