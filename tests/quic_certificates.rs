@@ -354,6 +354,23 @@ impl ServerCertVerifier for AnyServer {
 /// A client presenting `f` to `to`; once connected it opens a stream and writes a status
 /// record, as the victim would. Returns its endpoint (its address is what the driver reports).
 fn fake_client(f: &Forged, to: SocketAddr) -> quinn::Endpoint {
+    let status = NodeStatus {
+        battery_percent: 100,
+        latency_ms: 1,
+        arch: Arch::X86_64,
+    };
+    client_writing(f, to, status_record(&wire::encode_status(&status, 0)))
+}
+
+/// A status record with `payload`.
+fn status_record(payload: &[u8]) -> Vec<u8> {
+    let mut rec = wire::header(wire::KIND_STATUS, payload.len()).to_vec();
+    rec.extend_from_slice(payload);
+    rec
+}
+
+/// A client presenting `f` to `to`; once connected it opens a stream and writes `bytes`.
+fn client_writing(f: &Forged, to: SocketAddr, bytes: Vec<u8>) -> quinn::Endpoint {
     let p = provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(p.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -370,16 +387,8 @@ fn fake_client(f: &Forged, to: SocketAddr) -> quinn::Endpoint {
         .unwrap();
     tokio::spawn(async move {
         let Ok(conn) = connecting.await else { return };
-        let status = NodeStatus {
-            battery_percent: 100,
-            latency_ms: 1,
-            arch: Arch::X86_64,
-        };
-        let payload = wire::encode_status(&status, 0);
-        let mut rec = wire::header(wire::KIND_STATUS, payload.len()).to_vec();
-        rec.extend_from_slice(&payload);
         if let Ok(mut s) = conn.open_uni().await {
-            let _ = s.write_all(&rec).await;
+            let _ = s.write_all(&bytes).await;
             let _ = s.finish();
             let _ = s.stopped().await;
         }
@@ -505,6 +514,58 @@ fn a_fake_client_is_refused(place: Place) {
         }
         assert!(b.driver.live_peers().is_empty());
         assert_eq!(b.driver.stats().frames_received, 0);
+        ep.close(0u32.into(), b"");
+        b.driver.shutdown(Duration::from_millis(100)).await;
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+/// A pinned peer's stream: a record framed right whose payload does not decode (a status of 5
+/// bytes, one with a charge over 100) is skipped and reported (`StreamRefused`), and the
+/// record behind it on the same stream still arrives: the driver used to give up the whole
+/// stream, and the frames behind a bad status with it.
+#[test]
+fn an_undecodable_record_is_skipped_and_the_one_behind_it_arrives() {
+    runtime().block_on(async {
+        let id = Identity::from_seed([7; 32]);
+        let mut pkcs8 = PKCS8_PREFIX.to_vec();
+        pkcs8.extend_from_slice(id.secret());
+        let peer = Forged {
+            der: honest(),
+            pkcs8,
+            real: Some(id.public_key()),
+        };
+        let (mut b, dir) = node("skip", 2);
+        let p = b
+            .driver
+            .add_peer(id.public_key(), "127.0.0.1:9".parse().unwrap());
+        let good = NodeStatus {
+            battery_percent: 55,
+            latency_ms: 3,
+            arch: Arch::Riscv32,
+        };
+        let mut bytes = status_record(&[50, 1, 0, 0, 0]);
+        bytes.extend(status_record(&[101, 1, 0, 0, 0, Arch::X86_64.tag(), 0]));
+        bytes.extend(status_record(&wire::encode_status(&good, wire::CAN_REWIND)));
+        let ep = client_writing(&peer, b.driver.local_addr().unwrap(), bytes);
+        let arrived = |evs: &[Event]| evs.iter().any(|e| matches!(e, Event::Status { .. }));
+        let events = run(&mut b, Duration::from_secs(10), arrived).await;
+        let seen: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::StreamRefused { .. } | Event::Status { .. }))
+            .collect();
+        assert!(
+            matches!(
+                seen[..],
+                [
+                    Event::StreamRefused { peer: p1, error: wire::WireError::BadStatus },
+                    Event::StreamRefused { peer: p2, error: wire::WireError::BadStatus },
+                    Event::Status { peer: p3, status },
+                ] if *p1 == p && *p2 == p && *p3 == p && *status == good
+            ),
+            "{events:?}"
+        );
+        assert_eq!(b.driver.peer_can_rewind(p), Some(true));
         ep.close(0u32.into(), b"");
         b.driver.shutdown(Duration::from_millis(100)).await;
         let _ = std::fs::remove_dir_all(dir);
