@@ -538,20 +538,7 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
     }
     link.bytes = Bytes::default();
     let t0 = Instant::now();
-    let now = link.now();
-    side.cells
-        .migrate(&mut side.node, now, agent, BOARD)
-        .map_err(|e| Failure::Broken(format!("migrate: {e}")))?;
-    let committed = link.until(
-        side,
-        Duration::from_secs(60),
-        "the hand-off to the board",
-        |s, _| match record(s, agent)?.phase {
-            Phase::Moved { acked: true, .. } => Some(true),
-            Phase::Running => Some(false),
-            _ => None,
-        },
-    )?;
+    let committed = to_board(link, side, agent, "the hand-off to the board")?;
     let wall_to_board = t0.elapsed();
     link.after_resets(side)?;
     let snapshot_to_board = link.last_transfer_out;
@@ -620,6 +607,22 @@ fn round_trip(link: &mut Link, side: &mut Side, case: &Case, seed: u64) -> Res<F
         wall_to_board,
         wall_to_host,
         retransmits: side.node.stats().retransmits - retransmits0,
+    })
+}
+
+/// Hands `agent` to the board and waits for the hand-off's end (`what` names it in a
+/// timeout): whether it committed.
+fn to_board(link: &mut Link, side: &mut Side, agent: AgentId, what: &str) -> Res<bool> {
+    let now = link.now();
+    side.cells
+        .migrate(&mut side.node, now, agent, BOARD)
+        .map_err(|e| Failure::Broken(format!("migrate: {e}")))?;
+    link.until(side, Duration::from_secs(60), what, |s, _| {
+        match record(s, agent)?.phase {
+            Phase::Moved { acked: true, .. } => Some(true),
+            Phase::Running => Some(false),
+            _ => None,
+        }
     })
 }
 
@@ -783,21 +786,7 @@ fn mid_call(link: &mut Link, side: &mut Side) -> Res<()> {
     if !suspended(side) || crunch_globals(&mut side.cells, agent)?.1 {
         return broken("the crunch is not in the middle of its call after two ticks");
     }
-    let now = link.now();
-    side.cells
-        .migrate(&mut side.node, now, agent, BOARD)
-        .map_err(|e| Failure::Broken(format!("migrate: {e}")))?;
-    let committed = link.until(
-        side,
-        Duration::from_secs(60),
-        "the crunch's hand-off to the board",
-        |s, _| match record(s, agent)?.phase {
-            Phase::Moved { acked: true, .. } => Some(true),
-            Phase::Running => Some(false),
-            _ => None,
-        },
-    )?;
-    if !committed {
+    if !to_board(link, side, agent, "the crunch's hand-off to the board")? {
         return broken("the crunch's hand-off to the board aborted");
     }
     check_once(link, side, agent, true)?;

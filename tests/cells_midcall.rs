@@ -127,6 +127,17 @@ fn hand_off(from: &mut Cells<MemKeeper, Open>, to: &mut Cells<MemKeeper, Open>, 
     assert!(to.is_running(AGENT) && !from.is_running(AGENT));
 }
 
+/// Moves the agent from `hosts[here]` to the other host at the next epoch; returns where it is.
+fn to_the_other(hosts: &mut [Cells<MemKeeper, Open>; 2], here: usize, epoch: &mut u64) -> usize {
+    *epoch += 1;
+    let [a, b] = hosts;
+    match here {
+        0 => hand_off(a, b, *epoch),
+        _ => hand_off(b, a, *epoch),
+    }
+    1 - here
+}
+
 fn fold(bytes: &[u8]) -> i64 {
     bytes.iter().fold(0i64, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(i64::from(*b))
@@ -237,13 +248,7 @@ fn crunch(outer: u32, fuel: u64, moves: impl Fn(u32) -> bool) -> (i64, u32, Node
         );
         if moves(ticks) && global(&mut hosts[here], "done") == 0 {
             assert!(waiting(&mut hosts[here]), "moved in the middle of its loop");
-            epoch += 1;
-            let [a, b] = &mut hosts;
-            match here {
-                0 => hand_off(a, b, epoch),
-                _ => hand_off(b, a, epoch),
-            }
-            here = 1 - here;
+            here = to_the_other(&mut hosts, here, &mut epoch);
         }
     }
     let node = hosts[here].node();
@@ -344,13 +349,7 @@ fn rust_guest(moves: &[usize]) -> Vec<i32> {
             replies.push(reply);
         }
         if moves.contains(&i) {
-            epoch += 1;
-            let [a, b] = &mut hosts;
-            match here {
-                0 => hand_off(a, b, epoch),
-                _ => hand_off(b, a, epoch),
-            }
-            here = 1 - here;
+            here = to_the_other(&mut hosts, here, &mut epoch);
         }
     }
     assert_eq!(hosts[here].problems_seen(), 0);

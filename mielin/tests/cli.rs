@@ -928,6 +928,25 @@ fn inspect_leaves_a_running_nodes_journal_alone() {
     assert_eq!(n, 2, "the node's commit survived");
 }
 
+/// The Rust guest of `examples/guest-midcall` through `mielin transform` (unwinding at the
+/// node's `mesh.recv_wait` and `mesh.yield`), written in `dir`; its path.
+fn transformed_guest(dir: &Path) -> String {
+    let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/midcall-guest.wasm");
+    let dna = dir.join("guest.async.wasm").to_str().unwrap().to_string();
+    let o = mielin(&[
+        "transform",
+        guest,
+        "-o",
+        &dna,
+        "--unwind",
+        "mesh.recv_wait",
+        "--unwind",
+        "mesh.yield",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    dna
+}
+
 /// Issue 25: an agent moves in the middle of a call between two node processes. The Rust guest
 /// of `examples/guest-midcall`, transformed by `mielin transform`, runs its `tick` as
 /// `loop { recv_wait(); handle(); reply(digest) }`: `guest` waits in that call on a, moves to
@@ -937,20 +956,8 @@ fn inspect_leaves_a_running_nodes_journal_alone() {
 fn a_transformed_agent_moves_in_the_middle_of_its_call() {
     let dir = scratch("midcall");
     let (ad, bd) = (data(&dir, "a"), data(&dir, "b"));
-    let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/midcall-guest.wasm");
-    let dna = dir.join("guest.async.wasm");
-    let dna_s = dna.to_str().unwrap();
-    let o = mielin(&[
-        "transform",
-        guest,
-        "-o",
-        dna_s,
-        "--unwind",
-        "mesh.recv_wait",
-        "--unwind",
-        "mesh.yield",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let dna_s = transformed_guest(&dir);
+    let dna_s = dna_s.as_str();
     let mut a = Proc::start("a", &dir, "127.0.0.1:0", &[], &[], None);
     let mut b = Proc::start("b", &dir, "127.0.0.1:0", &[], &[], None);
     pin_all(&mut [&mut a, &mut b]);
@@ -1034,20 +1041,8 @@ fn a_transformed_agent_moves_in_the_middle_of_its_call() {
 fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
     let dir = scratch("rewind");
     let (ad, cd) = (data(&dir, "a"), data(&dir, "c"));
-    let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/midcall-guest.wasm");
-    let dna = dir.join("guest.async.wasm");
-    let dna_s = dna.to_str().unwrap();
-    let o = mielin(&[
-        "transform",
-        guest,
-        "-o",
-        dna_s,
-        "--unwind",
-        "mesh.recv_wait",
-        "--unwind",
-        "mesh.yield",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let dna_s = transformed_guest(&dir);
+    let dna_s = dna_s.as_str();
     let mut a = Proc::start("a", &dir, "127.0.0.1:0", &[], &[], None);
     let args = |between: bool, battery: &str| -> Vec<String> {
         let mut v = vec!["--battery".into(), battery.into()];

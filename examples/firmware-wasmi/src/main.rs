@@ -262,6 +262,11 @@ impl Board {
             self.log(&format!("work: saving the agent failed: {e}"));
             return;
         }
+        self.worked_and_back(agent, value, insns);
+    }
+
+    /// Reports the work done on `agent` and hands it back to the host.
+    fn worked_and_back(&mut self, agent: mielin_cells::AgentId, value: i64, insns: u64) {
         self.cmd(&Cmd::Worked {
             agent,
             value,
@@ -300,17 +305,7 @@ impl Board {
         self.log(&format!(
             "ticked {count} times; waiting in the middle of a call: {suspended}"
         ));
-        self.cmd(&Cmd::Worked {
-            agent,
-            value,
-            insns,
-        });
-        let t0 = now_ns();
-        let r = self.cells.migrate(&mut self.node, now_ms(), agent, HOST);
-        self.busy_ns += now_ns() - t0;
-        if let Err(e) = r {
-            self.log(&format!("hand-off back failed to start: {e}"));
-        }
+        self.worked_and_back(agent, value, insns);
     }
 }
 
