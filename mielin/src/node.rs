@@ -431,7 +431,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
             next_placement = Instant::now() + PLACEMENT_EVERY;
             for a in st.host.running() {
                 // An agent in the middle of a call goes only to a peer that continues it.
-                let mid_call = waits_in_a_call(&mut st, a);
+                let mid_call = st.host.waits_in_call(a);
                 match st.driver.select_for(&policy, mid_call) {
                     Some(target) => {
                         let name = st.names.node(target);
@@ -707,7 +707,7 @@ fn migrate(
         tracing::warn!("{e}");
         return Err(e);
     };
-    if waits_in_a_call(st, agent) && st.driver.peer_can_rewind(target) == Some(false) {
+    if st.host.waits_in_call(agent) && st.driver.peer_can_rewind(target) == Some(false) {
         let e = format!(
             "migrate {name}: {peer} takes no agent in the middle of a call (its status says so), and {name} waits in the middle of a call; pick a node that continues it"
         );
@@ -748,14 +748,6 @@ fn migrate(
 
 /// While the battery is below the policy's minimum, how often the agents still here are placed.
 const PLACEMENT_EVERY: Duration = Duration::from_secs(2);
-
-/// Whether `agent` runs here in the middle of a call (a transformed module waiting in
-/// `mesh.recv_wait` or preempted at `mesh.yield`).
-fn waits_in_a_call(st: &mut State, agent: AgentId) -> bool {
-    st.host
-        .live_mut(agent)
-        .is_some_and(|l| l.is_suspended_in_call())
-}
 
 /// Where the journal says an agent is.
 fn describe(st: &State, agent: AgentId) -> String {

@@ -175,17 +175,16 @@ impl Mailbox for SharedInbox {
     }
 
     fn recv(&mut self, out: &mut [u8]) -> Received {
-        let mut i = self.inbox.borrow_mut();
-        let Some((from, m)) = i.peek() else {
-            return Received::Empty;
-        };
-        let Some(dst) = out.get_mut(..m.len()) else {
+        // A message longer than `out` stays; any other is taken as `recv_cut` takes it.
+        if self
+            .inbox
+            .borrow()
+            .peek()
+            .is_some_and(|(_, m)| m.len() > out.len())
+        {
             return Received::TooLong;
-        };
-        dst.copy_from_slice(m);
-        let len = m.len();
-        i.pop();
-        Received::Message { from, len }
+        }
+        self.recv_cut(out)
     }
 }
 

@@ -221,11 +221,7 @@ impl<T> LiveAgent<T> {
                 found: crate::DigestPrefix::of(&p.dna_hash),
             });
         }
-        let call = match (p.call, with_call) {
-            (None, _) => None,
-            (Some(_), false) => return Err(DecodeError::CallNotTaken.into()),
-            (Some(c), true) => Some(SuspendedCall::from_bytes(c).map_err(failed)?),
-        };
+        let call = take_call(p.call, with_call)?;
         let len = len as usize;
         let checked = {
             let base = self.memory.map_or(&[][..], |m| m.data(&self.store));
@@ -318,11 +314,7 @@ impl Runtime {
         with_call: bool,
     ) -> Result<(LiveAgent<T>, MemoryDigests, Option<SuspendedCall>), CellError> {
         let p = wire::parse(bytes, &opts.limits)?;
-        let call = match (p.call, with_call) {
-            (None, _) => None,
-            (Some(_), false) => return Err(DecodeError::CallNotTaken.into()),
-            (Some(c), true) => Some(SuspendedCall::from_bytes(c).map_err(failed)?),
-        };
+        let call = take_call(p.call, with_call)?;
         if p.flags & wire::STATE_FLAGS != 0 {
             let (snapshot, digests) = MigrationSnapshot::deserialize_with_digests(bytes, opts)?;
             // Migrating, as restored (the call section, decoded above, is taken by the caller).
@@ -356,5 +348,16 @@ impl Runtime {
         }
         live.set_globals(&globals)?;
         Ok((live, digests, call))
+    }
+}
+
+/// A container's call section as the caller takes it: none; refused with
+/// [`DecodeError::CallNotTaken`] on a path that cannot carry it (`with_call` false); else
+/// decoded, a malformed one refused, before anything is made from the container.
+fn take_call(call: Option<&[u8]>, with_call: bool) -> Result<Option<SuspendedCall>, CellError> {
+    match (call, with_call) {
+        (None, _) => Ok(None),
+        (Some(_), false) => Err(DecodeError::CallNotTaken.into()),
+        (Some(c), true) => Ok(Some(SuspendedCall::from_bytes(c).map_err(failed)?)),
     }
 }

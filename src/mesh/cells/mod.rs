@@ -508,6 +508,14 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         self.live.contains_key(&agent)
     }
 
+    /// Whether `agent` runs here in the middle of a call (suspended in `mesh.recv_wait` or at
+    /// `mesh.yield`): it goes only to a host that continues such agents.
+    pub fn waits_in_call(&self, agent: AgentId) -> bool {
+        self.live
+            .get(&agent)
+            .is_some_and(|r| r.live.is_suspended_in_call())
+    }
+
     /// The epoch `agent` runs at here.
     pub fn epoch(&self, agent: AgentId) -> Option<u64> {
         self.live.get(&agent).map(|r| r.epoch)
