@@ -333,15 +333,18 @@ impl Policy {
             .iter()
             .enumerate()
             .filter(|(_, n)| self.check(n).is_ok())
-            .min_by_key(|&(i, n)| {
-                (
-                    self.arch_rank(n.arch),
-                    n.latency_ms,
-                    Reverse(n.battery_percent),
-                    i,
-                )
-            })
+            .min_by_key(|&(i, n)| (self.rank(n), i))
             .map(|(i, _)| i)
+    }
+
+    /// The ranking of [`Policy::select`], lower first: the architecture's place in the
+    /// preference list, then latency, then more battery.
+    pub(crate) fn rank(&self, n: &NodeStatus) -> (usize, u32, Reverse<u8>) {
+        (
+            self.arch_rank(n.arch),
+            n.latency_ms,
+            Reverse(n.battery_percent),
+        )
     }
 
     fn arch_rank(&self, arch: Arch) -> usize {

@@ -47,6 +47,7 @@ mod journal;
 mod log_journal;
 mod node;
 pub mod placement;
+pub mod planner;
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 pub mod records;
