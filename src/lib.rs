@@ -104,6 +104,9 @@ extern crate std;
 mod agent;
 mod dna;
 mod error;
+#[cfg(feature = "fleet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+pub mod fleet;
 mod globals;
 mod hash;
 mod id;

@@ -369,6 +369,12 @@ impl<const N: usize> Locations<N> {
         let _ = self.at.insert(l.agent, (l.epoch, r.node));
     }
 
+    /// Forgets every claim of `node` (it is no longer trusted): its agents resolve to nothing
+    /// until another node claims them.
+    pub fn forget_node(&mut self, node: NodeId) {
+        self.at.retain(|_, v| v.1 != node);
+    }
+
     /// The node that claims the highest epoch for `agent`, and that epoch.
     pub fn resolve(&self, agent: AgentId) -> Option<(NodeId, u64)> {
         self.at.get(&agent).map(|(e, n)| (*n, *e))
