@@ -138,14 +138,16 @@ async fn members_see_each_other_join_publish_and_leave() {
     for n in &mut nodes {
         let events = drain(n);
         assert!(events.contains(&FleetEvent::Joined(gone_id)), "{events:?}");
-        // Each saw the 6 statuses once; a status that a publication and an answer to its join
-        // query both brought is a duplicate, not a refusal.
+        // Each took the 6 statuses once. A status that a publication and an answer to its
+        // join query both brought is a duplicate, one that came before its node's token is
+        // absent (and taken from the answer): neither is a refusal.
         let stats = n.stats();
         assert_eq!(
             stats,
             FleetStats {
                 records: 6,
                 duplicates: stats.duplicates,
+                absent: stats.absent,
                 ..FleetStats::default()
             }
         );
@@ -554,8 +556,13 @@ async fn a_dropped_node_is_seen_gone_and_a_removed_member_is_forgotten() {
     })
     .await;
     assert_eq!((nodes[0].status(n1), nodes[0].locate(agent)), (None, None));
-    // Trusted again: its next records are taken.
+    // Trusted again: its token (declared long ago) is asked for, it is present again with its
+    // newest status, and its next records are taken.
     assert!(nodes[0].add_member(ids[1].public_key()));
+    until("n1 present again", Duration::from_secs(10), || {
+        nodes[0].alive().contains(&n1) && nodes[0].status(n1).map(|s| s.battery_percent) == Some(71)
+    })
+    .await;
     nodes[1]
         .publish_location(Location { agent, epoch: 6 })
         .unwrap();

@@ -74,6 +74,22 @@ pub struct NodeArgs {
     /// calls, still run as their modules do.)
     #[arg(long)]
     pub between_calls_only: bool,
+    /// Join a fleet on Zenoh through this endpoint (a `zenohd` router, or a node started with
+    /// `--zenoh-router`; `tcp/HOST:PORT`): presence, signed statuses, and placement on them
+    /// (docs/fleet.md). Repeatable.
+    #[arg(long = "zenoh", value_name = "ENDPOINT")]
+    pub zenoh: Vec<String>,
+    /// Listen for Zenoh on this endpoint (`tcp/HOST:PORT`): a peer of the others, or with
+    /// `--zenoh-router` the router itself. Repeatable.
+    #[arg(long = "zenoh-listen", value_name = "ENDPOINT")]
+    pub zenoh_listen: Vec<String>,
+    /// Run a Zenoh router in this node, on the `--zenoh-listen` endpoints, for a fleet without
+    /// `zenohd` (the other nodes join with `--zenoh` to it).
+    #[arg(long)]
+    pub zenoh_router: bool,
+    /// The fleet's name on Zenoh (its keys are under `mielin/NAME/`) [default: mielin].
+    #[arg(long, value_name = "NAME")]
+    pub zenoh_fleet: Option<String>,
     /// Read console commands on standard input (`help` lists them). Off by default, so that a
     /// node started in the background of a shell is not stopped for reading the terminal.
     #[arg(long)]
@@ -153,6 +169,12 @@ struct FileConfig {
     strict_rollback: Option<bool>,
     between_calls_only: Option<bool>,
     #[serde(default)]
+    zenoh: Vec<String>,
+    #[serde(default)]
+    zenoh_listen: Vec<String>,
+    zenoh_router: Option<bool>,
+    zenoh_fleet: Option<String>,
+    #[serde(default)]
     peer: Vec<PeerEntry>,
     #[serde(default)]
     agent: Vec<AgentEntry>,
@@ -185,7 +207,18 @@ pub struct Settings {
     pub strict_rollback: bool,
     /// Refuse agents captured in the middle of a call (`--between-calls-only`).
     pub between_calls_only: bool,
+    /// The fleet on Zenoh, if the node joins one.
+    pub zenoh: Option<ZenohSettings>,
     pub args: NodeArgs,
+}
+
+/// `--zenoh`, `--zenoh-listen`, `--zenoh-router`, `--zenoh-fleet`.
+#[derive(Debug, Clone)]
+pub struct ZenohSettings {
+    pub fleet: String,
+    pub connect: Vec<String>,
+    pub listen: Vec<String>,
+    pub router: bool,
 }
 
 /// The largest `--window`: the driver's node queues 128 frames, room for a window of 64
@@ -326,6 +359,33 @@ impl Settings {
                 "--window {window}: between 1 and {MAX_WINDOW} (messages in flight per pair, and each agent's mailbox and outbox)"
             ));
         }
+        // The flags' endpoints, else the file's.
+        let pick = |flag: &Vec<String>, file: &Vec<String>| {
+            if flag.is_empty() {
+                file.clone()
+            } else {
+                flag.clone()
+            }
+        };
+        let connect = pick(&args.zenoh, &file.zenoh);
+        let listen_z = pick(&args.zenoh_listen, &file.zenoh_listen);
+        let router = args.zenoh_router || file.zenoh_router.unwrap_or(false);
+        if router && listen_z.is_empty() {
+            return Err(
+                "--zenoh-router: give the endpoint it listens on with --zenoh-listen tcp/HOST:PORT"
+                    .into(),
+            );
+        }
+        let zenoh = (!connect.is_empty() || !listen_z.is_empty()).then(|| ZenohSettings {
+            fleet: args
+                .zenoh_fleet
+                .clone()
+                .or(file.zenoh_fleet.clone())
+                .unwrap_or_else(|| "mielin".into()),
+            connect,
+            listen: listen_z,
+            router,
+        });
         Ok(Settings {
             name: args.name.clone().or(file.name),
             key,
@@ -340,6 +400,7 @@ impl Settings {
             window,
             strict_rollback: args.strict_rollback || file.strict_rollback.unwrap_or(false),
             between_calls_only: args.between_calls_only || file.between_calls_only.unwrap_or(false),
+            zenoh,
             args,
         })
     }

@@ -12,7 +12,14 @@ pub fn init() {
             Ok(t) => (t, None),
             Err(e) => (Targets::new().with_default(LevelFilter::INFO), Some((s, e))),
         },
-        _ => (Targets::new().with_default(LevelFilter::INFO), None),
+        // Zenoh's own info lines (its session ids, its listeners) are not the operator's
+        // events: warnings and errors only, unless RUST_LOG asks for more.
+        _ => (
+            Targets::new()
+                .with_default(LevelFilter::INFO)
+                .with_target("zenoh", LevelFilter::WARN),
+            None,
+        ),
     };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod control_server;
 mod files;
+mod fleet;
 mod inspect;
 mod logging;
 mod metrics;

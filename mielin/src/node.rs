@@ -13,11 +13,15 @@
 use crate::config::{NodeArgs, Settings};
 use crate::control_server::{self, Command};
 use crate::files::{private_dir, read_bounded, read_module, write_atomic};
+use crate::fleet::FleetLink;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::names::{operator_id, Names};
 use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
+use mielin_cells::fleet::FleetEvent;
+use mielin_cells::mesh::fleet::{Status as FleetStatus, CAN_REWIND};
+use mielin_cells::mesh::planner::{Candidate, Hold, Planner, PlannerConfig, Reason};
 use mielin_cells::mesh::{
     AgentHost, Config, Delivery, InboxLimits, Journal, MeshError, Notice, Phase, SharedJournal,
 };
@@ -25,7 +29,7 @@ use mielin_cells::quic::{
     to_hex, wire, Directory, Driver, DriverConfig, Event, Identity, NodeJournal, Peer, PublicKey,
     Role, Wake, WasmHost,
 };
-use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy};
+use mielin_cells::{AgentId, Arch, NodeId, NodeStatus, Policy, PolicyViolation};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -135,6 +139,11 @@ struct State {
     /// from there.
     battery_set: (f64, Instant),
     started: Instant,
+    /// The fleet on Zenoh (`--zenoh`), and the placement on its statuses: the planner and, per
+    /// agent, the kind of the last reason it stayed (logged once).
+    fleet: Option<FleetLink>,
+    planner: Planner<CAPACITY>,
+    holds: BTreeMap<AgentId, String>,
 }
 
 /// Runs a node until SIGTERM, Ctrl-C or `quit`.
@@ -265,7 +274,33 @@ async fn node(mut s: Settings) -> Result<(), String> {
         battery: f64::from(args.battery),
         battery_set: (f64::from(args.battery), Instant::now()),
         started: Instant::now(),
+        fleet: None,
+        planner: Planner::new(PlannerConfig::default()),
+        holds: BTreeMap::new(),
     };
+    if let Some(z) = &s.zenoh {
+        let members = s
+            .peers
+            .iter()
+            .filter_map(|p| PublicKey::from_hex(&p.key))
+            .collect();
+        st.fleet = Some(crate::fleet::start(identity.clone(), z, members)?);
+        tracing::info!(
+            "fleet {} on zenoh: {}",
+            z.fleet,
+            if z.router {
+                format!("router on {}", z.listen.join(" "))
+            } else if z.listen.is_empty() {
+                format!("client of {}", z.connect.join(" "))
+            } else {
+                format!(
+                    "peer on {}, connected to {}",
+                    z.listen.join(" "),
+                    z.connect.join(" ")
+                )
+            }
+        );
+    }
     for a in st.host.running() {
         tracing::info!("running {} (restarted from the journal)", st.names.agent(a));
     }
@@ -368,6 +403,16 @@ async fn node(mut s: Settings) -> Result<(), String> {
                             latency_ms: 1,
                             arch: Arch::X86_64,
                         }, caps);
+                        if let Some(f) = &st.fleet {
+                            f.publish(FleetStatus {
+                                arch: Arch::X86_64,
+                                battery_percent: st.battery as u8,
+                                load_percent: 0,
+                                free_memory_kib: 0,
+                                agents: st.host.running().len() as u32,
+                                capabilities: if st.host.mid_call { CAN_REWIND } else { 0 },
+                            });
+                        }
                     }
                     if args.stats_ms > 0 && last_stats.elapsed() >= Duration::from_millis(args.stats_ms) {
                         last_stats = Instant::now();
@@ -387,6 +432,20 @@ async fn node(mut s: Settings) -> Result<(), String> {
         }
         for e in events {
             on_event(&mut st, &e);
+        }
+        if let Some(f) = &st.fleet {
+            let me = st.key.node_id();
+            for e in f.events() {
+                match e {
+                    FleetEvent::Joined(n) if n != me => {
+                        tracing::info!("fleet: {} joined", st.names.node(n))
+                    }
+                    FleetEvent::Left(n) if n != me => {
+                        tracing::info!("fleet: {} left", st.names.node(n))
+                    }
+                    _ => {}
+                }
+            }
         }
         for e in st.host.take_errors() {
             tracing::error!("host-error {e}");
@@ -414,7 +473,13 @@ async fn node(mut s: Settings) -> Result<(), String> {
         for (_, agent, peer) in due {
             let _ = migrate(&mut st, agent, &peer, None);
         }
-        if st.battery >= f64::from(args.min_battery) {
+        if st.fleet.is_some() {
+            // On the fleet's live statuses, every half second.
+            if Instant::now() >= next_placement {
+                next_placement = Instant::now() + FLEET_PLACEMENT_EVERY;
+                fleet_placement(&mut st, &policy);
+            }
+        } else if st.battery >= f64::from(args.min_battery) {
             below = false;
             stayed.clear();
         } else if !below || Instant::now() >= next_placement {
@@ -623,6 +688,11 @@ fn on_event(st: &mut State, e: &Event) {
             };
             st.metrics
                 .handoff(role, r.committed, r.bytes as u64, r.total, r.transfer);
+            if r.committed && r.role == Role::Target {
+                // It moves on no sooner than the planner's interval after it arrived.
+                let now_ms = st.started.elapsed().as_millis() as u64;
+                st.planner.arrived(r.agent, now_ms);
+            }
             if r.role == Role::Source {
                 let line = handoff_summary(&st.names, r, &running);
                 let (agent, to) = (st.names.agent(r.agent), st.names.node(r.peer));
@@ -748,6 +818,119 @@ fn migrate(
 
 /// While the battery is below the policy's minimum, how often the agents still here are placed.
 const PLACEMENT_EVERY: Duration = Duration::from_secs(2);
+/// How often agents are placed on the fleet's statuses (which arrive every half second).
+const FLEET_PLACEMENT_EVERY: Duration = Duration::from_millis(500);
+
+/// Placement on the fleet's live statuses (with `--zenoh`): an agent whose node no longer
+/// satisfies the policy leaves for the live member the planner picks (past the policy's battery
+/// minimum by its margin, at most once per 10 s per agent, 4 a second); every move is logged with
+/// its reason, and each reason to stay once.
+fn fleet_placement(st: &mut State, policy: &Policy) {
+    let Some(view) = st.fleet.as_ref().map(|f| f.view.clone()) else {
+        return;
+    };
+    let me = st.key.node_id();
+    let now_ms = st.started.elapsed().as_millis() as u64;
+    let here = Candidate {
+        node: me,
+        status: NodeStatus {
+            battery_percent: st.battery as u8,
+            latency_ms: 1,
+            arch: Arch::X86_64,
+        },
+        draining: false,
+    };
+    // Live members this node can reach (pinned), with their statuses.
+    let members: Vec<(Candidate, u16)> = view
+        .alive()
+        .into_iter()
+        .filter(|n| *n != me && st.peers.contains_key(n))
+        .filter_map(|n| {
+            let s = view.status(n)?;
+            let status = NodeStatus {
+                battery_percent: s.battery_percent,
+                latency_ms: 1,
+                arch: s.arch,
+            };
+            Some((
+                Candidate {
+                    node: n,
+                    status,
+                    draining: false,
+                },
+                s.capabilities,
+            ))
+        })
+        .collect();
+    for a in st.host.running() {
+        // An agent in the middle of a call goes only to a member that continues it.
+        let mid_call = st.host.waits_in_call(a);
+        let others: Vec<Candidate> = members
+            .iter()
+            .filter(|(_, caps)| !mid_call || caps & CAN_REWIND != 0)
+            .map(|(c, _)| *c)
+            .collect();
+        let agent = st.names.agent(a);
+        match st.planner.decide(now_ms, a, policy, &here, &others) {
+            Ok(m) => {
+                st.holds.remove(&a);
+                let to = st.names.node(m.to);
+                tracing::info!(
+                    "placement: {agent} leaves for {to}: {}",
+                    reason_text(&m.reason)
+                );
+                let _ = migrate(st, a, &to, None);
+            }
+            Err(Hold::Satisfied) => {
+                st.holds.remove(&a);
+            }
+            Err(h) => {
+                // Logged once per kind of reason (the battery in it changes every second).
+                let kind = match h {
+                    Hold::TooSoon { .. } => "too soon",
+                    Hold::RateLimited { .. } => "rate limited",
+                    Hold::NoTarget { .. } => "no target",
+                    Hold::Satisfied => "satisfied",
+                };
+                let why = match h {
+                    Hold::TooSoon { reason, .. } => {
+                        format!("{}, but it moved less than 10 s ago", reason_text(&reason))
+                    }
+                    Hold::RateLimited { reason } => {
+                        format!(
+                            "{}; it waits its turn (4 moves a second)",
+                            reason_text(&reason)
+                        )
+                    }
+                    Hold::NoTarget { reason } => format!(
+                        "{}, and no live member clears its policy by 10 points{}",
+                        reason_text(&reason),
+                        if mid_call {
+                            " and continues a call in the middle"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Hold::Satisfied => unreachable!("handled above"),
+                };
+                if st.holds.get(&a).map(String::as_str) != Some(kind) {
+                    tracing::info!("placement: {agent} stays: {why}");
+                    st.holds.insert(a, kind.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn reason_text(r: &Reason) -> String {
+    match r {
+        Reason::Policy(PolicyViolation::BatteryTooLow { required, found }) => {
+            format!("battery {found}% below its minimum {required}%")
+        }
+        Reason::Policy(v) => v.to_string(),
+        Reason::Draining => "this node drains".into(),
+    }
+}
 
 /// Where the journal says an agent is.
 fn describe(st: &State, agent: AgentId) -> String {
@@ -957,6 +1140,9 @@ fn console(st: &mut State, line: &str) -> bool {
         ["peer", ..] => match parse_peer(line.trim_start().trim_start_matches("peer")) {
             Ok(p) => match PublicKey::from_hex(&p.key) {
                 Some(key) => {
+                    if let Some(f) = &st.fleet {
+                        f.view.add_member(key);
+                    }
                     let id = st.driver.add_peer(key, p.addr);
                     if let Err(e) = st.host.trust_peer(&Peer { addr: p.addr, key }) {
                         tracing::warn!("peer {}: {e}", p.name);

@@ -222,7 +222,15 @@ struct Shared {
     /// Keys to ask the queryables on, for the task that holds the session ([`Fleet::join`]).
     /// Not the session itself: the callbacks hold this, and a session held by its own
     /// callbacks would never close on drop.
-    asks: mpsc::Sender<String>,
+    asks: mpsc::Sender<Ask>,
+}
+
+/// A query the asker task sends.
+enum Ask {
+    /// The records on a key expression (queryables).
+    Records(String),
+    /// The liveliness tokens on a key expression (a member trusted after its token came).
+    Tokens(String),
 }
 
 impl Shared {
@@ -258,7 +266,7 @@ impl Shared {
                     // to this node (pub/sub keeps nothing): ask it. Its queryable is declared
                     // before its token, so it answers.
                     let key = format!("{}/records/{}/**", self.prefix, hex(node.as_bytes()));
-                    self.ask(&mut view, key);
+                    self.ask(&mut view, Ask::Records(key));
                 }
             }
             SampleKind::Delete => {
@@ -273,8 +281,8 @@ impl Shared {
     /// Asks the queryables on `key` for their records; the answers go through
     /// [`Shared::on_record`] like publications. When [`ASK_QUEUE`] asks wait, the ask is
     /// dropped: the member's next publication brings its status.
-    fn ask(&self, view: &mut View, key: String) {
-        if self.asks.try_send(key).is_err() {
+    fn ask(&self, view: &mut View, ask: Ask) {
+        if self.asks.try_send(ask).is_err() {
             view.stats.asks_dropped += 1;
         }
     }
@@ -447,6 +455,13 @@ fn zenoh_config(
             "transport/link/rx/max_message_size",
             MAX_ZENOH_MESSAGE.to_string(),
         ),
+        // A router or peer that is not up yet (nodes start in any order, routers restart):
+        // join anyway and keep trying, every 250 ms at first, then every second.
+        ("connect/exit_on_failure", "false".to_string()),
+        (
+            "connect/retry",
+            "{period_init_ms: 250, period_max_ms: 1000, period_increase_factor: 2}".to_string(),
+        ),
     ] {
         c.insert_json5(key, &value).map_err(zenoh_err)?;
     }
@@ -458,28 +473,44 @@ fn zenoh_config(
 fn spawn_asker(
     session: zenoh::Session,
     shared: Weak<Shared>,
-    mut asks: mpsc::Receiver<String>,
+    mut asks: mpsc::Receiver<Ask>,
 ) -> oneshot::Sender<()> {
     let (stop, mut stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         loop {
-            let key = tokio::select! {
+            let ask = tokio::select! {
                 _ = &mut stopped => break,
-                key = asks.recv() => match key {
-                    Some(key) => key,
+                ask = asks.recv() => match ask {
+                    Some(ask) => ask,
                     None => break,
                 },
             };
             let shared = shared.clone();
-            let _ = session
-                .get(key)
-                .timeout(Duration::from_secs(5))
-                .callback(move |reply| {
-                    if let (Some(s), Ok(sample)) = (shared.upgrade(), reply.result()) {
-                        s.on_payload(sample.key_expr().as_str(), sample.payload());
-                    }
-                })
-                .await;
+            let _ = match ask {
+                Ask::Records(key) => {
+                    session
+                        .get(key)
+                        .timeout(Duration::from_secs(5))
+                        .callback(move |reply| {
+                            if let (Some(s), Ok(sample)) = (shared.upgrade(), reply.result()) {
+                                s.on_payload(sample.key_expr().as_str(), sample.payload());
+                            }
+                        })
+                        .await
+                }
+                Ask::Tokens(key) => {
+                    session
+                        .liveliness()
+                        .get(key)
+                        .timeout(Duration::from_secs(5))
+                        .callback(move |reply| {
+                            if let (Some(s), Ok(sample)) = (shared.upgrade(), reply.result()) {
+                                s.on_token(sample.key_expr().as_str(), SampleKind::Put);
+                            }
+                        })
+                        .await
+                }
+            };
         }
     });
     stop
@@ -505,6 +536,68 @@ impl Router {
     }
 }
 
+/// What a node sees of its fleet ([`Fleet::view`]): cheap to clone, and read without the
+/// [`Fleet`] (which stays with the task that publishes).
+#[derive(Clone)]
+pub struct FleetView {
+    shared: Arc<Shared>,
+}
+
+impl FleetView {
+    /// The members whose token is there (this node included, once its own token is seen).
+    pub fn alive(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.shared.view().alive.iter().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// A live member's newest status.
+    pub fn status(&self, node: NodeId) -> Option<Status> {
+        self.shared.view().status.get(&node).copied()
+    }
+
+    /// The node that claims the highest epoch for `agent`, and the epoch: a hint.
+    pub fn locate(&self, agent: AgentId) -> Option<(NodeId, u64)> {
+        self.shared.view().locations.resolve(agent)
+    }
+
+    /// What was refused or dropped so far.
+    pub fn stats(&self) -> FleetStats {
+        self.shared.view().stats
+    }
+    /// Trusts `key` from now on (and asks for its token, which may have come before). False
+    /// when [`MAX_MEMBERS`] are trusted already.
+    pub fn add_member(&self, key: PublicKey) -> bool {
+        let node = key.node_id();
+        let mut view = self.shared.view();
+        if view.members.len() >= MAX_MEMBERS && !view.members.contains_key(&node) {
+            return false;
+        }
+        if view.members.insert(node, key.0).is_none() {
+            // Its token may have come while it was no member (ignored then): ask for it.
+            let key = format!("{}/alive/{}", self.shared.prefix, hex(node.as_bytes()));
+            self.shared.ask(&mut view, Ask::Tokens(key));
+        }
+        true
+    }
+
+    /// No longer trusts `node` (not this node itself): its records are refused from now on, and
+    /// its status, presence and location claims are forgotten. Its token, if present, is not seen again until it
+    /// is trusted again and re-declares it.
+    pub fn remove_member(&self, node: NodeId) {
+        let mut view = self.shared.view();
+        if node == view.me {
+            return;
+        }
+        view.members.remove(&node);
+        view.status.remove(&node);
+        view.locations.forget_node(node);
+        if view.alive.remove(&node) {
+            self.shared.emit(&mut view, FleetEvent::Left(node));
+        }
+    }
+}
+
 /// A node's membership of a fleet: its Zenoh session, its liveliness token, its records, and
 /// what it has seen of the others. Needs a tokio runtime with several threads (Zenoh's own
 /// tasks run on it).
@@ -525,7 +618,9 @@ pub struct Fleet {
 impl Fleet {
     /// Joins the fleet `config.name` as `identity`: opens the Zenoh session, listens for the
     /// members' tokens and records, declares its own token, and asks the members that are
-    /// there for their newest records (their answers arrive as events).
+    /// there for their newest records (their answers arrive as events). An endpoint in
+    /// `connect` that does not answer yet is tried again in the background (every 250 ms, then
+    /// every second; Zenoh logs a warning each time), so nodes and routers start in any order.
     pub async fn join(identity: Identity, config: FleetConfig) -> Result<Fleet, FleetStartError> {
         check_name(&config.name)?;
         let me = identity.node_id();
@@ -610,7 +705,10 @@ impl Fleet {
             .declare_token(format!("{prefix}/alive/{}", hex(me.as_bytes())))
             .await
             .map_err(zenoh_err)?;
-        shared.ask(&mut shared.view(), format!("{prefix}/records/**"));
+        shared.ask(
+            &mut shared.view(),
+            Ask::Records(format!("{prefix}/records/**")),
+        );
         Ok(Fleet {
             shared,
             session,
@@ -693,50 +791,40 @@ impl Fleet {
 
     /// The members whose token is there (this node included, once its own token is seen).
     pub fn alive(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.shared.view().alive.iter().copied().collect();
-        v.sort();
-        v
+        self.view().alive()
     }
 
     /// A live member's newest status.
     pub fn status(&self, node: NodeId) -> Option<Status> {
-        self.shared.view().status.get(&node).copied()
+        self.view().status(node)
     }
 
     /// The node that claims the highest epoch for `agent`, and the epoch: a hint.
     pub fn locate(&self, agent: AgentId) -> Option<(NodeId, u64)> {
-        self.shared.view().locations.resolve(agent)
+        self.view().locate(agent)
     }
 
     /// What was refused or dropped so far.
     pub fn stats(&self) -> FleetStats {
-        self.shared.view().stats
+        self.view().stats()
     }
 
-    /// Trusts `key` from now on. False when [`MAX_MEMBERS`] are trusted already.
+    /// A handle on what this node sees of the fleet, for another task or thread (the view
+    /// stays current while the [`Fleet`] lives).
+    pub fn view(&self) -> FleetView {
+        FleetView {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Trusts `key` from now on ([`FleetView::add_member`]).
     pub fn add_member(&self, key: PublicKey) -> bool {
-        let mut view = self.shared.view();
-        if view.members.len() >= MAX_MEMBERS && !view.members.contains_key(&key.node_id()) {
-            return false;
-        }
-        view.members.insert(key.node_id(), key.0);
-        true
+        self.view().add_member(key)
     }
 
-    /// No longer trusts `node` (not this node itself): its records are refused from now on, and
-    /// its status, presence and location claims are forgotten. Its token, if present, is not seen again until it
-    /// is trusted again and re-declares it.
+    /// No longer trusts `node` ([`FleetView::remove_member`]).
     pub fn remove_member(&self, node: NodeId) {
-        let mut view = self.shared.view();
-        if node == view.me {
-            return;
-        }
-        view.members.remove(&node);
-        view.status.remove(&node);
-        view.locations.forget_node(node);
-        if view.alive.remove(&node) {
-            self.shared.emit(&mut view, FleetEvent::Left(node));
-        }
+        self.view().remove_member(node)
     }
 
     /// Leaves the fleet: the token goes (the others see [`FleetEvent::Left`] at once) and the
