@@ -647,3 +647,36 @@ async fn an_undrained_event_queue_drops_events_and_keeps_the_view() {
     talker.leave().await.unwrap();
     router.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_started_before_its_router_joins_when_the_router_comes() {
+    let (ep, _) = free_endpoint();
+    let ids: Vec<Identity> = (81..=82).map(identity).collect();
+    let early = tokio::spawn(Fleet::join(ids[0].clone(), config(Mode::Client, &ep, &ids)));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !early.is_finished(),
+        "joined with no router to join through"
+    );
+    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
+    let t = Instant::now();
+    let early = tokio::time::timeout(Duration::from_secs(10), early)
+        .await
+        .expect("the join waited past the router's start")
+        .unwrap()
+        .unwrap();
+    println!(
+        "a node waiting for its router joined {:?} after the router started",
+        t.elapsed()
+    );
+    let late = Fleet::join(ids[1].clone(), config(Mode::Client, &ep, &ids))
+        .await
+        .unwrap();
+    until("each sees the other", Duration::from_secs(10), || {
+        early.alive().len() == 2 && late.alive().len() == 2
+    })
+    .await;
+    early.leave().await.unwrap();
+    late.leave().await.unwrap();
+    router.close().await.unwrap();
+}

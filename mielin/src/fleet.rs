@@ -2,24 +2,36 @@
 //! docs/fleet.md). Zenoh needs a multi-threaded runtime and the node runs on a single-threaded
 //! one, so a thread of its own joins the fleet, publishes the statuses the node hands it, and
 //! passes joins and leaves back. The node reads the fleet's view (`FleetView`) directly and
-//! places its agents with `mesh::planner` on the statuses in it.
+//! places its agents with `mesh::planner` on the statuses in it. A router that is not up yet
+//! holds up the join, not the node: it runs without the fleet until the join is done.
 
 use crate::config::ZenohSettings;
 use mielin_cells::fleet::{Fleet, FleetConfig, FleetEvent, FleetView, Mode, Router};
 use mielin_cells::mesh::fleet::Status;
 use mielin_cells::quic::{Identity, PublicKey};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// The node's handle on its fleet thread.
 pub struct FleetLink {
-    /// What the node sees of the fleet.
-    pub view: FleetView,
+    view: Arc<OnceLock<FleetView>>,
     statuses: mpsc::Sender<Status>,
+    members: mpsc::UnboundedSender<PublicKey>,
     events: std::sync::mpsc::Receiver<FleetEvent>,
 }
 
 impl FleetLink {
+    /// What the node sees of the fleet, once it joined.
+    pub fn view(&self) -> Option<&FleetView> {
+        self.view.get()
+    }
+
+    /// Trusts a newly pinned peer as a member (applied when the join is done, if it is not).
+    pub fn add_member(&self, key: PublicKey) {
+        let _ = self.members.send(key);
+    }
+
     /// Hands a status to the thread to sign and publish (dropped if the last one is still
     /// waiting: the next one follows in half a second).
     pub fn publish(&self, status: Status) {
@@ -65,6 +77,11 @@ pub fn start(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (event_tx, events) = std::sync::mpsc::channel();
     let (statuses, mut status_rx) = mpsc::channel::<Status>(1);
+    let (members_tx, mut members_rx) = mpsc::unbounded_channel::<PublicKey>();
+    let view = Arc::new(OnceLock::new());
+    let joined = view.clone();
+    let how = describe(z);
+    let fleet_name = z.fleet.clone();
     std::thread::Builder::new()
         .name("fleet".into())
         .spawn(move || {
@@ -75,7 +92,7 @@ pub fn start(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(format!("the fleet's runtime: {e}")));
+                    fail(&ready_tx, format!("the fleet's runtime: {e}"));
                     return;
                 }
             };
@@ -84,7 +101,7 @@ pub fn start(
                     Some(listen) => match Router::start(&listen).await {
                         Ok(r) => Some(r),
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("--zenoh-router: {e}")));
+                            fail(&ready_tx, format!("--zenoh-router: {e}"));
                             return;
                         }
                     },
@@ -93,15 +110,18 @@ pub fn start(
                 let mut fleet = match Fleet::join(identity, config).await {
                     Ok(f) => f,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("joining the fleet: {e}")));
+                        fail(&ready_tx, format!("joining the fleet: {e}"));
                         return;
                     }
                 };
-                if ready_tx.send(Ok(fleet.view())).is_err() {
-                    return;
-                }
+                let _ = joined.set(fleet.view());
+                tracing::info!("fleet {fleet_name} on zenoh: {how}");
+                let _ = ready_tx.send(Ok(()));
                 loop {
                     tokio::select! {
+                        Some(key) = members_rx.recv() => {
+                            fleet.add_member(key);
+                        }
                         s = status_rx.recv() => match s {
                             Some(s) => {
                                 if let Err(e) = fleet.publish_status(s) {
@@ -125,12 +145,42 @@ pub fn start(
             });
         })
         .map_err(|e| format!("the fleet's thread: {e}"))?;
-    let view = ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| "joining the fleet: no answer within 20 s".to_string())??;
+    // A bad endpoint or a port in use fails at once; a router that is not up yet makes the
+    // join wait, in the background.
+    match ready_rx.recv_timeout(Duration::from_secs(2)) {
+        Ok(r) => r?,
+        Err(_) => tracing::info!(
+            "fleet {}: waiting for {} (Zenoh retries every second)",
+            z.fleet,
+            z.connect.join(" ")
+        ),
+    }
     Ok(FleetLink {
         view,
         statuses,
+        members: members_tx,
         events,
     })
+}
+
+/// Reports a failure to `start`, or logs it when `start` no longer waits (the join took longer
+/// than its 2 s and the node runs on without the fleet).
+fn fail(ready: &std::sync::mpsc::Sender<Result<(), String>>, e: String) {
+    if let Err(std::sync::mpsc::SendError(Err(e))) = ready.send(Err(e)) {
+        tracing::error!("{e}; the node runs without the fleet");
+    }
+}
+
+fn describe(z: &ZenohSettings) -> String {
+    if z.router {
+        format!("router on {}", z.listen.join(" "))
+    } else if z.listen.is_empty() {
+        format!("client of {}", z.connect.join(" "))
+    } else {
+        format!(
+            "peer on {}, connected to {}",
+            z.listen.join(" "),
+            z.connect.join(" ")
+        )
+    }
 }

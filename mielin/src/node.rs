@@ -285,21 +285,6 @@ async fn node(mut s: Settings) -> Result<(), String> {
             .filter_map(|p| PublicKey::from_hex(&p.key))
             .collect();
         st.fleet = Some(crate::fleet::start(identity.clone(), z, members)?);
-        tracing::info!(
-            "fleet {} on zenoh: {}",
-            z.fleet,
-            if z.router {
-                format!("router on {}", z.listen.join(" "))
-            } else if z.listen.is_empty() {
-                format!("client of {}", z.connect.join(" "))
-            } else {
-                format!(
-                    "peer on {}, connected to {}",
-                    z.listen.join(" "),
-                    z.connect.join(" ")
-                )
-            }
-        );
     }
     for a in st.host.running() {
         tracing::info!("running {} (restarted from the journal)", st.names.agent(a));
@@ -826,8 +811,8 @@ const FLEET_PLACEMENT_EVERY: Duration = Duration::from_millis(500);
 /// minimum by its margin, at most once per 10 s per agent, 4 a second); every move is logged with
 /// its reason, and each reason to stay once.
 fn fleet_placement(st: &mut State, policy: &Policy) {
-    let Some(view) = st.fleet.as_ref().map(|f| f.view.clone()) else {
-        return;
+    let Some(view) = st.fleet.as_ref().and_then(|f| f.view().cloned()) else {
+        return; // not joined yet
     };
     let me = st.key.node_id();
     let now_ms = st.started.elapsed().as_millis() as u64;
@@ -1141,7 +1126,7 @@ fn console(st: &mut State, line: &str) -> bool {
             Ok(p) => match PublicKey::from_hex(&p.key) {
                 Some(key) => {
                     if let Some(f) = &st.fleet {
-                        f.view.add_member(key);
+                        f.add_member(key);
                     }
                     let id = st.driver.add_peer(key, p.addr);
                     if let Err(e) = st.host.trust_peer(&Peer { addr: p.addr, key }) {

@@ -456,8 +456,9 @@ fn zenoh_config(
             MAX_ZENOH_MESSAGE.to_string(),
         ),
         // A router or peer that is not up yet (nodes start in any order, routers restart):
-        // join anyway and keep trying, every 250 ms at first, then every second.
+        // wait for it, trying every 250 ms at first, then every second.
         ("connect/exit_on_failure", "false".to_string()),
+        ("connect/timeout_ms", "-1".to_string()),
         (
             "connect/retry",
             "{period_init_ms: 250, period_max_ms: 1000, period_increase_factor: 2}".to_string(),
@@ -618,9 +619,10 @@ pub struct Fleet {
 impl Fleet {
     /// Joins the fleet `config.name` as `identity`: opens the Zenoh session, listens for the
     /// members' tokens and records, declares its own token, and asks the members that are
-    /// there for their newest records (their answers arrive as events). An endpoint in
-    /// `connect` that does not answer yet is tried again in the background (every 250 ms, then
-    /// every second; Zenoh logs a warning each time), so nodes and routers start in any order.
+    /// there for their newest records (their answers arrive as events). While no endpoint in
+    /// `connect` answers, the join waits and tries again (every 250 ms, then every second;
+    /// Zenoh logs a warning each time), so nodes and routers start in any order; a caller
+    /// that must not wait runs it in a task of its own.
     pub async fn join(identity: Identity, config: FleetConfig) -> Result<Fleet, FleetStartError> {
         check_name(&config.name)?;
         let me = identity.node_id();
