@@ -392,7 +392,7 @@ mod fleet_records {
             (45, 101, "battery percent"),
             (46, 101, "load percent"),
             (47, 1, "reserved bits"),
-            (56, 2, "reserved bits"),
+            (56, 4, "reserved bits"),
             (58, 1, "reserved bits"),
         ] {
             let mut b = base.clone();
@@ -464,12 +464,13 @@ mod fleet_records {
         #[test]
         fn any_status_and_location_round_trip(
             arch in 0u8..7, battery in 0u8..=100, load in 0u8..=100, free: u32, agents: u32,
-            rewind: bool, seq: u64, epoch in 0..=MAX_EPOCH, agent: [u8; 16],
+            caps in 0u16..4, seq: u64, epoch in 0..=MAX_EPOCH, agent: [u8; 16],
         ) {
             let arch = Arch::from_tag(arch).unwrap();
+            // Every combination of CAN_REWIND and DRAINING (bits 0 and 1).
             let s = Body::Status(Status {
                 arch, battery_percent: battery, load_percent: load, free_memory_kib: free,
-                agents, capabilities: if rewind { CAN_REWIND } else { 0 },
+                agents, capabilities: caps,
             });
             let l = Body::Location(Location { agent: AgentId::from_bytes(agent), epoch });
             for body in [s, l] {

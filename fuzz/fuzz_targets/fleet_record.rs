@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mielin_cells::mesh::fleet::{
-    node_of, sign, Body, FleetRecord, Freshness, Location, Locations, Status, CAN_REWIND,
+    node_of, sign, Body, FleetRecord, Freshness, Location, Locations, Status, CAPABILITIES,
     MAX_RECORD_LEN,
 };
 use mielin_cells::{AgentId, Arch, MAX_EPOCH};
@@ -22,7 +22,7 @@ fn check(r: &FleetRecord) {
     match r.body {
         Body::Status(s) => {
             assert!(s.battery_percent <= 100 && s.load_percent <= 100);
-            assert_eq!(s.capabilities & !CAN_REWIND, 0);
+            assert_eq!(s.capabilities & !CAPABILITIES, 0);
         }
         Body::Location(l) => assert!(l.epoch <= MAX_EPOCH),
     }
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
             load_percent: load,
             free_memory_kib: u32::from_le_bytes(take(d)),
             agents: u32::from_le_bytes(take(d)),
-            capabilities: u16::from(caps % 4),
+            capabilities: u16::from(caps % 8),
         })
     } else {
         Body::Location(Location {
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let valid = match body {
         Body::Status(s) => {
-            s.battery_percent <= 100 && s.load_percent <= 100 && s.capabilities & !CAN_REWIND == 0
+            s.battery_percent <= 100 && s.load_percent <= 100 && s.capabilities & !CAPABILITIES == 0
         }
         Body::Location(l) => l.epoch <= MAX_EPOCH,
     };

@@ -4,7 +4,8 @@
 //!
 //! Console commands (standard input with `--console`, one a line): `migrate AGENT PEER`, `kick FROM TO` (FROM,
 //! running here, sends 0 to TO), `at AGENT PEER` (where a remote agent runs), `peer NAME
-//! KEY@ADDR` (or `peer NAME=KEY@ADDR`), `stats`, `battery PERCENT`, `help`, `quit`.
+//! KEY@ADDR` (or `peer NAME=KEY@ADDR`), `stats`, `battery PERCENT`, `drain [on|off]` (with
+//! `--zenoh`), `help`, `quit`.
 //!
 //! Test hook: `MIELIN_HALT_AT=ROLE:PHASE` (e.g. `source:decided`, `target:received`) makes the
 //! node log `halt ROLE:PHASE` and freeze at that phase of its first hand-off, for a test to kill
@@ -20,7 +21,7 @@ use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
 use mielin_cells::fleet::FleetEvent;
-use mielin_cells::mesh::fleet::{Status as FleetStatus, CAN_REWIND};
+use mielin_cells::mesh::fleet::{Status as FleetStatus, CAN_REWIND, DRAINING};
 use mielin_cells::mesh::planner::{Candidate, Hold, Planner, PlannerConfig, Reason};
 use mielin_cells::mesh::{
     AgentHost, Config, Delivery, InboxLimits, Journal, MeshError, Notice, Phase, SharedJournal,
@@ -142,6 +143,8 @@ struct State {
     /// The fleet on Zenoh (`--zenoh`), and the placement on its statuses: the planner and, per
     /// agent, the kind of the last reason it stayed (logged once).
     fleet: Option<FleetLink>,
+    /// The console's `drain`: agents leave, the status says so, and placement sends none here.
+    draining: bool,
     planner: Planner<CAPACITY>,
     holds: BTreeMap<AgentId, String>,
 }
@@ -275,6 +278,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
         battery_set: (f64::from(args.battery), Instant::now()),
         started: Instant::now(),
         fleet: None,
+        draining: false,
         planner: Planner::new(PlannerConfig::default()),
         holds: BTreeMap::new(),
     };
@@ -395,7 +399,8 @@ async fn node(mut s: Settings) -> Result<(), String> {
                                 load_percent: 0,
                                 free_memory_kib: 0,
                                 agents: st.host.running().len() as u32,
-                                capabilities: if st.host.mid_call { CAN_REWIND } else { 0 },
+                                capabilities: if st.host.mid_call { CAN_REWIND } else { 0 }
+                                    | if st.draining { DRAINING } else { 0 },
                             });
                         }
                     }
@@ -823,7 +828,7 @@ fn fleet_placement(st: &mut State, policy: &Policy) {
             latency_ms: 1,
             arch: Arch::X86_64,
         },
-        draining: false,
+        draining: st.draining,
     };
     // Live members this node can reach (pinned), with their statuses.
     let members: Vec<(Candidate, u16)> = view
@@ -1146,6 +1151,18 @@ fn console(st: &mut State, line: &str) -> bool {
                 st.battery_set = (p, Instant::now());
             }
         }
+        ["drain"] | ["drain", "on" | "off"] => {
+            if st.fleet.is_none() {
+                say("drain: only with --zenoh (placement on the fleet's statuses)".into());
+                return true;
+            }
+            st.draining = line.split_whitespace().nth(1) != Some("off");
+            if st.draining {
+                tracing::info!("draining: agents leave for live members; none is sent here");
+            } else {
+                tracing::info!("draining off");
+            }
+        }
         ["stats"] => {
             for a in st.host.running() {
                 let epoch = st.driver.node().journal().get(a).map_or(0, |r| r.epoch);
@@ -1173,7 +1190,7 @@ fn console(st: &mut State, line: &str) -> bool {
             say("stats-end".to_string());
         }
         ["help"] => say(
-            "commands: migrate AGENT PEER | kick FROM TO | at AGENT PEER | peer NAME KEY@ADDR | stats | battery PERCENT | quit".into(),
+            "commands: migrate AGENT PEER | kick FROM TO | at AGENT PEER | peer NAME KEY@ADDR | stats | battery PERCENT | drain [on|off] | quit".into(),
         ),
         [] => {}
         _ => say(format!("unknown command: {line} (try `help`)")),

@@ -1223,4 +1223,30 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!b.log().contains("placement: pong leaves"), "{}", b.log());
     assert!(!a.log().contains("leaves for c"), "{}", a.log());
+
+    // b drains: pong leaves b for c once c has charged (not for a, at 10%), and no sooner than
+    // 10 s after it arrived on b (the planner's interval holds across nodes).
+    c.send("battery 100");
+    let from = b.len();
+    b.send("drain");
+    b.wait_line(from, |l| l.starts_with("draining: "), T);
+    // (b names the agent by its id: it never heard the name.)
+    let leaves = format!("placement: {} leaves for c: this node drains", &id[..8]);
+    b.wait_line(from, |l| l == leaves, T);
+    let cd = data(&dir, "c");
+    while !text(&mielin(&["agents", "-d", &cd]))
+        .lines()
+        .any(|l| l.starts_with(&id[..8]) && l.contains("running here"))
+    {
+        assert!(start.elapsed() < T, "pong not on c: {}", b.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let moved = start.elapsed();
+    // (took: when pong was seen running on b, some polling after it arrived there; without the
+    // interval it would leave within a second, once c's status says 100%.)
+    assert!(
+        moved - took >= Duration::from_secs(9),
+        "pong arrived on b by {took:?} and was on c by {moved:?}"
+    );
+    println!("drained from b to c {moved:?} after the battery drop on a");
 }

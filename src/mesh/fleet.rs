@@ -17,7 +17,8 @@
 //!
 //! Status body (16 bytes): architecture (u8, `Arch`), battery percent (u8, at most 100), load
 //! percent (u8, at most 100), reserved (u8, 0), free memory in KiB (u32), agents running (u32),
-//! capabilities (u16: bit 0 [`CAN_REWIND`], the others reserved and 0), reserved (u16, 0).
+//! capabilities (u16: bit 0 [`CAN_REWIND`], bit 1 [`DRAINING`], the others reserved and 0),
+//! reserved (u16, 0).
 //!
 //! Location body (24 bytes): the agent (16) and the epoch at which this node runs it (u64, at
 //! most [`MAX_EPOCH`]).
@@ -42,6 +43,11 @@ pub const VERSION: u8 = 1;
 pub const SIGNATURE_CONTEXT: &[u8] = b"mielin-cells/fleet-record/v1";
 /// Capability bit: the node can resume an agent suspended in the middle of a call.
 pub const CAN_REWIND: u16 = 1;
+/// Status bit: the node drains (its operator wants it empty): it sends its agents away, and
+/// placement sends it none.
+pub const DRAINING: u16 = 2;
+/// Every bit a status's capabilities may have; the others are reserved and refused.
+pub const CAPABILITIES: u16 = CAN_REWIND | DRAINING;
 
 const HEADER: usize = 2 + 1 + 1 + 32 + 8;
 const STATUS_BODY: usize = 16;
@@ -69,7 +75,8 @@ pub struct Status {
     pub free_memory_kib: u32,
     /// Agents running there.
     pub agents: u32,
-    /// What it can do beyond running agents between calls ([`CAN_REWIND`]).
+    /// What it can do beyond running agents between calls ([`CAN_REWIND`]), and whether it
+    /// drains ([`DRAINING`]).
     pub capabilities: u16,
 }
 
@@ -206,7 +213,7 @@ fn check_body(kind: u8, b: &[u8]) -> Result<Body, FleetError> {
                 return Err(FleetError::OutOfRange("load percent"));
             }
             let capabilities = u16_at(12);
-            if b[3] != 0 || u16_at(14) != 0 || capabilities & !CAN_REWIND != 0 {
+            if b[3] != 0 || u16_at(14) != 0 || capabilities & !CAPABILITIES != 0 {
                 return Err(FleetError::OutOfRange("reserved bits"));
             }
             Ok(Body::Status(Status {
