@@ -64,6 +64,26 @@ fn a_low_battery_moves_the_agent_to_a_node_past_the_margin() {
 }
 
 #[test]
+fn a_minimum_above_100_is_met_by_no_target_and_the_node_itself_is_never_one() {
+    let mut p = Planner::<8>::new(PlannerConfig::default());
+    let here = node(1, 100);
+    // Nothing meets 150%: the agent stays, however charged the others are.
+    assert!(matches!(
+        p.decide(0, agent(1), &min_battery(150), &here, &[node(2, 100)]),
+        Err(Hold::NoTarget { .. })
+    ));
+    // A draining node that would pass the policy is not its own target.
+    let mut draining = node(1, 100);
+    draining.draining = true;
+    assert!(matches!(
+        p.decide(0, agent(2), &Policy::default(), &draining, &[draining]),
+        Err(Hold::NoTarget {
+            reason: Reason::Draining
+        })
+    ));
+}
+
+#[test]
 fn a_draining_node_sends_its_agents_away_and_receives_none() {
     let mut p = Planner::<8>::new(PlannerConfig::default());
     let mut here = node(1, 100);

@@ -13,12 +13,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// Events the fleet thread holds for the node.
+const EVENTS: usize = 1024;
+
 /// The node's handle on its fleet thread.
 pub struct FleetLink {
     view: Arc<OnceLock<FleetView>>,
     statuses: mpsc::Sender<Status>,
     members: mpsc::UnboundedSender<PublicKey>,
     events: std::sync::mpsc::Receiver<FleetEvent>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl FleetLink {
@@ -42,6 +46,25 @@ impl FleetLink {
     pub fn events(&self) -> Vec<FleetEvent> {
         self.events.try_iter().collect()
     }
+
+    /// Leaves the fleet (the others see this node go at once) and waits up to `limit` for the
+    /// thread to end: at the start of a stop, so that no member sends an agent to a node that
+    /// is stopping.
+    pub fn leave(self, limit: Duration) {
+        drop(self.statuses); // the thread's signal to leave
+        let start = std::time::Instant::now();
+        while !self.thread.is_finished() && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            tracing::warn!(
+                "fleet: leaving took over {} ms; not waited for",
+                limit.as_millis()
+            );
+        }
+    }
 }
 
 /// Starts the fleet thread and waits until it joined (or failed to).
@@ -61,9 +84,10 @@ pub fn start(
     } else {
         z.listen.clone()
     };
-    // A node that runs the router is its first client.
+    // A node that runs the router is its first client (and connects to the other routers
+    // given, if any).
     config.connect = if z.router {
-        z.listen.clone()
+        z.listen.iter().chain(&z.connect).cloned().collect()
     } else {
         z.connect.clone()
     };
@@ -75,14 +99,16 @@ pub fn start(
         .map_or(1, |d| d.as_micros() as u64);
     let router_on = z.router.then(|| z.listen.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (event_tx, events) = std::sync::mpsc::channel();
+    // Bounded: the node takes them every turn; while it is held up, later ones are dropped
+    // (its view stays current; the events only feed its log and the statuses' ages).
+    let (event_tx, events) = std::sync::mpsc::sync_channel(EVENTS);
     let (statuses, mut status_rx) = mpsc::channel::<Status>(1);
     let (members_tx, mut members_rx) = mpsc::unbounded_channel::<PublicKey>();
     let view = Arc::new(OnceLock::new());
     let joined = view.clone();
     let how = describe(z);
     let fleet_name = z.fleet.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("fleet".into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -132,8 +158,11 @@ pub fn start(
                             None => break,
                         },
                         e = fleet.next_event() => match e {
+                            Some(FleetEvent::Located { .. }) => {}
                             Some(e) => {
-                                if event_tx.send(e).is_err() {
+                                if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+                                    event_tx.try_send(e)
+                                {
                                     break;
                                 }
                             }
@@ -150,9 +179,9 @@ pub fn start(
     match ready_rx.recv_timeout(Duration::from_secs(2)) {
         Ok(r) => r?,
         Err(_) => tracing::info!(
-            "fleet {}: waiting for {} (Zenoh retries every second)",
+            "fleet {}: waiting for {} (Zenoh retries every second); until it joined, agents are placed on the QUIC peers' statuses",
             z.fleet,
-            z.connect.join(" ")
+            if z.router { z.listen.join(" ") } else { z.connect.join(" ") }
         ),
     }
     Ok(FleetLink {
@@ -160,6 +189,7 @@ pub fn start(
         statuses,
         members: members_tx,
         events,
+        thread,
     })
 }
 

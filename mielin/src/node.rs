@@ -143,6 +143,8 @@ struct State {
     /// The fleet on Zenoh (`--zenoh`), and the placement on its statuses: the planner and, per
     /// agent, the kind of the last reason it stayed (logged once).
     fleet: Option<FleetLink>,
+    /// When each member's last status arrived.
+    status_seen: BTreeMap<NodeId, Instant>,
     /// The console's `drain`: agents leave, the status says so, and placement sends none here.
     draining: bool,
     planner: Planner<CAPACITY>,
@@ -278,6 +280,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
         battery_set: (f64::from(args.battery), Instant::now()),
         started: Instant::now(),
         fleet: None,
+        status_seen: BTreeMap::new(),
         draining: false,
         planner: Planner::new(PlannerConfig::default()),
         holds: BTreeMap::new(),
@@ -431,7 +434,11 @@ async fn node(mut s: Settings) -> Result<(), String> {
                         tracing::info!("fleet: {} joined", st.names.node(n))
                     }
                     FleetEvent::Left(n) if n != me => {
+                        st.status_seen.remove(&n);
                         tracing::info!("fleet: {} left", st.names.node(n))
+                    }
+                    FleetEvent::Status(n, _) => {
+                        st.status_seen.insert(n, Instant::now());
                     }
                     _ => {}
                 }
@@ -463,8 +470,9 @@ async fn node(mut s: Settings) -> Result<(), String> {
         for (_, agent, peer) in due {
             let _ = migrate(&mut st, agent, &peer, None);
         }
-        if st.fleet.is_some() {
-            // On the fleet's live statuses, every half second.
+        if st.fleet.as_ref().is_some_and(|f| f.view().is_some()) {
+            // On the fleet's live statuses, every half second (until the join is done, on the
+            // QUIC peers' statuses, below).
             if Instant::now() >= next_placement {
                 next_placement = Instant::now() + FLEET_PLACEMENT_EVERY;
                 fleet_placement(&mut st, &policy);
@@ -810,6 +818,8 @@ fn migrate(
 const PLACEMENT_EVERY: Duration = Duration::from_secs(2);
 /// How often agents are placed on the fleet's statuses (which arrive every half second).
 const FLEET_PLACEMENT_EVERY: Duration = Duration::from_millis(500);
+/// A member's status older than this is not used for placement (they come every 0.5 s).
+const STATUS_STALE: Duration = Duration::from_secs(2);
 
 /// Placement on the fleet's live statuses (with `--zenoh`): an agent whose node no longer
 /// satisfies the policy leaves for the live member the planner picks (past the policy's battery
@@ -835,6 +845,13 @@ fn fleet_placement(st: &mut State, policy: &Policy) {
         .alive()
         .into_iter()
         .filter(|n| *n != me && st.peers.contains_key(n))
+        // A status that stopped coming (its node's loop is held up, or it is stopping) is
+        // not live: statuses come every 0.5 s.
+        .filter(|n| {
+            st.status_seen
+                .get(n)
+                .is_some_and(|t| t.elapsed() < STATUS_STALE)
+        })
         .filter_map(|n| {
             let s = view.status(n)?;
             let status = NodeStatus {
@@ -846,13 +863,15 @@ fn fleet_placement(st: &mut State, policy: &Policy) {
                 Candidate {
                     node: n,
                     status,
-                    draining: false,
+                    draining: s.capabilities & DRAINING != 0,
                 },
                 s.capabilities,
             ))
         })
         .collect();
-    for a in st.host.running() {
+    let running = st.host.running();
+    st.holds.retain(|a, _| running.contains(a));
+    for a in running {
         // An agent in the middle of a call goes only to a member that continues it.
         let mid_call = st.host.waits_in_call(a);
         let others: Vec<Candidate> = members
@@ -1152,8 +1171,8 @@ fn console(st: &mut State, line: &str) -> bool {
             }
         }
         ["drain"] | ["drain", "on" | "off"] => {
-            if st.fleet.is_none() {
-                say("drain: only with --zenoh (placement on the fleet's statuses)".into());
+            if st.fleet.as_ref().is_none_or(|f| f.view().is_none()) {
+                say("drain: only in a fleet (--zenoh), once it joined".into());
                 return true;
             }
             st.draining = line.split_whitespace().nth(1) != Some("off");
@@ -1202,6 +1221,10 @@ fn console(st: &mut State, line: &str) -> bool {
 /// running, agents do not); then the connections close. Whatever is still in flight is in the
 /// journal, which every step already made durable: the next start resumes or aborts it.
 async fn shutdown(mut st: State, why: &str, grace: Duration) {
+    if let Some(f) = st.fleet.take() {
+        // First: the others stop counting on this node (no agent is sent to a stopping node).
+        f.leave(Duration::from_secs(2));
+    }
     let n = in_flight(&st.driver);
     tracing::info!(
         "stopping ({why}): {n} hand-off{} in flight, waiting up to {} s",

@@ -1221,7 +1221,9 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
     assert!(took < Duration::from_secs(2), "{took:?}: {}", a.log());
     // b's battery satisfies pong: it stays there; c never took part.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!b.log().contains("placement: pong leaves"), "{}", b.log());
+    // (b names the agent by its id: it never heard the name.)
+    let b_leaves = format!("placement: {} leaves", &id[..8]);
+    assert!(!b.log().contains(&b_leaves), "{}", b.log());
     assert!(!a.log().contains("leaves for c"), "{}", a.log());
 
     // b drains: pong leaves b for c once c has charged (not for a, at 10%), and no sooner than
@@ -1230,7 +1232,6 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
     let from = b.len();
     b.send("drain");
     b.wait_line(from, |l| l.starts_with("draining: "), T);
-    // (b names the agent by its id: it never heard the name.)
     let leaves = format!("placement: {} leaves for c: this node drains", &id[..8]);
     b.wait_line(from, |l| l == leaves, T);
     let cd = data(&dir, "c");
@@ -1249,4 +1250,21 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
         "pong arrived on b by {took:?} and was on c by {moved:?}"
     );
     println!("drained from b to c {moved:?} after the battery drop on a");
+
+    // c's battery drops too. b (90%) drains and a (25%) does not clear the minimum of 20 by
+    // the margin of 10: neither is a target, and pong stays on c, saying why (once its 10 s
+    // since it arrived are over).
+    a.send("battery 25");
+    let from = c.len();
+    c.send("battery 10");
+    let stays = format!(
+        "placement: {} stays: battery 10% below its minimum 20%, and no live member clears its policy by 10 points",
+        &id[..8]
+    );
+    c.wait_line(from, |l| l == stays, T);
+    assert!(
+        !c.log().contains(&format!("placement: {} leaves", &id[..8])),
+        "{}",
+        c.log()
+    );
 }

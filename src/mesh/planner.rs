@@ -20,7 +20,8 @@ use crate::{AgentId, NodeId, NodeStatus, Policy, PolicyViolation};
 /// The planner's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannerConfig {
-    /// Points of battery a target must have above the policy's minimum (capped at 100).
+    /// Points of battery a target must have above the policy's minimum (the sum capped at 100,
+    /// unless the minimum itself is above 100: then no node is a target).
     pub battery_margin: u8,
     /// The least time between two moves of one agent, in milliseconds.
     pub min_interval_ms: u64,
@@ -123,7 +124,8 @@ impl<const N: usize> Planner<N> {
         }
     }
 
-    /// Decides, at `now_ms`, whether `agent` (with `policy`) leaves `here`, and for which of
+    /// Decides, at `now_ms` (a clock that never goes back, the same for every call and for
+    /// [`Planner::arrived`]), whether `agent` (with `policy`) leaves `here`, and for which of
     /// `others` (`here` among them is ignored). A [`Move`] is counted against the limits at
     /// once: the caller starts the hand-off (and if it fails, the agent stays and may be moved
     /// again after `min_interval_ms`).
@@ -159,10 +161,13 @@ impl<const N: usize> Planner<N> {
             return Err(Hold::RateLimited { reason });
         }
         let mut strict = policy.clone();
+        // The margin is capped at 100%, and never below the policy's own minimum (one above
+        // 100 is met by no node).
         strict.min_battery_percent = policy
             .min_battery_percent
             .saturating_add(self.config.battery_margin)
-            .min(100);
+            .min(100)
+            .max(policy.min_battery_percent);
         // The best target by the policy's own ranking, among the nodes that clear it with the
         // margin; ties go to the first in `others`, so the decision is deterministic.
         let to = others
