@@ -58,23 +58,31 @@ async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> D
     start.elapsed()
 }
 
+/// A router on a free loopback port, its endpoint, and the identities of `seeds`.
+async fn router_and_ids(seeds: std::ops::RangeInclusive<u8>) -> (Router, String, Vec<Identity>) {
+    let (ep, _) = free_endpoint();
+    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
+    (router, ep, seeds.map(identity).collect())
+}
+
+/// `id` joined as a client of the router at `ep`, trusting `ids`.
+async fn client(id: &Identity, ep: &str, ids: &[Identity]) -> Fleet {
+    Fleet::join(id.clone(), config(Mode::Client, ep, ids))
+        .await
+        .unwrap()
+}
+
 fn drain(f: &mut Fleet) -> Vec<FleetEvent> {
     std::iter::from_fn(|| f.try_event()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_see_each_other_join_publish_and_leave() {
-    let (ep, _) = free_endpoint();
-    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
-    let ids: Vec<Identity> = (1..=5).map(identity).collect();
+    let (router, ep, ids) = router_and_ids(1..=5).await;
     let start = Instant::now();
     let mut nodes = Vec::new();
     for id in &ids {
-        nodes.push(
-            Fleet::join(id.clone(), config(Mode::Client, &ep, &ids))
-                .await
-                .unwrap(),
-        );
+        nodes.push(client(id, &ep, &ids).await);
     }
     let all: Vec<NodeId> = {
         let mut v: Vec<NodeId> = ids.iter().map(Identity::node_id).collect();
@@ -194,15 +202,9 @@ async fn peers_with_explicit_endpoints_form_a_fleet_without_a_router() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_location_resolves_to_the_highest_epoch_and_a_late_joiner_asks_for_it() {
-    let (ep, _) = free_endpoint();
-    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
-    let ids: Vec<Identity> = (21..=23).map(identity).collect();
-    let mut a = Fleet::join(ids[0].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
-    let mut b = Fleet::join(ids[1].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let (router, ep, ids) = router_and_ids(21..=23).await;
+    let mut a = client(&ids[0], &ep, &ids).await;
+    let mut b = client(&ids[1], &ep, &ids).await;
     let agent = AgentId::from_bytes([0xa9; 16]);
     until("a and b", Duration::from_secs(10), || b.alive().len() == 2).await;
     b.publish_location(Location { agent, epoch: 5 }).unwrap();
@@ -217,9 +219,7 @@ async fn a_location_resolves_to_the_highest_epoch_and_a_late_joiner_asks_for_it(
 
     // c joins after all of it was published: it learns the records from a's and b's answers.
     let t = Instant::now();
-    let c = Fleet::join(ids[2].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let c = client(&ids[2], &ep, &ids).await;
     until("c learns the location", Duration::from_secs(10), || {
         c.locate(agent) == Some((ids[1].node_id(), 5)) && c.status(ids[0].node_id()).is_some()
     })
@@ -257,16 +257,10 @@ fn record(who: &Identity, seq: u64, body: Body) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outsider_cannot_forge_replay_or_misplace_a_record() {
-    let (ep, _) = free_endpoint();
-    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
-    let ids: Vec<Identity> = (31..=32).map(identity).collect();
+    let (router, ep, ids) = router_and_ids(31..=32).await;
     let (alice, bob) = (&ids[0], &ids[1]);
-    let mut a = Fleet::join(alice.clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
-    let observer = Fleet::join(bob.clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let mut a = client(alice, &ep, &ids).await;
+    let observer = client(bob, &ep, &ids).await;
     // The outsider: a plain Zenoh client of the same router, with its own key (not a member).
     let mut oc = zenoh::Config::default();
     oc.insert_json5("mode", "\"client\"").unwrap();
@@ -438,9 +432,7 @@ async fn a_node_behind_a_silent_link_is_seen_dead_within_the_lease() {
     let (ep, port) = free_endpoint();
     let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
     let ids: Vec<Identity> = (41..=42).map(identity).collect();
-    let observer = Fleet::join(ids[0].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let observer = client(&ids[0], &ep, &ids).await;
     let (relay, open) = silent_relay(port).await;
     let mut c = config(Mode::Client, &relay, &ids);
     let lease = Duration::from_secs(1);
@@ -496,16 +488,10 @@ async fn a_bad_name_or_too_many_members_is_refused_before_zenoh_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_node_is_seen_gone_and_a_removed_member_is_forgotten() {
-    let (ep, _) = free_endpoint();
-    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
-    let ids: Vec<Identity> = (51..=53).map(identity).collect();
+    let (router, ep, ids) = router_and_ids(51..=53).await;
     let mut nodes = Vec::new();
     for id in &ids {
-        nodes.push(
-            Fleet::join(id.clone(), config(Mode::Client, &ep, &ids))
-                .await
-                .unwrap(),
-        );
+        nodes.push(client(id, &ep, &ids).await);
     }
     let agent = AgentId::from_bytes([0x51; 16]);
     nodes[1].publish_status(status(70)).unwrap();
@@ -578,15 +564,9 @@ async fn a_dropped_node_is_seen_gone_and_a_removed_member_is_forgotten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn statuses_come_back_after_the_router_restarts() {
-    let (ep, _) = free_endpoint();
-    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
-    let ids: Vec<Identity> = (61..=62).map(identity).collect();
-    let a = Fleet::join(ids[0].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
-    let mut b = Fleet::join(ids[1].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let (router, ep, ids) = router_and_ids(61..=62).await;
+    let a = client(&ids[0], &ep, &ids).await;
+    let mut b = client(&ids[1], &ep, &ids).await;
     b.publish_status(status(44)).unwrap();
     let nb = ids[1].node_id();
     until("b's status", Duration::from_secs(10), || {
@@ -617,15 +597,9 @@ async fn statuses_come_back_after_the_router_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_undrained_event_queue_drops_events_and_keeps_the_view() {
-    let (ep, _) = free_endpoint();
-    let router = Router::start(std::slice::from_ref(&ep)).await.unwrap();
-    let ids: Vec<Identity> = (71..=72).map(identity).collect();
-    let mut observer = Fleet::join(ids[0].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
-    let mut talker = Fleet::join(ids[1].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let (router, ep, ids) = router_and_ids(71..=72).await;
+    let mut observer = client(&ids[0], &ep, &ids).await;
+    let mut talker = client(&ids[1], &ep, &ids).await;
     let nt = ids[1].node_id();
     until("joined", Duration::from_secs(10), || {
         observer.alive().contains(&nt)
@@ -669,9 +643,7 @@ async fn a_node_started_before_its_router_joins_when_the_router_comes() {
         "a node waiting for its router joined {:?} after the router started",
         t.elapsed()
     );
-    let late = Fleet::join(ids[1].clone(), config(Mode::Client, &ep, &ids))
-        .await
-        .unwrap();
+    let late = client(&ids[1], &ep, &ids).await;
     until("each sees the other", Duration::from_secs(10), || {
         early.alive().len() == 2 && late.alive().len() == 2
     })

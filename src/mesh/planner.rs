@@ -177,17 +177,7 @@ impl<const N: usize> Planner<N> {
             .min_by_key(|c| strict.rank(&c.status))
             .map(|c| c.node)
             .ok_or(Hold::NoTarget { reason })?;
-        if self.last_move.len() >= N && !self.last_move.contains_key(&agent) {
-            if let Some(oldest) = self
-                .last_move
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(a, _)| *a)
-            {
-                self.last_move.remove(&oldest);
-            }
-        }
-        let _ = self.last_move.insert(agent, now_ms);
+        self.note(agent, now_ms);
         if self.recent.is_full() {
             self.recent.pop_front();
         }
