@@ -112,6 +112,23 @@ async fn members_see_each_other_join_publish_and_leave() {
         .await;
     }
 
+    // The view says how old each status is (placement ignores a stale one): it grows until
+    // the next one comes, and a new one starts it again.
+    let n1 = ids[1].node_id();
+    let first = nodes[0].view().status_age(n1).unwrap().1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = nodes[0].view().status_age(n1).unwrap().1;
+    assert!(
+        later >= first + Duration::from_millis(200),
+        "{first:?}, then {later:?}"
+    );
+    nodes[1].publish_status(status(77)).unwrap();
+    until("a newer status", Duration::from_secs(10), || {
+        nodes[0].status(n1).map(|s| s.battery_percent) == Some(77)
+    })
+    .await;
+    assert!(nodes[0].view().status_age(n1).unwrap().1 < later);
+
     // Node 4 leaves: the others see it at once (its connection closes), and forget its status.
     let gone = nodes.pop().unwrap();
     let gone_id = gone.node_id();
@@ -146,14 +163,14 @@ async fn members_see_each_other_join_publish_and_leave() {
     for n in &mut nodes {
         let events = drain(n);
         assert!(events.contains(&FleetEvent::Joined(gone_id)), "{events:?}");
-        // Each took the 6 statuses once. A status that a publication and an answer to its
+        // Each took the 7 statuses once (5, node 1's second, the returned node's). A status that a publication and an answer to its
         // join query both brought is a duplicate, one that came before its node's token is
         // absent (and taken from the answer): neither is a refusal.
         let stats = n.stats();
         assert_eq!(
             stats,
             FleetStats {
-                records: 6,
+                records: 7,
                 duplicates: stats.duplicates,
                 absent: stats.absent,
                 ..FleetStats::default()

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::format;
 use std::string::{String, ToString};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use std::vec::Vec;
 use tokio::sync::{mpsc, oneshot};
 use zenoh::sample::SampleKind;
@@ -206,7 +206,8 @@ struct View {
     me: NodeId,
     members: HashMap<NodeId, [u8; 32]>,
     alive: HashSet<NodeId>,
-    status: HashMap<NodeId, Status>,
+    /// Each live member's newest status, and when it arrived.
+    status: HashMap<NodeId, (Status, Instant)>,
     fresh_status: Box<Freshness<MAX_MEMBERS>>,
     fresh_location: Box<Freshness<LOCATION_FRESHNESS>>,
     locations: Box<Locations<MAX_TRACKED_AGENTS>>,
@@ -234,6 +235,17 @@ enum Ask {
 }
 
 impl Shared {
+    /// `mielin/F/alive/<node>`: the node's liveliness token.
+    fn alive_key(&self, node: NodeId) -> String {
+        format!("{}/alive/{}", self.prefix, hex(node.as_bytes()))
+    }
+
+    /// `mielin/F/records/<node>`: the root of the node's records (`/status`,
+    /// `/location/<agent>` below it).
+    fn records_key(&self, node: NodeId) -> String {
+        format!("{}/records/{}", self.prefix, hex(node.as_bytes()))
+    }
+
     fn view(&self) -> MutexGuard<'_, View> {
         // A panic while the lock was held left a view that is still whole (each update is one
         // insert or remove); the fleet keeps going rather than poisoning every later call.
@@ -265,7 +277,7 @@ impl Shared {
                     // What it published before this node's subscription reached it was lost
                     // to this node (pub/sub keeps nothing): ask it. Its queryable is declared
                     // before its token, so it answers.
-                    let key = format!("{}/records/{}/**", self.prefix, hex(node.as_bytes()));
+                    let key = format!("{}/**", self.records_key(node));
                     self.ask(&mut view, Ask::Records(key));
                 }
             }
@@ -320,7 +332,7 @@ impl Shared {
         view.stats.records += 1;
         match r.body {
             Body::Status(s) => {
-                view.status.insert(r.node, s);
+                view.status.insert(r.node, (s, Instant::now()));
                 self.emit(&mut view, FleetEvent::Status(r.node, s));
             }
             Body::Location(l) => {
@@ -414,6 +426,11 @@ fn parse_id(chunk: &str) -> Option<[u8; 16]> {
 
 fn hex(b: &[u8]) -> String {
     crate::quic::to_hex(b)
+}
+
+/// `location/<agent>`: where a node's location record of `agent` sits below its records key.
+fn location_suffix(agent: AgentId) -> String {
+    format!("location/{}", hex(agent.as_bytes()))
 }
 
 fn check_name(name: &str) -> Result<(), FleetStartError> {
@@ -554,7 +571,14 @@ impl FleetView {
 
     /// A live member's newest status.
     pub fn status(&self, node: NodeId) -> Option<Status> {
-        self.shared.view().status.get(&node).copied()
+        self.status_age(node).map(|(s, _)| s)
+    }
+
+    /// A live member's newest status and how long ago it arrived: a member whose statuses
+    /// stopped coming while its token stays (its loop is held up) is told apart by the age.
+    pub fn status_age(&self, node: NodeId) -> Option<(Status, Duration)> {
+        let view = self.shared.view();
+        view.status.get(&node).map(|(s, t)| (*s, t.elapsed()))
     }
 
     /// The node that claims the highest epoch for `agent`, and the epoch: a hint.
@@ -576,7 +600,7 @@ impl FleetView {
         }
         if view.members.insert(node, key.0).is_none() {
             // Its token may have come while it was no member (ignored then): ask for it.
-            let key = format!("{}/alive/{}", self.shared.prefix, hex(node.as_bytes()));
+            let key = self.shared.alive_key(node);
             self.shared.ask(&mut view, Ask::Tokens(key));
         }
         true
@@ -678,7 +702,7 @@ impl Fleet {
             .await
             .map_err(zenoh_err)?;
         let s = shared.clone();
-        let own = format!("{prefix}/records/{}", hex(me.as_bytes()));
+        let own = shared.records_key(me);
         let queryable = session
             .declare_queryable(format!("{own}/**"))
             .callback(move |query| {
@@ -704,7 +728,7 @@ impl Fleet {
             .map_err(zenoh_err)?;
         let token = session
             .liveliness()
-            .declare_token(format!("{prefix}/alive/{}", hex(me.as_bytes())))
+            .declare_token(shared.alive_key(me))
             .await
             .map_err(zenoh_err)?;
         shared.ask(
@@ -748,11 +772,7 @@ impl Fleet {
             mine.insert(suffix.clone(), record.clone());
         }
         self.next_seq = next;
-        let key = format!(
-            "{}/records/{}/{suffix}",
-            self.shared.prefix,
-            hex(self.node_id().as_bytes())
-        );
+        let key = format!("{}/{suffix}", self.shared.records_key(self.node_id()));
         self.session
             .put(key, record)
             .wait()
@@ -766,14 +786,13 @@ impl Fleet {
 
     /// Signs and publishes that this node runs `location.agent` at `location.epoch`.
     pub fn publish_location(&mut self, location: Location) -> Result<(), FleetPublishError> {
-        let suffix = format!("location/{}", hex(location.agent.as_bytes()));
-        self.publish(suffix, Body::Location(location))
+        self.publish(location_suffix(location.agent), Body::Location(location))
     }
 
     /// Stops answering queries with this node's location of `agent` (it left). Nodes that
     /// already know it keep it until a higher epoch elsewhere is published.
     pub fn withdraw_location(&mut self, agent: AgentId) {
-        let suffix = format!("location/{}", hex(agent.as_bytes()));
+        let suffix = location_suffix(agent);
         self.shared
             .mine
             .lock()
