@@ -42,7 +42,7 @@ impl FleetLink {
         let _ = self.statuses.try_send(status);
     }
 
-    /// The joins, leaves and statuses seen since the last call.
+    /// The joins and leaves seen since the last call.
     pub fn events(&self) -> Vec<FleetEvent> {
         self.events.try_iter().collect()
     }
@@ -100,7 +100,7 @@ pub fn start(
     let router_on = z.router.then(|| z.listen.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // Bounded: the node takes them every turn; while it is held up, later ones are dropped
-    // (its view stays current; the events only feed its log and the statuses' ages).
+    // (its view stays current; the events only feed its log).
     let (event_tx, events) = std::sync::mpsc::sync_channel(EVENTS);
     let (statuses, mut status_rx) = mpsc::channel::<Status>(1);
     let (members_tx, mut members_rx) = mpsc::unbounded_channel::<PublicKey>();
@@ -158,7 +158,9 @@ pub fn start(
                             None => break,
                         },
                         e = fleet.next_event() => match e {
-                            Some(FleetEvent::Located { .. }) => {}
+                            // The node logs joins and leaves; statuses and locations it reads
+                            // from the view (with their ages).
+                            Some(FleetEvent::Status(..) | FleetEvent::Located { .. }) => {}
                             Some(e) => {
                                 if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
                                     event_tx.try_send(e)

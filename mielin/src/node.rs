@@ -20,7 +20,7 @@ use crate::names::{operator_id, Names};
 use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
-use mielin_cells::fleet::FleetEvent;
+use mielin_cells::fleet::{FleetEvent, FleetView};
 use mielin_cells::mesh::fleet::{Status as FleetStatus, CAN_REWIND, DRAINING};
 use mielin_cells::mesh::planner::{Candidate, Hold, Planner, PlannerConfig, Reason};
 use mielin_cells::mesh::{
@@ -143,12 +143,17 @@ struct State {
     /// The fleet on Zenoh (`--zenoh`), and the placement on its statuses: the planner and, per
     /// agent, the kind of the last reason it stayed (logged once).
     fleet: Option<FleetLink>,
-    /// When each member's last status arrived.
-    status_seen: BTreeMap<NodeId, Instant>,
     /// The console's `drain`: agents leave, the status says so, and placement sends none here.
     draining: bool,
     planner: Planner<CAPACITY>,
-    holds: BTreeMap<AgentId, String>,
+    holds: BTreeMap<AgentId, &'static str>,
+}
+
+impl State {
+    /// The fleet's view, once the node joined its fleet (`--zenoh`).
+    fn fleet_view(&self) -> Option<&FleetView> {
+        self.fleet.as_ref().and_then(FleetLink::view)
+    }
 }
 
 /// Runs a node until SIGTERM, Ctrl-C or `quit`.
@@ -280,7 +285,6 @@ async fn node(mut s: Settings) -> Result<(), String> {
         battery_set: (f64::from(args.battery), Instant::now()),
         started: Instant::now(),
         fleet: None,
-        status_seen: BTreeMap::new(),
         draining: false,
         planner: Planner::new(PlannerConfig::default()),
         holds: BTreeMap::new(),
@@ -434,11 +438,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
                         tracing::info!("fleet: {} joined", st.names.node(n))
                     }
                     FleetEvent::Left(n) if n != me => {
-                        st.status_seen.remove(&n);
                         tracing::info!("fleet: {} left", st.names.node(n))
-                    }
-                    FleetEvent::Status(n, _) => {
-                        st.status_seen.insert(n, Instant::now());
                     }
                     _ => {}
                 }
@@ -470,7 +470,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
         for (_, agent, peer) in due {
             let _ = migrate(&mut st, agent, &peer, None);
         }
-        if st.fleet.as_ref().is_some_and(|f| f.view().is_some()) {
+        if st.fleet_view().is_some() {
             // On the fleet's live statuses, every half second (until the join is done, on the
             // QUIC peers' statuses, below).
             if Instant::now() >= next_placement {
@@ -826,7 +826,7 @@ const STATUS_STALE: Duration = Duration::from_secs(2);
 /// minimum by its margin, at most once per 10 s per agent, 4 a second); every move is logged with
 /// its reason, and each reason to stay once.
 fn fleet_placement(st: &mut State, policy: &Policy) {
-    let Some(view) = st.fleet.as_ref().and_then(|f| f.view().cloned()) else {
+    let Some(view) = st.fleet_view().cloned() else {
         return; // not joined yet
     };
     let me = st.key.node_id();
@@ -845,15 +845,10 @@ fn fleet_placement(st: &mut State, policy: &Policy) {
         .alive()
         .into_iter()
         .filter(|n| *n != me && st.peers.contains_key(n))
-        // A status that stopped coming (its node's loop is held up, or it is stopping) is
-        // not live: statuses come every 0.5 s.
-        .filter(|n| {
-            st.status_seen
-                .get(n)
-                .is_some_and(|t| t.elapsed() < STATUS_STALE)
-        })
         .filter_map(|n| {
-            let s = view.status(n)?;
+            // A status that stopped coming (its node's loop is held up, or it is stopping) is
+            // not live: statuses come every 0.5 s.
+            let s = view.status_age(n).filter(|(_, age)| *age < STATUS_STALE)?.0;
             let status = NodeStatus {
                 battery_percent: s.battery_percent,
                 latency_ms: 1,
@@ -922,9 +917,9 @@ fn fleet_placement(st: &mut State, policy: &Policy) {
                     ),
                     Hold::Satisfied => unreachable!("handled above"),
                 };
-                if st.holds.get(&a).map(String::as_str) != Some(kind) {
+                if st.holds.get(&a) != Some(&kind) {
                     tracing::info!("placement: {agent} stays: {why}");
-                    st.holds.insert(a, kind.to_string());
+                    st.holds.insert(a, kind);
                 }
             }
         }
@@ -1171,7 +1166,7 @@ fn console(st: &mut State, line: &str) -> bool {
             }
         }
         ["drain"] | ["drain", "on" | "off"] => {
-            if st.fleet.as_ref().is_none_or(|f| f.view().is_none()) {
+            if st.fleet_view().is_none() {
                 say("drain: only in a fleet (--zenoh), once it joined".into());
                 return true;
             }
