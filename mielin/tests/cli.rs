@@ -1106,18 +1106,6 @@ fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
         |l| l.starts_with("battery 10% below the policy's 20%"),
         T,
     );
-    // (A node that never heard an agent's name shows the first 8 hex digits of its id.)
-    let runs_on = |p: &Proc, d: &str, name: &str| {
-        let start = Instant::now();
-        let id = mielin_cells::quic::to_hex(agent_of(name).as_bytes());
-        while !text(&mielin(&["agents", "-d", d]))
-            .lines()
-            .any(|l| (l.starts_with(name) || l.starts_with(&id[..8])) && l.contains("running here"))
-        {
-            assert!(start.elapsed() < T, "{name} not on {}: {}", p.name, p.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     runs_on(&c, &cd, "guest");
     runs_on(&b, &data(&dir, "b"), "pong");
     // While a's battery stays low it keeps placing: an agent deployed now leaves too.
@@ -1146,6 +1134,20 @@ fn placement_offers_a_waiting_agent_only_to_a_node_that_continues_it() {
     c.quit();
 }
 
+/// Waits until `mielin agents -d D` says the agent `name` runs there (a node that never heard
+/// an agent's name shows the first 8 hex digits of its id), or fails with `p`'s log after `T`.
+fn runs_on(p: &Proc, d: &str, name: &str) {
+    let start = Instant::now();
+    let id = mielin_cells::quic::to_hex(agent_of(name).as_bytes());
+    while !text(&mielin(&["agents", "-d", d]))
+        .lines()
+        .any(|l| (l.starts_with(name) || l.starts_with(&id[..8])) && l.contains("running here"))
+    {
+        assert!(start.elapsed() < T, "{name} not on {}: {}", p.name, p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Issue 24: "a node's battery drops below an agent's policy; the agent moves within 2 s; the
 /// log says why". Three nodes in a fleet on Zenoh (a runs the router, b and c are its clients);
 /// a places its agent on the members' live, signed statuses: to b (battery 90), never to c
@@ -1160,35 +1162,14 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
         .unwrap()
         .port();
     let ep = format!("tcp/127.0.0.1:{port}");
-    let args = |zenoh: &[&str], battery: &str| -> Vec<String> {
-        let mut v: Vec<String> = zenoh.iter().map(|s| s.to_string()).collect();
-        v.extend(["--battery".to_string(), battery.to_string()]);
-        v
+    let node = |name: &str, zenoh: &[&str], battery: &str| {
+        let mut args: Vec<String> = zenoh.iter().map(|s| s.to_string()).collect();
+        args.extend(["--battery".to_string(), battery.to_string()]);
+        Proc::start(name, &dir, "127.0.0.1:0", &args, &[], None)
     };
-    let mut a = Proc::start(
-        "a",
-        &dir,
-        "127.0.0.1:0",
-        &args(&["--zenoh-router", "--zenoh-listen", &ep], "100"),
-        &[],
-        None,
-    );
-    let mut b = Proc::start(
-        "b",
-        &dir,
-        "127.0.0.1:0",
-        &args(&["--zenoh", &ep], "90"),
-        &[],
-        None,
-    );
-    let mut c = Proc::start(
-        "c",
-        &dir,
-        "127.0.0.1:0",
-        &args(&["--zenoh", &ep], "25"),
-        &[],
-        None,
-    );
+    let mut a = node("a", &["--zenoh-router", "--zenoh-listen", &ep], "100");
+    let mut b = node("b", &["--zenoh", &ep], "90");
+    let mut c = node("c", &["--zenoh", &ep], "25");
     pin_all(&mut [&mut a, &mut b, &mut c]);
     let ad = data(&dir, "a");
     let o = mielin(&["deploy", &agent_file(), "--name", "pong", "-d", &ad]);
@@ -1206,17 +1187,9 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
         |l| l == "placement: pong leaves for b: battery 10% below its minimum 20%",
         T,
     );
-    let bd = data(&dir, "b");
-    // (b never heard the agent's name: it shows the first 8 hex digits of its id.)
-    let id = mielin_cells::quic::to_hex(agent_of("pong").as_bytes());
-    while !text(&mielin(&["agents", "-d", &bd]))
-        .lines()
-        .any(|l| l.starts_with(&id[..8]) && l.contains("running here"))
-    {
-        assert!(start.elapsed() < T, "pong not on b: {}", a.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    runs_on(&b, &data(&dir, "b"), "pong");
     let took = start.elapsed();
+    let id = mielin_cells::quic::to_hex(agent_of("pong").as_bytes());
     println!("battery drop to running on b: {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}: {}", a.log());
     // b's battery satisfies pong: it stays there; c never took part.
@@ -1234,14 +1207,7 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
     b.wait_line(from, |l| l.starts_with("draining: "), T);
     let leaves = format!("placement: {} leaves for c: this node drains", &id[..8]);
     b.wait_line(from, |l| l == leaves, T);
-    let cd = data(&dir, "c");
-    while !text(&mielin(&["agents", "-d", &cd]))
-        .lines()
-        .any(|l| l.starts_with(&id[..8]) && l.contains("running here"))
-    {
-        assert!(start.elapsed() < T, "pong not on c: {}", b.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    runs_on(&c, &data(&dir, "c"), "pong");
     let moved = start.elapsed();
     // (took: when pong was seen running on b, some polling after it arrived there; without the
     // interval it would leave within a second, once c's status says 100%.)
