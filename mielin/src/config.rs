@@ -376,6 +376,13 @@ impl Settings {
                     .into(),
             );
         }
+        if router && listen_z.iter().any(|e| e.ends_with(":0")) {
+            // The node joins through its own router, so it must know the port.
+            return Err(
+                "--zenoh-router: --zenoh-listen needs a fixed port (the others connect to it), not :0"
+                    .into(),
+            );
+        }
         let zenoh = (!connect.is_empty() || !listen_z.is_empty()).then(|| ZenohSettings {
             fleet: args
                 .zenoh_fleet

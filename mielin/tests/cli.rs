@@ -660,6 +660,38 @@ fn config_file_and_its_errors() {
             text(&o)
         );
     }
+    // Fleet settings that cannot work: each refused at start, with the reason.
+    for (args, says) in [
+        (
+            &["--zenoh-router"][..],
+            "give the endpoint it listens on with --zenoh-listen",
+        ),
+        (
+            &["--zenoh-router", "--zenoh-listen", "tcp/127.0.0.1:0"][..],
+            "--zenoh-listen needs a fixed port",
+        ),
+        (
+            &["--zenoh", "nonsense"][..],
+            "Endpoints must be of the form",
+        ),
+        (
+            &["--zenoh", "tcp/127.0.0.1:9", "--zenoh-fleet", "a/b"][..],
+            "a fleet name is 1 to 64 of [A-Za-z0-9_-]",
+        ),
+    ] {
+        let (key, data) = (dir.join("b.key"), dir.join("x.d"));
+        let mut v = vec![
+            "node",
+            "--key",
+            key.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        v.extend_from_slice(args);
+        let o = mielin(&v);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
 }
 
 /// A loop that calls the yield point `env.yield_now`, with a memory for Asyncify's buffer.
