@@ -890,3 +890,55 @@ mod checkpoint_by_size {
         assert!(most >= cap - 1, "{most}");
     }
 }
+
+/// A gate whose peers are b, c and d (the nodes `locate` probes in turn).
+struct ThreePeers;
+impl Gate for ThreePeers {
+    fn peers(&self, f: &mut dyn FnMut(NodeId)) {
+        for n in [0xb, 0xc, 0xd] {
+            f(NodeId::from_bytes([n; 16]));
+        }
+    }
+}
+
+/// `locate` with a locator (a fleet's location records): the node it names, if a peer, is
+/// asked first; a lookup again for the same addressee (the named node did not have it) probes
+/// the peers in turn instead of asking the same node forever; a new answer is used again; an
+/// answer that is no peer, or this node, is ignored.
+#[test]
+fn a_locator_is_asked_first_and_a_wrong_answer_costs_one_lookup() {
+    use std::sync::{Arc, Mutex};
+    let n = |b: u8| NodeId::from_bytes([b; 16]);
+    let mut h = host(A, MemKeeper::default(), ThreePeers);
+    // Without a locator: b, c, d, b.
+    let probed: Vec<_> = (0..4).map(|_| h.locate(SENDER)).collect();
+    assert_eq!(
+        probed,
+        [Some(n(0xb)), Some(n(0xc)), Some(n(0xd)), Some(n(0xb))]
+    );
+    let answer = Arc::new(Mutex::new(Some(n(0xd))));
+    let shared = answer.clone();
+    h.set_locator(Some(Box::new(move |agent| {
+        assert_eq!(agent, AGENT);
+        *shared.lock().unwrap()
+    })));
+    assert_eq!(h.locate(AGENT), Some(n(0xd)), "the locator's node first");
+    assert_eq!(h.hinted_lookups(), 1);
+    // The same answer again: d did not have it; the peers in turn.
+    assert_eq!(h.locate(AGENT), Some(n(0xb)));
+    assert_eq!(h.locate(AGENT), Some(n(0xc)));
+    // A newer record names c: asked at once.
+    *answer.lock().unwrap() = Some(n(0xc));
+    assert_eq!(h.locate(AGENT), Some(n(0xc)));
+    assert_eq!(h.hinted_lookups(), 2);
+    // A node that is not a peer, or this node: ignored.
+    let mut probes = Vec::new();
+    for wrong in [n(0xe), A] {
+        *answer.lock().unwrap() = Some(wrong);
+        probes.push(h.locate(AGENT));
+    }
+    assert_eq!(probes, [Some(n(0xd)), Some(n(0xb))], "the probing went on");
+    assert_eq!(h.hinted_lookups(), 2);
+    h.set_locator(None);
+    assert_eq!(h.locate(AGENT), Some(n(0xc)));
+}

@@ -423,10 +423,13 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
         self.flush_events().map_err(|_| MeshError::JournalIo)
     }
 
-    /// Where this node last handed the agent, else each of the gate's peers in turn, one per
-    /// lookup. The node backs off between lookups answered `Unknown` (doubling from one
-    /// retransmission timeout to [`MAX_LOOKUP_BACKOFF`](crate::mesh::MAX_LOOKUP_BACKOFF) of
-    /// them), so an agent running on one of `P` peers is found within `P` lookups.
+    /// Where this node last handed the agent; else the locator's answer if it names a peer
+    /// other than the one it named last time ([`Cells::set_locator`]); else each of the gate's
+    /// peers in turn, one per lookup. The node backs off between lookups answered `Unknown`
+    /// (doubling from one retransmission timeout to
+    /// [`MAX_LOOKUP_BACKOFF`](crate::mesh::MAX_LOOKUP_BACKOFF) of them), so an agent running
+    /// on one of `P` peers is found within `P` lookups, or at the first with a locator that
+    /// knows; a locator that is wrong costs one lookup per wrong answer.
     fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
         if let Some(r) = self.routes.get(&agent) {
             return Some(r.target);
@@ -440,6 +443,16 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
         });
         if peers.is_empty() {
             return None;
+        }
+        if let Some(hint) = self.locator.as_mut().and_then(|l| l(agent)) {
+            if peers.contains(&hint) && self.hinted.get(&agent) != Some(&hint) {
+                if self.hinted.len() >= MAX_PROBES && !self.hinted.contains_key(&agent) {
+                    self.hinted.clear(); // forgetting costs at most one more lookup each
+                }
+                self.hinted.insert(agent, hint);
+                self.hinted_lookups += 1;
+                return Some(hint);
+            }
         }
         if self.probes.len() >= MAX_PROBES && !self.probes.contains_key(&agent) {
             self.probes.clear(); // a cursor lost only restarts that agent's round

@@ -46,6 +46,7 @@ use crate::migration::{DecodeLimits, EncodeOptions, MemoryDigests, Route, StateE
 use crate::runtime::midcall::{Completion, SuspendedCall};
 use crate::runtime::{LiveAgent, Runtime, Val};
 use crate::{Agent, AgentId, AgentState, CellError, ExecutionError, NodeId};
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
@@ -139,6 +140,12 @@ pub const MAX_PROBLEMS: usize = 64;
 /// Addressees whose lookup cursor [`Cells`] keeps for [`AgentHost::locate`](super::AgentHost).
 const MAX_PROBES: usize = 1024;
 
+/// A directory [`Cells`] asks where an addressee runs before it probes its peers one by one
+/// ([`Cells::set_locator`]): a fleet's signed location records, for example
+/// (`fleet::FleetView::locate`). Its answer is a hint: the node it names answers a message for
+/// an agent it does not run as any peer does.
+pub type Locator = Box<dyn FnMut(AgentId) -> Option<NodeId> + Send>;
+
 /// An agent running here, the epoch it runs at, the events logged since it was saved and
 /// their bytes, and the bytes of its memory when it was last saved.
 pub(crate) struct Running {
@@ -194,6 +201,10 @@ pub struct Cells<K: Keeper, G: Gate = Open> {
     bases: BTreeMap<AgentId, Base>,
     routes: BTreeMap<AgentId, Route>,
     probes: BTreeMap<AgentId, usize>,
+    locator: Option<Locator>,
+    /// Per addressee, the node the locator named at its last lookup.
+    hinted: BTreeMap<AgentId, NodeId>,
+    hinted_lookups: u64,
     /// Whether `has_dna` says yes for DNA the keeper holds (no: every hand-off to this node
     /// carries the DNA). Default yes.
     pub claim_dna: bool,
@@ -261,6 +272,9 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             bases: BTreeMap::new(),
             routes: BTreeMap::new(),
             probes: BTreeMap::new(),
+            locator: None,
+            hinted: BTreeMap::new(),
+            hinted_lookups: 0,
             claim_dna: true,
             send_delta: false,
             keep_sent_base: false,
@@ -275,6 +289,21 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
             poisoned: false,
             last_refusal: None,
         }
+    }
+
+    /// Asks `locator` first when the node looks an addressee up ([`AgentHost::locate`]
+    /// (super::AgentHost::locate)): its answer is used if it is one of the gate's peers and not
+    /// the node it gave at this addressee's previous lookup (a lookup again means the node it
+    /// named did not have the agent); otherwise the peers are probed one per lookup, as
+    /// without a locator. `None` removes it.
+    pub fn set_locator(&mut self, locator: Option<Locator>) {
+        self.locator = locator;
+        self.hinted.clear();
+    }
+
+    /// Lookups the locator answered ([`set_locator`](Self::set_locator)).
+    pub fn hinted_lookups(&self) -> u64 {
+        self.hinted_lookups
     }
 
     /// The limits of the inboxes of agents started or resumed from now on.
