@@ -7,8 +7,10 @@
 
 use crate::config::ZenohSettings;
 use mielin_cells::fleet::{Fleet, FleetConfig, FleetEvent, FleetView, Mode, Router};
-use mielin_cells::mesh::fleet::Status;
+use mielin_cells::mesh::fleet::{Location, Status};
 use mielin_cells::quic::{Identity, PublicKey};
+use mielin_cells::AgentId;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -20,6 +22,7 @@ const EVENTS: usize = 1024;
 pub struct FleetLink {
     view: Arc<OnceLock<FleetView>>,
     statuses: mpsc::Sender<Status>,
+    locations: mpsc::Sender<Vec<Location>>,
     members: mpsc::UnboundedSender<PublicKey>,
     events: std::sync::mpsc::Receiver<FleetEvent>,
     thread: std::thread::JoinHandle<()>,
@@ -31,6 +34,12 @@ impl FleetLink {
         self.view.get()
     }
 
+    /// The view as it will be once the node joined: for the host's lookups, which outlive a
+    /// borrow of the link.
+    pub fn view_cell(&self) -> Arc<OnceLock<FleetView>> {
+        self.view.clone()
+    }
+
     /// Trusts a newly pinned peer as a member (applied when the join is done, if it is not).
     pub fn add_member(&self, key: PublicKey) {
         let _ = self.members.send(key);
@@ -40,6 +49,13 @@ impl FleetLink {
     /// waiting: the next one follows in half a second).
     pub fn publish(&self, status: Status) {
         let _ = self.statuses.try_send(status);
+    }
+
+    /// Hands the thread the agents this node runs now, at their epochs: it publishes a signed
+    /// location record for each new one (or new epoch) and withdraws those that left. False if
+    /// the last list is still waiting (the caller sends the list again later).
+    pub fn publish_locations(&self, running: Vec<Location>) -> bool {
+        self.locations.try_send(running).is_ok()
     }
 
     /// The joins and leaves seen since the last call.
@@ -103,6 +119,7 @@ pub fn start(
     // (its view stays current; the events only feed its log).
     let (event_tx, events) = std::sync::mpsc::sync_channel(EVENTS);
     let (statuses, mut status_rx) = mpsc::channel::<Status>(1);
+    let (locations, mut location_rx) = mpsc::channel::<Vec<Location>>(1);
     let (members_tx, mut members_rx) = mpsc::unbounded_channel::<PublicKey>();
     let view = Arc::new(OnceLock::new());
     let joined = view.clone();
@@ -143,10 +160,14 @@ pub fn start(
                 let _ = joined.set(fleet.view());
                 tracing::info!("fleet {fleet_name} on zenoh: {how}");
                 let _ = ready_tx.send(Ok(()));
+                let mut published = Published::default();
                 loop {
                     tokio::select! {
                         Some(key) = members_rx.recv() => {
                             fleet.add_member(key);
+                        }
+                        Some(running) = location_rx.recv() => {
+                            published.update(&mut fleet, running);
                         }
                         s = status_rx.recv() => match s {
                             Some(s) => {
@@ -189,10 +210,49 @@ pub fn start(
     Ok(FleetLink {
         view,
         statuses,
+        locations,
         members: members_tx,
         events,
         thread,
     })
+}
+
+/// The location records this node published, and whether it said that it could not publish
+/// more (said once).
+#[derive(Default)]
+struct Published {
+    at: BTreeMap<AgentId, u64>,
+    warned: bool,
+}
+
+impl Published {
+    /// Publishes what is new in `running` and withdraws what left. A record that could not be
+    /// published is tried again with the next list.
+    fn update(&mut self, fleet: &mut Fleet, running: Vec<Location>) {
+        let now: BTreeMap<AgentId, u64> = running.iter().map(|l| (l.agent, l.epoch)).collect();
+        self.at.retain(|agent, _| {
+            let stays = now.contains_key(agent);
+            if !stays {
+                fleet.withdraw_location(*agent);
+            }
+            stays
+        });
+        for (agent, epoch) in now {
+            if self.at.get(&agent) == Some(&epoch) {
+                continue;
+            }
+            match fleet.publish_location(Location { agent, epoch }) {
+                Ok(()) => {
+                    self.at.insert(agent, epoch);
+                }
+                Err(e) if !self.warned => {
+                    self.warned = true;
+                    tracing::warn!("fleet: publishing where agents run: {e} (said once)");
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// Reports a failure to `start`, or logs it when `start` no longer waits (the join took longer

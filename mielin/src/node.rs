@@ -21,7 +21,7 @@ use crate::report::{handoff_summary, log_event};
 use mielin::control::{Reply, Request};
 use mielin::spec::{parse_peer, show_message};
 use mielin_cells::fleet::{FleetEvent, FleetView};
-use mielin_cells::mesh::fleet::{Status as FleetStatus, CAN_REWIND, DRAINING};
+use mielin_cells::mesh::fleet::{Location, Status as FleetStatus, CAN_REWIND, DRAINING};
 use mielin_cells::mesh::planner::{Candidate, Hold, Planner, PlannerConfig, Reason};
 use mielin_cells::mesh::{
     AgentHost, Config, Delivery, InboxLimits, Journal, MeshError, Notice, Phase, SharedJournal,
@@ -295,7 +295,16 @@ async fn node(mut s: Settings) -> Result<(), String> {
             .iter()
             .filter_map(|p| PublicKey::from_hex(&p.key))
             .collect();
-        st.fleet = Some(crate::fleet::start(identity.clone(), z, members)?);
+        let link = crate::fleet::start(identity.clone(), z, members)?;
+        // The node's lookups of an addressee ask the fleet's location records first (a hint:
+        // a wrong one costs one lookup; the peers are probed after it).
+        let view = link.view_cell();
+        st.host.set_locator(Some(Box::new(move |agent| {
+            view.get()
+                .and_then(|v| v.locate(agent))
+                .map(|(node, _)| node)
+        })));
+        st.fleet = Some(link);
     }
     for a in st.host.running() {
         tracing::info!("running {} (restarted from the journal)", st.names.agent(a));
@@ -409,6 +418,13 @@ async fn node(mut s: Settings) -> Result<(), String> {
                                 capabilities: if st.host.mid_call { CAN_REWIND } else { 0 }
                                     | if st.draining { DRAINING } else { 0 },
                             });
+                            // Where its agents run, at their epochs (the thread publishes what
+                            // changed; a list it could not take goes again in half a second).
+                            let journal = st.driver.node().journal();
+                            let running = st.host.running().into_iter().filter_map(|agent| {
+                                journal.get(agent).map(|r| Location { agent, epoch: r.epoch })
+                            });
+                            f.publish_locations(running.collect());
                         }
                     }
                     if args.stats_ms > 0 && last_stats.elapsed() >= Duration::from_millis(args.stats_ms) {
@@ -939,7 +955,13 @@ fn reason_text(r: &Reason) -> String {
 /// Where the journal says an agent is.
 fn describe(st: &State, agent: AgentId) -> String {
     let Some(r) = st.driver.node().journal().get(agent) else {
-        return "not known here".into();
+        return match st.fleet_view().and_then(|v| v.locate(agent)) {
+            Some((node, epoch)) => format!(
+                "not known here; the fleet's records place it on {} at epoch {epoch}",
+                st.names.node(node)
+            ),
+            None => "not known here".into(),
+        };
     };
     let n = |id: NodeId| st.names.node(id);
     match r.phase {
@@ -1040,6 +1062,12 @@ fn status_text(st: &mut State) -> String {
     o += &format!(
         "hand-offs committed {} aborted {} adopted {} retransmits {}\n",
         s.committed, s.aborted, s.adopted, s.retransmits
+    );
+    // How the node found addressees it knew no node for.
+    o += &format!(
+        "lookups {}, {} answered by the fleet's location records\n",
+        s.lookups,
+        st.host.hinted_lookups()
     );
     o
 }

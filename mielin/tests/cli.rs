@@ -1266,3 +1266,66 @@ fn fleet_placement_moves_an_agent_within_two_seconds_of_a_battery_drop() {
         c.log()
     );
 }
+
+/// Issue 24: "The node's `locate` uses these records". Four nodes in a fleet, ping on a, pong
+/// on d, and no node told where the other agent runs: a names pong's node from d's signed
+/// location record, each lookup of an addressee is answered by the records (probing would try
+/// the peers one by one), and every number of the exchange arrives once.
+#[test]
+fn fleet_location_records_answer_the_lookups() {
+    let dir = scratch("locate");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("tcp/127.0.0.1:{port}");
+    let limit = 20;
+    let node = |name: &str, zenoh: &[&str], agent: Option<&str>| {
+        let mut args: Vec<String> = zenoh.iter().map(|s| s.to_string()).collect();
+        args.extend(["--limit".to_string(), limit.to_string()]);
+        if let Some(a) = agent {
+            args.extend(["--agent".to_string(), format!("{a}={}", agent_file())]);
+        }
+        Proc::start(name, &dir, "127.0.0.1:0", &args, &[], None)
+    };
+    let mut a = node(
+        "a",
+        &["--zenoh-router", "--zenoh-listen", &ep],
+        Some("ping"),
+    );
+    let mut b = node("b", &["--zenoh", &ep], None);
+    let mut c = node("c", &["--zenoh", &ep], None);
+    let mut d = node("d", &["--zenoh", &ep], Some("pong"));
+    pin_all(&mut [&mut a, &mut b, &mut c, &mut d]);
+    let (ad, dd) = (data(&dir, "a"), data(&dir, "d"));
+    // a's journal knows nothing of pong; the fleet's records say where it runs.
+    let start = Instant::now();
+    loop {
+        let t = text(&mielin(&["send", "pong", "1", "-d", &ad]));
+        if t.contains("not known here; the fleet's records place it on d at epoch ") {
+            println!("{}", t.trim());
+            break;
+        }
+        assert!(start.elapsed() < T, "{t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.send("kick ping pong");
+    let all = wait_exchange(&mut [&mut a, &mut b, &mut c, &mut d], limit, T);
+    check_exchange(&all, limit);
+    let mut answered = 0;
+    for (p, data) in [(&a, &ad), (&d, &dd)] {
+        let t = text(&mielin(&["status", "-d", data]));
+        let line = t.lines().find(|l| l.starts_with("lookups ")).unwrap_or("");
+        let n: Vec<u64> = line
+            .split(|ch: char| !ch.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        println!("{}: {line}", p.name);
+        assert_eq!(n.len(), 2, "{line}");
+        // Every lookup was answered by the records, none by probing.
+        assert_eq!(n[0], n[1], "{}: {line}\n{}", p.name, p.log());
+        answered += n[1];
+    }
+    assert!(answered >= 1, "a looked pong up through the records");
+}
