@@ -902,11 +902,12 @@ impl Gate for ThreePeers {
 }
 
 /// `locate` with a locator (a fleet's location records): the node it names, if a peer, is
-/// asked first; a lookup again for the same addressee (the named node did not have it) probes
-/// the peers in turn instead of asking the same node forever; a new answer is used again; an
-/// answer that is no peer, or this node, is ignored.
+/// asked first; a lookup again for the same addressee (the named node did not answer, or did
+/// not have it) alternates between that node and the peers in turn, so a right answer whose
+/// node was slow is asked again and a stale one does not stop the probing; a new answer is
+/// used at once; an answer that is no peer, or this node, is ignored.
 #[test]
-fn a_locator_is_asked_first_and_a_wrong_answer_costs_one_lookup() {
+fn a_locator_is_asked_first_and_a_wrong_answer_costs_every_other_lookup() {
     use std::sync::{Arc, Mutex};
     let n = |b: u8| NodeId::from_bytes([b; 16]);
     let mut h = host(A, MemKeeper::default(), ThreePeers);
@@ -922,23 +923,31 @@ fn a_locator_is_asked_first_and_a_wrong_answer_costs_one_lookup() {
         assert_eq!(agent, AGENT);
         *shared.lock().unwrap()
     })));
-    assert_eq!(h.locate(AGENT), Some(n(0xd)), "the locator's node first");
-    assert_eq!(h.hinted_lookups(), 1);
-    // The same answer again: d did not have it; the peers in turn.
-    assert_eq!(h.locate(AGENT), Some(n(0xb)));
-    assert_eq!(h.locate(AGENT), Some(n(0xc)));
-    // A newer record names c: asked at once.
+    // d, then the peers in turn with d between them.
+    let asked: Vec<_> = (0..5).map(|_| h.locate(AGENT)).collect();
+    assert_eq!(
+        asked,
+        [
+            Some(n(0xd)),
+            Some(n(0xb)),
+            Some(n(0xd)),
+            Some(n(0xc)),
+            Some(n(0xd))
+        ]
+    );
+    assert_eq!(h.hinted_lookups(), 3);
+    // A newer record names c: asked at once, though a probe was due.
     *answer.lock().unwrap() = Some(n(0xc));
     assert_eq!(h.locate(AGENT), Some(n(0xc)));
-    assert_eq!(h.hinted_lookups(), 2);
-    // A node that is not a peer, or this node: ignored.
+    assert_eq!(h.hinted_lookups(), 4);
+    // A node that is not a peer, or this node: ignored; the probing goes on (d, b).
     let mut probes = Vec::new();
     for wrong in [n(0xe), A] {
         *answer.lock().unwrap() = Some(wrong);
         probes.push(h.locate(AGENT));
     }
-    assert_eq!(probes, [Some(n(0xd)), Some(n(0xb))], "the probing went on");
-    assert_eq!(h.hinted_lookups(), 2);
+    assert_eq!(probes, [Some(n(0xd)), Some(n(0xb))]);
+    assert_eq!(h.hinted_lookups(), 4);
     h.set_locator(None);
     assert_eq!(h.locate(AGENT), Some(n(0xc)));
 }

@@ -424,12 +424,12 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
     }
 
     /// Where this node last handed the agent; else the locator's answer if it names a peer
-    /// other than the one it named last time ([`Cells::set_locator`]); else each of the gate's
-    /// peers in turn, one per lookup. The node backs off between lookups answered `Unknown`
-    /// (doubling from one retransmission timeout to
+    /// ([`Cells::set_locator`]): a new answer at once, the same answer at every other lookup;
+    /// else each of the gate's peers in turn, one per lookup. The node backs off between
+    /// lookups answered `Unknown` (doubling from one retransmission timeout to
     /// [`MAX_LOOKUP_BACKOFF`](crate::mesh::MAX_LOOKUP_BACKOFF) of them), so an agent running
-    /// on one of `P` peers is found within `P` lookups, or at the first with a locator that
-    /// knows; a locator that is wrong costs one lookup per wrong answer.
+    /// on one of `P` peers is found within `P` lookups, at the first with a locator that knows,
+    /// and within `2P` with one that is wrong.
     fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
         if let Some(r) = self.routes.get(&agent) {
             return Some(r.target);
@@ -445,13 +445,22 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
             return None;
         }
         if let Some(hint) = self.locator.as_mut().and_then(|l| l(agent)) {
-            if peers.contains(&hint) && self.hinted.get(&agent) != Some(&hint) {
+            if peers.contains(&hint) {
+                // A new answer is used at once; the same one at every other lookup, the peers
+                // probed in between: its node may have been down or slow to answer (then it is
+                // right, and asked again), or it may be stale (then probing finds the agent).
+                let use_it = match self.hinted.get(&agent) {
+                    Some(&(last, probe_next)) => last != hint || !probe_next,
+                    None => true,
+                };
                 if self.hinted.len() >= MAX_PROBES && !self.hinted.contains_key(&agent) {
-                    self.hinted.clear(); // forgetting costs at most one more lookup each
+                    self.hinted.clear(); // forgetting only restarts the alternation
                 }
-                self.hinted.insert(agent, hint);
-                self.hinted_lookups += 1;
-                return Some(hint);
+                self.hinted.insert(agent, (hint, use_it));
+                if use_it {
+                    self.hinted_lookups += 1;
+                    return Some(hint);
+                }
             }
         }
         if self.probes.len() >= MAX_PROBES && !self.probes.contains_key(&agent) {

@@ -202,8 +202,9 @@ pub struct Cells<K: Keeper, G: Gate = Open> {
     routes: BTreeMap<AgentId, Route>,
     probes: BTreeMap<AgentId, usize>,
     locator: Option<Locator>,
-    /// Per addressee, the node the locator named at its last lookup.
-    hinted: BTreeMap<AgentId, NodeId>,
+    /// Per addressee, the node the locator named at its last lookup, and whether it was asked
+    /// then (its answer alternates with the probes).
+    hinted: BTreeMap<AgentId, (NodeId, bool)>,
     hinted_lookups: u64,
     /// Whether `has_dna` says yes for DNA the keeper holds (no: every hand-off to this node
     /// carries the DNA). Default yes.
@@ -292,10 +293,10 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
     }
 
     /// Asks `locator` first when the node looks an addressee up ([`AgentHost::locate`]
-    /// (super::AgentHost::locate)): its answer is used if it is one of the gate's peers and not
-    /// the node it gave at this addressee's previous lookup (a lookup again means the node it
-    /// named did not have the agent); otherwise the peers are probed one per lookup, as
-    /// without a locator. `None` removes it.
+    /// (super::AgentHost::locate)): its answer is used if it is one of the gate's peers, at
+    /// once when it is new, and at every other lookup when it is the answer it gave before (a
+    /// lookup again means its node did not answer, or did not have the agent); the lookups in
+    /// between probe the peers one by one, as without a locator. `None` removes it.
     pub fn set_locator(&mut self, locator: Option<Locator>) {
         self.locator = locator;
         self.hinted.clear();
