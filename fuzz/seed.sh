@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 mkdir -p corpus/snapshot_bytes corpus/snapshot_body corpus/snapshot_flags corpus/dna corpus/frame_v2 corpus/mesh_frame corpus/stream_records \
   corpus/certificate corpus/control_request corpus/container corpus/inbox \
   corpus/suspended_call corpus/transform_record corpus/log_file corpus/cell_event corpus/flash_keeper \
-  corpus/fleet_record
+  corpus/fleet_record corpus/fleet_certificate
 for v in ../tests/vectors/v*.bin; do
   name=$(basename "$v" .bin)
   case "$name" in
@@ -52,6 +52,11 @@ done
 for v in ../tests/certificates/*.der; do
   cp "$v" "corpus/certificate/$(basename "$v" .der)"
 done
+# Fleet membership: each golden vector in its place (0 the node's certificate, 1 the revocation
+# list, 2 the fleet's certificate).
+{ printf '\0'; cat ../tests/certificates/fleet-node.der; } >corpus/fleet_certificate/node
+{ printf '\1'; cat ../tests/certificates/fleet-crl.der; } >corpus/fleet_certificate/crl
+{ printf '\2'; cat ../tests/certificates/fleet-ca.der; } >corpus/fleet_certificate/ca
 # mielin's control socket (mielin::control): status, agents, send pong 41, migrate pong to b,
 # a progress reply.
 printf '\1\1' >corpus/control_request/status

@@ -37,6 +37,9 @@ mod flash_journal;
 #[cfg(feature = "signatures")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signatures")))]
 pub mod fleet;
+#[cfg(all(feature = "_certificate", feature = "signatures"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+pub mod fleet_certificate;
 pub mod frame;
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]

@@ -42,6 +42,7 @@
 //! (`docs/cli.md`).
 
 mod driver;
+mod fleet_ca;
 mod host;
 mod identity;
 mod tls;
@@ -50,6 +51,7 @@ pub use crate::mesh::records as wire;
 
 pub use crate::mesh::certificate::CertificateError;
 pub use driver::{Driver, DriverConfig, DriverStats, RoutedHost, Wake, DRIVER_OUTBOX, MAX_BATCH};
+pub use fleet_ca::FleetCa;
 pub use host::{
     AgentStats, NodeFiles, NodeJournal, SavedAgent, Signed, WasmHost, JOURNAL_CAPACITY,
 };

@@ -292,9 +292,9 @@ impl<K: Keeper, G: Gate> Cells<K, G> {
         }
     }
 
-    /// Asks `locator` first when the node looks an addressee up ([`AgentHost::locate`]
-    /// (super::AgentHost::locate)): its answer is used if it is one of the gate's peers, at
-    /// once when it is new, and at every other lookup when it is the answer it gave before (a
+    /// Asks `locator` first when the node looks an addressee up
+    /// ([`AgentHost::locate`](super::AgentHost::locate)): its answer is used if it is one of
+    /// the gate's peers, at once when it is new, and at every other lookup when it is the answer it gave before (a
     /// lookup again means its node did not answer, or did not have the agent); the lookups in
     /// between probe the peers one by one, as without a locator. `None` removes it.
     pub fn set_locator(&mut self, locator: Option<Locator>) {
