@@ -71,6 +71,76 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Creates a fleet key (if missing) and writes the fleet's certificate: the anchor every
+    /// member is given, for certificates that `mielin issue` makes.
+    #[command(after_help = "Example:\n  mielin fleet-key lab.key --fleet lab -o lab-fleet.der")]
+    FleetKey {
+        /// The fleet key file (mode 0600; 64 hex digits of secret). Keep it off the nodes.
+        key: PathBuf,
+        /// The fleet's name (in its certificate; `issue` and `revoke` must be given the same).
+        #[arg(long, default_value = "mielin")]
+        fleet: String,
+        /// Where to write the fleet certificate (DER).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Issues a node certificate with the fleet key: the node's public key, name and
+    /// architecture, valid for --days.
+    #[command(
+        after_help = "Example:\n  mielin issue lab.key --fleet lab --node a --public KEY --arch x86_64 --serial 1 -o a.der\n\n\
+        KEY is what `mielin keygen` printed for the node. Keep the serial numbers: `mielin revoke` names them."
+    )]
+    Issue {
+        /// The fleet key file (never created here).
+        key: PathBuf,
+        /// The fleet's name, as given to `fleet-key`.
+        #[arg(long, default_value = "mielin")]
+        fleet: String,
+        /// The node's name (1 to 63 of a-z, 0-9 and inner hyphens).
+        #[arg(long)]
+        node: String,
+        /// The node's public key (64 hex digits, as `mielin keygen` prints it).
+        #[arg(long, value_name = "KEY")]
+        public: String,
+        /// The node's architecture (x86_64, aarch64, arm, riscv32, riscv64, x86, xtensa).
+        #[arg(long)]
+        arch: mielin_cells::Arch,
+        /// The certificate's serial number (what a revocation names).
+        #[arg(long)]
+        serial: u64,
+        /// Days it is valid from now (it is also valid from an hour ago, for clocks behind).
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// Where to write the certificate (DER).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Writes the fleet's revocation list: the certificates with these serial numbers are no
+    /// longer members. It replaces the last list; members refuse it after --days.
+    #[command(
+        after_help = "Example:\n  mielin revoke lab.key --fleet lab --number 2 --serial 4 --serial 9 -o lab.crl\n\n\
+        Give every serial still revoked, and a --number above the last list's. Issue a new list before --days pass: \
+        a member refuses a list past its next update, and then admits no one."
+    )]
+    Revoke {
+        /// The fleet key file (never created here).
+        key: PathBuf,
+        /// The fleet's name, as given to `fleet-key`.
+        #[arg(long, default_value = "mielin")]
+        fleet: String,
+        /// The list's number: above every earlier list's.
+        #[arg(long)]
+        number: u64,
+        /// A revoked certificate's serial number; repeatable (none: an empty list).
+        #[arg(long)]
+        serial: Vec<u64>,
+        /// Days until the next list is due.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Where to write the list (DER).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Runs a node until SIGTERM or Ctrl-C (or `quit` on its console).
     #[command(after_help = "Examples:\n  \
         mielin node --key a.key --data a.d --fleet fleet.toml\n  \
@@ -186,6 +256,30 @@ enum Cmd {
     },
 }
 
+/// The fleet key in `key` (never created), for fleet `name`.
+fn fleet_ca(key: &std::path::Path, name: &str) -> Result<mielin_cells::quic::FleetCa, String> {
+    mielin_cells::quic::Identity::load(key)
+        .map(|id| mielin_cells::quic::FleetCa::new(id, name))
+        .map_err(|e| format!("fleet key {}: {e}", key.display()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes what a fleet command made to `path` (replaced atomically).
+fn write_out(path: &std::path::Path, what: std::io::Result<Vec<u8>>, name: &str) -> ExitCode {
+    match what.and_then(|bytes| files::write_atomic(path, &bytes)) {
+        Ok(()) => {
+            println!("wrote {name} {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("{name} {}: {e}", path.display()), 1),
+    }
+}
+
 /// An error for the operator: what went wrong and what to do; exit code 1 (2: bad usage).
 fn fail(msg: &str, code: u8) -> ExitCode {
     eprintln!("error: {msg}");
@@ -251,6 +345,68 @@ fn main() -> ExitCode {
                 println!("fleet {}: {name} at {addr}", fleet.display());
             }
             ExitCode::SUCCESS
+        }
+        Cmd::FleetKey { key, fleet, output } => {
+            let ca = match mielin_cells::quic::Identity::load_or_create(&key) {
+                Ok(id) => mielin_cells::quic::FleetCa::new(id, &fleet),
+                Err(e) => return fail(&format!("{}: {e}", key.display()), 1),
+            };
+            println!("fleet {fleet} key {}", ca.public_key());
+            write_out(&output, ca.certificate(), "fleet certificate")
+        }
+        Cmd::Issue {
+            key,
+            fleet,
+            node,
+            public,
+            arch,
+            serial,
+            days,
+            output,
+        } => {
+            let Some(public) = mielin_cells::quic::PublicKey::from_hex(&public) else {
+                return fail("--public: not a public key (64 hex digits)", 2);
+            };
+            let ca = match fleet_ca(&key, &fleet) {
+                Ok(ca) => ca,
+                Err(e) => return fail(&e, 1),
+            };
+            let now = unix_now();
+            let cert = ca.issue(
+                public,
+                &node,
+                arch,
+                serial,
+                now.saturating_sub(3600),
+                now.saturating_add(days.saturating_mul(86_400)),
+            );
+            println!("node {node} ({arch}) serial {serial} valid {days} days");
+            write_out(&output, cert, "node certificate")
+        }
+        Cmd::Revoke {
+            key,
+            fleet,
+            number,
+            serial,
+            days,
+            output,
+        } => {
+            let ca = match fleet_ca(&key, &fleet) {
+                Ok(ca) => ca,
+                Err(e) => return fail(&e, 1),
+            };
+            let now = unix_now();
+            let list = ca.revocation_list(
+                number,
+                now,
+                now.saturating_add(days.saturating_mul(86_400)),
+                &serial,
+            );
+            println!(
+                "revocation list {number}: {} revoked, next due in {days} days",
+                serial.len()
+            );
+            write_out(&output, list, "revocation list")
         }
         Cmd::Node(args) => {
             logging::init();

@@ -1329,3 +1329,135 @@ fn fleet_location_records_answer_the_lookups() {
     }
     assert!(answered >= 1, "a looked pong up through the records");
 }
+
+/// Issue 24: "commands to create a fleet key, issue and revoke a node". The certificate and
+/// the lists they write are checked by the library's verifier (`FleetAnchor::verify`): the
+/// node is a member, then not once its serial is on a list, and a list of another fleet key
+/// or a certificate issued under another fleet name is refused.
+#[test]
+fn fleet_key_issue_and_revoke() {
+    use mielin_cells::mesh::fleet_certificate::{FleetAnchor, MemberError};
+    let dir = scratch("fleet-ca");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let o = mielin(&[
+        "fleet-key",
+        &p("lab.key"),
+        "--fleet",
+        "lab",
+        "-o",
+        &p("lab.der"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = mielin(&["keygen", &p("a.key")]);
+    let public = text(&o).split_whitespace().nth(1).unwrap().to_string();
+    let issue = |fleet: &str, out: &str| {
+        mielin(&[
+            "issue",
+            &p("lab.key"),
+            "--fleet",
+            fleet,
+            "--node",
+            "a",
+            "--public",
+            &public,
+            "--arch",
+            "aarch64",
+            "--serial",
+            "7",
+            "--days",
+            "30",
+            "-o",
+            &p(out),
+        ])
+    };
+    let o = issue("lab", "a.der");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("node a (aarch64) serial 7 valid 30 days"),
+        "{}",
+        text(&o)
+    );
+    let revoke = |key: &str, serials: &[&str], out: &str| {
+        let mut args = vec!["revoke", key, "--fleet", "lab", "--number", "1", "-o", out];
+        for s in serials {
+            args.extend(["--serial", s]);
+        }
+        let o = mielin(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    revoke(&p("lab.key"), &[], &p("empty.crl"));
+    revoke(&p("lab.key"), &["3", "7"], &p("revoked.crl"));
+    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    let anchor = FleetAnchor::from_der(&read("lab.der")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let m = anchor
+        .verify(&read("a.der"), &read("empty.crl"), now)
+        .unwrap();
+    assert_eq!(
+        (m.name.as_str(), m.arch),
+        ("a", mielin_cells::Arch::Aarch64)
+    );
+    assert_eq!(mielin_cells::quic::to_hex(&m.key), public);
+    assert_eq!(
+        anchor.verify(&read("a.der"), &read("revoked.crl"), now),
+        Err(MemberError::Revoked)
+    );
+    // Another fleet key's list; a certificate issued under another fleet name.
+    let o = mielin(&["keygen", &p("other.key")]);
+    assert!(o.status.success());
+    revoke(&p("other.key"), &[], &p("other.crl"));
+    assert_eq!(
+        anchor.verify(&read("a.der"), &read("other.crl"), now),
+        Err(MemberError::RevocationListNotCurrent)
+    );
+    assert!(issue("zoo", "zoo.der").status.success());
+    assert_eq!(
+        anchor.verify(&read("zoo.der"), &read("empty.crl"), now),
+        Err(MemberError::NotIssued)
+    );
+    // Refusals: a bad key, a name a certificate cannot carry, no fleet key.
+    let bad = mielin(&[
+        "issue",
+        &p("lab.key"),
+        "--node",
+        "a",
+        "--public",
+        "12",
+        "--arch",
+        "arm",
+        "--serial",
+        "1",
+        "-o",
+        &p("x.der"),
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    let bad = mielin(&[
+        "issue",
+        &p("lab.key"),
+        "--node",
+        "A_b",
+        "--public",
+        &public,
+        "--arch",
+        "arm",
+        "--serial",
+        "1",
+        "-o",
+        &p("x.der"),
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("a node name in a certificate"),
+        "{}",
+        text(&bad)
+    );
+    let bad = mielin(&["revoke", &p("none.key"), "--number", "1", "-o", &p("x.crl")]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        !dir.join("none.key").exists(),
+        "revoke never creates a fleet key"
+    );
+}
