@@ -18,6 +18,12 @@ use tokio::sync::mpsc;
 /// Events the fleet thread holds for the node.
 const EVENTS: usize = 1024;
 
+/// How often every location record is published again, changed or not: a record lost on the
+/// way (with 50 clients starting at once, Zenoh logged messages it could not route, "Unknown
+/// wire expr") is back within this time, not only at the next change or a query. Statuses
+/// come every half second anyway.
+const LOCATIONS_AGAIN: Duration = Duration::from_secs(10);
+
 /// The node's handle on its fleet thread.
 pub struct FleetLink {
     view: Arc<OnceLock<FleetView>>,
@@ -223,11 +229,14 @@ pub fn start(
 struct Published {
     at: BTreeMap<AgentId, u64>,
     warned: bool,
+    /// When every record was last published again.
+    again: Option<std::time::Instant>,
 }
 
 impl Published {
-    /// Publishes what is new in `running` and withdraws what left. A record that could not be
-    /// published is tried again with the next list.
+    /// Publishes what is new in `running` and withdraws what left; every [`LOCATIONS_AGAIN`],
+    /// all of `running` again. A record that could not be published is tried again with the
+    /// next list.
     fn update(&mut self, fleet: &mut Fleet, running: Vec<Location>) {
         let now: BTreeMap<AgentId, u64> = running.iter().map(|l| (l.agent, l.epoch)).collect();
         self.at.retain(|agent, _| {
@@ -237,6 +246,10 @@ impl Published {
             }
             stays
         });
+        if self.again.is_none_or(|t| t.elapsed() >= LOCATIONS_AGAIN) {
+            self.again = Some(std::time::Instant::now());
+            self.at.clear(); // every record below is published again
+        }
         for (agent, epoch) in now {
             if self.at.get(&agent) == Some(&epoch) {
                 continue;
