@@ -243,6 +243,32 @@ fn names_a_certificate_cannot_carry_are_refused_at_issue() {
         ca.issue(key, "a", Arch::X86_64, 1, NOW, NOW).is_err(),
         "empty validity"
     );
+    assert!(
+        ca.issue(key, "a", Arch::X86_64, 0, NOW, NOW + DAY).is_err(),
+        "serial 0"
+    );
+    // A list is due after it is made.
+    assert!(ca.revocation_list(1, NOW, NOW, &[]).is_err());
+}
+
+/// No serial a node certificate can have revokes the fleet certificate: a list of the first
+/// serials and u64::MAX leaves another node's certificate (and the anchor) usable.
+#[test]
+fn no_node_serial_is_the_fleet_certificates() {
+    let ca = fleet();
+    let other = ca
+        .issue(node().public_key(), "b", Arch::Arm, 8, NOW - DAY, NOW + DAY)
+        .unwrap();
+    let mut serials: Vec<u64> = (1..=7).collect();
+    serials.push(u64::MAX);
+    let list = ca
+        .revocation_list(3, NOW - DAY, NOW + DAY, &serials)
+        .unwrap();
+    assert!(anchor(&ca).verify(&other, &list, NOW).is_ok());
+    assert_eq!(
+        anchor(&ca).verify(&cert(&ca), &list, NOW),
+        Err(MemberError::Revoked)
+    );
 }
 
 #[test]

@@ -227,7 +227,9 @@ pub fn start(
 /// more (said once).
 #[derive(Default)]
 struct Published {
-    at: BTreeMap<AgentId, u64>,
+    /// Per agent, the epoch published (`None`: a publication failed; tried again, and withdrawn
+    /// when the agent leaves, since the fleet may hold the record a failed put left behind).
+    at: BTreeMap<AgentId, Option<u64>>,
     warned: bool,
     /// When every record was last published again.
     again: Option<std::time::Instant>,
@@ -248,21 +250,24 @@ impl Published {
         });
         if self.again.is_none_or(|t| t.elapsed() >= LOCATIONS_AGAIN) {
             self.again = Some(std::time::Instant::now());
-            self.at.clear(); // every record below is published again
+            // Every record below is published again (the agents stay known, for withdrawal).
+            self.at.values_mut().for_each(|e| *e = None);
         }
         for (agent, epoch) in now {
-            if self.at.get(&agent) == Some(&epoch) {
+            if self.at.get(&agent) == Some(&Some(epoch)) {
                 continue;
             }
             match fleet.publish_location(Location { agent, epoch }) {
                 Ok(()) => {
-                    self.at.insert(agent, epoch);
+                    self.at.insert(agent, Some(epoch));
                 }
-                Err(e) if !self.warned => {
-                    self.warned = true;
-                    tracing::warn!("fleet: publishing where agents run: {e} (said once)");
+                Err(e) => {
+                    self.at.insert(agent, None);
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::warn!("fleet: publishing where agents run: {e} (said once)");
+                    }
                 }
-                Err(_) => {}
             }
         }
     }

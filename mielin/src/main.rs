@@ -380,7 +380,9 @@ fn main() -> ExitCode {
                 now.saturating_sub(3600),
                 now.saturating_add(days.saturating_mul(86_400)),
             );
-            println!("node {node} ({arch}) serial {serial} valid {days} days");
+            if cert.is_ok() {
+                println!("node {node} ({arch}) serial {serial} valid {days} days");
+            }
             write_out(&output, cert, "node certificate")
         }
         Cmd::Revoke {
@@ -402,10 +404,12 @@ fn main() -> ExitCode {
                 now.saturating_add(days.saturating_mul(86_400)),
                 &serial,
             );
-            println!(
-                "revocation list {number}: {} revoked, next due in {days} days",
-                serial.len()
-            );
+            if list.is_ok() {
+                println!(
+                    "revocation list {number}: {} revoked, next due in {days} days",
+                    serial.len()
+                );
+            }
             write_out(&output, list, "revocation list")
         }
         Cmd::Node(args) => {

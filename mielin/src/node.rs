@@ -297,7 +297,7 @@ async fn node(mut s: Settings) -> Result<(), String> {
             .collect();
         let link = crate::fleet::start(identity.clone(), z, members)?;
         // The node's lookups of an addressee ask the fleet's location records first (a hint:
-        // a wrong one costs one lookup; the peers are probed after it).
+        // the same answer is used at every other lookup, the peers probed in between).
         let view = link.view_cell();
         st.host.set_locator(Some(Box::new(move |agent| {
             view.get()

@@ -60,22 +60,18 @@ fn agent_prefix(name: &str) -> String {
     mielin_cells::quic::to_hex(&d[..4])
 }
 
-/// A free port on loopback, UDP (QUIC) or TCP (Zenoh): the OS's choice, released for the node
-/// to bind.
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+/// `n` distinct free UDP ports on loopback (QUIC), and a TCP one (Zenoh): the OS's choices,
+/// all held until every one is chosen, then released for the nodes to bind.
+fn free_ports(n: usize) -> (Vec<u16>, u16) {
+    let udp: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = |a: std::io::Result<std::net::SocketAddr>| a.unwrap().port();
+    (
+        udp.iter().map(|s| port(s.local_addr())).collect(),
+        port(tcp.local_addr()),
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,9 +97,10 @@ fn run(n: usize, seed: u64) {
     let fleet = dir.join("fleet.toml");
     let fleet_s = fleet.to_str().unwrap().to_string();
     let names: Vec<String> = (0..n).map(|i| format!("n{i:02}")).collect();
+    let (ports, zenoh_port) = free_ports(n);
     let mut addrs = Vec::new();
-    for name in &names {
-        let addr = format!("127.0.0.1:{}", free_port(true));
+    for (name, port) in names.iter().zip(ports) {
+        let addr = format!("127.0.0.1:{port}");
         let key = dir.join(format!("{name}.key"));
         let o = mielin(&[
             "keygen",
@@ -118,7 +115,7 @@ fn run(n: usize, seed: u64) {
         assert!(o.status.success(), "{o:?}");
         addrs.push(addr);
     }
-    let ep = format!("tcp/127.0.0.1:{}", free_port(false));
+    let ep = format!("tcp/127.0.0.1:{zenoh_port}");
     let args = |i: usize| -> Vec<String> {
         let mut a = vec!["--fleet".to_string(), fleet_s.clone()];
         if i == 0 {

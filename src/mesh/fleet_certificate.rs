@@ -17,10 +17,13 @@
 //! `ed25519-dalek` (`verify_strict`), so no TLS crypto provider is needed and the fuzz target
 //! `fleet_certificate` builds without one.
 //!
-//! What it does not decide: how a node gets the current revocation list (the `mielin` node
-//! reads it from a file the operator distributes), and how long a list may be used (its own
-//! `nextUpdate`, which the fleet key sets: a list past it is refused, so a node that cannot
-//! get a fresh one stops admitting members rather than trusting revoked ones).
+//! What it does not decide: how a node gets the current revocation list (distributing it is
+//! not built yet: docs/fleet.md), and which of two current lists is the newer. A list is used
+//! until its own `nextUpdate`, which the fleet key sets: a list past it is refused, so a node
+//! that cannot get a fresh one stops admitting members rather than trusting revoked ones; but
+//! an older list that is still current is accepted as well as the newest (its number is not
+//! compared), so a node handed an old list admits what a newer one revoked until the old one's
+//! `nextUpdate`: keep the lists' lifetime short (`mielin revoke --days`).
 
 use super::certificate::{CertificateError, ED25519_SPKI_PREFIX};
 use crate::Arch;
@@ -171,7 +174,9 @@ impl core::fmt::Debug for FleetAnchor {
 }
 
 impl FleetAnchor {
-    /// The fleet certificate `der`, checked to be a trust anchor whose key is Ed25519.
+    /// The fleet certificate `der`, checked to be a trust anchor whose key is Ed25519 (webpki
+    /// reads an anchor's subject and key only: which certificate is the fleet's is the
+    /// operator's to say, as with any trust anchor).
     pub fn from_der(der: &[u8]) -> Result<FleetAnchor, MemberError> {
         let a = FleetAnchor { der: der.to_vec() };
         a.anchor()?;
@@ -210,7 +215,9 @@ impl FleetAnchor {
     /// epoch): it chains to this anchor, is within its validity, is not on `crl` (the fleet's
     /// current revocation list, DER, signed by the fleet key and not past its `nextUpdate`),
     /// its key is Ed25519, and its one DNS name is `NAME.ARCH.mielin`. Never panics; allocates
-    /// at most a copy of the anchor and the member's name.
+    /// a copy of the anchor, of the certificate's key field and of the member's name. The
+    /// error is the first check webpki failed, in its order: a forged certificate outside its
+    /// validity says [`MemberError::Expired`], a damaged list entry [`MemberError::NotIssued`].
     pub fn verify(&self, node_cert: &[u8], crl: &[u8], now: u64) -> Result<Member, MemberError> {
         let key = super::certificate::ed25519_key([node_cert]).map_err(MemberError::Certificate)?;
         let anchor = self.anchor()?;

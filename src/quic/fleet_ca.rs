@@ -21,6 +21,11 @@ use time::OffsetDateTime;
 const CA_NOT_BEFORE: i64 = 1_577_836_800;
 const CA_NOT_AFTER: i64 = 253_402_300_799;
 
+/// The fleet certificate's serial number, "MIELIN FLEET": 12 bytes, above every serial a node
+/// certificate can have (a `u64`), so that no revocation list of the fleet names the fleet
+/// certificate itself (it has the same issuer as the node certificates).
+const CA_SERIAL: &[u8] = b"MIELIN FLEET";
+
 /// A node's Ed25519 public key, for rcgen to write into its certificate.
 struct NodeKey([u8; 32]);
 
@@ -81,7 +86,7 @@ impl FleetCa {
         p.distinguished_name = dn;
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = alloc::vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.serial_number = Some(SerialNumber::from(1u64));
+        p.serial_number = Some(SerialNumber::from_slice(CA_SERIAL));
         p.not_before = when(CA_NOT_BEFORE as u64)?;
         p.not_after = when(CA_NOT_AFTER as u64)?;
         p.key_identifier_method = KeyIdMethod::Sha256;
@@ -104,8 +109,10 @@ impl FleetCa {
     }
 
     /// A certificate for `node`'s key, named `name` (`[a-z0-9-]`, one DNS label) and `arch`,
-    /// with serial number `serial` (what [`revocation_list`](Self::revocation_list) names),
-    /// valid from `not_before` to `not_after` (seconds since the Unix epoch).
+    /// with serial number `serial` (what [`revocation_list`](Self::revocation_list) names; not
+    /// 0, which RFC 5280 does not allow; one serial per certificate, since revoking it revokes
+    /// every certificate that has it), valid from `not_before` to `not_after` (seconds since
+    /// the Unix epoch).
     pub fn issue(
         &self,
         node: PublicKey,
@@ -119,6 +126,12 @@ impl FleetCa {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a node name in a certificate is 1 to 63 of a-z, 0-9 and inner hyphens",
+            ));
+        }
+        if serial == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a certificate's serial number is positive",
             ));
         }
         if not_after <= not_before {
@@ -148,8 +161,8 @@ impl FleetCa {
 
     /// The fleet's revocation list number `number` (raise it with every new list): the
     /// certificates with serial numbers `revoked` are no longer members. Issued at
-    /// `this_update`, used by members until `next_update` (seconds since the Unix epoch), after
-    /// which they refuse it and a new one must be issued.
+    /// `this_update`, used by members until `next_update` (seconds since the Unix epoch, after
+    /// `this_update`), after which they refuse it and a new one must be issued.
     pub fn revocation_list(
         &self,
         number: u64,

@@ -428,7 +428,8 @@ impl<K: Keeper, G: Gate> AgentHost for Cells<K, G> {
     /// else each of the gate's peers in turn, one per lookup. The node backs off between
     /// lookups answered `Unknown` (doubling from one retransmission timeout to
     /// [`MAX_LOOKUP_BACKOFF`](crate::mesh::MAX_LOOKUP_BACKOFF) of them), so an agent running
-    /// on one of `P` peers is found within `P` lookups, at the first with a locator that knows,
+    /// on one of `P` peers is found within `P` lookups, within two with a locator that knows
+    /// (the first, unless an earlier lookup of the same addressee already used that answer),
     /// and within `2P` with one that is wrong.
     fn locate(&mut self, agent: AgentId) -> Option<NodeId> {
         if let Some(r) = self.routes.get(&agent) {
